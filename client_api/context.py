@@ -1,0 +1,52 @@
+"""What the client API handlers need, gathered once in homeserver/app.py and stored on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from homeserver.config import Config
+from homeserver.errors import Codes, MatrixError
+from homeserver.ratelimit import RateLimiter
+from homeserver.rooms.service import RoomService
+from homeserver.rooms.reader import RoomReader
+from homeserver.storage.database import Database
+from homeserver.sync.service import SyncService
+from homeserver.types import Requester
+from homeserver.users.service import UserService
+
+
+@dataclass(slots=True)
+class ClientContext:
+    config: Config
+    db: Database
+    users: UserService
+    rooms: RoomService
+    sync: SyncService
+    reader: RoomReader
+    limiter: RateLimiter
+    uia: object  # client_api.uia.UIA
+
+
+CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)
+
+
+def ctx(request: web.Request) -> ClientContext:
+    return request.app[CTX]
+
+
+def access_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.query.get("access_token")
+
+
+async def auth(request: web.Request) -> Requester:
+    token = access_token(request)
+    if token is None:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+    return await ctx(request).users.authenticate(token)

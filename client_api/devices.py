@@ -1,0 +1,64 @@
+"""Device management: list, get, rename, delete (deletion needs user-interactive auth)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from client_api.context import auth, ctx
+from client_api.register import password_uia
+from homeserver.errors import Codes, MatrixError
+from homeserver.http import json_response, read_json
+
+routes = web.RouteTableDef()
+V = "/_matrix/client/{v:(v3|r0)}"
+
+
+@routes.get(V + "/devices")
+async def list_devices(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    return json_response({"devices": await ctx(request).users.devices(requester.user_id)})
+
+
+@routes.get(V + "/devices/{device_id}")
+async def get_device(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    return json_response(await ctx(request).users.device(requester.user_id,
+                                                         request.match_info["device_id"]))
+
+
+@routes.put(V + "/devices/{device_id}")
+async def rename_device(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    body = await read_json(request, allow_empty=True)
+    name = body.get("display_name")
+    if name is not None and not isinstance(name, str):
+        raise MatrixError(400, Codes.BAD_JSON, "display_name must be a string")
+    if name is not None:
+        await ctx(request).users.rename_device(requester.user_id,
+                                               request.match_info["device_id"], name)
+    else:
+        await ctx(request).users.device(requester.user_id, request.match_info["device_id"])
+    return json_response({})
+
+
+@routes.delete(V + "/devices/{device_id}")
+async def delete_device(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    body = await read_json(request, allow_empty=True)
+    c = ctx(request)
+    await c.users.device(requester.user_id, request.match_info["device_id"])
+    await password_uia(request, requester, body)
+    await c.users.delete_devices(requester.user_id, [request.match_info["device_id"]])
+    return json_response({})
+
+
+@routes.post(V + "/delete_devices")
+async def delete_devices(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    body = await read_json(request)
+    devices = body.get("devices")
+    if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+        raise MatrixError(400, Codes.BAD_JSON, "devices must be a list of strings")
+    await password_uia(request, requester, body)
+    await ctx(request).users.delete_devices(requester.user_id, devices)
+    return json_response({})

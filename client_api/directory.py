@@ -1,0 +1,139 @@
+"""Room aliases and the public room directory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from client_api.context import auth, ctx
+from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.http import json_response, query_int, read_json
+
+routes = web.RouteTableDef()
+V = "/_matrix/client/{v:(v3|r0)}"
+
+
+def _check_alias(request: web.Request) -> str:
+    alias = request.match_info["alias"]
+    server = ctx(request).config.server_name
+    if not alias.startswith("#") or ":" not in alias:
+        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias")
+    if alias.partition(":")[2] != server:
+        raise MatrixError(400, Codes.INVALID_PARAM, "Alias must be on this server")
+    return alias
+
+
+@routes.get(V + "/directory/room/{alias}")
+async def get_alias(request: web.Request) -> web.Response:
+    alias = request.match_info["alias"]
+    room_id = await ctx(request).reader.resolve_alias(alias)
+    return json_response({"room_id": room_id, "servers": [ctx(request).config.server_name]})
+
+
+@routes.put(V + "/directory/room/{alias}")
+async def put_alias(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    c = ctx(request)
+    alias = _check_alias(request)
+    body = await read_json(request)
+    room_id = body.get("room_id")
+    if not isinstance(room_id, str):
+        raise MatrixError(400, Codes.BAD_JSON, "room_id is required")
+    room = await c.rooms.get_room(room_id)
+    if room.membership(requester.user_id) != "join" and not requester.is_admin:
+        raise forbidden("You must be in the room to add an alias")
+    if not await c.rooms.create_alias(alias, room_id, requester.user_id):
+        raise MatrixError(409, Codes.UNKNOWN, "Room alias already exists")
+    return json_response({})
+
+
+@routes.delete(V + "/directory/room/{alias}")
+async def delete_alias(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    c = ctx(request)
+    alias = _check_alias(request)
+    row = await c.reader.alias_row(alias)
+    if row is None:
+        raise not_found("Room alias not found")
+    if row["creator"] != requester.user_id and not requester.is_admin:
+        room = await c.rooms.get_room(row["room_id"])
+        if await c.rooms.power_level(room, requester.user_id) < 50:
+            raise forbidden("You may not delete this alias")
+    await c.rooms.delete_alias(alias)
+    return json_response({})
+
+
+@routes.get(V + "/rooms/{room_id}/aliases")
+async def room_aliases(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    c = ctx(request)
+    room = await c.rooms.get_room(request.match_info["room_id"])
+    if not c.rooms.may_see_state(room, requester.user_id):
+        raise forbidden("You are not in this room")
+    return json_response({"aliases": await c.reader.aliases(room.room_id)})
+
+
+@routes.get(V + "/directory/list/room/{room_id}")
+async def get_visibility(request: web.Request) -> web.Response:
+    c = ctx(request)
+    await c.rooms.get_room(request.match_info["room_id"])
+    public = request.match_info["room_id"] in await c.reader.public_rooms()
+    return json_response({"visibility": "public" if public else "private"})
+
+
+@routes.put(V + "/directory/list/room/{room_id}")
+async def set_visibility(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    c = ctx(request)
+    body = await read_json(request)
+    vis = body.get("visibility")
+    if vis not in ("public", "private"):
+        raise MatrixError(400, Codes.BAD_JSON, "visibility must be public or private")
+    room = await c.rooms.get_room(request.match_info["room_id"])
+    if await c.rooms.power_level(room, requester.user_id) < 50 and not requester.is_admin:
+        raise forbidden("You may not change this room's visibility")
+    await c.rooms.set_public(room.room_id, vis == "public")
+    return json_response({})
+
+
+async def _public_rooms(request: web.Request, limit: int, since: str | None,
+                        term: str | None) -> web.Response:
+    c = ctx(request)
+    entries = []
+    for room_id in await c.reader.public_rooms():
+        room = await c.rooms.rooms.get(room_id)
+        if room is None:
+            continue
+        entries.append(c.rooms.directory_entry(room))
+    if term:
+        t = term.lower()
+        entries = [e for e in entries if t in (e.get("name") or "").lower()
+                   or t in (e.get("topic") or "").lower()
+                   or t in (e.get("canonical_alias") or "").lower()]
+    entries.sort(key=lambda e: -int(e["num_joined_members"]))
+    start = int(since) if since and since.isdigit() else 0
+    chunk = entries[start:start + limit] if limit else entries[start:]
+    body: dict[str, object] = {"chunk": chunk, "total_room_count_estimate": len(entries)}
+    if limit and start + limit < len(entries):
+        body["next_batch"] = str(start + limit)
+    if start > 0:
+        body["prev_batch"] = str(max(0, start - limit))
+    return json_response(body)
+
+
+@routes.get(V + "/publicRooms")
+async def public_rooms_get(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 0, 0, 1000)
+    return await _public_rooms(request, limit, request.query.get("since"), None)
+
+
+@routes.post(V + "/publicRooms")
+async def public_rooms_post(request: web.Request) -> web.Response:
+    await auth(request)
+    body = await read_json(request, allow_empty=True)
+    limit = body.get("limit", 0)
+    if not isinstance(limit, int) or limit < 0:
+        raise MatrixError(400, Codes.BAD_JSON, "limit must be a non-negative integer")
+    flt = body.get("filter") if isinstance(body.get("filter"), dict) else {}
+    term = flt.get("generic_search_term")
+    return await _public_rooms(request, limit, body.get("since"),
+                               term if isinstance(term, str) else None)

@@ -1,0 +1,107 @@
+"""Discovery and sessions: /versions, well-known, /capabilities, /login, /logout, /refresh."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from client_api.context import auth, ctx
+from homeserver.errors import Codes, MatrixError, forbidden
+from homeserver.events.room_versions import ROOM_VERSIONS
+from homeserver.http import json_response, read_json
+from homeserver.users.service import LoginResult
+
+routes = web.RouteTableDef()
+
+SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
+                 "v1.9", "v1.10", "v1.11"]
+
+
+@routes.get("/_matrix/client/versions")
+async def versions(request: web.Request) -> web.Response:
+    return json_response({"versions": SPEC_VERSIONS, "unstable_features": {}})
+
+
+@routes.get("/.well-known/matrix/client")
+async def well_known(request: web.Request) -> web.Response:
+    return json_response({"m.homeserver": {"base_url": ctx(request).config.base_url}})
+
+
+@routes.get("/_matrix/client/{v:(v3|r0)}/capabilities")
+async def capabilities(request: web.Request) -> web.Response:
+    await auth(request)
+    c = ctx(request).config
+    return json_response({"capabilities": {
+        "m.change_password": {"enabled": True},
+        "m.room_versions": {"default": c.default_room_version,
+                            "available": {v: "stable" for v in ROOM_VERSIONS}},
+        "m.set_displayname": {"enabled": True},
+        "m.set_avatar_url": {"enabled": True},
+        "m.3pid_changes": {"enabled": False},
+        "m.get_login_token": {"enabled": False},
+    }})
+
+
+@routes.get("/_matrix/client/{v:(v3|r0)}/login")
+async def login_flows(request: web.Request) -> web.Response:
+    return json_response({"flows": [{"type": "m.login.password"}]})
+
+
+def login_body(r: LoginResult, server_name: str) -> dict[str, object]:
+    body: dict[str, object] = {"user_id": r.user_id, "access_token": r.access_token,
+                               "device_id": r.device_id, "home_server": server_name}
+    if r.refresh_token is not None:
+        body["refresh_token"] = r.refresh_token
+        body["expires_in_ms"] = r.expires_in_ms
+    return body
+
+
+@routes.post("/_matrix/client/{v:(v3|r0)}/login")
+async def login(request: web.Request) -> web.Response:
+    c = ctx(request)
+    body = await read_json(request, "login")
+    if body["type"] != "m.login.password":
+        raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {body['type']}")
+    c.limiter.check("login", request.remote or "", c.config.rate_limits.login)
+    ident = body.get("identifier") or {"type": "m.id.user", "user": body.get("user")}
+    if ident.get("type") != "m.id.user" or not isinstance(ident.get("user"), str):
+        raise MatrixError(400, Codes.UNKNOWN, "Only m.id.user identifiers are supported")
+    user = ident["user"]
+    user_id = user if user.startswith("@") else c.users.user_id_for(user.lower())
+    if not await c.users.check_password(user_id, body["password"]):
+        raise forbidden("Invalid username or password")
+    result = await c.users.create_session(
+        user_id, body.get("device_id"), body.get("initial_device_display_name"),
+        request.remote, refresh=bool(body.get("refresh_token")))
+    return json_response(login_body(result, c.config.server_name))
+
+
+@routes.post("/_matrix/client/{v:(v3|r0)}/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    token = body.get("refresh_token")
+    if not isinstance(token, str):
+        raise MatrixError(400, Codes.BAD_JSON, "refresh_token is required")
+    r = await ctx(request).users.refresh(token)
+    return json_response({"access_token": r.access_token, "refresh_token": r.refresh_token,
+                          "expires_in_ms": r.expires_in_ms})
+
+
+@routes.post("/_matrix/client/{v:(v3|r0)}/logout")
+async def logout(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    await ctx(request).users.logout(requester)
+    return json_response({})
+
+
+@routes.post("/_matrix/client/{v:(v3|r0)}/logout/all")
+async def logout_all(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    await ctx(request).users.logout_all(requester.user_id)
+    return json_response({})
+
+
+@routes.get("/_matrix/client/{v:(v3|r0)}/account/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    return json_response({"user_id": requester.user_id, "device_id": requester.device_id,
+                          "is_guest": requester.is_guest})

@@ -1,0 +1,58 @@
+"""Profiles (displayname, avatar_url); a change is reflected in the user's joined rooms."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from client_api.context import auth, ctx
+from homeserver.errors import Codes, MatrixError, not_found
+from homeserver.http import json_response, read_json
+from homeserver.types import is_valid_user_id
+
+routes = web.RouteTableDef()
+V = "/_matrix/client/{v:(v3|r0)}"
+FIELDS = ("displayname", "avatar_url")
+
+
+@routes.get(V + "/profile/{user_id}")
+async def get_profile(request: web.Request) -> web.Response:
+    user_id = request.match_info["user_id"]
+    if not is_valid_user_id(user_id):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user id")
+    return json_response(await ctx(request).users.profile(user_id))
+
+
+@routes.get(V + "/profile/{user_id}/{field}")
+async def get_field(request: web.Request) -> web.Response:
+    field = request.match_info["field"]
+    profile = await ctx(request).users.profile(request.match_info["user_id"])
+    if field not in profile:
+        raise not_found("Profile field not set")
+    return json_response({field: profile[field]})
+
+
+@routes.put(V + "/profile/{user_id}/{field}")
+async def set_field(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    c = ctx(request)
+    field = request.match_info["field"]
+    if field not in FIELDS:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Unsupported profile field {field}")
+    body = await read_json(request)
+    value = body.get(field)
+    if value is not None and not isinstance(value, str):
+        raise MatrixError(400, Codes.BAD_JSON, f"{field} must be a string")
+    if value is not None and len(value.encode()) > 1024:
+        raise MatrixError(400, Codes.TOO_LARGE, f"{field} is too long")
+    user_id = request.match_info["user_id"]
+    await c.users.set_profile_field(requester, user_id, field, value)
+    # Mirror the change into the member event of every joined room (spec: profile changes).
+    profile = await c.users.profile(user_id)
+    for room_id in await c.reader.joined_rooms(user_id):
+        try:
+            await c.rooms.update_membership(requester, room_id, user_id, "join",
+                                            profile={"displayname": profile.get("displayname"),
+                                                     "avatar_url": profile.get("avatar_url")})
+        except MatrixError:
+            continue
+    return json_response({})

@@ -1,0 +1,45 @@
+"""GET /sync: the long poll. (The WebSocket upgrade of the same request is issue 3.)"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from client_api.context import auth, ctx
+from homeserver.errors import Codes, MatrixError
+from homeserver.http import json_response, query_int
+from homeserver.sync.filter import SyncFilter
+from homeserver.sync.tokens import SyncToken
+
+routes = web.RouteTableDef()
+
+
+async def parse_filter(request: web.Request, user_id: str) -> SyncFilter:
+    raw = request.query.get("filter")
+    if raw is None:
+        return SyncFilter()
+    if raw.lstrip().startswith("{"):
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise MatrixError(400, Codes.NOT_JSON, "filter is not valid JSON") from None
+        if not isinstance(d, dict):
+            raise MatrixError(400, Codes.BAD_JSON, "filter must be an object")
+        return SyncFilter.parse(d)
+    return SyncFilter.parse(await ctx(request).users.get_filter(user_id, raw))
+
+
+@routes.get("/_matrix/client/{v:(v3|r0)}/sync")
+async def sync(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    c = ctx(request)
+    since_raw = request.query.get("since")
+    since = SyncToken.parse(since_raw) if since_raw else None
+    timeout = query_int(request, "timeout", 0, 0, 600_000)
+    full_state = request.query.get("full_state", "false") == "true"
+    set_presence = request.query.get("set_presence", "online")
+    if set_presence not in ("online", "offline", "unavailable"):
+        raise MatrixError(400, Codes.INVALID_PARAM, "invalid set_presence")
+    flt = await parse_filter(request, requester.user_id)
+    result = await c.sync.sync(requester, since, flt, timeout, full_state)
+    return json_response(result.body)

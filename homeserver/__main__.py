@@ -1,0 +1,201 @@
+"""The `parley` command line: run, generate-config, register-user, migrate.
+
+With no configuration at all, `parley run` makes a data folder holding a generated config, a
+fresh signing key and an embedded PostgreSQL (pgserver), so a newcomer needs one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from homeserver.config import Config, ConfigError, generate_config_yaml, load_config
+from homeserver.signing import ServerSigningKey
+
+log = logging.getLogger("parley")
+CONFIG_NAME = "homeserver.yaml"
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """--config, else PARLEY_CONFIG, else <data dir>/homeserver.yaml (generated if missing)."""
+    explicit = args.config or os.environ.get("PARLEY_CONFIG")
+    if explicit:
+        return Path(explicit)
+    data_dir = Path(os.environ.get("PARLEY_DATA_DIR", "parley-data")).resolve()
+    path = data_dir / CONFIG_NAME
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        name = os.environ.get("PARLEY_SERVER_NAME", "localhost")
+        path.write_text(generate_config_yaml(name, "."))
+        print(f"parley: wrote a new config to {path}")
+    return path
+
+
+def load_key(config: Config) -> ServerSigningKey:
+    path = config.signing_key_path
+    if path.exists():
+        return ServerSigningKey.from_file(path, config.server_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = ServerSigningKey.generate(config.server_name)
+    key.save(path)
+    os.chmod(path, 0o600)
+    print(f"parley: generated a signing key at {path}")
+    return key
+
+
+def database_dsn(config: Config) -> tuple[str, Any]:
+    """The DSN to use, starting an embedded PostgreSQL when none is configured."""
+    if config.database_url:
+        return config.database_url, None
+    import pgserver
+
+    pgdata = config.data_dir / "postgres"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server.psql("SELECT 1")
+    exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'parley'")
+    if "1 row" not in exists:
+        server.psql("CREATE DATABASE parley")
+    return server.get_uri("parley"), server
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
+    from homeserver.app import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async for _ in serve(config, dsn, key):
+        url = f"http://{config.listen_host}:{config.listen_port}/"
+        print(f"parley: serving {config.server_name} on {url}", flush=True)
+        print(f"parley: data folder {config.data_dir}", flush=True)
+        if config.registration == "closed":
+            print("parley: registration is closed. Add a user with `parley register-user`, or "
+                  "set PARLEY_REGISTRATION=open (or registration.mode in the config).",
+                  flush=True)
+        else:
+            print(f"parley: registration is {config.registration}", flush=True)
+        await stop.wait()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args))
+    _setup_logging(config.log_level)
+    key = load_key(config)
+    dsn, server = database_dsn(config)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(_run(config, dsn, key))
+    finally:
+        if server is not None:
+            server.cleanup()
+    return 0
+
+
+def cmd_generate_config(args: argparse.Namespace) -> int:
+    text = generate_config_yaml(args.server_name)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+async def _migrate(dsn: str) -> list[int]:
+    from homeserver.storage.migrate import migrate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args))
+    dsn, server = database_dsn(config)
+    try:
+        applied = asyncio.run(_migrate(dsn))
+        print(f"applied migrations: {applied or 'none (up to date)'}")
+    finally:
+        if server is not None:
+            server.cleanup()
+    return 0
+
+
+async def _register(config: Config, dsn: str, key: ServerSigningKey, user: str,
+                    password: str, admin: bool) -> str:
+    from homeserver.app import build_homeserver
+    from homeserver.storage.database import Database
+
+    db = await Database.connect(dsn, 1, 2)
+    try:
+        hs = await build_homeserver(config, db, key)
+        return await hs.users.register(user, password, is_admin=admin)
+    finally:
+        await db.close()
+
+
+def cmd_register_user(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args))
+    password = args.password or os.environ.get("PARLEY_PASSWORD") or getpass.getpass()
+    key = load_key(config)
+    dsn, server = database_dsn(config)
+    try:
+        user_id = asyncio.run(_register(config, dsn, key, args.user, password, args.admin))
+        print(f"registered {user_id}{' (admin)' if args.admin else ''}")
+    finally:
+        if server is not None:
+            server.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parley", description="Parley Matrix homeserver")
+    parser.add_argument("--config", help="config file (default: <data dir>/homeserver.yaml)")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="start the server")
+    run.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    gen = sub.add_parser("generate-config", help="print a starting config")
+    gen.add_argument("--server-name", required=True)
+    gen.add_argument("--output", "-o")
+    reg = sub.add_parser("register-user", help="create a user (as an operator)")
+    reg.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    reg.add_argument("--user", required=True, help="localpart of the new user")
+    reg.add_argument("--password", help="password (default: PARLEY_PASSWORD or a prompt)")
+    reg.add_argument("--admin", action="store_true", help="make the user a server admin")
+    mig = sub.add_parser("migrate", help="apply database migrations and exit")
+    mig.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    commands = {"run": cmd_run, "generate-config": cmd_generate_config,
+                "register-user": cmd_register_user, "migrate": cmd_migrate}
+    try:
+        return commands.get(args.command or "run", cmd_run)(args)
+    except ConfigError as e:
+        print(f"parley: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Composition root: the only place that creates and wires stores, services and the web app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from client_api import account_data, devices, directory, login, profile, register, rooms, sync
+from client_api.context import CTX, ClientContext
+from client_api.uia import UIA
+from homeserver.config import Config
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.store import EventStore, StateGroupStore
+from homeserver.http import error_middleware, error_response
+from homeserver.ratelimit import RateLimiter
+from homeserver.rooms.members import MembershipIndex
+from homeserver.rooms.reader import RoomReader
+from homeserver.rooms.service import RoomService
+from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
+from homeserver.rooms.store import RoomStore
+from homeserver.rooms.visibility import Visibility
+from homeserver.rooms.writer import RoomWriter
+from homeserver.signing import ServerSigningKey
+from homeserver.storage.database import Database
+from homeserver.storage.migrate import migrate
+from homeserver.storage.streams import StreamIdGen
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.service import SyncService
+from homeserver.users.service import UserService
+from homeserver.users.store import UserStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Homeserver:
+    config: Config
+    db: Database
+    key: ServerSigningKey
+    users: UserService
+    rooms: RoomService
+    reader: RoomReader
+    sync: SyncService
+    notifier: Notifier
+
+
+async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) -> Homeserver:
+    async with db.connection() as conn:
+        await migrate(conn)
+    event_store, groups_store = EventStore(), StateGroupStore()
+    room_store, user_store = RoomStore(), UserStore()
+    async with db.connection() as conn:
+        event_stream = StreamIdGen(await event_store.max_stream_ordering(conn))
+        account_stream = StreamIdGen(await user_store.max_account_data_stream(conn))
+        max_group = await groups_store.max_group(conn)
+    notifier = Notifier()
+    cache = EventCache(db, event_store, room_store)
+    groups = StateGroups(db, groups_store, max_group)
+    registry = RoomRegistry(db, room_store, event_store, cache, groups)
+    members = MembershipIndex(db, room_store)
+    visibility = Visibility(groups, cache)
+    writer = RoomWriter(db, event_store, groups_store, room_store, cache, groups, members,
+                        event_stream, notifier)
+    users = UserService(db, user_store, config.server_name, account_stream, notifier,
+                        config.password_min_length)
+    room_service = RoomService(db, config.server_name, key, registry, room_store, writer, cache,
+                               config.default_room_version, members)
+    reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members)
+    sync_service = SyncService(db, event_store, registry, members, cache, groups, visibility,
+                               event_stream, users, notifier)
+    for token in config.registration_tokens:
+        await users.add_registration_token(token)
+    return Homeserver(config, db, key, users, room_service, reader, sync_service, notifier)
+
+
+async def _unknown_endpoint(request: web.Request) -> web.Response:
+    return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
+
+
+def make_app(hs: Homeserver) -> web.Application:
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=hs.config.max_request_bytes)
+    app[CTX] = ClientContext(
+        config=hs.config, db=hs.db, users=hs.users, rooms=hs.rooms, sync=hs.sync,
+        reader=hs.reader, limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(),
+    )
+    for module in (login, register, rooms, sync, profile, devices, account_data, directory):
+        app.add_routes(module.routes)
+    app.router.add_route("*", "/_matrix/{tail:.*}", _unknown_endpoint)
+    return app
+
+
+async def serve(config: Config, dsn: str, key: ServerSigningKey) -> AsyncIterator[web.AppRunner]:
+    """Start the server; yields the runner, cleans up on exit (used by `parley run` and tests)."""
+    db = await Database.connect(dsn, config.db_pool_min, config.db_pool_max)
+    try:
+        hs = await build_homeserver(config, db, key)
+        app = make_app(hs)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+        await site.start()
+        try:
+            yield runner
+        finally:
+            await runner.cleanup()
+    finally:
+        await db.close()

@@ -1,0 +1,184 @@
+"""Operator configuration: YAML file + environment overrides, validated once at start-up.
+
+The environment wins over the file so that scripts and containers can run Parley with no YAML at
+all (PARLEY_SERVER_NAME, PARLEY_LISTEN, PARLEY_DATA_DIR, PARLEY_DATABASE_URL, PARLEY_REGISTRATION,
+PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL). Values are frozen dataclasses passed to whoever needs them;
+there is no global config object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, ROOM_VERSIONS
+from homeserver.types import is_valid_server_name
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    per_second: float
+    burst_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    enabled: bool = True
+    message: RateLimit = RateLimit(10.0, 50)
+    registration: RateLimit = RateLimit(0.5, 5)
+    login: RateLimit = RateLimit(0.5, 10)
+    room_creation: RateLimit = RateLimit(1.0, 20)
+    joins: RateLimit = RateLimit(2.0, 20)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server_name: str = "localhost"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8008
+    public_baseurl: str = ""
+    data_dir: Path = Path("parley-data")
+    database_url: str = ""  # empty: embedded PostgreSQL in data_dir/postgres
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    signing_key_path: Path = Path("parley-data/signing.key")
+    registration: str = "closed"  # open | token | closed
+    registration_tokens: tuple[str, ...] = ()
+    password_min_length: int = 0
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    log_level: str = "INFO"
+    max_request_bytes: int = 1_048_576
+    default_room_version: str = DEFAULT_ROOM_VERSION
+    allow_guest_access: bool = False
+    presence_enabled: bool = True
+
+    @property
+    def base_url(self) -> str:
+        return self.public_baseurl or f"http://{self.listen_host}:{self.listen_port}/"
+
+
+def _rate(d: Any, default: RateLimit) -> RateLimit:
+    if not isinstance(d, Mapping):
+        return default
+    return RateLimit(float(d.get("per_second", default.per_second)),
+                     int(d.get("burst_count", default.burst_count)))
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"listen address must be host:port, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "on", "true", "yes")
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML file (if any), then apply PARLEY_* environment overrides, then validate."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        raw = loaded
+    base_dir = path.parent if path is not None else Path.cwd()
+
+    cfg = Config()
+    data_dir = Path(raw.get("data_dir", env.get("PARLEY_DATA_DIR", "parley-data")))
+    if "PARLEY_DATA_DIR" in env:
+        data_dir = Path(env["PARLEY_DATA_DIR"])
+    if not data_dir.is_absolute():
+        data_dir = (base_dir / data_dir) if path is not None else data_dir.resolve()
+
+    listen = raw.get("listeners", [{}])
+    first = listen[0] if isinstance(listen, list) and listen else {}
+    host = str(first.get("bind_address", cfg.listen_host))
+    port = int(first.get("port", cfg.listen_port))
+    if "PARLEY_LISTEN" in env:
+        host, port = _parse_listen(env["PARLEY_LISTEN"])
+
+    db = raw.get("database") or {}
+    database_url = str(db.get("url", "") if isinstance(db, dict) else "")
+    database_url = env.get("PARLEY_DATABASE_URL", database_url)
+
+    reg = raw.get("registration") or {}
+    if isinstance(reg, str):
+        reg = {"mode": reg}
+    mode = str(env.get("PARLEY_REGISTRATION", reg.get("mode", "closed")))
+    tokens = tuple(str(t) for t in reg.get("tokens", []) or [])
+
+    rl = raw.get("rate_limits") or {}
+    enabled = bool(rl.get("enabled", True))
+    if "PARLEY_RATE_LIMITS" in env:
+        enabled = _bool(env["PARLEY_RATE_LIMITS"])
+    d = RateLimits()
+    limits = RateLimits(
+        enabled=enabled,
+        message=_rate(rl.get("message"), d.message),
+        registration=_rate(rl.get("registration"), d.registration),
+        login=_rate(rl.get("login"), d.login),
+        room_creation=_rate(rl.get("room_creation"), d.room_creation),
+        joins=_rate(rl.get("joins"), d.joins),
+    )
+    key_path = Path(raw.get("signing_key_path", data_dir / "signing.key"))
+    if not key_path.is_absolute():
+        key_path = base_dir / key_path
+
+    cfg = replace(
+        cfg,
+        server_name=str(env.get("PARLEY_SERVER_NAME", raw.get("server_name", cfg.server_name))),
+        listen_host=host,
+        listen_port=port,
+        public_baseurl=str(raw.get("public_baseurl", "")),
+        data_dir=data_dir,
+        database_url=database_url,
+        db_pool_min=int(db.get("pool_min", cfg.db_pool_min)) if isinstance(db, dict) else 2,
+        db_pool_max=int(db.get("pool_max", cfg.db_pool_max)) if isinstance(db, dict) else 10,
+        signing_key_path=key_path,
+        registration=mode,
+        registration_tokens=tokens,
+        password_min_length=int(reg.get("password_min_length", 0)),
+        rate_limits=limits,
+        log_level=str(env.get("PARLEY_LOG_LEVEL", raw.get("log_level", "INFO"))).upper(),
+        max_request_bytes=int(raw.get("max_request_bytes", cfg.max_request_bytes)),
+        default_room_version=str(raw.get("default_room_version", DEFAULT_ROOM_VERSION)),
+        allow_guest_access=bool(raw.get("allow_guest_access", False)),
+        presence_enabled=bool((raw.get("presence") or {}).get("enabled", True)),
+    )
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    if not is_valid_server_name(cfg.server_name):
+        raise ConfigError(f"invalid server_name {cfg.server_name!r}")
+    if cfg.registration not in ("open", "token", "closed"):
+        raise ConfigError("registration must be one of open, token, closed")
+    if cfg.default_room_version not in ROOM_VERSIONS:
+        raise ConfigError(f"unsupported default_room_version {cfg.default_room_version!r}")
+    if not 0 < cfg.listen_port < 65536:
+        raise ConfigError("listener port out of range")
+    if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
+
+
+def generate_config_yaml(server_name: str, data_dir: str = "parley-data") -> str:
+    """A starting config for `parley generate-config`: the example with the name filled in."""
+    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    if example.exists():
+        text = example.read_text()
+        text = text.replace("server_name: localhost", f"server_name: {server_name}", 1)
+        return text.replace("data_dir: parley-data", f"data_dir: {data_dir}", 1)
+    return f"server_name: {server_name}\ndata_dir: {data_dir}\n"

@@ -1,0 +1,83 @@
+"""Matrix errors as exceptions, so any layer can fail a request with the spec's errcode.
+
+One aiohttp middleware (homeserver/http.py) turns these into `{"errcode", "error", ...}` bodies;
+nothing else in the code base needs to know about HTTP status codes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class Codes(StrEnum):
+    FORBIDDEN = "M_FORBIDDEN"
+    UNKNOWN_TOKEN = "M_UNKNOWN_TOKEN"
+    MISSING_TOKEN = "M_MISSING_TOKEN"
+    BAD_JSON = "M_BAD_JSON"
+    NOT_JSON = "M_NOT_JSON"
+    NOT_FOUND = "M_NOT_FOUND"
+    LIMIT_EXCEEDED = "M_LIMIT_EXCEEDED"
+    UNRECOGNIZED = "M_UNRECOGNIZED"
+    UNKNOWN = "M_UNKNOWN"
+    USER_IN_USE = "M_USER_IN_USE"
+    INVALID_USERNAME = "M_INVALID_USERNAME"
+    ROOM_IN_USE = "M_ROOM_IN_USE"
+    INVALID_ROOM_STATE = "M_INVALID_ROOM_STATE"
+    UNSUPPORTED_ROOM_VERSION = "M_UNSUPPORTED_ROOM_VERSION"
+    INCOMPATIBLE_ROOM_VERSION = "M_INCOMPATIBLE_ROOM_VERSION"
+    BAD_STATE = "M_BAD_STATE"
+    GUEST_ACCESS_FORBIDDEN = "M_GUEST_ACCESS_FORBIDDEN"
+    MISSING_PARAM = "M_MISSING_PARAM"
+    INVALID_PARAM = "M_INVALID_PARAM"
+    TOO_LARGE = "M_TOO_LARGE"
+    EXCLUSIVE = "M_EXCLUSIVE"
+    WEAK_PASSWORD = "M_WEAK_PASSWORD"
+    USER_DEACTIVATED = "M_USER_DEACTIVATED"
+    UNAUTHORIZED = "M_UNAUTHORIZED"
+    NOT_JOINED = "M_NOT_JOINED"
+    UNSTABLE = "M_UNKNOWN"
+
+
+class MatrixError(Exception):
+    """A failure the client should see as a Matrix error body."""
+
+    def __init__(self, status: int, errcode: str, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.status = status
+        self.errcode = errcode
+        self.error = error
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"errcode": self.errcode, "error": self.error}
+        body.update(self.extra)
+        return body
+
+
+class UIARequired(Exception):
+    """User-interactive auth needs another stage: rendered as 401 with the flows body."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__("user-interactive auth required")
+        self.body = body
+
+
+def forbidden(msg: str = "Forbidden") -> MatrixError:
+    return MatrixError(403, Codes.FORBIDDEN, msg)
+
+
+def not_found(msg: str = "Not found") -> MatrixError:
+    return MatrixError(404, Codes.NOT_FOUND, msg)
+
+
+def bad_json(msg: str) -> MatrixError:
+    return MatrixError(400, Codes.BAD_JSON, msg)
+
+
+def invalid_param(msg: str) -> MatrixError:
+    return MatrixError(400, Codes.INVALID_PARAM, msg)
+
+
+def missing_param(msg: str) -> MatrixError:
+    return MatrixError(400, Codes.MISSING_PARAM, msg)

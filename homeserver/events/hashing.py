@@ -1,0 +1,172 @@
+"""Content hashes, redaction (pruning), reference hashes and event IDs for PDUs.
+
+Covers event IDs in the v4 format (rooms v4+): the ID is derived from the event, so the
+same bytes must come out on every server. All functions take plain JSON dicts and never
+mutate their argument.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+from unpaddedbase64 import encode_base64
+
+from homeserver.events.room_versions import RoomVersion
+from homeserver.signing import ServerSigningKey, canonical_json
+
+JsonDict = dict[str, Any]
+
+MAX_EVENT_BYTES = 65536
+MAX_ID_BYTES = 255
+
+# Top-level keys kept by redaction in v10 (the v9 rules, unchanged in v10).
+_V10_KEPT_KEYS = frozenset(
+    {
+        "event_id",
+        "type",
+        "room_id",
+        "sender",
+        "state_key",
+        "content",
+        "hashes",
+        "signatures",
+        "depth",
+        "prev_events",
+        "prev_state",
+        "auth_events",
+        "origin",
+        "origin_server_ts",
+        "membership",
+    }
+)
+# v11 no longer protects origin, membership and prev_state.
+_V11_KEPT_KEYS = _V10_KEPT_KEYS - {"prev_state", "origin", "membership"}
+
+_V10_KEPT_CONTENT: dict[str, frozenset[str]] = {
+    "m.room.member": frozenset({"membership", "join_authorised_via_users_server"}),
+    "m.room.create": frozenset({"creator"}),
+    "m.room.join_rules": frozenset({"join_rule", "allow"}),
+    "m.room.power_levels": frozenset(
+        {
+            "ban",
+            "events",
+            "events_default",
+            "kick",
+            "redact",
+            "state_default",
+            "users",
+            "users_default",
+        }
+    ),
+    "m.room.history_visibility": frozenset({"history_visibility"}),
+}
+_V11_KEPT_CONTENT: dict[str, frozenset[str]] = {
+    **_V10_KEPT_CONTENT,
+    "m.room.power_levels": _V10_KEPT_CONTENT["m.room.power_levels"] | {"invite"},
+    "m.room.redaction": frozenset({"redacts"}),
+}
+
+
+class EventTooLarge(ValueError):
+    """The event breaks one of the spec's "Size limits"."""
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def compute_content_hash(event: JsonDict) -> str:
+    """Hash the whole unredacted event so a redacted copy can be told apart from the original."""
+    stripped = {k: v for k, v in event.items() if k not in ("unsigned", "signatures", "hashes")}
+    return encode_base64(_sha256(canonical_json(stripped)))
+
+
+def prune_event(event: JsonDict, rv: RoomVersion) -> JsonDict:
+    """Apply the room version's redaction algorithm, returning a new dict.
+
+    ``unsigned`` is dropped entirely: it is not on the spec's keep list, and pruned PDUs are
+    what signatures and reference hashes are computed over.
+    """
+    kept_keys = _V11_KEPT_KEYS if rv.updated_redaction_rules else _V10_KEPT_KEYS
+    pruned = {k: copy.deepcopy(v) for k, v in event.items() if k in kept_keys}
+
+    content = event.get("content")
+    if not isinstance(content, dict):
+        if "content" in pruned:
+            pruned["content"] = {}
+        return pruned
+
+    event_type = event.get("type")
+    new_content: JsonDict
+    if rv.updated_redaction_rules and event_type == "m.room.create":
+        new_content = copy.deepcopy(content)
+    else:
+        table = _V11_KEPT_CONTENT if rv.updated_redaction_rules else _V10_KEPT_CONTENT
+        allowed = table.get(event_type, frozenset()) if isinstance(event_type, str) else frozenset()
+        new_content = {k: copy.deepcopy(v) for k, v in content.items() if k in allowed}
+        if rv.updated_redaction_rules and event_type == "m.room.member":
+            tpi = content.get("third_party_invite")
+            if isinstance(tpi, dict) and "signed" in tpi:
+                new_content["third_party_invite"] = {"signed": copy.deepcopy(tpi["signed"])}
+    pruned["content"] = new_content
+    return pruned
+
+
+def compute_reference_hash(event: JsonDict, rv: RoomVersion) -> bytes:
+    """SHA-256 over the redacted event, so redaction never changes an event's ID."""
+    pruned = prune_event(event, rv)
+    pruned.pop("signatures", None)
+    pruned.pop("unsigned", None)
+    return _sha256(canonical_json(pruned))
+
+
+def compute_event_id(event: JsonDict, rv: RoomVersion) -> str:
+    return "$" + encode_base64(compute_reference_hash(event, rv), urlsafe=True)
+
+
+def room_id_for_create_event(create_event_id: str) -> str:
+    """v12 room IDs are the create event's ID with the ``!`` sigil instead of ``$``."""
+    if not create_event_id.startswith("$"):
+        raise ValueError(f"not an event ID: {create_event_id!r}")
+    return "!" + create_event_id[1:]
+
+
+def create_event_id_for_room(room_id: str) -> str:
+    """Inverse of :func:`room_id_for_create_event`, valid for v12 rooms only."""
+    if not room_id.startswith("!"):
+        raise ValueError(f"not a room ID: {room_id!r}")
+    return "$" + room_id[1:]
+
+
+def finalize_event(event: JsonDict, rv: RoomVersion, key: ServerSigningKey) -> tuple[str, JsonDict]:
+    """Hash and sign a newly built PDU, returning ``(event_id, signed_event)``.
+
+    The signature covers only the pruned event (plus the content hash), so it stays valid
+    after a redaction; it is copied back onto the full event. ``event`` is not modified.
+    """
+    full = copy.deepcopy(event)
+    full.pop("signatures", None)
+    full.pop("hashes", None)
+    full["hashes"] = {"sha256": compute_content_hash(full)}
+    pruned = prune_event(full, rv)
+    pruned.pop("signatures", None)
+    key.sign_json(pruned)
+    full["signatures"] = pruned["signatures"]
+    return compute_event_id(full, rv), full
+
+
+def check_event_size(event: JsonDict) -> None:
+    """Enforce the spec's "Size limits" on a complete (signed) PDU.
+
+    Raises:
+        EventTooLarge: naming the first limit that is exceeded.
+    """
+    for field in ("sender", "room_id", "type", "state_key"):
+        value = event.get(field)
+        if isinstance(value, str) and len(value.encode("utf-8")) > MAX_ID_BYTES:
+            raise EventTooLarge(f"'{field}' is longer than {MAX_ID_BYTES} bytes")
+    size = len(canonical_json(event))
+    if size > MAX_EVENT_BYTES:
+        raise EventTooLarge(f"event is {size} bytes, over the {MAX_EVENT_BYTES} byte limit")

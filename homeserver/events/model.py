@@ -1,0 +1,100 @@
+"""A persisted event as the rest of the server sees it.
+
+The PDU dict is parsed once and the client-format dict is built once, at persist time; every sync
+response and socket shares them (each reader adds only its own `unsigned`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.events.room_versions import RoomVersion
+from homeserver.types import JsonDict
+
+# Fields of a PDU that clients see (the "ClientEvent" format).
+_CLIENT_KEYS = ("type", "content", "sender", "origin_server_ts", "room_id", "state_key")
+
+
+@dataclass(slots=True)
+class EventEntry:
+    event_id: str
+    room_id: str
+    type: str
+    state_key: str | None
+    sender: str
+    depth: int
+    origin_server_ts: int
+    stream_ordering: int
+    state_group: int
+    state_group_before: int
+    pdu: JsonDict
+    client: JsonDict
+    redacted_by: str | None = None
+    txn: tuple[str, str, str] | None = None  # (user_id, device_id, txn_id) of the local sender
+    extra_unsigned: JsonDict = field(default_factory=dict)
+    redacted_because: JsonDict | None = None
+    pruned_content: JsonDict | None = None
+
+    @property
+    def is_state(self) -> bool:
+        return self.state_key is not None
+
+    @property
+    def membership(self) -> str | None:
+        if self.type != "m.room.member":
+            return None
+        m = self.pdu.get("content", {}).get("membership")
+        return m if isinstance(m, str) else None
+
+    def to_client(self, user_id: str | None = None, device_id: str | None = None,
+                  with_room_id: bool = True) -> JsonDict:
+        """Client format for one reader: adds transaction_id only for the sending device."""
+        d = dict(self.client)
+        if self.redacted_by is not None:
+            d["content"] = self.pruned_content if self.pruned_content is not None else {}
+        if not with_room_id:
+            d.pop("room_id", None)
+        unsigned: JsonDict = dict(self.extra_unsigned) if self.extra_unsigned else {}
+        if self.txn is not None and user_id == self.txn[0] and device_id == self.txn[1]:
+            unsigned["transaction_id"] = self.txn[2]
+        if self.redacted_by is not None:
+            unsigned["redacted_because"] = self.redacted_because or {"event_id": self.redacted_by}
+        if unsigned:
+            d["unsigned"] = unsigned
+        return d
+
+
+def client_format(event_id: str, pdu: JsonDict, room_id: str) -> JsonDict:
+    d: JsonDict = {k: pdu[k] for k in _CLIENT_KEYS if k in pdu}
+    d["event_id"] = event_id
+    d["room_id"] = room_id
+    return d
+
+
+def stripped_state(pdu: JsonDict) -> JsonDict:
+    """The stripped form used in invite_state / knock_state."""
+    return {
+        "type": pdu["type"],
+        "state_key": pdu.get("state_key", ""),
+        "content": pdu.get("content", {}),
+        "sender": pdu["sender"],
+    }
+
+
+def relation_of(content: Any) -> tuple[str | None, str | None]:
+    rel = content.get("m.relates_to") if isinstance(content, dict) else None
+    if isinstance(rel, dict):
+        ev, rt = rel.get("event_id"), rel.get("rel_type")
+        if isinstance(ev, str) and isinstance(rt, str):
+            return ev, rt
+    return None, None
+
+
+def mark_redacted(target: EventEntry, redaction: EventEntry, rv: RoomVersion) -> None:
+    """Serve `target` redacted from now on (the stored JSON is kept for federation/auth)."""
+    from homeserver.events.hashing import prune_event
+
+    target.redacted_by = redaction.event_id
+    target.redacted_because = redaction.to_client()
+    target.pruned_content = prune_event(target.pdu, rv).get("content", {})

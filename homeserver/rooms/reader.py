@@ -1,0 +1,224 @@
+"""Reading room history: single events, /messages paging, /context, relations, aliases.
+
+Every path runs the events through `Visibility`, so nobody reads what the room's history
+visibility hides from them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.events.model import EventEntry
+from homeserver.events.store import EventStore
+from homeserver.rooms.members import MembershipIndex
+from homeserver.rooms.state import EventCache, RoomData, StateGroups
+from homeserver.rooms.store import RoomStore
+from homeserver.rooms.visibility import Visibility
+from homeserver.storage.database import Database
+from homeserver.sync.filter import EventFilter
+from homeserver.sync.tokens import PaginationToken, SyncToken
+from homeserver.types import JsonDict, Requester
+
+
+def _parse_filter(raw: str | None) -> EventFilter:
+    if not raw:
+        return EventFilter()
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MatrixError(400, Codes.NOT_JSON, "filter is not JSON") from None
+    if not isinstance(d, dict):
+        raise MatrixError(400, Codes.BAD_JSON, "filter must be an object")
+    return EventFilter.parse(d)
+
+
+class RoomReader:
+    def __init__(self, db: Database, events: EventStore, rooms: RoomStore, cache: EventCache,
+                 groups: StateGroups, visibility: Visibility, members: MembershipIndex) -> None:
+        self._db = db
+        self._events = events
+        self._rooms = rooms
+        self._cache = cache
+        self._groups = groups
+        self._visibility = visibility
+        self._members = members
+
+    async def events(self, event_ids: list[str]) -> list[EventEntry]:
+        got = await self._cache.get_many(event_ids)
+        return [got[i] for i in event_ids if i in got]
+
+    async def state_ids_at(self, ev: EventEntry) -> dict[tuple[str, str], str]:
+        return dict(await self._groups.state_ids(ev.state_group))
+
+    async def joined_rooms(self, user_id: str) -> list[str]:
+        return await self._members.joined_rooms(user_id)
+
+    async def resolve_alias(self, alias: str) -> str:
+        async with self._db.connection() as conn:
+            row = await self._rooms.get_alias(conn, alias)
+        if row is None:
+            raise not_found("Room alias not found")
+        return str(row["room_id"])
+
+    async def _check_reader(self, requester: Requester, room: RoomData) -> bool:
+        """Whether the user is joined now; refuses users who never had any access."""
+        m = room.membership(requester.user_id)
+        if m == "join":
+            return True
+        hv = room.state.get(("m.room.history_visibility", ""))
+        if hv is not None and hv.pdu["content"].get("history_visibility") == "world_readable":
+            return False
+        if m in ("leave", "ban", "invite"):
+            return False
+        raise forbidden("You are not allowed to view this room")
+
+    async def visible_event(self, requester: Requester, room: RoomData,
+                            event_id: str) -> EventEntry:
+        joined = await self._check_reader(requester, room)
+        ev = (await self._cache.get_many([event_id])).get(event_id)
+        if ev is None or ev.room_id != room.room_id:
+            raise not_found("Event not found")
+        if not await self._visibility.filter(requester.user_id, [ev], joined):
+            raise not_found("Event not found")
+        return ev
+
+    async def state_ids_at_token(self, requester: Requester, room_id: str,
+                                 token: str) -> dict[tuple[str, str], str]:
+        tok = PaginationToken.parse(token)
+        stream = tok.events if isinstance(tok, SyncToken) else tok.stream
+        async with self._db.connection() as conn:
+            group = await conn.fetchval(
+                "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2"
+                " ORDER BY stream_ordering DESC LIMIT 1", room_id, stream)
+        if group is None:
+            return {}
+        state = dict(await self._groups.state_ids(group))
+        mine = state.get(("m.room.member", requester.user_id))
+        if mine is None:
+            raise forbidden("You were not in the room at that point")
+        return state
+
+    async def _point(self, room: RoomData, token: str | None, backwards: bool) -> tuple[int, int]:
+        if token is None:
+            return (2**62, 2**62) if backwards else (0, 0)
+        tok = PaginationToken.parse(token)
+        if isinstance(tok, PaginationToken):
+            return tok.depth, tok.stream
+        async with self._db.connection() as conn:
+            return await self._events.position_of_stream(conn, room.room_id, tok.events)
+
+    async def messages(self, requester: Requester, room: RoomData, from_token: str | None,
+                       to_token: str | None, backwards: bool, limit: int,
+                       filter_json: str | None) -> JsonDict:
+        joined = await self._check_reader(requester, room)
+        flt = _parse_filter(filter_json)
+        if flt.limit is not None:
+            limit = min(limit, flt.limit)
+        depth, stream = await self._point(room, from_token, backwards)
+        to_point = await self._point(room, to_token, not backwards) if to_token else None
+        async with self._db.connection() as conn:
+            rows = await self._events.paginate(
+                conn, room.room_id, depth, stream, backwards, limit,
+                list(flt.types) if flt.types is not None else None,
+                list(flt.not_types) or None,
+                list(flt.senders) if flt.senders is not None else None)
+        events = await self._cache.entries_from_rows(list(rows))
+        if to_point is not None:
+            if backwards:
+                events = [e for e in events if (e.depth, e.stream_ordering) >= to_point]
+            else:
+                events = [e for e in events if (e.depth, e.stream_ordering) < to_point]
+        start = from_token or (PaginationToken(depth, stream).serialize())
+        end: str | None = None
+        if events and len(rows) == limit:
+            last = events[-1]
+            end = (PaginationToken(last.depth, last.stream_ordering).serialize() if backwards
+                   else PaginationToken(last.depth, last.stream_ordering + 1).serialize())
+        visible = await self._visibility.filter(requester.user_id, events, joined)
+        visible = [e for e in visible if flt.allows(e)]
+        body: JsonDict = {
+            "chunk": [e.to_client(requester.user_id, requester.device_id) for e in visible],
+            "start": start,
+        }
+        if end is not None:
+            body["end"] = end
+        if flt.lazy_load_members and visible:
+            body["state"] = await self._member_state(visible)
+        return body
+
+    async def _member_state(self, events: list[EventEntry]) -> list[JsonDict]:
+        senders = {e.sender for e in events}
+        state = await self._groups.state_ids(events[0].state_group)
+        ids = [state[("m.room.member", s)] for s in senders if ("m.room.member", s) in state]
+        return [e.to_client() for e in await self.events(ids)]
+
+    async def context(self, requester: Requester, room: RoomData, event_id: str, limit: int,
+                      filter_json: str | None) -> JsonDict:
+        joined = await self._check_reader(requester, room)
+        ev = await self.visible_event(requester, room, event_id)
+        flt = _parse_filter(filter_json)
+        before_n = limit // 2
+        after_n = limit - before_n
+        async with self._db.connection() as conn:
+            before_rows = await self._events.paginate(conn, room.room_id, ev.depth,
+                                                      ev.stream_ordering, True, before_n)
+            after_rows = await self._events.paginate(conn, room.room_id, ev.depth,
+                                                     ev.stream_ordering + 1, False, after_n)
+        before = await self._cache.entries_from_rows(list(before_rows))
+        after = await self._cache.entries_from_rows(list(after_rows))
+        start = PaginationToken(ev.depth, ev.stream_ordering)
+        if before:
+            start = PaginationToken(before[-1].depth, before[-1].stream_ordering)
+        end = PaginationToken(ev.depth, ev.stream_ordering + 1)
+        if after:
+            end = PaginationToken(after[-1].depth, after[-1].stream_ordering + 1)
+        uid, dev = requester.user_id, requester.device_id
+        before = [e for e in await self._visibility.filter(uid, before, joined) if flt.allows(e)]
+        after = [e for e in await self._visibility.filter(uid, after, joined) if flt.allows(e)]
+        state_ids = await self._groups.state_ids(ev.state_group)
+        if flt.lazy_load_members:
+            senders = {e.sender for e in [ev, *before, *after]}
+            state_ids = {k: v for k, v in state_ids.items()
+                         if k[0] != "m.room.member" or k[1] in senders}
+        state = await self.events(list(state_ids.values()))
+        return {
+            "event": ev.to_client(uid, dev),
+            "events_before": [e.to_client(uid, dev) for e in before],
+            "events_after": [e.to_client(uid, dev) for e in after],
+            "start": start.serialize(),
+            "end": end.serialize(),
+            "state": [e.to_client(uid, dev) for e in state],
+        }
+
+    async def relations(self, requester: Requester, room: RoomData, event_id: str,
+                        rel_type: str | None, event_type: str | None, from_token: str | None,
+                        limit: int, backwards: bool) -> tuple[list[EventEntry], str | None]:
+        joined = await self._check_reader(requester, room)
+        await self.visible_event(requester, room, event_id)
+        before: int | None = None
+        if from_token is not None:
+            try:
+                before = int(from_token.lstrip("r"))
+            except ValueError:
+                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid from token") from None
+        async with self._db.connection() as conn:
+            rows = await self._events.relations(conn, room.room_id, event_id, rel_type,
+                                                event_type, before, limit, backwards)
+        events = await self._cache.entries_from_rows(list(rows))
+        next_batch = f"r{events[-1].stream_ordering}" if len(rows) == limit and events else None
+        return await self._visibility.filter(requester.user_id, events, joined), next_batch
+
+    async def public_rooms(self) -> list[str]:
+        async with self._db.connection() as conn:
+            return await self._rooms.public_room_ids(conn)
+
+    async def aliases(self, room_id: str) -> list[str]:
+        async with self._db.connection() as conn:
+            return await self._rooms.aliases_for_room(conn, room_id)
+
+    async def alias_row(self, alias: str) -> Any:
+        async with self._db.connection() as conn:
+            return await self._rooms.get_alias(conn, alias)

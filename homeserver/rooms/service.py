@@ -1,0 +1,423 @@
+"""RoomService: the only entry point for local room writes (create, send, state, membership).
+
+Each write takes the room's lock, builds the event (prev_events = forward extremities, auth events
+from current state, depth, hashes, signature) and hands it to `RoomWriter` under the same lock.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
+from homeserver.events.auth import AuthError, auth_event_types, user_power_level
+from homeserver.events.hashing import (
+    EventTooLarge,
+    check_event_size,
+    finalize_event,
+    room_id_for_create_event,
+)
+from homeserver.events.model import EventEntry
+from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.rooms.members import MembershipIndex
+from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
+from homeserver.rooms.store import RoomStore
+from homeserver.rooms.writer import RoomWriter
+from homeserver.signing import ServerSigningKey
+from homeserver.storage.database import Database
+from homeserver.types import JsonDict, Requester, is_valid_user_id
+
+PRESETS: dict[str, dict[str, str]] = {
+    "private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
+    "trusted_private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
+    "public_chat": {"join_rule": "public", "history": "shared", "guest": "forbidden"},
+}
+
+
+class RoomService:
+    def __init__(
+        self, db: Database, server_name: str, key: ServerSigningKey, rooms: RoomRegistry,
+        store: RoomStore, writer: RoomWriter, cache: EventCache, default_version: str,
+        members: MembershipIndex,
+    ) -> None:
+        self._members = members
+        self._db = db
+        self.server_name = server_name
+        self._key = key
+        self.rooms = rooms
+        self._store = store
+        self._writer = writer
+        self._cache = cache
+        self._default_version = default_version
+        self._txns: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+
+    # ------------------------------------------------------------------ helpers
+
+    async def get_room(self, room_id: str) -> RoomData:
+        room = await self.rooms.get(room_id)
+        if room is None:
+            raise not_found("Unknown room")
+        return room
+
+    def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
+               sender: str, etype: str, content: JsonDict, state_key: str | None = None,
+               redacts: str | None = None) -> tuple[str, JsonDict]:
+        pdu: JsonDict = {
+            "type": etype,
+            "sender": sender,
+            "content": content,
+            "origin_server_ts": int(time.time() * 1000),
+        }
+        if room_id is not None:
+            pdu["room_id"] = room_id
+        if state_key is not None:
+            pdu["state_key"] = state_key
+        if redacts is not None and not rv.redacts_in_content:
+            pdu["redacts"] = redacts
+        if room is None:
+            pdu.update(prev_events=[], auth_events=[], depth=1)
+        else:
+            auth_ids = []
+            for key in auth_event_types(rv, etype, sender, state_key, content):
+                ev = room.state.get(key)
+                if ev is not None:
+                    auth_ids.append(ev.event_id)
+            pdu["auth_events"] = auth_ids
+            pdu["prev_events"] = room.extremities[-10:]
+            pdu["depth"] = min(room.depth + 1, 2**63 - 1)
+        try:
+            event_id, pdu = finalize_event(pdu, rv, self._key)
+            check_event_size(pdu)
+        except EventTooLarge as e:
+            raise MatrixError(413, Codes.TOO_LARGE, f"Event too large: {e}") from e
+        return event_id, pdu
+
+    async def _send_locked(
+        self, room: RoomData, sender: str, etype: str, content: JsonDict,
+        state_key: str | None = None, txn: tuple[str, str, str] | None = None,
+        redacts: str | None = None,
+    ) -> EventEntry:
+        event_id, pdu = self._build(room, room.version, room.room_id, sender, etype, content,
+                                    state_key, redacts)
+        try:
+            return await self._writer.persist(room, event_id, pdu, txn)
+        except AuthError as e:
+            raise forbidden(str(e)) from e
+
+    async def send(
+        self, room_id: str, sender: str, etype: str, content: JsonDict,
+        state_key: str | None = None, txn: tuple[str, str, str] | None = None,
+        redacts: str | None = None,
+    ) -> EventEntry:
+        room = await self.get_room(room_id)
+        async with room.lock:
+            return await self._send_locked(room, sender, etype, content, state_key, txn, redacts)
+
+    # ------------------------------------------------------------------ messages
+
+    async def send_message(
+        self, requester: Requester, room_id: str, etype: str, content: JsonDict, txn_id: str
+    ) -> str:
+        """Idempotent per (user, device, txn_id): a resend returns the first event's id."""
+        key = (requester.user_id, requester.device_id, txn_id)
+        known = self._txns.get(key)
+        if known is not None:
+            return known
+        try:
+            entry = await self.send(room_id, requester.user_id, etype, content, txn=key)
+        except asyncpg.UniqueViolationError:
+            async with self._db.connection() as conn:
+                existing = await self._store.get_txn(conn, *key)
+            if existing is None:
+                raise
+            return existing
+        self._txns[key] = entry.event_id
+        if len(self._txns) > 100_000:
+            self._txns.popitem(last=False)
+        return entry.event_id
+
+    async def redact(
+        self, requester: Requester, room_id: str, event_id: str, reason: str | None,
+        txn_id: str,
+    ) -> str:
+        room = await self.get_room(room_id)
+        content: JsonDict = {}
+        if reason is not None:
+            content["reason"] = reason
+        if room.version.redacts_in_content:
+            content["redacts"] = event_id
+        target = (await self._cache.get_many([event_id])).get(event_id)
+        if target is not None and target.room_id == room_id and target.sender != requester.user_id:
+            from homeserver.events.auth import redact_level
+
+            state = room.state_pdus()
+            if user_power_level(room.version, requester.user_id, state) < redact_level(state):
+                raise forbidden("You may not redact other users' events")
+        key = (requester.user_id, requester.device_id, "redact:" + txn_id)
+        known = self._txns.get(key)
+        if known is not None:
+            return known
+        try:
+            entry = await self.send(room_id, requester.user_id, "m.room.redaction", content,
+                                    txn=key, redacts=event_id)
+        except asyncpg.UniqueViolationError:
+            async with self._db.connection() as conn:
+                existing = await self._store.get_txn(conn, *key)
+            if existing is None:
+                raise
+            return existing
+        self._txns[key] = entry.event_id
+        return entry.event_id
+
+    async def set_state(
+        self, requester: Requester, room_id: str, etype: str, state_key: str, content: JsonDict
+    ) -> str:
+        room = await self.get_room(room_id)
+        if etype == "m.room.member":
+            raise bad_json("Use the membership endpoints to change membership")
+        async with room.lock:
+            current = room.state.get((etype, state_key))
+            if (current is not None and current.sender == requester.user_id
+                    and current.pdu.get("content") == content):
+                return current.event_id
+            entry = await self._send_locked(room, requester.user_id, etype, content, state_key)
+        return entry.event_id
+
+    # ------------------------------------------------------------------ membership
+
+    async def update_membership(
+        self, requester: Requester, room_id: str, target: str, membership: str,
+        reason: str | None = None, extra: JsonDict | None = None,
+        profile: JsonDict | None = None,
+    ) -> str:
+        room = await self.get_room(room_id)
+        if not is_valid_user_id(target):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user id")
+        content: JsonDict = {"membership": membership}
+        if profile:
+            content.update({k: v for k, v in profile.items() if v is not None})
+        if reason is not None:
+            content["reason"] = reason
+        if extra:
+            content.update(extra)
+        async with room.lock:
+            current = room.membership(target)
+            if membership == "join" and current == "join" and requester.user_id == target:
+                ev = room.state[("m.room.member", target)]
+                same = all(ev.pdu["content"].get(k) == v for k, v in content.items())
+                if same:
+                    return ev.event_id
+            if membership == "leave" and requester.user_id == target and current is None:
+                raise forbidden("You are not a member of this room")
+            entry = await self._send_locked(room, requester.user_id, "m.room.member", content,
+                                            target)
+        return entry.event_id
+
+    async def leave_all(self, requester: Requester) -> None:
+        """Leave (or reject) every room the user is in, for account deactivation."""
+        for room_id, m in list((await self._members.rooms_of(requester.user_id)).items()):
+            if m.membership in ("join", "invite", "knock"):
+                try:
+                    await self.update_membership(requester, room_id, requester.user_id, "leave")
+                except MatrixError:
+                    pass  # the leave may be refused by the room; deactivation goes on
+
+    async def forget(self, requester: Requester, room_id: str) -> None:
+        room = await self.rooms.get(room_id)
+        if room is not None and room.membership(requester.user_id) in ("join", "invite", "knock"):
+            raise MatrixError(400, Codes.UNKNOWN, "You must leave the room before forgetting it")
+        async with self._db.connection() as conn:
+            await self._store.forget(conn, requester.user_id, room_id)
+
+    # ------------------------------------------------------------------ create
+
+    async def create_room(self, requester: Requester, body: JsonDict,
+                          profile: JsonDict | None = None) -> str:
+        version_id = body.get("room_version", self._default_version)
+        rv = ROOM_VERSIONS.get(version_id) if isinstance(version_id, str) else None
+        if rv is None:
+            raise MatrixError(400, Codes.UNSUPPORTED_ROOM_VERSION,
+                              f"Room version {version_id!r} is not supported")
+        visibility = body.get("visibility", "private")
+        preset_name = body.get("preset") or (
+            "public_chat" if visibility == "public" else "private_chat")
+        preset = PRESETS[preset_name]
+        creator = requester.user_id
+        invites = list(dict.fromkeys(body.get("invite", [])))
+        for u in invites:
+            if not is_valid_user_id(u):
+                raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid user id {u!r}")
+
+        alias = None
+        if body.get("room_alias_name") is not None:
+            local = body["room_alias_name"]
+            if not local or ":" in local or "#" in local or any(c.isspace() for c in local):
+                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room_alias_name")
+            alias = f"#{local}:{self.server_name}"
+            async with self._db.connection() as conn:
+                if await self._store.get_alias(conn, alias) is not None:
+                    raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
+
+        create_content: JsonDict = dict(body.get("creation_content") or {})
+        create_content["room_version"] = rv.identifier
+        if not rv.implicit_room_creator:
+            create_content["creator"] = creator
+        if rv.creators_have_infinite_power and preset_name == "trusted_private_chat" and invites:
+            extra = [u for u in invites if u != creator]
+            if extra:
+                create_content.setdefault("additional_creators", extra)
+
+        if rv.room_id_is_create_event_hash:
+            create_id, create_pdu = self._build(None, rv, None, creator, "m.room.create",
+                                                create_content, "")
+            room_id = room_id_for_create_event(create_id)
+        else:
+            room_id = "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) \
+                + ":" + self.server_name
+            create_id, create_pdu = self._build(None, rv, room_id, creator, "m.room.create",
+                                                create_content, "")
+
+        room = RoomData(room_id=room_id, version=rv, state={}, state_group=0, chain_len=0,
+                        extremities=[], depth=0)
+        async with room.lock:
+            self.rooms.add(room)
+            try:
+                await self._create_locked(room, rv, creator, create_id, create_pdu, body,
+                                          preset_name, preset, invites, alias, profile,
+                                          visibility == "public")
+            except BaseException:
+                # Nothing after the create event is half-applied in memory; drop the room from
+                # memory if even the create event failed so the id is not served.
+                if not room.recent:
+                    self.rooms.drop(room_id)
+                raise
+        if alias is not None:
+            async with self._db.connection() as conn:
+                await self._store.create_alias(conn, alias, room_id, creator)
+        return room_id
+
+    async def _create_locked(
+        self, room: RoomData, rv: RoomVersion, creator: str, create_id: str,
+        create_pdu: JsonDict, body: JsonDict, preset_name: str, preset: dict[str, str],
+        invites: list[str], alias: str | None, profile: JsonDict | None, is_public: bool,
+    ) -> None:
+        try:
+            await self._writer.persist(room, create_id, create_pdu,
+                                       new_room=(creator, is_public))
+        except AuthError as e:
+            raise MatrixError(400, Codes.BAD_JSON, f"Invalid creation_content: {e}") from e
+
+        async def state(etype: str, content: JsonDict, key: str = "") -> None:
+            try:
+                await self._send_locked(room, creator, etype, content, key)
+            except MatrixError as e:
+                raise MatrixError(400, Codes.INVALID_PARAM if e.errcode == Codes.FORBIDDEN
+                                  else e.errcode, f"Could not create {etype}: {e.error}") from e
+
+        join: JsonDict = {"membership": "join"}
+        if profile:
+            join.update({k: v for k, v in profile.items() if v is not None})
+        await state("m.room.member", join, creator)
+
+        users: dict[str, int] = {} if rv.creators_have_infinite_power else {creator: 100}
+        if preset_name == "trusted_private_chat":
+            for u in invites:
+                if not rv.creators_have_infinite_power:
+                    users[u] = 100
+        pl: JsonDict = {
+            "users": users,
+            "users_default": 0,
+            "events": {
+                "m.room.name": 50, "m.room.power_levels": 100,
+                "m.room.history_visibility": 100, "m.room.canonical_alias": 50,
+                "m.room.avatar": 50, "m.room.tombstone": 100, "m.room.server_acl": 100,
+                "m.room.encryption": 100,
+            },
+            "events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50,
+            "invite": 50 if preset_name == "public_chat" else 0,
+            "notifications": {"room": 50},
+        }
+        override = body.get("power_level_content_override")
+        if isinstance(override, dict):
+            pl.update(override)
+        await state("m.room.power_levels", pl)
+        if alias is not None:
+            await state("m.room.canonical_alias", {"alias": alias})
+        initial = {(s.get("type"), s.get("state_key", "")): s.get("content", {})
+                   for s in body.get("initial_state", [])}
+        defaults = [
+            ("m.room.join_rules", {"join_rule": preset["join_rule"]}),
+            ("m.room.history_visibility", {"history_visibility": preset["history"]}),
+        ]
+        if preset["guest"] == "can_join":
+            defaults.append(("m.room.guest_access", {"guest_access": "can_join"}))
+        for etype, content in defaults:
+            if (etype, "") not in initial:
+                await state(etype, content)
+        for (etype, key), content in initial.items():
+            if etype in ("m.room.create", "m.room.power_levels", "m.room.member"):
+                continue
+            await state(str(etype), content, str(key))
+        if body.get("name") is not None:
+            await state("m.room.name", {"name": body["name"]})
+        if body.get("topic") is not None:
+            await state("m.room.topic", {"topic": body["topic"]})
+        for u in invites:
+            content: JsonDict = {"membership": "invite"}
+            if body.get("is_direct"):
+                content["is_direct"] = True
+            await self._send_locked(room, creator, "m.room.member", content, u)
+
+    # ------------------------------------------------------------------ directory
+
+    async def create_alias(self, alias: str, room_id: str, creator: str) -> bool:
+        async with self._db.connection() as conn:
+            return await self._store.create_alias(conn, alias, room_id, creator)
+
+    async def delete_alias(self, alias: str) -> None:
+        async with self._db.connection() as conn:
+            await self._store.delete_alias(conn, alias)
+
+    async def set_public(self, room_id: str, is_public: bool) -> None:
+        async with self._db.connection() as conn:
+            await self._store.set_public(conn, room_id, is_public)
+
+    def directory_entry(self, room: RoomData) -> JsonDict:
+        """A /publicRooms chunk entry, read from current state in memory."""
+        def content(t: str) -> JsonDict:
+            ev = room.state.get((t, ""))
+            return ev.pdu.get("content", {}) if ev is not None else {}
+
+        entry: JsonDict = {
+            "room_id": room.room_id,
+            "num_joined_members": len(room.joined_members()),
+            "world_readable": content("m.room.history_visibility").get(
+                "history_visibility") == "world_readable",
+            "guest_can_join": content("m.room.guest_access").get("guest_access") == "can_join",
+            "join_rule": content("m.room.join_rules").get("join_rule", "invite"),
+            "room_type": content("m.room.create").get("type"),
+        }
+        for key, t, field in (("name", "m.room.name", "name"), ("topic", "m.room.topic", "topic"),
+                              ("avatar_url", "m.room.avatar", "url"),
+                              ("canonical_alias", "m.room.canonical_alias", "alias")):
+            v = content(t).get(field)
+            if isinstance(v, str):
+                entry[key] = v
+        return {k: v for k, v in entry.items() if v is not None}
+
+    # ------------------------------------------------------------------ reads
+
+    def may_see_state(self, room: RoomData, user_id: str) -> bool:
+        m = room.membership(user_id)
+        if m == "join":
+            return True
+        hv = room.state.get(("m.room.history_visibility", ""))
+        return hv is not None and hv.pdu["content"].get("history_visibility") == "world_readable"
+
+    async def power_level(self, room: RoomData, user_id: str) -> Any:
+        return user_power_level(room.version, user_id, room.state_pdus())

@@ -1,0 +1,253 @@
+"""In-memory room data (current state, extremities, members, recent events) and state groups.
+
+Every local write goes through `RoomWriter` under the room's lock, so these caches are updated in
+the same place the database is written and can never disagree with it within this process. Rooms
+are loaded lazily from the database on first use, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from homeserver.events.model import EventEntry, client_format, mark_redacted
+from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.events.store import EVENT_COLS, EventStore, StateGroupStore
+from homeserver.rooms.store import RoomStore
+from homeserver.storage.database import Database
+from homeserver.types import JsonDict
+
+StateKey = tuple[str, str]
+RECENT_EVENTS = 200  # per room kept in memory for incremental sync
+SNAPSHOT_EVERY = 64  # state group chain length before a full snapshot
+
+
+@dataclass(slots=True)
+class RoomData:
+    room_id: str
+    version: RoomVersion
+    state: dict[StateKey, EventEntry]
+    state_group: int
+    chain_len: int
+    extremities: list[str]
+    depth: int
+    recent: list[EventEntry] = field(default_factory=list)
+    floor: int = 0  # every room event with stream_ordering > floor is in `recent`
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def last_stream(self) -> int:
+        return self.recent[-1].stream_ordering if self.recent else 0
+
+    def membership(self, user_id: str) -> str | None:
+        ev = self.state.get(("m.room.member", user_id))
+        return ev.membership if ev else None
+
+    def joined_members(self) -> list[str]:
+        return [k for (t, k), e in self.state.items()
+                if t == "m.room.member" and e.membership == "join"]
+
+    def state_pdus(self) -> dict[StateKey, JsonDict]:
+        return {k: e.pdu for k, e in self.state.items()}
+
+    def events_after(self, since: int, upto: int) -> list[EventEntry] | None:
+        """Events in (since, upto] from memory, or None if memory does not reach back."""
+        if since < self.floor:
+            return None
+        rec = self.recent
+        i = len(rec)
+        while i > 0 and rec[i - 1].stream_ordering > since:
+            i -= 1
+        return [e for e in rec[i:] if e.stream_ordering <= upto]
+
+    def append(self, entry: EventEntry) -> None:
+        self.recent.append(entry)
+        if len(self.recent) > RECENT_EVENTS:
+            dropped = self.recent[: len(self.recent) - RECENT_EVENTS]
+            self.floor = dropped[-1].stream_ordering
+            del self.recent[: len(dropped)]
+
+
+class LRU(OrderedDict[object, object]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_item(self, key: object) -> object | None:
+        v = self.get(key)
+        if v is not None:
+            self.move_to_end(key)
+        return v
+
+    def put(self, key: object, value: object) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+def entry_from_row(row: object, txn: tuple[str, str, str] | None = None) -> EventEntry:
+    r = row  # asyncpg.Record
+    pdu = orjson.loads(r["json"])  # type: ignore[index]
+    room_id = r["room_id"]  # type: ignore[index]
+    event_id = r["event_id"]  # type: ignore[index]
+    client = client_format(event_id, pdu, room_id)
+    if "redacts" in pdu.get("content", {}) and "redacts" not in client:
+        client["redacts"] = pdu["content"]["redacts"]
+    elif "redacts" in pdu:
+        client["redacts"] = pdu["redacts"]
+    return EventEntry(
+        event_id=event_id, room_id=room_id, type=r["type"],  # type: ignore[index]
+        state_key=r["state_key"], sender=r["sender"], depth=r["depth"],  # type: ignore[index]
+        origin_server_ts=r["origin_server_ts"],  # type: ignore[index]
+        stream_ordering=r["stream_ordering"], state_group=r["state_group"],  # type: ignore[index]
+        state_group_before=r["state_group_before"],  # type: ignore[index]
+        pdu=pdu, client=client, redacted_by=r["redacted_by"], txn=txn,  # type: ignore[index]
+    )
+
+
+class EventCache:
+    """Events by id: the recent ones are shared with RoomData.recent."""
+
+    def __init__(self, db: Database, store: EventStore, rooms_store: RoomStore,
+                 size: int = 50_000) -> None:
+        self._db = db
+        self._store = store
+        self._rooms = rooms_store
+        self._lru = LRU(size)
+
+    def put(self, entry: EventEntry) -> None:
+        self._lru.put(entry.event_id, entry)
+
+    def peek(self, event_id: str) -> EventEntry | None:
+        v = self._lru.get_item(event_id)
+        return v if isinstance(v, EventEntry) else None
+
+    async def get_many(self, event_ids: Iterable[str]) -> dict[str, EventEntry]:
+        out: dict[str, EventEntry] = {}
+        missing = []
+        for eid in event_ids:
+            e = self.peek(eid)
+            if e is not None:
+                out[eid] = e
+            else:
+                missing.append(eid)
+        if missing:
+            async with self._db.connection() as conn:
+                rows = await self._store.get_events(conn, missing)
+                txns = await self._rooms.txns_for_events(conn, missing)
+            tx = {t["event_id"]: (t["user_id"], t["device_id"], t["txn_id"]) for t in txns}
+            redacted = []
+            for row in rows:
+                entry = entry_from_row(row, tx.get(row["event_id"]))
+                self.put(entry)
+                out[entry.event_id] = entry
+                if entry.redacted_by is not None:
+                    redacted.append((entry, row["room_version"]))
+            if redacted:
+                because = await self.get_many([e.redacted_by for e, _ in redacted if e.redacted_by])
+                for entry, version in redacted:
+                    red = because.get(entry.redacted_by or "")
+                    if red is not None:
+                        mark_redacted(entry, red, ROOM_VERSIONS[version])
+        return out
+
+    async def entries_from_rows(self, rows: list[object]) -> list[EventEntry]:
+        ids = [r["event_id"] for r in rows]  # type: ignore[index]
+        got = await self.get_many(ids)
+        return [got[i] for i in ids if i in got]
+
+
+class StateGroups:
+    """Full state maps of state groups, resolved from delta chains and cached."""
+
+    def __init__(self, db: Database, store: StateGroupStore, next_id: int) -> None:
+        self._db = db
+        self._store = store
+        self._cache = LRU(20_000)
+        self._next = next_id
+
+    def allocate(self) -> int:
+        self._next += 1
+        return self._next
+
+    def remember(self, group: int, state: dict[StateKey, str]) -> None:
+        self._cache.put(group, state)
+
+    async def state_ids(self, group: int) -> dict[StateKey, str]:
+        got = self._cache.get_item(group)
+        if isinstance(got, dict):
+            return got
+        async with self._db.connection() as conn:
+            rows = await self._store.load_chain(conn, group)
+        state: dict[StateKey, str] = {}
+        for r in rows:  # farthest ancestor first, so nearer deltas win
+            state[(r["type"], r["state_key"])] = r["event_id"]
+        self._cache.put(group, state)
+        return state
+
+
+class RoomRegistry:
+    """Loads `RoomData` on first use and keeps it; the writer keeps it current."""
+
+    def __init__(self, db: Database, rooms: RoomStore, events: EventStore,
+                 cache: EventCache, groups: StateGroups) -> None:
+        self._db = db
+        self._rooms = rooms
+        self._events = events
+        self._cache = cache
+        self._groups = groups
+        self._loaded: dict[str, RoomData] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+
+    def loaded(self, room_id: str) -> RoomData | None:
+        return self._loaded.get(room_id)
+
+    def add(self, room: RoomData) -> None:
+        self._loaded[room.room_id] = room
+
+    def drop(self, room_id: str) -> None:
+        self._loaded.pop(room_id, None)
+
+    async def get(self, room_id: str) -> RoomData | None:
+        room = self._loaded.get(room_id)
+        if room is not None:
+            return room
+        lock = self._loading.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            room = self._loaded.get(room_id)
+            if room is None:
+                room = await self._load(room_id)
+                if room is not None:
+                    self._loaded[room_id] = room
+        return room
+
+    async def _load(self, room_id: str) -> RoomData | None:
+        async with self._db.connection() as conn:
+            row = await self._rooms.get_room(conn, room_id)
+            if row is None:
+                return None
+            state_rows = await self._rooms.current_state_ids(conn, room_id)
+            extremities = await self._events.forward_extremities(conn, room_id)
+            recent_rows = await self._events.room_events_between(
+                conn, room_id, 0, 2**62, RECENT_EVENTS
+            )
+        ids = [r["event_id"] for r in state_rows]
+        entries = await self._cache.get_many(ids)
+        state = {(r["type"], r["state_key"]): entries[r["event_id"]] for r in state_rows}
+        recent = await self._cache.entries_from_rows(list(recent_rows))
+        last = recent[-1] if recent else None
+        group = last.state_group if last else 0
+        async with self._db.connection() as conn:
+            chain_len = await self._groups._store.chain_len(conn, group) if group else 0
+        depth = max((e.depth for e in recent), default=0)
+        floor = recent[0].stream_ordering - 1 if len(recent) >= RECENT_EVENTS else 0
+        return RoomData(
+            room_id=room_id, version=ROOM_VERSIONS[row["room_version"]], state=state,
+            state_group=group, chain_len=chain_len, extremities=extremities, depth=depth,
+            recent=recent, floor=floor,
+        )

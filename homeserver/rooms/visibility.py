@@ -1,0 +1,58 @@
+"""History visibility: who may read which event (spec "History visibility").
+
+Decided from the room state *at* each event (its state group), so changing the setting later
+never exposes or hides what was sent before the change.
+"""
+
+from __future__ import annotations
+
+from homeserver.events.model import EventEntry
+from homeserver.rooms.state import EventCache, StateGroups
+
+
+def may_see(history_visibility: str, membership_at_event: str | None,
+            currently_joined: bool) -> bool:
+    """Pure rule table (tested in tests/unit/test_visibility.py)."""
+    if history_visibility == "world_readable":
+        return True
+    if membership_at_event == "join":
+        return True
+    if history_visibility == "shared" and currently_joined:
+        return True
+    return history_visibility == "invited" and membership_at_event == "invite"
+
+
+class Visibility:
+    def __init__(self, groups: StateGroups, cache: EventCache) -> None:
+        self._groups = groups
+        self._cache = cache
+
+    async def _content_field(self, event_id: str | None, field: str) -> str | None:
+        if event_id is None:
+            return None
+        ev = self._cache.peek(event_id)
+        if ev is None:
+            ev = (await self._cache.get_many([event_id])).get(event_id)
+        if ev is None:
+            return None
+        v = ev.pdu.get("content", {}).get(field)
+        return v if isinstance(v, str) else None
+
+    async def filter(self, user_id: str, events: list[EventEntry],
+                     currently_joined: bool) -> list[EventEntry]:
+        out = []
+        for ev in events:
+            if ev.type == "m.room.member" and ev.state_key == user_id:
+                out.append(ev)  # a user always sees their own membership changes
+                continue
+            state = await self._groups.state_ids(ev.state_group)
+            hv = await self._content_field(state.get(("m.room.history_visibility", "")),
+                                           "history_visibility") or "shared"
+            if hv == "world_readable" or (hv == "shared" and currently_joined):
+                out.append(ev)
+                continue
+            membership = await self._content_field(state.get(("m.room.member", user_id)),
+                                                   "membership")
+            if may_see(hv, membership, currently_joined):
+                out.append(ev)
+        return out

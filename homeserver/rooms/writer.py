@@ -1,0 +1,175 @@
+"""The single writer of room events: auth against current state, one transaction, then wake.
+
+Callers hold `room.lock` (RoomService does, from building the event to persisting it) so that
+prev_events, depth and state are always read and written by one task per room.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from homeserver.events.auth import check_auth
+from homeserver.events.model import EventEntry, client_format, mark_redacted, relation_of
+from homeserver.events.store import EventStore, StateGroupStore
+from homeserver.rooms.members import Membership, MembershipIndex
+from homeserver.rooms.state import SNAPSHOT_EVERY, EventCache, RoomData, StateGroups
+from homeserver.rooms.store import RoomStore
+from homeserver.storage.database import Conn, Database
+from homeserver.storage.streams import StreamIdGen
+from homeserver.sync.notifier import Notifier
+from homeserver.types import JsonDict
+
+
+class RoomWriter:
+    def __init__(
+        self, db: Database, events: EventStore, groups_store: StateGroupStore,
+        rooms: RoomStore, cache: EventCache, groups: StateGroups, members: MembershipIndex,
+        stream: StreamIdGen, notifier: Notifier,
+    ) -> None:
+        self._db = db
+        self._events = events
+        self._groups_store = groups_store
+        self._rooms = rooms
+        self._cache = cache
+        self._groups = groups
+        self._members = members
+        self.stream = stream
+        self._notifier = notifier
+
+    async def persist(
+        self, room: RoomData, event_id: str, pdu: JsonDict,
+        txn: tuple[str, str, str] | None = None, new_room: tuple[str, bool] | None = None,
+    ) -> EventEntry:
+        """Check auth, write the event and its state in one transaction, update caches, wake.
+
+        `new_room` = (creator, is_public) inserts the rooms row in the same transaction as the
+        create event. Raises AuthError (nothing stored) if the event is not allowed.
+        """
+        assert room.lock.locked()
+        check_auth(room.version, pdu, room.state_pdus())
+        state_key = pdu.get("state_key")
+        etype = pdu["type"]
+        content = pdu.get("content", {})
+        relates_to, rel_type = relation_of(content)
+        redacts = content.get("redacts") if etype == "m.room.redaction" else None
+        if etype == "m.room.redaction" and not isinstance(redacts, str):
+            redacts = pdu.get("redacts")
+
+        group_before = room.state_group
+        group, chain_len = group_before, room.chain_len
+        new_state: dict[tuple[str, str], str] | None = None
+        delta: dict[tuple[str, str], str] = {}
+        prev_state = None
+        if state_key is not None:
+            key = (etype, state_key)
+            prev_state = room.state.get(key)
+            full = {k: e.event_id for k, e in room.state.items()}
+            full[key] = event_id
+            new_state = full
+            group = self._groups.allocate()
+            if group_before == 0 or room.chain_len + 1 >= SNAPSHOT_EVERY:
+                delta, chain_len, prev_group = full, 0, None
+            else:
+                delta, chain_len, prev_group = {key: event_id}, room.chain_len + 1, group_before
+
+        pos = self.stream.allocate()
+        try:
+            async with self._db.transaction() as conn:
+                if new_room is not None:
+                    await self._rooms.insert_room(
+                        conn, room.room_id, room.version.identifier, new_room[0], new_room[1],
+                        int(time.time() * 1000),
+                    )
+                if new_state is not None:
+                    await self._groups_store.insert_group(
+                        conn, group, room.room_id, prev_group, chain_len, delta
+                    )
+                await self._write(conn, room, event_id, pdu, pos, group, group_before,
+                                  relates_to, rel_type, txn, redacts)
+            entry = self._apply(room, event_id, pdu, pos, group, group_before, chain_len, new_state,
+                                prev_state, txn, redacts)
+        finally:
+            self.stream.finish(pos)
+        self._wake(room, entry)
+        return entry
+
+    async def _write(
+        self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
+        group_before: int, relates_to: str | None, rel_type: str | None,
+        txn: tuple[str, str, str] | None, redacts: str | None,
+    ) -> None:
+        state_key = pdu.get("state_key")
+        await self._events.insert_event(
+            conn, stream_ordering=pos, event_id=event_id, room_id=room.room_id,
+            type=pdu["type"], state_key=state_key, sender=pdu["sender"], depth=pdu["depth"],
+            origin_server_ts=pdu["origin_server_ts"], state_group=group,
+            state_group_before=group_before or None, relates_to=relates_to, rel_type=rel_type,
+            json=orjson.dumps(pdu).decode(), prev_events=pdu.get("prev_events", []),
+            auth_events=pdu.get("auth_events", []),
+        )
+        await self._events.set_forward_extremities(
+            conn, room.room_id, list(pdu.get("prev_events", [])), event_id
+        )
+        if state_key is not None:
+            membership = None
+            if pdu["type"] == "m.room.member":
+                membership = pdu["content"]["membership"]
+                await self._rooms.insert_membership(
+                    conn, event_id, room.room_id, state_key, pdu["sender"], membership, pos
+                )
+            await self._rooms.upsert_current_state(
+                conn, room.room_id, pdu["type"], state_key, event_id, membership
+            )
+        if txn is not None:
+            await self._rooms.insert_txn(conn, txn[0], txn[1], txn[2], event_id,
+                                         int(time.time() * 1000))
+        if redacts is not None:
+            await self._events.mark_redacted(conn, redacts, event_id)
+
+    def _apply(
+        self, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
+        group_before: int, chain_len: int, new_state: dict[tuple[str, str], str] | None,
+        prev_state: EventEntry | None, txn: tuple[str, str, str] | None, redacts: str | None,
+    ) -> EventEntry:
+        client = client_format(event_id, pdu, room.room_id)
+        if redacts is not None:
+            client["redacts"] = redacts
+        entry = EventEntry(
+            event_id=event_id, room_id=room.room_id, type=pdu["type"],
+            state_key=pdu.get("state_key"), sender=pdu["sender"], depth=pdu["depth"],
+            origin_server_ts=pdu["origin_server_ts"], stream_ordering=pos, state_group=group,
+            state_group_before=group_before, pdu=pdu, client=client, txn=txn,
+        )
+        if prev_state is not None:
+            entry.extra_unsigned = {
+                "prev_content": prev_state.pdu.get("content", {}),
+                "replaces_state": prev_state.event_id,
+                "prev_sender": prev_state.sender,
+            }
+        self._cache.put(entry)
+        room.append(entry)
+        prev = set(pdu.get("prev_events", []))
+        room.extremities = [e for e in room.extremities if e not in prev] + [event_id]
+        room.depth = max(room.depth, pdu["depth"])
+        if new_state is not None:
+            assert entry.state_key is not None
+            room.state[(entry.type, entry.state_key)] = entry
+            room.state_group = group
+            room.chain_len = chain_len
+            self._groups.remember(group, new_state)
+            if entry.type == "m.room.member" and entry.membership is not None:
+                self._members.update(entry.state_key, room.room_id,
+                                     Membership(entry.membership, pos, event_id))
+        if redacts is not None:
+            target = self._cache.peek(redacts)
+            if target is not None and target.room_id == room.room_id:
+                mark_redacted(target, entry, room.version)
+        return entry
+
+    def _wake(self, room: RoomData, entry: EventEntry) -> None:
+        users = room.joined_members()
+        if entry.type == "m.room.member" and entry.state_key is not None:
+            users.append(entry.state_key)
+        self._notifier.notify_users(users)

@@ -1,0 +1,288 @@
+"""/sync: one SyncService behind both the long-poll and the WebSocket transports.
+
+The user's waiter is registered before the first computation (no lost wake-ups); the response is
+computed from in-memory room data whenever it reaches back to `since`, and from the database
+otherwise. Only positions at or below the streams' `current` mark are ever shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from homeserver.events.model import EventEntry, stripped_state
+from homeserver.events.store import EventStore
+from homeserver.rooms.members import MembershipIndex
+from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGroups
+from homeserver.rooms.visibility import Visibility
+from homeserver.storage.database import Database
+from homeserver.storage.streams import StreamIdGen
+from homeserver.sync.filter import SyncFilter
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.tokens import PaginationToken, SyncToken
+from homeserver.types import JsonDict, Requester
+from homeserver.users.service import UserService
+
+DEFAULT_TIMELINE_LIMIT = 10
+INVITE_STATE_TYPES = (
+    "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+    "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
+)
+
+
+@dataclass(slots=True)
+class SyncResult:
+    body: JsonDict
+    empty: bool
+    next_batch: SyncToken
+
+
+class SyncService:
+    def __init__(
+        self, db: Database, events: EventStore, rooms: RoomRegistry, members: MembershipIndex,
+        cache: EventCache, groups: StateGroups, visibility: Visibility,
+        event_stream: StreamIdGen, users: UserService, notifier: Notifier,
+    ) -> None:
+        self._db = db
+        self._events = events
+        self._rooms = rooms
+        self._members = members
+        self._cache = cache
+        self._groups = groups
+        self._visibility = visibility
+        self._event_stream = event_stream
+        self._users = users
+        self._notifier = notifier
+
+    def current_token(self) -> SyncToken:
+        return SyncToken(self._event_stream.current, self._users.account_stream.current)
+
+    async def sync(self, requester: Requester, since: SyncToken | None, flt: SyncFilter,
+                   timeout_ms: int, full_state: bool = False) -> SyncResult:
+        """Compute at once; if nothing is new, wait up to timeout for a wake-up and recompute."""
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000
+        while True:
+            fut = self._notifier.subscribe(requester.user_id)
+            try:
+                result = await self.compute(requester, since, flt, full_state)
+                remaining = deadline - time.monotonic()
+                if not result.empty or since is None or full_state or remaining <= 0:
+                    return result
+                try:
+                    await asyncio.wait_for(fut, remaining)
+                except TimeoutError:
+                    return await self.compute(requester, since, flt, full_state)
+            finally:
+                self._notifier.unsubscribe(requester.user_id, fut)
+
+    async def compute(self, requester: Requester, since: SyncToken | None, flt: SyncFilter,
+                      full_state: bool) -> SyncResult:
+        user_id = requester.user_id
+        now = self.current_token()
+        if since is not None and (since.events > now.events
+                                  or since.account_data > now.account_data):
+            # A token from the future (e.g. after a restore): treat as now.
+            since = SyncToken(min(since.events, now.events),
+                              min(since.account_data, now.account_data))
+        join: JsonDict = {}
+        invite: JsonDict = {}
+        leave: JsonDict = {}
+        memberships = await self._members.rooms_of(user_id)
+        room_account_data: dict[str, list[JsonDict]] = {}
+        global_ad: list[JsonDict] = []
+        ad_since = since.account_data if since is not None else 0
+        if since is None or now.account_data > since.account_data:
+            for room_id, etype, content in await self._users.account_data_since(user_id, ad_since):
+                if room_id:
+                    if flt.room_account_data.allows_type(etype):
+                        room_account_data.setdefault(room_id, []).append(
+                            {"type": etype, "content": content})
+                elif flt.account_data.allows_type(etype):
+                    global_ad.append({"type": etype, "content": content})
+
+        for room_id, m in list(memberships.items()):
+            if not flt.allows_room(room_id) or m.stream_ordering > now.events:
+                continue
+            changed = since is None or m.stream_ordering > since.events
+            if m.membership == "join":
+                room = await self._rooms.get(room_id)
+                if room is None:
+                    continue
+                body = await self._joined_room(requester, room, since if not changed else None,
+                                               now, flt, full_state)
+                ad = room_account_data.get(room_id)
+                if ad:
+                    body = body or await self._joined_room(requester, room, since, now, flt,
+                                                           full_state, force=True)
+                    body["account_data"] = {"events": ad}
+                if body:
+                    join[room_id] = body
+            elif m.membership == "invite" and changed:
+                invite[room_id] = await self._invited_room(room_id, m.event_id)
+            elif m.membership in ("leave", "ban") and (
+                    (since is not None and changed) or (since is None and flt.include_leave)):
+                room = await self._rooms.get(room_id)
+                if room is None:
+                    continue
+                body = await self._left_room(requester, room, since, m.stream_ordering, flt)
+                leave[room_id] = body
+
+        rooms: JsonDict = {}
+        if join:
+            rooms["join"] = join
+        if invite:
+            rooms["invite"] = invite
+        if leave:
+            rooms["leave"] = leave
+        body_out: JsonDict = {"next_batch": now.serialize()}
+        if rooms:
+            body_out["rooms"] = rooms
+        if global_ad:
+            body_out["account_data"] = {"events": global_ad}
+        empty = not rooms and not global_ad
+        return SyncResult(body_out, empty, now)
+
+    # ------------------------------------------------------------------ rooms
+
+    async def _timeline_events(self, room: RoomData, since: int, upto: int,
+                               limit: int) -> tuple[list[EventEntry], bool]:
+        """The newest `limit` events in (since, upto], oldest first, and whether some were
+        left out."""
+        events = room.events_after(since, upto)
+        if events is not None and (len(events) > limit or since >= room.floor
+                                   or room.floor == 0):
+            return events[-limit:] if limit else [], len(events) > limit
+        async with self._db.connection() as conn:
+            rows = await self._events.room_events_between(conn, room.room_id, since, upto,
+                                                          limit + 1)
+        entries = await self._cache.entries_from_rows(list(rows))
+        limited = len(entries) > limit
+        return (entries[-limit:] if limit else []), limited
+
+    async def _state_ids_before(self, room: RoomData, first: EventEntry | None,
+                                now: int) -> dict[tuple[str, str], str]:
+        if first is None:
+            if room.last_stream <= now:
+                return {k: e.event_id for k, e in room.state.items()}
+            return dict(await self._groups.state_ids(room.state_group))
+        if first.state_group_before == 0:
+            return {}
+        return dict(await self._groups.state_ids(first.state_group_before))
+
+    async def _joined_room(self, requester: Requester, room: RoomData, since: SyncToken | None,
+                           now: SyncToken, flt: SyncFilter, full_state: bool,
+                           force: bool = False) -> JsonDict:
+        user_id = requester.user_id
+        tl_filter = flt.timeline
+        limit = tl_filter.limit if tl_filter.limit is not None else DEFAULT_TIMELINE_LIMIT
+        since_pos = since.events if since is not None else 0
+        if since is not None and not full_state and not force and \
+                room.last_stream <= since_pos and room.floor <= since_pos:
+            return {}
+        events, limited = await self._timeline_events(room, since_pos, now.events, limit)
+        if since is not None and not events and not full_state and not force:
+            return {}
+        events = await self._visibility.filter(user_id, events, currently_joined=True)
+        first = events[0] if events else None
+        timeline = [e for e in events if tl_filter.allows(e)]
+
+        state_events: list[EventEntry] = []
+        if since is None or full_state:
+            state_ids = await self._state_ids_before(room, first, now.events)
+            wanted = list(state_ids.items())
+        elif limited and first is not None:
+            before = await self._state_ids_before(room, first, now.events)
+            at_since = await self._state_at_stream(room, since_pos)
+            wanted = [(k, v) for k, v in before.items() if at_since.get(k) != v]
+        else:
+            wanted = []
+        if wanted:
+            if flt.lazy_load_members:
+                senders = {e.sender for e in timeline} | {user_id}
+                wanted = [(k, v) for k, v in wanted
+                          if k[0] != "m.room.member" or k[1] in senders]
+            wanted = [(k, v) for k, v in wanted if flt.state.allows_type(k[0])]
+            got = await self._cache.get_many(v for _, v in wanted)
+            state_events = [got[v] for _, v in wanted if v in got]
+
+        did, dev = requester.user_id, requester.device_id
+        body: JsonDict = {
+            "timeline": {
+                "events": [e.to_client(did, dev, with_room_id=False) for e in timeline],
+                "limited": limited,
+                "prev_batch": (PaginationToken(first.depth, first.stream_ordering).serialize()
+                               if first is not None else now.serialize()),
+            },
+            "state": {"events": [e.to_client(did, dev, with_room_id=False)
+                                 for e in state_events]},
+            "ephemeral": {"events": []},
+            "account_data": {"events": []},
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        }
+        if since is None or full_state or any(e.type == "m.room.member" for e in events):
+            body["summary"] = self._summary(room, user_id)
+        return body
+
+    async def _state_at_stream(self, room: RoomData, pos: int) -> dict[tuple[str, str], str]:
+        async with self._db.connection() as conn:
+            group = await conn.fetchval(
+                "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2"
+                " ORDER BY stream_ordering DESC LIMIT 1", room.room_id, pos,
+            )
+        return dict(await self._groups.state_ids(group)) if group else {}
+
+    def _summary(self, room: RoomData, user_id: str) -> JsonDict:
+        joined: list[str] = []
+        invited: list[str] = []
+        for (t, k), e in room.state.items():
+            if t != "m.room.member":
+                continue
+            if e.membership == "join":
+                joined.append(k)
+            elif e.membership == "invite":
+                invited.append(k)
+        heroes = sorted(u for u in joined + invited if u != user_id)[:5]
+        return {"m.heroes": heroes, "m.joined_member_count": len(joined),
+                "m.invited_member_count": len(invited)}
+
+    async def _invited_room(self, room_id: str, invite_event_id: str) -> JsonDict:
+        room = await self._rooms.get(room_id)
+        events: list[JsonDict] = []
+        if room is not None:
+            for t in INVITE_STATE_TYPES:
+                ev = room.state.get((t, ""))
+                if ev is not None:
+                    events.append(stripped_state(ev.pdu))
+        inv = (await self._cache.get_many([invite_event_id])).get(invite_event_id)
+        if inv is not None:
+            events.append(inv.to_client(with_room_id=False))
+            sender = room.state.get(("m.room.member", inv.sender)) if room else None
+            if sender is not None:
+                events.append(stripped_state(sender.pdu))
+        return {"invite_state": {"events": events}}
+
+    async def _left_room(self, requester: Requester, room: RoomData, since: SyncToken | None,
+                         leave_pos: int, flt: SyncFilter) -> JsonDict:
+        limit = flt.timeline.limit if flt.timeline.limit is not None else DEFAULT_TIMELINE_LIMIT
+        since_pos = since.events if since is not None else 0
+        events, limited = await self._timeline_events(room, since_pos, leave_pos, limit)
+        events = await self._visibility.filter(requester.user_id, events, currently_joined=False)
+        timeline = [e for e in events if flt.timeline.allows(e)]
+        first = events[0] if events else None
+        state: list[EventEntry] = []
+        if since is None and first is not None:
+            ids = await self._state_ids_before(room, first, leave_pos)
+            got = await self._cache.get_many(ids.values())
+            state = [got[v] for v in ids.values() if v in got]
+        uid, dev = requester.user_id, requester.device_id
+        return {
+            "timeline": {
+                "events": [e.to_client(uid, dev, with_room_id=False) for e in timeline],
+                "limited": limited,
+                "prev_batch": (PaginationToken(first.depth, first.stream_ordering).serialize()
+                               if first is not None else SyncToken(leave_pos, 0).serialize()),
+            },
+            "state": {"events": [e.to_client(uid, dev, with_room_id=False) for e in state]},
+            "account_data": {"events": []},
+        }
