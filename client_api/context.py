@@ -9,8 +9,8 @@ from aiohttp import web
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.ratelimit import RateLimiter
-from homeserver.rooms.service import RoomService
 from homeserver.rooms.reader import RoomReader
+from homeserver.rooms.service import RoomService
 from homeserver.storage.database import Database
 from homeserver.sync.service import SyncService
 from homeserver.types import Requester

@@ -33,7 +33,7 @@ async def capabilities(request: web.Request) -> web.Response:
     return json_response({"capabilities": {
         "m.change_password": {"enabled": True},
         "m.room_versions": {"default": c.default_room_version,
-                            "available": {v: "stable" for v in ROOM_VERSIONS}},
+                            "available": dict.fromkeys(ROOM_VERSIONS, "stable")},
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
         "m.3pid_changes": {"enabled": False},

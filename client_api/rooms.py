@@ -160,7 +160,7 @@ async def joined_members(request: web.Request) -> web.Response:
 @routes.get(V + "/joined_rooms")
 async def joined_rooms(request: web.Request) -> web.Response:
     requester = await auth(request)
-    return json_response({"joined_rooms": await ctx(request).rooms.joined_rooms(
+    return json_response({"joined_rooms": await ctx(request).reader.joined_rooms(
         requester.user_id)})
 
 

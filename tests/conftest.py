@@ -105,10 +105,10 @@ def test_config(tmp: Path, **overrides: Any) -> Config:
 
 
 async def start_server(config: Config, dsn: str) -> AsyncIterator[Server]:
+    from aiohttp import web
+
     from homeserver.app import build_homeserver, make_app
     from homeserver.storage.database import Database
-
-    from aiohttp import web
 
     db = await Database.connect(dsn, 2, 10)
     hs = await build_homeserver(config, db, ServerSigningKey.generate(config.server_name))

@@ -368,10 +368,10 @@ class RoomService:
         if body.get("topic") is not None:
             await state("m.room.topic", {"topic": body["topic"]})
         for u in invites:
-            content: JsonDict = {"membership": "invite"}
+            invite: JsonDict = {"membership": "invite"}
             if body.get("is_direct"):
-                content["is_direct"] = True
-            await self._send_locked(room, creator, "m.room.member", content, u)
+                invite["is_direct"] = True
+            await self._send_locked(room, creator, "m.room.member", invite, u)
 
     # ------------------------------------------------------------------ directory
 

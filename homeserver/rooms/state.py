@@ -16,7 +16,7 @@ import orjson
 
 from homeserver.events.model import EventEntry, client_format, mark_redacted
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
-from homeserver.events.store import EVENT_COLS, EventStore, StateGroupStore
+from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.rooms.store import RoomStore
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict

@@ -41,7 +41,7 @@ class Database:
             yield conn
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        return await self.pool.fetch(query, *args)  # type: ignore[no-any-return]
+        return await self.pool.fetch(query, *args)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         return await self.pool.fetchrow(query, *args)
@@ -50,4 +50,4 @@ class Database:
         return await self.pool.fetchval(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        return await self.pool.execute(query, *args)  # type: ignore[no-any-return]
+        return await self.pool.execute(query, *args)

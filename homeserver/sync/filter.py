@@ -97,7 +97,8 @@ class SyncFilter:
     def parse(cls, d: JsonDict | None) -> SyncFilter:
         if not d:
             return cls()
-        room = d.get("room") if isinstance(d.get("room"), dict) else {}
+        raw_room = d.get("room")
+        room: JsonDict = raw_room if isinstance(raw_room, dict) else {}
         state = EventFilter.parse(room.get("state"))
         return cls(
             timeline=EventFilter.parse(room.get("timeline")),
