@@ -37,6 +37,33 @@ class EventStore:
             event_id, prev_events, auth_events,
         )
 
+    async def insert_plain_event(
+        self, conn: Conn, *, stream_ordering: int, event_id: str, room_id: str, type: str,
+        sender: str, depth: int, origin_server_ts: int, state_group: int,
+        relates_to: str | None, rel_type: str | None, json: str, prev_events: list[str],
+        auth_events: list[str], txn: tuple[str, str, str] | None, now_ms: int,
+    ) -> None:
+        """Persist a non-state event in ONE statement (hence one round trip, atomically): the
+        event, its edges, the forward extremities and the txn id. This is the message hot path.
+        """
+        await conn.execute(
+            "WITH ev AS (INSERT INTO events (stream_ordering, event_id, room_id, type, sender,"
+            "  depth, origin_server_ts, state_group, state_group_before, relates_to, rel_type,"
+            "  json) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$8,$9,$10,$11)),"
+            " ed AS (INSERT INTO event_edges (event_id, prev_event_id)"
+            "  SELECT $2, unnest($12::text[])),"
+            " au AS (INSERT INTO event_auth (event_id, auth_id) SELECT $2, unnest($13::text[])),"
+            " fx AS (DELETE FROM forward_extremities WHERE room_id = $3"
+            "  AND event_id = ANY($12::text[])),"
+            " fi AS (INSERT INTO forward_extremities (room_id, event_id) VALUES ($3, $2)),"
+            " tx AS (INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)"
+            "  SELECT $14::text, $15::text, $16::text, $2, $17 WHERE $16::text IS NOT NULL)"
+            " SELECT 1",
+            stream_ordering, event_id, room_id, type, sender, depth, origin_server_ts,
+            state_group, relates_to, rel_type, json, prev_events, auth_events,
+            txn[0] if txn else None, txn[1] if txn else None, txn[2] if txn else None, now_ms,
+        )
+
     async def set_forward_extremities(
         self, conn: Conn, room_id: str, remove: list[str], add: str
     ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -51,8 +51,9 @@ class RoomData:
         return [k for (t, k), e in self.state.items()
                 if t == "m.room.member" and e.membership == "join"]
 
-    def state_pdus(self) -> dict[StateKey, JsonDict]:
-        return {k: e.pdu for k, e in self.state.items()}
+    def state_pdus(self) -> Mapping[StateKey, JsonDict]:
+        """A read-only view of current state as PDU dicts, built in O(1) for the auth check."""
+        return _PduView(self.state)
 
     def events_after(self, since: int, upto: int) -> list[EventEntry] | None:
         """Events in (since, upto] from memory, or None if memory does not reach back."""
@@ -70,6 +71,22 @@ class RoomData:
             dropped = self.recent[: len(self.recent) - RECENT_EVENTS]
             self.floor = dropped[-1].stream_ordering
             del self.recent[: len(dropped)]
+
+
+class _PduView(Mapping[StateKey, JsonDict]):
+    __slots__ = ("_state",)
+
+    def __init__(self, state: dict[StateKey, EventEntry]) -> None:
+        self._state = state
+
+    def __getitem__(self, key: StateKey) -> JsonDict:
+        return self._state[key].pdu
+
+    def __iter__(self) -> Iterator[StateKey]:
+        return iter(self._state)
+
+    def __len__(self) -> int:
+        return len(self._state)
 
 
 class LRU(OrderedDict[object, object]):

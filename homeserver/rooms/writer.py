@@ -62,6 +62,7 @@ class RoomWriter:
         new_state: dict[tuple[str, str], str] | None = None
         delta: dict[tuple[str, str], str] = {}
         prev_state = None
+        prev_group: int | None = None
         if state_key is not None:
             key = (etype, state_key)
             prev_state = room.state.get(key)
@@ -76,24 +77,46 @@ class RoomWriter:
 
         pos = self.stream.allocate()
         try:
-            async with self._db.transaction() as conn:
-                if new_room is not None:
-                    await self._rooms.insert_room(
-                        conn, room.room_id, room.version.identifier, new_room[0], new_room[1],
-                        int(time.time() * 1000),
-                    )
-                if new_state is not None:
-                    await self._groups_store.insert_group(
-                        conn, group, room.room_id, prev_group, chain_len, delta
-                    )
-                await self._write(conn, room, event_id, pdu, pos, group, group_before,
-                                  relates_to, rel_type, txn, redacts)
-            entry = self._apply(room, event_id, pdu, pos, group, group_before, chain_len, new_state,
-                                prev_state, txn, redacts)
+            if new_state is None and redacts is None and new_room is None:
+                async with self._db.connection() as conn:
+                    await self._events.insert_plain_event(
+                        conn, stream_ordering=pos, event_id=event_id, room_id=room.room_id,
+                        type=etype, sender=pdu["sender"], depth=pdu["depth"],
+                        origin_server_ts=pdu["origin_server_ts"], state_group=group,
+                        relates_to=relates_to, rel_type=rel_type,
+                        json=orjson.dumps(pdu).decode(), prev_events=pdu.get("prev_events", []),
+                        auth_events=pdu.get("auth_events", []), txn=txn,
+                        now_ms=int(time.time() * 1000))
+            else:
+                await self._write_transaction(room, event_id, pdu, pos, group, group_before,
+                                              chain_len, new_state, delta, prev_group,
+                                              relates_to, rel_type, txn, redacts, new_room)
+            entry = self._apply(room, event_id, pdu, pos, group, group_before, chain_len,
+                                new_state, prev_state, txn, redacts)
         finally:
             self.stream.finish(pos)
         self._wake(room, entry)
         return entry
+
+    async def _write_transaction(
+        self, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
+        group_before: int, chain_len: int, new_state: dict[tuple[str, str], str] | None,
+        delta: dict[tuple[str, str], str], prev_group: int | None, relates_to: str | None,
+        rel_type: str | None, txn: tuple[str, str, str] | None, redacts: str | None,
+        new_room: tuple[str, bool] | None,
+    ) -> None:
+        async with self._db.transaction() as conn:
+            if new_room is not None:
+                await self._rooms.insert_room(
+                    conn, room.room_id, room.version.identifier, new_room[0], new_room[1],
+                    int(time.time() * 1000),
+                )
+            if new_state is not None:
+                await self._groups_store.insert_group(
+                    conn, group, room.room_id, prev_group, chain_len, delta
+                )
+            await self._write(conn, room, event_id, pdu, pos, group, group_before,
+                              relates_to, rel_type, txn, redacts)
 
     async def _write(
         self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
