@@ -105,7 +105,8 @@ async def main() -> None:
         await conn.close()
     print(f"| {args.flavour} | {args.members} members | {n_events} events | "
           f"state {state / 1024:.0f} KiB | {state / n_events:.0f} B state/event | "
-          f"events {events_bytes / n_events:.0f} B/event | built in {time.monotonic() - t0:.0f} s |")
+          f"events {events_bytes / n_events:.0f} B/event | "
+          f"built in {time.monotonic() - t0:.0f} s |")
 
 
 if __name__ == "__main__":

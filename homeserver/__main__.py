@@ -19,7 +19,9 @@ from typing import Any
 import asyncpg
 
 from homeserver.config import Config, ConfigError, generate_config_yaml, load_config
+from homeserver.errors import MatrixError
 from homeserver.signing import ServerSigningKey
+from homeserver.types import is_valid_server_name
 
 log = logging.getLogger("parley")
 CONFIG_NAME = "homeserver.yaml"
@@ -56,16 +58,56 @@ def database_dsn(config: Config) -> tuple[str, Any]:
     """The DSN to use, starting an embedded PostgreSQL when none is configured."""
     if config.database_url:
         return config.database_url, None
+    import warnings
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, cron); /tmp is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver
 
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     pgdata = config.data_dir / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     server.psql("SELECT 1")
     exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'parley'")
     if "1 row" not in exists:
         server.psql("CREATE DATABASE parley")
     return server.get_uri("parley"), server
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops PostgreSQL when the last process holding a handle exits, counting handles
+    in a pid list; a parley killed with SIGKILL never removes its pid, so the embedded server
+    would then outlive every later run. Drop pids that no longer exist before taking a handle."""
+    import json
+
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            continue
+        except (PermissionError, ValueError, TypeError):
+            pass
+        alive.append(pid)
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+
+
+def _stop_on_sigterm() -> None:
+    """Until the event loop installs its own handlers, turn SIGTERM into SystemExit so `finally`
+    blocks (which stop the embedded PostgreSQL) still run during start-up."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _setup_logging(level: str) -> None:
@@ -96,6 +138,7 @@ async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     _setup_logging(config.log_level)
+    _stop_on_sigterm()
     key = load_key(config)
     dsn, server = database_dsn(config)
     try:
@@ -113,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate_config(args: argparse.Namespace) -> int:
+    if not is_valid_server_name(args.server_name):
+        raise ConfigError(f"invalid server_name {args.server_name!r}")
     text = generate_config_yaml(args.server_name)
     if args.output:
         Path(args.output).write_text(text)
@@ -195,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"parley: config error: {e}", file=sys.stderr)
         return 2
+    except MatrixError as e:
+        print(f"parley: {e.errcode}: {e.error}", file=sys.stderr)
+        return 1
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        # Port already in use, database unreachable or refusing us, unwritable data folder.
+        print(f"parley: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -89,18 +89,32 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from e
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         raw = loaded
-    base_dir = path.parent if path is not None else Path.cwd()
+    try:
+        return _load(path, raw, env)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{path or 'environment'}: bad value: {e}") from e
+
+
+def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Config:
+    # Paths in the file are relative to the file's folder; PARLEY_DATA_DIR to the working dir.
+    base_dir = path.resolve().parent if path is not None else Path.cwd()
 
     cfg = Config()
-    data_dir = Path(raw.get("data_dir", env.get("PARLEY_DATA_DIR", "parley-data")))
     if "PARLEY_DATA_DIR" in env:
-        data_dir = Path(env["PARLEY_DATA_DIR"])
+        data_dir = Path(env["PARLEY_DATA_DIR"]).resolve()
+    else:
+        data_dir = Path(raw.get("data_dir", "parley-data"))
     if not data_dir.is_absolute():
-        data_dir = (base_dir / data_dir) if path is not None else data_dir.resolve()
+        data_dir = (base_dir / data_dir).resolve()
 
     listen = raw.get("listeners", [{}])
     first = listen[0] if isinstance(listen, list) and listen else {}
@@ -134,7 +148,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
     )
     key_path = Path(raw.get("signing_key_path", data_dir / "signing.key"))
     if not key_path.is_absolute():
-        key_path = base_dir / key_path
+        key_path = (base_dir / key_path).resolve()
 
     cfg = replace(
         cfg,
