@@ -77,6 +77,11 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
 
 
 async def _unknown_endpoint(request: web.Request) -> web.Response:
+    # A known path asked with the wrong method is 405, an unknown path 404 (both M_UNRECOGNIZED).
+    this = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not this and (await resource.resolve(request))[1]:
+            return error_response(MatrixError(405, Codes.UNRECOGNIZED, "Method not allowed"))
     return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
 
 

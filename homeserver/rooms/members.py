@@ -54,3 +54,8 @@ class MembershipIndex:
 
     async def joined_rooms(self, user_id: str) -> list[str]:
         return [r for r, m in (await self.rooms_of(user_id)).items() if m.membership == "join"]
+
+    async def forgotten(self, user_id: str) -> set[str]:
+        """Rooms the user has left and then forgotten (asked only when a left room matters)."""
+        async with self._db.connection() as conn:
+            return await self._store.forgotten(conn, user_id)

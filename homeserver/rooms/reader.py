@@ -71,13 +71,20 @@ class RoomReader:
         hv = room.state.get(("m.room.history_visibility", ""))
         if hv is not None and hv.pdu["content"].get("history_visibility") == "world_readable":
             return False
+        if m in ("leave", "ban") and room.room_id in await self._members.forgotten(
+                requester.user_id):
+            raise forbidden("You have forgotten this room")
         if m in ("leave", "ban", "invite"):
             return False
         raise forbidden("You are not allowed to view this room")
 
     async def visible_event(self, requester: Requester, room: RoomData,
                             event_id: str) -> EventEntry:
-        joined = await self._check_reader(requester, room)
+        try:
+            joined = await self._check_reader(requester, room)
+        except MatrixError:
+            # Spec: 404 both when the event is missing and when the user may not read it.
+            raise not_found("Event not found") from None
         ev = (await self._cache.get_many([event_id])).get(event_id)
         if ev is None or ev.room_id != room.room_id:
             raise not_found("Event not found")
@@ -157,8 +164,8 @@ class RoomReader:
 
     async def context(self, requester: Requester, room: RoomData, event_id: str, limit: int,
                       filter_json: str | None) -> JsonDict:
-        joined = await self._check_reader(requester, room)
         ev = await self.visible_event(requester, room, event_id)
+        joined = await self._check_reader(requester, room)
         flt = _parse_filter(filter_json)
         before_n = limit // 2
         after_n = limit - before_n
@@ -196,8 +203,8 @@ class RoomReader:
     async def relations(self, requester: Requester, room: RoomData, event_id: str,
                         rel_type: str | None, event_type: str | None, from_token: str | None,
                         limit: int, backwards: bool) -> tuple[list[EventEntry], str | None]:
-        joined = await self._check_reader(requester, room)
         await self.visible_event(requester, room, event_id)
+        joined = await self._check_reader(requester, room)
         before: int | None = None
         if from_token is not None:
             try:

@@ -18,7 +18,7 @@ from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGrou
 from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database
 from homeserver.storage.streams import StreamIdGen
-from homeserver.sync.filter import SyncFilter
+from homeserver.sync.filter import EventFilter, SyncFilter
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import PaginationToken, SyncToken
 from homeserver.types import JsonDict, Requester
@@ -89,6 +89,7 @@ class SyncService:
         invite: JsonDict = {}
         leave: JsonDict = {}
         memberships = await self._members.rooms_of(user_id)
+        forgotten: set[str] | None = None
         room_account_data: dict[str, list[JsonDict]] = {}
         global_ad: list[JsonDict] = []
         ad_since = since.account_data if since is not None else 0
@@ -122,6 +123,10 @@ class SyncService:
                 invite[room_id] = await self._invited_room(room_id, m.event_id)
             elif m.membership in ("leave", "ban") and (
                     (since is not None and changed) or (since is None and flt.include_leave)):
+                if forgotten is None:
+                    forgotten = await self._members.forgotten(user_id)
+                if room_id in forgotten:
+                    continue  # a forgotten room is not shown again, not even with include_leave
                 room = await self._rooms.get(room_id)
                 if room is None:
                     continue
@@ -145,18 +150,30 @@ class SyncService:
 
     # ------------------------------------------------------------------ rooms
 
-    async def _timeline_events(self, room: RoomData, since: int, upto: int,
-                               limit: int) -> tuple[list[EventEntry], bool]:
-        """The newest `limit` events in (since, upto], oldest first, and whether some were
-        left out."""
+    async def _timeline_events(self, room: RoomData, since: int, upto: int, limit: int,
+                               flt: EventFilter | None = None
+                               ) -> tuple[list[EventEntry], bool]:
+        """The newest `limit` events in (since, upto] that `flt` lets through, oldest first,
+        and whether some were left out (the limit counts filtered events, as the spec says)."""
+        if flt is not None and flt.is_default:
+            flt = None
         events = room.events_after(since, upto)
+        if events is not None and flt is not None:
+            events = [e for e in events if flt.allows(e)]
         if events is not None and (len(events) > limit or since >= room.floor
                                    or room.floor == 0):
             return events[-limit:] if limit else [], len(events) > limit
-        async with self._db.connection() as conn:
-            rows = await self._events.room_events_between(conn, room.room_id, since, upto,
-                                                          limit + 1)
-        entries = await self._cache.entries_from_rows(list(rows))
+        entries: list[EventEntry] = []
+        batch = limit + 1 if flt is None else max(limit + 1, 100)
+        while True:
+            async with self._db.connection() as conn:
+                rows = await self._events.room_events_between(conn, room.room_id, since, upto,
+                                                              batch)
+            page = await self._cache.entries_from_rows(list(rows))
+            entries = [e for e in page if flt is None or flt.allows(e)] + entries
+            if flt is None or len(entries) > limit or len(rows) < batch or not page:
+                break
+            upto = page[0].stream_ordering - 1
         limited = len(entries) > limit
         return (entries[-limit:] if limit else []), limited
 
@@ -180,7 +197,8 @@ class SyncService:
         if since is not None and not full_state and not force and \
                 room.last_stream <= since_pos and room.floor <= since_pos:
             return {}
-        events, limited = await self._timeline_events(room, since_pos, now.events, limit)
+        events, limited = await self._timeline_events(room, since_pos, now.events, limit,
+                                                      tl_filter)
         if since is not None and not events and not full_state and not force:
             return {}
         events = await self._visibility.filter(user_id, events, currently_joined=True)
@@ -266,7 +284,8 @@ class SyncService:
                          leave_pos: int, flt: SyncFilter) -> JsonDict:
         limit = flt.timeline.limit if flt.timeline.limit is not None else DEFAULT_TIMELINE_LIMIT
         since_pos = since.events if since is not None else 0
-        events, limited = await self._timeline_events(room, since_pos, leave_pos, limit)
+        events, limited = await self._timeline_events(room, since_pos, leave_pos, limit,
+                                                      flt.timeline)
         events = await self._visibility.filter(requester.user_id, events, currently_joined=False)
         timeline = [e for e in events if flt.timeline.allows(e)]
         first = events[0] if events else None

@@ -310,9 +310,9 @@ class UserService:
 
 def _device_json(user_id: str, row: object) -> JsonDict:
     r = row
-    d: JsonDict = {"device_id": r["device_id"], "user_id": user_id}  # type: ignore[index]
-    if r["display_name"] is not None:  # type: ignore[index]
-        d["display_name"] = r["display_name"]  # type: ignore[index]
+    # display_name is always present (null when unset): matrix-nio rejects a device without it.
+    d: JsonDict = {"device_id": r["device_id"], "user_id": user_id,  # type: ignore[index]
+                   "display_name": r["display_name"]}  # type: ignore[index]
     if r["last_seen_ts"] is not None:  # type: ignore[index]
         d["last_seen_ts"] = r["last_seen_ts"]  # type: ignore[index]
     if r["last_seen_ip"] is not None:  # type: ignore[index]
