@@ -86,7 +86,14 @@ async def put_state(request: web.Request) -> web.Response:
 async def _visible_state_room(c: ClientContext, requester: Requester,
                               room_id: str) -> tuple[RoomData, dict[tuple[str, str], str]]:
     """Current state for members; for former members, the state when they left."""
-    room = await room_or_404(c, room_id)
+    try:
+        room = await room_or_404(c, room_id)
+    except MatrixError as e:
+        if e.errcode != Codes.NOT_FOUND:
+            raise
+        # Spec: 403 to anyone not (previously) in the room, which a room that does not exist
+        # includes; this also keeps room existence private.
+        raise forbidden("You are not in this room") from None
     if c.rooms.may_see_state(room, requester.user_id):
         return room, {k: e.event_id for k, e in room.state.items()}
     member = room.state.get(("m.room.member", requester.user_id))

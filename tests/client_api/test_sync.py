@@ -1,0 +1,301 @@
+"""/sync: initial and incremental, full_state, limited timelines with prev_batch, the long poll,
+and the invite and leave sections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.helpers import Client
+
+LIMIT_2 = '{"room": {"timeline": {"limit": 2}}}'
+
+
+async def test_initial_sync_shape(c: Client) -> None:
+    u = await c.register()
+    room = await c.create_room(u, preset="private_chat", name="Shape")
+    eid = await c.send(u, room, "hi")
+    sync = await c.sync(u)
+    assert isinstance(sync["next_batch"], str)
+    r = sync["rooms"]["join"][room]
+    timeline = r["timeline"]
+    assert timeline["events"][-1]["event_id"] == eid
+    assert timeline["events"][-1]["content"] == {"msgtype": "m.text", "body": "hi"}
+    assert "room_id" not in timeline["events"][-1]
+    assert timeline["limited"] is False
+    types = [e["type"] for e in timeline["events"]]
+    assert types[0] == "m.room.create"
+    assert "m.room.name" in types
+    assert r["state"]["events"] == []
+    assert r["summary"]["m.joined_member_count"] == 1
+    assert r["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+
+
+async def test_incremental_sync_since(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    first = await c.sync(bob)
+    # Nothing new: an incremental sync has no rooms.
+    empty = await c.sync(bob, first["next_batch"])
+    assert "join" not in empty.get("rooms", {})
+    e1 = await c.send(alice, room, "one")
+    e2 = await c.send(alice, room, "two")
+    nxt = await c.sync(bob, first["next_batch"])
+    tl = nxt["rooms"]["join"][room]["timeline"]
+    assert [e["event_id"] for e in tl["events"]] == [e1, e2]
+    assert tl["limited"] is False
+    assert nxt["rooms"]["join"][room]["state"]["events"] == []
+    # The transaction id is only shown to the sending device.
+    assert "transaction_id" not in tl["events"][0].get("unsigned", {})
+    alice_sync = await c.sync(alice, first["next_batch"])
+    alice_tl = alice_sync["rooms"]["join"][room]["timeline"]["events"]
+    assert "transaction_id" in alice_tl[0]["unsigned"]
+    # Re-using the same since token gives the same events; the new one gives nothing.
+    again = await c.sync(bob, first["next_batch"])
+    assert [e["event_id"] for e in again["rooms"]["join"][room]["timeline"]["events"]] == \
+        [e1, e2]
+    last = await c.sync(bob, nxt["next_batch"])
+    assert room not in last.get("rooms", {}).get("join", {})
+
+
+async def test_full_state(c: Client) -> None:
+    alice = await c.register()
+    room = await c.create_room(alice, preset="public_chat", name="Full")
+    first = await c.sync(alice)
+    eid = await c.send(alice, room, "x")
+    full = await c.sync(alice, first["next_batch"], full_state="true")
+    r = full["rooms"]["join"][room]
+    assert [e["event_id"] for e in r["timeline"]["events"]] == [eid]
+    state_types = {(e["type"], e["state_key"]) for e in r["state"]["events"]}
+    assert {("m.room.create", ""), ("m.room.name", ""), ("m.room.power_levels", ""),
+            ("m.room.member", alice.user_id), ("m.room.join_rules", "")} <= state_types
+
+
+async def test_limited_timeline_and_prev_batch(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    first = await c.sync(bob, filter=LIMIT_2)
+    ids = [await c.send(alice, room, f"n{i}") for i in range(5)]
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/m.room.topic", {"topic": "new"},
+                                token=alice.access_token)
+    assert status == 200
+    ids.append(await c.send(alice, room, "n5"))
+    ids.append(await c.send(alice, room, "n6"))
+    nxt = await c.sync(bob, first["next_batch"], filter=LIMIT_2)
+    r = nxt["rooms"]["join"][room]
+    tl = r["timeline"]
+    assert [e["event_id"] for e in tl["events"]] == ids[-2:]
+    assert tl["limited"] is True
+    # The state section carries what changed in the gap (the topic).
+    assert [(e["type"], e["content"]) for e in r["state"]["events"]] == [
+        ("m.room.topic", {"topic": "new"})]
+    # prev_batch continues backwards with /messages right before the timeline.
+    status, msgs = await c.request("GET", f"/rooms/{room}/messages", token=bob.access_token,
+                                   params={"from": tl["prev_batch"], "dir": "b",
+                                           "limit": "3"})
+    assert status == 200, msgs
+    chunk = msgs["chunk"]
+    assert [e["type"] for e in chunk] == ["m.room.topic", "m.room.message", "m.room.message"]
+    assert [e["event_id"] for e in chunk[1:]] == [ids[4], ids[3]]
+    status, more = await c.request("GET", f"/rooms/{room}/messages", token=bob.access_token,
+                                   params={"from": msgs["end"], "dir": "b", "limit": "3"})
+    assert [e["event_id"] for e in more["chunk"]] == [ids[2], ids[1], ids[0]]
+
+
+async def test_long_poll_wakes_on_message(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    first = await c.sync(bob)
+
+    async def send_later() -> str:
+        await asyncio.sleep(0.3)
+        return await c.send(alice, room, "wake up")
+
+    started = time.monotonic()
+    sender = asyncio.create_task(send_later())
+    nxt = await c.sync(bob, first["next_batch"], timeout=10_000)
+    elapsed = time.monotonic() - started
+    eid = await sender
+    assert elapsed < 3.0
+    assert [e["event_id"] for e in nxt["rooms"]["join"][room]["timeline"]["events"]] == [eid]
+    # With nothing happening the poll waits out its timeout and returns empty.
+    started = time.monotonic()
+    idle = await c.sync(bob, nxt["next_batch"], timeout=500)
+    assert time.monotonic() - started >= 0.45
+    assert "join" not in idle.get("rooms", {})
+
+
+async def test_long_poll_wakes_on_account_data(c: Client) -> None:
+    u = await c.register()
+    first = await c.sync(u)
+
+    async def put_later() -> None:
+        await asyncio.sleep(0.3)
+        status, _ = await c.request("PUT", f"/user/{u.user_id}/account_data/org.example.wake",
+                                    {"w": 1}, token=u.access_token)
+        assert status == 200
+
+    started = time.monotonic()
+    task = asyncio.create_task(put_later())
+    nxt = await c.sync(u, first["next_batch"], timeout=10_000)
+    await task
+    assert time.monotonic() - started < 3.0
+    assert nxt["account_data"]["events"] == [{"type": "org.example.wake", "content": {"w": 1}}]
+
+
+async def test_invite_section(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="private_chat", name="Secret club",
+                               topic="shh")
+    first = await c.sync(bob)
+    assert room not in first.get("rooms", {}).get("invite", {})
+    status, _ = await c.request("POST", f"/rooms/{room}/invite", {"user_id": bob.user_id},
+                                token=alice.access_token)
+    assert status == 200
+    nxt = await c.sync(bob, first["next_batch"], timeout=5000)
+    events = nxt["rooms"]["invite"][room]["invite_state"]["events"]
+    by_type = {(e["type"], e["state_key"]): e for e in events}
+    assert by_type[("m.room.name", "")]["content"] == {"name": "Secret club"}
+    assert by_type[("m.room.topic", "")]["content"] == {"topic": "shh"}
+    assert by_type[("m.room.join_rules", "")]["content"] == {"join_rule": "invite"}
+    assert ("m.room.create", "") in by_type
+    invite = by_type[("m.room.member", bob.user_id)]
+    assert invite["content"]["membership"] == "invite"
+    assert invite["sender"] == alice.user_id
+    assert by_type[("m.room.member", alice.user_id)]["content"]["membership"] == "join"
+    # Nothing of the timeline leaks into the invite.
+    assert all(set(e) >= {"type", "state_key", "content", "sender"} for e in events)
+    assert room not in nxt["rooms"].get("join", {})
+    # Initial sync also shows the pending invite.
+    full = await c.sync(bob)
+    assert room in full["rooms"]["invite"]
+    # Joining moves the room to the join section.
+    await c.join(bob, room)
+    joined = await c.sync(bob, nxt["next_batch"])
+    assert room in joined["rooms"]["join"]
+    assert room not in joined["rooms"].get("invite", {})
+
+
+async def test_leave_section(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    first = await c.sync(bob)
+    said = await c.send(alice, room, "before you go")
+    status, _ = await c.request("POST", f"/rooms/{room}/leave", {}, token=bob.access_token)
+    assert status == 200
+    after = await c.send(alice, room, "after you left")
+    nxt = await c.sync(bob, first["next_batch"])
+    assert room not in nxt["rooms"].get("join", {})
+    left = nxt["rooms"]["leave"][room]
+    ids = [e["event_id"] for e in left["timeline"]["events"]]
+    assert ids[0] == said
+    assert after not in ids
+    last = left["timeline"]["events"][-1]
+    assert last["type"] == "m.room.member"
+    assert last["state_key"] == bob.user_id
+    assert last["content"]["membership"] == "leave"
+    # Later syncs don't repeat it, and alice's later messages never reach bob.
+    later = await c.sync(bob, nxt["next_batch"])
+    assert room not in later.get("rooms", {}).get("leave", {})
+    assert room not in later.get("rooms", {}).get("join", {})
+    # A kicked user sees the kick in the leave section too.
+    carol = await c.register()
+    await c.join(carol, room)
+    before_kick = await c.sync(carol)
+    status, _ = await c.request("POST", f"/rooms/{room}/kick",
+                                {"user_id": carol.user_id, "reason": "bye"},
+                                token=alice.access_token)
+    assert status == 200
+    kicked = await c.sync(carol, before_kick["next_batch"])
+    kick_ev = kicked["rooms"]["leave"][room]["timeline"]["events"][-1]
+    assert kick_ev["content"] == {"membership": "leave", "reason": "bye"}
+    assert kick_ev["sender"] == alice.user_id
+    # Initial sync includes left rooms only when the filter asks for them.
+    plain = await c.sync(bob)
+    assert room not in plain.get("rooms", {}).get("leave", {})
+    with_leave = await c.sync(bob, filter='{"room": {"include_leave": true}}')
+    assert room in with_leave["rooms"]["leave"]
+
+
+async def test_sync_errors(c: Client) -> None:
+    u = await c.register()
+    status, body = await c.request("GET", "/sync")
+    assert status == 401
+    assert body["errcode"] == "M_MISSING_TOKEN"
+    status, body = await c.request("GET", "/sync", token=u.access_token,
+                                   params={"filter": "123456789"})
+    assert status == 404
+    assert body["errcode"] == "M_NOT_FOUND"
+    status, body = await c.request("GET", "/sync", token=u.access_token,
+                                   params={"since": "garbage"})
+    assert status == 400
+    assert body["errcode"] == "M_INVALID_PARAM"
+
+
+async def test_initial_sync_limited_state(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="public_chat", name="Busy")
+    await c.join(bob, room)
+    ids = [await c.send(alice, room, f"b{i}") for i in range(4)]
+    sync = await c.sync(bob, filter=LIMIT_2)
+    r = sync["rooms"]["join"][room]
+    assert [e["event_id"] for e in r["timeline"]["events"]] == ids[-2:]
+    assert r["timeline"]["limited"] is True
+    state = {(e["type"], e["state_key"]): e for e in r["state"]["events"]}
+    assert {("m.room.create", ""), ("m.room.name", ""), ("m.room.power_levels", ""),
+            ("m.room.join_rules", ""), ("m.room.history_visibility", ""),
+            ("m.room.member", alice.user_id), ("m.room.member", bob.user_id)} == set(state)
+    assert state[("m.room.name", "")]["content"] == {"name": "Busy"}
+    assert r["summary"]["m.joined_member_count"] == 2
+    assert r["summary"]["m.heroes"] == [alice.user_id]
+
+
+async def test_rejected_invite_in_leave_section(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="private_chat")
+    status, _ = await c.request("POST", f"/rooms/{room}/invite", {"user_id": bob.user_id},
+                                token=alice.access_token)
+    assert status == 200
+    first = await c.sync(bob)
+    assert room in first["rooms"]["invite"]
+    status, body = await c.request("POST", f"/rooms/{room}/leave", {}, token=bob.access_token)
+    assert status == 200, body
+    nxt = await c.sync(bob, first["next_batch"])
+    assert room not in nxt["rooms"].get("invite", {})
+    events = nxt["rooms"]["leave"][room]["timeline"]["events"]
+    assert events[-1]["type"] == "m.room.member"
+    assert events[-1]["state_key"] == bob.user_id
+    assert events[-1]["content"]["membership"] == "leave"
+    # Alice's room history before the invite stays hidden from bob.
+    assert all(e["type"] != "m.room.create" for e in events)
+
+
+async def test_long_poll_wakes_on_invite(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="private_chat")
+    first = await c.sync(bob)
+
+    async def invite_later() -> None:
+        await asyncio.sleep(0.3)
+        status, _ = await c.request("POST", f"/rooms/{room}/invite", {"user_id": bob.user_id},
+                                    token=alice.access_token)
+        assert status == 200
+
+    started = time.monotonic()
+    task = asyncio.create_task(invite_later())
+    nxt = await c.sync(bob, first["next_batch"], timeout=10_000)
+    await task
+    assert time.monotonic() - started < 3.0
+    assert room in nxt["rooms"]["invite"]
