@@ -27,9 +27,9 @@ from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.store import RoomStore
-from homeserver.rooms.writer import RoomWriter
+from homeserver.rooms.writer import Batch, RoomWriter
 from homeserver.signing import ServerSigningKey
-from homeserver.storage.database import Database
+from homeserver.storage.database import Conn, Database
 from homeserver.types import JsonDict, Requester, is_valid_user_id
 
 PRESETS: dict[str, dict[str, str]] = {
@@ -100,12 +100,12 @@ class RoomService:
     async def _send_locked(
         self, room: RoomData, sender: str, etype: str, content: JsonDict,
         state_key: str | None = None, txn: tuple[str, str, str] | None = None,
-        redacts: str | None = None,
+        redacts: str | None = None, batch: Batch | None = None,
     ) -> EventEntry:
         event_id, pdu = self._build(room, room.version, room.room_id, sender, etype, content,
                                     state_key, redacts)
         try:
-            return await self._writer.persist(room, event_id, pdu, txn)
+            return await self._writer.persist(room, event_id, pdu, txn, batch=batch)
         except AuthError as e:
             raise forbidden(str(e)) from e
 
@@ -284,37 +284,42 @@ class RoomService:
 
         room = RoomData(room_id=room_id, version=rv, state={}, state_group=0, chain_len=0,
                         extremities=[], depth=0)
+        batch = Batch()
+
+        async def add_alias(conn: Conn) -> None:
+            if alias is not None and not await self._store.create_alias(conn, alias, room_id,
+                                                                        creator):
+                raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
+
         async with room.lock:
-            self.rooms.add(room)
+            # The room is registered only once committed; until then nobody can find it.
             try:
                 await self._create_locked(room, rv, creator, create_id, create_pdu, body,
                                           preset_name, preset, invites, alias, profile,
-                                          visibility == "public")
+                                          visibility == "public", batch)
+                self.rooms.add(room)
+                await self._writer.commit(room, batch, add_alias)
             except BaseException:
-                # Nothing after the create event is half-applied in memory; drop the room from
-                # memory if even the create event failed so the id is not served.
-                if not room.recent:
-                    self.rooms.drop(room_id)
+                self._writer.abort(batch)
+                self.rooms.drop(room_id)
                 raise
-        if alias is not None:
-            async with self._db.connection() as conn:
-                await self._store.create_alias(conn, alias, room_id, creator)
         return room_id
 
     async def _create_locked(
         self, room: RoomData, rv: RoomVersion, creator: str, create_id: str,
         create_pdu: JsonDict, body: JsonDict, preset_name: str, preset: dict[str, str],
         invites: list[str], alias: str | None, profile: JsonDict | None, is_public: bool,
+        batch: Batch,
     ) -> None:
         try:
             await self._writer.persist(room, create_id, create_pdu,
-                                       new_room=(creator, is_public))
+                                       new_room=(creator, is_public), batch=batch)
         except AuthError as e:
             raise MatrixError(400, Codes.BAD_JSON, f"Invalid creation_content: {e}") from e
 
         async def state(etype: str, content: JsonDict, key: str = "") -> None:
             try:
-                await self._send_locked(room, creator, etype, content, key)
+                await self._send_locked(room, creator, etype, content, key, batch=batch)
             except MatrixError as e:
                 raise MatrixError(400, Codes.INVALID_PARAM if e.errcode == Codes.FORBIDDEN
                                   else e.errcode, f"Could not create {etype}: {e.error}") from e
@@ -371,7 +376,7 @@ class RoomService:
             invite: JsonDict = {"membership": "invite"}
             if body.get("is_direct"):
                 invite["is_direct"] = True
-            await self._send_locked(room, creator, "m.room.member", invite, u)
+            await self._send_locked(room, creator, "m.room.member", invite, u, batch=batch)
 
     # ------------------------------------------------------------------ directory
 

@@ -7,6 +7,8 @@ prev_events, depth and state are always read and written by one task per room.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -20,6 +22,17 @@ from homeserver.storage.database import Conn, Database
 from homeserver.storage.streams import StreamIdGen
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events of a room being created: applied in memory as they are built (each is checked
+    against the state the previous ones made) and written in ONE transaction by
+    `RoomWriter.commit`, so a createRoom that fails half-way leaves no rows behind."""
+
+    writes: list[Callable[[Conn], Awaitable[None]]] = field(default_factory=list)
+    entries: list[EventEntry] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
 
 
 class RoomWriter:
@@ -41,6 +54,7 @@ class RoomWriter:
     async def persist(
         self, room: RoomData, event_id: str, pdu: JsonDict,
         txn: tuple[str, str, str] | None = None, new_room: tuple[str, bool] | None = None,
+        batch: Batch | None = None,
     ) -> EventEntry:
         """Check auth, write the event and its state in one transaction, update caches, wake.
 
@@ -76,6 +90,19 @@ class RoomWriter:
                 delta, chain_len, prev_group = {key: event_id}, room.chain_len + 1, group_before
 
         pos = self.stream.allocate()
+        if batch is not None:
+            args = (room, event_id, pdu, pos, group, group_before, chain_len, new_state, delta,
+                    prev_group, relates_to, rel_type, txn, redacts, new_room)
+
+            async def write(conn: Conn) -> None:
+                await self._write_all(conn, *args)
+
+            batch.writes.append(write)
+            batch.positions.append(pos)
+            entry = self._apply(room, event_id, pdu, pos, group, group_before, chain_len,
+                                new_state, prev_state, txn, redacts, deferred=True)
+            batch.entries.append(entry)
+            return entry
         try:
             if new_state is None and redacts is None and new_room is None:
                 async with self._db.connection() as conn:
@@ -106,17 +133,52 @@ class RoomWriter:
         new_room: tuple[str, bool] | None,
     ) -> None:
         async with self._db.transaction() as conn:
-            if new_room is not None:
-                await self._rooms.insert_room(
-                    conn, room.room_id, room.version.identifier, new_room[0], new_room[1],
-                    int(time.time() * 1000),
-                )
-            if new_state is not None:
-                await self._groups_store.insert_group(
-                    conn, group, room.room_id, prev_group, chain_len, delta
-                )
-            await self._write(conn, room, event_id, pdu, pos, group, group_before,
-                              relates_to, rel_type, txn, redacts)
+            await self._write_all(conn, room, event_id, pdu, pos, group, group_before,
+                                  chain_len, new_state, delta, prev_group, relates_to, rel_type,
+                                  txn, redacts, new_room)
+
+    async def _write_all(
+        self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
+        group_before: int, chain_len: int, new_state: dict[tuple[str, str], str] | None,
+        delta: dict[tuple[str, str], str], prev_group: int | None, relates_to: str | None,
+        rel_type: str | None, txn: tuple[str, str, str] | None, redacts: str | None,
+        new_room: tuple[str, bool] | None,
+    ) -> None:
+        if new_room is not None:
+            await self._rooms.insert_room(
+                conn, room.room_id, room.version.identifier, new_room[0], new_room[1],
+                int(time.time() * 1000),
+            )
+        if new_state is not None:
+            await self._groups_store.insert_group(
+                conn, group, room.room_id, prev_group, chain_len, delta
+            )
+        await self._write(conn, room, event_id, pdu, pos, group, group_before,
+                          relates_to, rel_type, txn, redacts)
+
+    def abort(self, batch: Batch) -> None:
+        """Give back the positions of a batch that will not be committed."""
+        for pos in batch.positions:
+            self.stream.finish(pos)
+        batch.positions.clear()
+
+    async def commit(self, room: RoomData, batch: Batch,
+                     extra: Callable[[Conn], Awaitable[None]] | None = None) -> None:
+        """Write a batch (and `extra`, e.g. the room's alias) in one transaction, then publish
+        its events to the caches and wake their readers. On failure nothing is written and
+        the caller must drop the in-memory room."""
+        try:
+            async with self._db.transaction() as conn:
+                for write in batch.writes:
+                    await write(conn)
+                if extra is not None:
+                    await extra(conn)
+            for entry in batch.entries:
+                self._publish(room, entry)
+        finally:
+            self.abort(batch)
+        for entry in batch.entries:
+            self._wake(room, entry)
 
     async def _write(
         self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
@@ -155,6 +217,7 @@ class RoomWriter:
         self, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
         group_before: int, chain_len: int, new_state: dict[tuple[str, str], str] | None,
         prev_state: EventEntry | None, txn: tuple[str, str, str] | None, redacts: str | None,
+        deferred: bool = False,
     ) -> EventEntry:
         client = client_format(event_id, pdu, room.room_id)
         if redacts is not None:
@@ -171,7 +234,6 @@ class RoomWriter:
                 "replaces_state": prev_state.event_id,
                 "prev_sender": prev_state.sender,
             }
-        self._cache.put(entry)
         room.append(entry)
         prev = set(pdu.get("prev_events", []))
         room.extremities = [e for e in room.extremities if e not in prev] + [event_id]
@@ -182,14 +244,22 @@ class RoomWriter:
             room.state_group = group
             room.chain_len = chain_len
             self._groups.remember(group, new_state)
-            if entry.type == "m.room.member" and entry.membership is not None:
-                self._members.update(entry.state_key, room.room_id,
-                                     Membership(entry.membership, pos, event_id))
+        if not deferred:
+            self._publish(room, entry)
         if redacts is not None:
             target = self._cache.peek(redacts)
             if target is not None and target.room_id == room.room_id:
                 mark_redacted(target, entry, room.version)
         return entry
+
+    def _publish(self, room: RoomData, entry: EventEntry) -> None:
+        """Make a committed event findable by id and update the members index."""
+        self._cache.put(entry)
+        if entry.type == "m.room.member" and entry.membership is not None:
+            assert entry.state_key is not None
+            self._members.update(entry.state_key, room.room_id,
+                                 Membership(entry.membership, entry.stream_ordering,
+                                            entry.event_id))
 
     def _wake(self, room: RoomData, entry: EventEntry) -> None:
         users = room.joined_members()

@@ -594,3 +594,29 @@ async def test_redacting_state_events_keeps_protected_keys(c: Client) -> None:
     assert topic[0]["content"] == {}
     assert topic[0]["unsigned"]["redacted_because"]["type"] == \
         "m.room.redaction"
+
+
+async def test_failed_create_room_leaves_nothing_behind(c: Client) -> None:
+    """A createRoom whose later events are refused (here: state_default above the creator's
+    power) fails as a whole: no room, no events, no alias, no membership."""
+    alice = await c.register()
+    status, body = await c.request("POST", "/createRoom", {
+        "room_alias_name": "doomed" + alice.user_id[2:8],
+        "name": "doomed",
+        "power_level_content_override": {"state_default": 1000, "users": {alice.user_id: 100}},
+        "room_version": "11",
+    }, alice.access_token)
+    assert status == 400, body
+    assert body["errcode"] == "M_INVALID_PARAM"
+    status, joined = await c.request("GET", "/joined_rooms", token=alice.access_token)
+    assert joined == {"joined_rooms": []}
+    status, alias = await c.request(
+        "GET", f"/directory/room/%23doomed{alice.user_id[2:8]}:parley.test")
+    assert status == 404 and alias["errcode"] == "M_NOT_FOUND"
+    sync = await c.sync(alice)
+    assert "rooms" not in sync or not sync["rooms"].get("join")
+    # The same alias can be used afterwards: nothing was reserved by the failed attempt.
+    room = await c.create_room(alice, room_alias_name="doomed" + alice.user_id[2:8])
+    status, alias = await c.request(
+        "GET", f"/directory/room/%23doomed{alice.user_id[2:8]}:parley.test")
+    assert status == 200 and alias["room_id"] == room
