@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
@@ -35,6 +36,14 @@ from homeserver.users.store import UserStore
 log = logging.getLogger(__name__)
 
 
+class Background(Protocol):
+    """A service with a background task (timers, sweeps), started and stopped with the app."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Homeserver:
     config: Config
@@ -45,6 +54,7 @@ class Homeserver:
     reader: RoomReader
     sync: SyncService
     notifier: Notifier
+    background: list[Background] = field(default_factory=list)
 
 
 async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) -> Homeserver:
@@ -95,6 +105,15 @@ def make_app(hs: Homeserver) -> web.Application:
     for module in (login, register, rooms, sync, profile, devices, account_data, directory):
         app.add_routes(module.routes)
     app.router.add_route("*", "/_matrix/{tail:.*}", _unknown_endpoint)
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        for service in hs.background:
+            await service.start()
+        yield
+        for service in reversed(hs.background):
+            await service.stop()
+
+    app.cleanup_ctx.append(background)
     return app
 
 

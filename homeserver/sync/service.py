@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from homeserver.events.model import EventEntry, stripped_state
 from homeserver.events.store import EventStore
-from homeserver.rooms.members import MembershipIndex
+from homeserver.rooms.members import Membership, MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGroups
 from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database
 from homeserver.storage.streams import StreamIdGen
 from homeserver.sync.filter import EventFilter, SyncFilter
 from homeserver.sync.notifier import Notifier
+from homeserver.sync.streams import SyncSources
 from homeserver.sync.tokens import PaginationToken, SyncToken
 from homeserver.types import JsonDict, Requester
 from homeserver.users.service import UserService
@@ -43,7 +44,9 @@ class SyncService:
         self, db: Database, events: EventStore, rooms: RoomRegistry, members: MembershipIndex,
         cache: EventCache, groups: StateGroups, visibility: Visibility,
         event_stream: StreamIdGen, users: UserService, notifier: Notifier,
+        sources: SyncSources | None = None,
     ) -> None:
+        self.sources = sources or SyncSources()
         self._db = db
         self._events = events
         self._rooms = rooms
@@ -56,7 +59,15 @@ class SyncService:
         self._notifier = notifier
 
     def current_token(self) -> SyncToken:
-        return SyncToken(self._event_stream.current, self._users.account_stream.current)
+        src = self.sources
+        return SyncToken(
+            events=self._event_stream.current,
+            account_data=self._users.account_stream.current,
+            receipts=src.receipts.current() if src.receipts else 0,
+            to_device=src.to_device.current() if src.to_device else 0,
+            presence=src.presence.current() if src.presence else 0,
+            typing=src.typing.current() if src.typing else 0,
+        )
 
     async def sync(self, requester: Requester, since: SyncToken | None, flt: SyncFilter,
                    timeout_ms: int, full_state: bool = False) -> SyncResult:
@@ -80,11 +91,8 @@ class SyncService:
                       full_state: bool) -> SyncResult:
         user_id = requester.user_id
         now = self.current_token()
-        if since is not None and (since.events > now.events
-                                  or since.account_data > now.account_data):
-            # A token from the future (e.g. after a restore): treat as now.
-            since = SyncToken(min(since.events, now.events),
-                              min(since.account_data, now.account_data))
+        if since is not None:
+            since = since.capped(now)  # a token from the future (e.g. after a restore) is now
         join: JsonDict = {}
         invite: JsonDict = {}
         leave: JsonDict = {}
@@ -133,6 +141,18 @@ class SyncService:
                 body = await self._left_room(requester, room, since, m.stream_ordering, flt)
                 leave[room_id] = body
 
+        ephemeral = await self._ephemeral(user_id, memberships, since, now, flt)
+        for room_id, events in ephemeral.items():
+            room_body: JsonDict | None = join.get(room_id)
+            if room_body is None:
+                eroom = await self._rooms.get(room_id)
+                if eroom is None:
+                    continue
+                room_body = await self._joined_room(requester, eroom, since, now, flt,
+                                                    full_state, force=True)
+                join[room_id] = room_body
+            room_body["ephemeral"] = {"events": events}
+
         rooms: JsonDict = {}
         if join:
             rooms["join"] = join
@@ -146,7 +166,48 @@ class SyncService:
         if global_ad:
             body_out["account_data"] = {"events": global_ad}
         empty = not rooms and not global_ad
+        src = self.sources
+        if src.to_device is not None:
+            msgs, pos = await src.to_device.for_device(
+                user_id, requester.device_id, since.to_device if since else None, now.to_device)
+            if pos != now.to_device:
+                now = replace(now, to_device=pos)
+                body_out["next_batch"] = now.serialize()
+            body_out["to_device"] = {"events": msgs}
+            empty = empty and not msgs
+        if src.presence is not None:
+            presence = await src.presence.for_user(user_id, since.presence if since else None,
+                                                   now.presence)
+            presence = [p for p in presence if flt.presence.allows_type(p.get("type", ""))]
+            if presence:
+                body_out["presence"] = {"events": presence}
+                empty = False
         return SyncResult(body_out, empty, now)
+
+    async def _ephemeral(self, user_id: str, memberships: dict[str, Membership],
+                         since: SyncToken | None, now: SyncToken,
+                         flt: SyncFilter) -> dict[str, list[JsonDict]]:
+        """Typing and receipts for the joined rooms, merged per room."""
+        out: dict[str, list[JsonDict]] = {}
+        joined = [r for r, m in memberships.items()
+                  if m.membership == "join" and flt.allows_room(r)
+                  and flt.ephemeral.allows_room(r)]
+        if not joined:
+            return out
+        for source, field in ((self.sources.typing, "typing"),
+                              (self.sources.receipts, "receipts")):
+            if source is None:
+                continue
+            upto = getattr(now, field)
+            start = getattr(since, field) if since is not None else None
+            if start is not None and start >= upto:
+                continue
+            for room_id, events in (await source.for_rooms(user_id, joined, start,
+                                                           upto)).items():
+                events = [e for e in events if flt.ephemeral.allows_type(e.get("type", ""))]
+                if events:
+                    out.setdefault(room_id, []).extend(events)
+        return out
 
     # ------------------------------------------------------------------ rooms
 
@@ -300,7 +361,7 @@ class SyncService:
                 "events": [e.to_client(uid, dev, with_room_id=False) for e in timeline],
                 "limited": limited,
                 "prev_batch": (PaginationToken(first.depth, first.stream_ordering).serialize()
-                               if first is not None else SyncToken(leave_pos, 0).serialize()),
+                               if first is not None else SyncToken(leave_pos).serialize()),
             },
             "state": {"events": [e.to_client(uid, dev, with_room_id=False) for e in state]},
             "account_data": {"events": []},

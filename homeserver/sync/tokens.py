@@ -1,12 +1,14 @@
 """Sync and pagination tokens.
 
-A sync token holds one position per stream ("s<events>_<account_data>"); a pagination token
-points between two events in topological order ("t<depth>_<stream>"). /messages accepts both.
+A sync token holds one position per stream: "s<events>_<account_data>_<receipts>_<to_device>_
+<presence>_<typing>" (shorter tokens from older versions read as zeros for the missing
+streams). A pagination token points between two events in topological order
+("t<depth>_<stream>"). /messages accepts both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from homeserver.errors import Codes, MatrixError
 
@@ -14,10 +16,15 @@ from homeserver.errors import Codes, MatrixError
 @dataclass(frozen=True, slots=True)
 class SyncToken:
     events: int
-    account_data: int
+    account_data: int = 0
+    receipts: int = 0
+    to_device: int = 0
+    presence: int = 0
+    typing: int = 0
 
     def serialize(self) -> str:
-        return f"s{self.events}_{self.account_data}"
+        return (f"s{self.events}_{self.account_data}_{self.receipts}_{self.to_device}_"
+                f"{self.presence}_{self.typing}")
 
     @classmethod
     def parse(cls, token: str) -> SyncToken:
@@ -25,13 +32,16 @@ class SyncToken:
             if not token.startswith("s"):
                 raise ValueError
             parts = [int(p) for p in token[1:].split("_")]
-            while len(parts) < 2:
-                parts.append(0)
-            if any(p < 0 for p in parts):
+            if not parts or len(parts) > len(fields(cls)) or any(p < 0 for p in parts):
                 raise ValueError
-            return cls(parts[0], parts[1])
+            return cls(*parts)
         except ValueError:
             raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid sync token {token!r}") from None
+
+    def capped(self, now: SyncToken) -> SyncToken:
+        """This token with no position beyond `now` (a token from the future reads as now)."""
+        return SyncToken(*(min(getattr(self, f.name), getattr(now, f.name))
+                           for f in fields(self)))
 
 
 @dataclass(frozen=True, slots=True)

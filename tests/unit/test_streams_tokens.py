@@ -28,7 +28,7 @@ def test_current_advances_when_idle() -> None:
 
 
 @pytest.mark.parametrize(("token", "events", "account"), [
-    ("s5_7", 5, 7), ("s0_0", 0, 0), ("s12", 12, 0), ("s3_4_9", 3, 4),
+    ("s5_7", 5, 7), ("s0_0", 0, 0), ("s12", 12, 0), ("s3_4_9_1_2_3", 3, 4),
 ])
 def test_sync_token_parse(token: str, events: int, account: int) -> None:
     t = SyncToken.parse(token)
@@ -36,7 +36,7 @@ def test_sync_token_parse(token: str, events: int, account: int) -> None:
     assert SyncToken.parse(t.serialize()) == t
 
 
-@pytest.mark.parametrize("bad", ["", "x1_2", "s", "s-1_0", "sa_b", "t1"])
+@pytest.mark.parametrize("bad", ["", "x1_2", "s", "s-1_0", "sa_b", "t1", "s1_2_3_4_5_6_7"])
 def test_bad_sync_tokens_are_rejected(bad: str) -> None:
     with pytest.raises(MatrixError) as e:
         SyncToken.parse(bad)

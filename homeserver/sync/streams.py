@@ -1,0 +1,50 @@
+"""The sync sections that are not room timelines, each behind a small interface.
+
+SyncService asks each source for what is new between two positions of its own stream; the
+sources (typing, receipts, to-device, presence) live in their own modules and are wired in
+homeserver/app.py. A source with nothing new returns empty and costs no query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from homeserver.types import JsonDict
+
+
+class RoomEphemeralSource(Protocol):
+    """Per-room ephemeral events for joined rooms (m.typing, m.receipt)."""
+
+    def current(self) -> int: ...
+
+    async def for_rooms(self, user_id: str, room_ids: list[str], since: int | None,
+                        upto: int) -> dict[str, list[JsonDict]]:
+        """Events per room that changed in (since, upto]; since None means initial sync."""
+        ...
+
+
+class ToDeviceSource(Protocol):
+    def current(self) -> int: ...
+
+    async def for_device(self, user_id: str, device_id: str, since: int | None,
+                         upto: int) -> tuple[list[JsonDict], int]:
+        """Messages for this device after `since` (acknowledging everything up to `since`),
+        and the position next_batch must carry (below `upto` if more are waiting)."""
+        ...
+
+
+class PresenceSource(Protocol):
+    def current(self) -> int: ...
+
+    async def for_user(self, user_id: str, since: int | None, upto: int) -> list[JsonDict]:
+        """m.presence events of users sharing a room with `user_id`, changed in (since, upto]."""
+        ...
+
+
+@dataclass(slots=True)
+class SyncSources:
+    typing: RoomEphemeralSource | None = None
+    receipts: RoomEphemeralSource | None = None
+    to_device: ToDeviceSource | None = None
+    presence: PresenceSource | None = None
