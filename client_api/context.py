@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -27,6 +28,11 @@ class ClientContext:
     reader: RoomReader
     limiter: RateLimiter
     uia: object  # client_api.uia.UIA
+    # Real-time services (issue 3); each module replaces `Any` with its class when wired.
+    typing: Any = None
+    receipts: Any = None
+    to_device: Any = None
+    presence: Any = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

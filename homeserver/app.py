@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -30,6 +30,7 @@ from homeserver.storage.migrate import migrate
 from homeserver.storage.streams import StreamIdGen
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.service import SyncService
+from homeserver.sync.streams import SyncSources
 from homeserver.users.service import UserService
 from homeserver.users.store import UserStore
 
@@ -55,6 +56,10 @@ class Homeserver:
     sync: SyncService
     notifier: Notifier
     background: list[Background] = field(default_factory=list)
+    typing: Any = None  # homeserver.rooms.typing.TypingService
+    receipts: Any = None  # homeserver.receipts.service.ReceiptService
+    to_device: Any = None  # e2ee.to_device.ToDeviceService
+    presence: Any = None  # homeserver.presence.service.PresenceService
 
 
 async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) -> Homeserver:
@@ -79,11 +84,19 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     room_service = RoomService(db, config.server_name, key, registry, room_store, writer, cache,
                                config.default_room_version, members)
     reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members)
+    sources = SyncSources()
     sync_service = SyncService(db, event_store, registry, members, cache, groups, visibility,
-                               event_stream, users, notifier)
+                               event_stream, users, notifier, sources)
     for token in config.registration_tokens:
         await users.add_registration_token(token)
-    return Homeserver(config, db, key, users, room_service, reader, sync_service, notifier)
+    hs = Homeserver(config, db, key, users, room_service, reader, sync_service, notifier)
+
+    # Real-time services: each is a sync source, some have a background task.
+    # -- typing
+    # -- receipts
+    # -- to-device
+    # -- presence
+    return hs
 
 
 async def _unknown_endpoint(request: web.Request) -> web.Response:
@@ -101,6 +114,7 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX] = ClientContext(
         config=hs.config, db=hs.db, users=hs.users, rooms=hs.rooms, sync=hs.sync,
         reader=hs.reader, limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(),
+        typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
     )
     for module in (login, register, rooms, sync, profile, devices, account_data, directory):
         app.add_routes(module.routes)
