@@ -137,8 +137,9 @@ with open(cfg_path, "w") as f:
 EOF
   fi
   echo "synapse.sh: starting Synapse $("$py" -c 'import synapse; print(synapse.__version__)') on http://127.0.0.1:$PORT"
-  (cd "$SYNAPSE_DIR/data" && setsid nohup "$py" -m synapse.app.homeserver --config-path "$cfg" \
-      >"$SYNAPSE_DIR/data/stdout.log" 2>&1 </dev/null & echo $! >"$SYNAPSE_DIR/synapse.pid")
+  (cd "$SYNAPSE_DIR/data" && exec setsid "$py" -m synapse.app.homeserver --config-path "$cfg") \
+      >"$SYNAPSE_DIR/data/stdout.log" 2>&1 </dev/null &
+  echo $! >"$SYNAPSE_DIR/synapse.pid"
   wait_up
   echo "synapse.sh: up (pid $(cat "$SYNAPSE_DIR/synapse.pid")). Stop with: SYNAPSE_DIR=$SYNAPSE_DIR $0 stop"
 }

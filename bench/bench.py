@@ -1,0 +1,905 @@
+#!/usr/bin/env python3
+"""Matrix homeserver benchmark harness (client-server API only).
+
+Measures any homeserver reachable by URL, using only /_matrix/client/v3:
+
+  a  1:1 send-to-sync delivery latency (sequential messages, receiver long-polls /sync)
+  b  fan-out: one sender, N members long-polling /sync; time until the LAST member sees it
+  c  sustained sends/second with K concurrent senders (K rooms, and one shared room)
+  d  initial /sync (no since) for a user in R rooms with M messages each
+
+See bench/README.md. Only aiohttp is needed (Python >= 3.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import ipaddress
+import json
+import math
+import os
+import platform
+import random
+import socket
+import statistics
+import string
+import sys
+import time
+import urllib.parse
+import uuid
+
+try:
+    import aiohttp
+except ImportError:  # pragma: no cover
+    sys.exit("bench.py needs aiohttp: pip install aiohttp")
+
+API = "/_matrix/client/v3"
+now = time.perf_counter
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(values, p):
+    """Percentile with linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    v = sorted(values)
+    if len(v) == 1:
+        return v[0]
+    k = (len(v) - 1) * p / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def ms(x):
+    return None if x is None else round(x * 1000.0, 2)
+
+
+def summary_ms(values):
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50_ms": ms(pct(values, 50)),
+        "p99_ms": ms(pct(values, 99)),
+        "mean_ms": ms(statistics.fmean(values)),
+        "min_ms": ms(min(values)),
+        "max_ms": ms(max(values)),
+    }
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+
+class Stats:
+    def __init__(self):
+        self.rate_limited = 0  # 429 responses seen (each retried after retry_after_ms)
+        self.errors = 0  # non-2xx (other than 429) or transport errors in measured paths
+
+    def snapshot(self):
+        return (self.rate_limited, self.errors)
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, base: str, deadline: float):
+        self.s = session
+        self.base = base.rstrip("/")
+        self.stats = Stats()
+        self.deadline = deadline
+
+    def check_deadline(self):
+        if now() > self.deadline:
+            raise BenchError("--max-time exceeded")
+
+    async def call(
+        self,
+        method,
+        path,
+        token=None,
+        body=None,
+        params=None,
+        timeout=60.0,
+        max_429=30,
+        transport_retries=2,
+        prefix=API,
+    ):
+        """Returns (status, parsed JSON body, perf_counter time when the body was fully read).
+
+        429 M_LIMIT_EXCEEDED is retried after retry_after_ms (capped at 10 s), counted in stats.
+        """
+        url = self.base + prefix + path
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        n429 = 0
+        ntrans = 0
+        while True:
+            self.check_deadline()
+            try:
+                async with self.s.request(
+                    method,
+                    url,
+                    json=body,
+                    params=params,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as resp:
+                    raw = await resp.read()
+                    t = now()
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
+            except (TimeoutError, aiohttp.ClientError) as e:
+                ntrans += 1
+                if ntrans > transport_retries:
+                    raise BenchError(f"{method} {path}: {type(e).__name__}: {e}") from e
+                await asyncio.sleep(0.5 * ntrans)
+                continue
+            try:
+                data = json.loads(raw) if raw else {}
+            except ValueError:
+                data = {"_raw": raw[:300].decode("utf-8", "replace")}
+            if status == 429:
+                self.stats.rate_limited += 1
+                n429 += 1
+                if n429 > max_429:
+                    raise BenchError(f"{method} {path}: still rate limited after {max_429} retries")
+                wait_ms = None
+                if isinstance(data, dict):
+                    wait_ms = data.get("retry_after_ms")
+                if wait_ms is None and retry_after:
+                    try:
+                        wait_ms = float(retry_after) * 1000
+                    except ValueError:
+                        wait_ms = None
+                await asyncio.sleep(min(max(float(wait_ms or 1000), 10.0), 10000.0) / 1000.0)
+                continue
+            return status, data, t
+
+    async def ok(self, method, path, **kw):
+        status, data, _ = await self.call(method, path, **kw)
+        if status != 200:
+            raise BenchError(f"{method} {path} -> {status} {json.dumps(data)[:300]}")
+        return data
+
+
+class User:
+    def __init__(self, user_id, token, device_id):
+        self.user_id = user_id
+        self.token = token
+        self.device_id = device_id
+
+    def __repr__(self):
+        return self.user_id
+
+
+def q(s: str) -> str:
+    return urllib.parse.quote(s, safe="")
+
+
+async def register(c: Client, username: str, password: str, reg_token: str | None) -> User:
+    """POST /register with the user-interactive auth flow (m.login.dummy, optionally
+    m.login.registration_token)."""
+    body = {
+        "username": username,
+        "password": password,
+        "initial_device_display_name": "bench",
+        "auth": {"type": "m.login.dummy"},
+    }
+    usable = {"m.login.dummy"} | ({"m.login.registration_token"} if reg_token else set())
+    for _ in range(6):
+        status, data, _ = await c.call("POST", "/register", body=body)
+        if status == 200:
+            return User(data["user_id"], data["access_token"], data.get("device_id"))
+        if status != 401 or "flows" not in data:
+            raise BenchError(f"register {username} -> {status} {json.dumps(data)[:300]}")
+        session = data.get("session")
+        completed = set(data.get("completed") or [])
+        flows = [f.get("stages", []) for f in data.get("flows", [])]
+        flows = [f for f in flows if set(f) <= usable]
+        if not flows:
+            raise BenchError(
+                f"register: no usable UIA flow in {data.get('flows')} "
+                "(need m.login.dummy; try --registration-token)"
+            )
+        flow = min(flows, key=len)
+        todo = [s for s in flow if s not in completed]
+        if not todo:  # server says all done but did not register: retry with session once more
+            todo = [flow[-1]]
+        stage = todo[0]
+        auth = {"type": stage}
+        if session:
+            auth["session"] = session
+        if stage == "m.login.registration_token":
+            auth["token"] = reg_token
+        body = {**body, "auth": auth}
+    raise BenchError(f"register {username}: UIA did not finish")
+
+
+async def gather_limited(n, coros):
+    sem = asyncio.Semaphore(n)
+
+    async def one(co):
+        async with sem:
+            return await co
+
+    return await asyncio.gather(*(one(co) for co in coros))
+
+
+class Ctx:
+    def __init__(self, args, client: Client):
+        self.args = args
+        self.c = client
+        self.prefix = "pb" + "".join(random.choices(string.ascii_lowercase + string.digits, k=6))
+        self.nuser = 0
+        self.run_id = uuid.uuid4().hex[:10]
+        self.ntxn = 0
+
+    async def users(self, n, tag):
+        names = []
+        for _ in range(n):
+            self.nuser += 1
+            names.append(f"{self.prefix}_{tag}{self.nuser}")
+        t0 = now()
+        us = await gather_limited(
+            self.args.setup_concurrency,
+            [
+                register(self.c, nm, self.args.password, self.args.registration_token)
+                for nm in names
+            ],
+        )
+        log(f"registered {n} users in {now() - t0:.1f}s")
+        return us
+
+    async def create_room(self, u: User, name):
+        d = await self.c.ok(
+            "POST",
+            "/createRoom",
+            token=u.token,
+            body={"preset": "public_chat", "name": name, "visibility": "private"},
+        )
+        return d["room_id"]
+
+    async def join(self, u: User, room_id):
+        await self.c.ok("POST", f"/rooms/{q(room_id)}/join", token=u.token, body={})
+
+    def txn(self):
+        self.ntxn += 1
+        return f"{self.run_id}.{self.ntxn}"
+
+    async def send(self, u: User, room_id, bench_id, timeout=60.0):
+        """PUT a message. Returns (status, t_done)."""
+        body = {"msgtype": "m.text", "body": f"bench {bench_id}", "bench_id": bench_id}
+        status, data, t = await self.c.call(
+            "PUT",
+            f"/rooms/{q(room_id)}/send/m.room.message/{q(self.txn())}",
+            token=u.token,
+            body=body,
+            timeout=timeout,
+        )
+        return status, data, t
+
+
+def room_filter(room_id, limit=50):
+    """Inline sync filter: only this room's timeline; no presence/account data/ephemeral."""
+    return json.dumps(
+        {
+            "room": {
+                "rooms": [room_id],
+                "timeline": {"limit": limit},
+                "ephemeral": {"not_types": ["*"]},
+                "account_data": {"not_types": ["*"]},
+                "state": {"lazy_load_members": True},
+            },
+            "presence": {"not_types": ["*"]},
+            "account_data": {"not_types": ["*"]},
+        },
+        separators=(",", ":"),
+    )
+
+
+class Syncer:
+    """Keeps one long-poll /sync always re-armed for one user and one room."""
+
+    def __init__(self, ctx: Ctx, user: User, room_id: str, idx: int, on_event, poll_ms: int):
+        self.ctx, self.user, self.room_id, self.idx = ctx, user, room_id, idx
+        self.on_event = on_event
+        self.poll_ms = poll_ms
+        self.filter = room_filter(room_id)
+        self.since = None
+        self.armed_at = 0.0  # perf_counter when the current request was issued
+        self.last_resp_t = 0.0  # perf_counter when the last response was read
+        self.responses = 0
+        self.errors = 0
+        self.task = None
+
+    async def initial(self):
+        d = await self.ctx.c.ok(
+            "GET",
+            "/sync",
+            token=self.user.token,
+            params={"filter": self.filter, "timeout": "0"},
+            timeout=120,
+        )
+        self.since = d["next_batch"]
+
+    def start(self, deadline):
+        self.task = asyncio.ensure_future(self._run(deadline))
+
+    async def stop(self):
+        if self.task:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self, deadline):
+        c = self.ctx.c
+        while now() < deadline:
+            self.armed_at = now()
+            try:
+                status, d, t = await c.call(
+                    "GET",
+                    "/sync",
+                    token=self.user.token,
+                    timeout=self.poll_ms / 1000 + 30,
+                    params={
+                        "filter": self.filter,
+                        "since": self.since,
+                        "timeout": str(self.poll_ms),
+                    },
+                )
+            except BenchError:
+                self.errors += 1
+                c.stats.errors += 1
+                await asyncio.sleep(0.5)
+                continue
+            if status != 200:
+                self.errors += 1
+                c.stats.errors += 1
+                await asyncio.sleep(0.5)
+                continue
+            self.responses += 1
+            self.last_resp_t = t
+            self.since = d.get("next_batch", self.since)
+            room = d.get("rooms", {}).get("join", {}).get(self.room_id)
+            if not room:
+                continue
+            for ev in room.get("timeline", {}).get("events", []):
+                content = ev.get("content")
+                if isinstance(content, dict) and "bench_id" in content:
+                    self.on_event(content["bench_id"], t, self)
+
+
+async def wait_rearmed(syncers, limit_s, gap_s):
+    """Wait until every syncer has a long-poll in flight that it issued after its last
+    response, then gap_s more (time for the server to park it)."""
+    end = now() + limit_s
+    while now() < end and any(s.armed_at <= s.last_resp_t for s in syncers):
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(gap_s)
+
+
+async def start_syncers(ctx, syncers, deadline):
+    await gather_limited(ctx.args.setup_concurrency, [s.initial() for s in syncers])
+    for s in syncers:
+        s.start(deadline)
+    # let any responses about setup events (joins etc.) drain, and polls park
+    await asyncio.sleep(1.0)
+    await wait_rearmed(syncers, 10.0, 1.0)
+
+
+# --------------------------------------------------------------------------- scenario a
+
+
+async def scenario_a(ctx: Ctx):
+    args = ctx.args
+    a, b = await ctx.users(2, "a")
+    room = await ctx.create_room(a, "bench a")
+    await ctx.join(b, room)
+    pending = {}
+
+    def on_event(bid, t, syncer):
+        fut = pending.get(bid)
+        if fut and not fut.done():
+            fut.set_result(t)
+
+    syncer = Syncer(ctx, b, room, 0, on_event, args.poll_ms)
+    deadline = min(ctx.c.deadline, now() + args.scenario_max_time)
+    await start_syncers(ctx, [syncer], deadline)
+    lat, put_lat, missing = [], [], 0
+    r0 = ctx.c.stats.snapshot()
+    total = args.warmup_messages + args.messages
+    log(f"a: {args.warmup_messages} warm-up + {args.messages} measured messages")
+    t_start = now()
+    for i in range(total):
+        if now() > deadline:
+            log("a: scenario time limit reached")
+            break
+        bid = f"{ctx.run_id}.a.{i}"
+        fut = asyncio.get_running_loop().create_future()
+        pending[bid] = fut
+        t0 = now()
+        status, data, t_put = await ctx.send(a, room, bid)
+        if status != 200:
+            ctx.c.stats.errors += 1
+            pending.pop(bid, None)
+            log(f"a: send failed {status} {data}")
+            continue
+        try:
+            t_recv = await asyncio.wait_for(fut, timeout=args.delivery_timeout)
+        except TimeoutError:
+            missing += 1
+            pending.pop(bid, None)
+            continue
+        pending.pop(bid, None)
+        if i >= args.warmup_messages:
+            lat.append(t_recv - t0)
+            put_lat.append(t_put - t0)
+        await wait_rearmed([syncer], 10.0, args.gap_ms / 1000)
+    elapsed = now() - t_start
+    await syncer.stop()
+    r1 = ctx.c.stats.snapshot()
+    return {
+        "delivery": summary_ms(lat),
+        "send_put": summary_ms(put_lat),
+        "missing": missing,
+        "sync_responses": syncer.responses,
+        "elapsed_s": round(elapsed, 1),
+        "rate_limited_429": r1[0] - r0[0],
+        "errors": r1[1] - r0[1],
+    }
+
+
+# --------------------------------------------------------------------------- scenario b
+
+
+async def scenario_b(ctx: Ctx):
+    args = ctx.args
+    members = await ctx.users(args.members, "b")
+    sender = members[0]
+    room = await ctx.create_room(sender, "bench b")
+    t0 = now()
+    await gather_limited(args.setup_concurrency, [ctx.join(u, room) for u in members[1:]])
+    log(f"b: {len(members) - 1} joins in {now() - t0:.1f}s")
+    pending = {}
+
+    def on_event(bid, t, syncer):
+        rec = pending.get(bid)
+        if rec is None or syncer.idx in rec["arr"]:
+            return
+        rec["arr"][syncer.idx] = t
+        if len(rec["arr"]) == len(members) and not rec["done"].done():
+            rec["done"].set_result(t)
+
+    syncers = [Syncer(ctx, u, room, i, on_event, args.poll_ms) for i, u in enumerate(members)]
+    deadline = min(ctx.c.deadline, now() + args.scenario_max_time)
+    await start_syncers(ctx, syncers, deadline)
+    last, per_member, per_msg_median, first, put_lat = [], [], [], [], []
+    incomplete, missed_deliveries = 0, 0
+    r0 = ctx.c.stats.snapshot()
+    total = args.warmup_fanout + args.fanout_messages
+    log(
+        f"b: {len(members)} syncing members, {args.warmup_fanout} warm-up + "
+        f"{args.fanout_messages} measured messages"
+    )
+    for i in range(total):
+        if now() > deadline:
+            log("b: scenario time limit reached")
+            break
+        bid = f"{ctx.run_id}.b.{i}"
+        rec = {"arr": {}, "done": asyncio.get_running_loop().create_future()}
+        pending[bid] = rec
+        t_send = now()
+        status, data, t_put = await ctx.send(sender, room, bid)
+        if i >= args.warmup_fanout:
+            put_lat.append(t_put - t_send)
+        if status != 200:
+            ctx.c.stats.errors += 1
+            log(f"b: send failed {status} {data}")
+            pending.pop(bid, None)
+            continue
+        try:
+            await asyncio.wait_for(asyncio.shield(rec["done"]), timeout=args.delivery_timeout)
+        except TimeoutError:
+            pass
+        pending.pop(bid, None)
+        got = rec["arr"]
+        lats = [t - t_send for t in got.values()]
+        if i >= args.warmup_fanout:
+            if len(got) == len(members):
+                last.append(max(lats))
+            else:
+                incomplete += 1
+                missed_deliveries += len(members) - len(got)
+            if lats:
+                per_member.extend(lats)
+                per_msg_median.append(statistics.median(lats))
+                first.append(min(lats))
+        await wait_rearmed(syncers, 15.0, args.fanout_gap_ms / 1000)
+    for s in syncers:
+        await s.stop()
+    r1 = ctx.c.stats.snapshot()
+    return {
+        "members": len(members),
+        "last_delivery": summary_ms(last),
+        "per_member_delivery": summary_ms(per_member),
+        "median_of_per_message_medians_ms": ms(statistics.median(per_msg_median))
+        if per_msg_median
+        else None,
+        "first_delivery": summary_ms(first),
+        "send_put": summary_ms(put_lat),
+        "incomplete_messages": incomplete,
+        "missed_deliveries": missed_deliveries,
+        "rate_limited_429": r1[0] - r0[0],
+        "errors": r1[1] - r0[1],
+    }
+
+
+# --------------------------------------------------------------------------- scenario c
+
+
+async def run_senders(ctx: Ctx, senders, rooms, tag):
+    args = ctx.args
+    t_begin = now()
+    t_measure = t_begin + args.warmup
+    t_end = t_measure + args.duration
+    done_in_window, lat, errors, all_done = [0], [], [0], [0]
+
+    async def loop(i, u, room):
+        n = 0
+        # hard bound: no sender issues more than this many requests
+        while now() < t_end and n < args.max_sends_per_sender:
+            n += 1
+            t0 = now()
+            try:
+                status, data, t1 = await ctx.send(
+                    u, room, f"{ctx.run_id}.{tag}.{i}.{n}", timeout=60
+                )
+            except BenchError:
+                errors[0] += 1
+                continue
+            if status != 200:
+                errors[0] += 1
+                await asyncio.sleep(0.1)
+                continue
+            all_done[0] += 1
+            if t_measure <= t1 <= t_end:
+                done_in_window[0] += 1
+                lat.append(t1 - t0)
+
+    r0 = ctx.c.stats.snapshot()
+    await asyncio.gather(*(loop(i, u, rooms[i]) for i, u in enumerate(senders)))
+    r1 = ctx.c.stats.snapshot()
+    ctx.c.stats.errors += errors[0]
+    return {
+        "senders": len(senders),
+        "rooms": len(set(rooms)),
+        "sends_per_s": round(done_in_window[0] / args.duration, 1),
+        "sends_in_window": done_in_window[0],
+        "sends_total": all_done[0],
+        "put_latency": summary_ms(lat),
+        "rate_limited_429": r1[0] - r0[0],
+        "errors": errors[0],
+    }
+
+
+async def scenario_c(ctx: Ctx):
+    args = ctx.args
+    senders = await ctx.users(args.senders, "c")
+    own = await gather_limited(
+        args.setup_concurrency, [ctx.create_room(u, f"bench c {i}") for i, u in enumerate(senders)]
+    )
+    shared = await ctx.create_room(senders[0], "bench c shared")
+    await gather_limited(args.setup_concurrency, [ctx.join(u, shared) for u in senders[1:]])
+    await asyncio.sleep(1.0)
+    log(f"c: {len(senders)} senders, own rooms, {args.warmup}s warm-up + {args.duration}s")
+    res_rooms = await run_senders(ctx, senders, own, "c1")
+    await asyncio.sleep(2.0)
+    log(f"c: {len(senders)} senders, one shared room, {args.warmup}s warm-up + {args.duration}s")
+    res_shared = await run_senders(ctx, senders, [shared] * len(senders), "c2")
+    return {"separate_rooms": res_rooms, "shared_room": res_shared}
+
+
+# --------------------------------------------------------------------------- scenario d
+
+
+async def scenario_d(ctx: Ctx):
+    args = ctx.args
+    (u,) = await ctx.users(1, "d")
+    t0 = now()
+    rooms = await gather_limited(
+        min(args.setup_concurrency, 4),
+        [ctx.create_room(u, f"bench d {i}") for i in range(args.rooms)],
+    )
+    log(f"d: created {len(rooms)} rooms in {now() - t0:.1f}s")
+    t0 = now()
+
+    async def fill(room):
+        for j in range(args.room_messages):
+            status, data, _ = await ctx.send(u, room, f"{ctx.run_id}.d.{room}.{j}")
+            if status != 200:
+                raise BenchError(f"d: send failed {status} {data}")
+
+    await gather_limited(min(args.setup_concurrency, 10), [fill(r) for r in rooms])
+    log(f"d: sent {len(rooms) * args.room_messages} messages in {now() - t0:.1f}s")
+    await asyncio.sleep(2.0)
+    r0 = ctx.c.stats.snapshot()
+    times, sizes, checks = [], [], []
+    runs = args.initial_sync_runs + 1  # first run reported separately as "cold"
+    cold = None
+    for k in range(runs):
+        # A unique, inert filter every run: a server may cache identical initial syncs
+        # (Synapse does, ~2 min). not_types on a type nobody sends changes no output.
+        flt = json.dumps(
+            {
+                "room": {"timeline": {"limit": args.timeline_limit}},
+                "presence": {"not_types": [f"bench.nonce.{uuid.uuid4().hex}"]},
+            },
+            separators=(",", ":"),
+        )
+        t_start = now()
+        status, d, t_end = await ctx.c.call(
+            "GET", "/sync", token=u.token, params={"filter": flt, "timeout": "0"}, timeout=300
+        )
+        if status != 200:
+            raise BenchError(f"d: initial sync -> {status} {json.dumps(d)[:200]}")
+        joined = d.get("rooms", {}).get("join", {})
+        n_rooms = sum(1 for r in rooms if r in joined)
+        n_msgs = sum(
+            1
+            for r in rooms
+            for ev in joined.get(r, {}).get("timeline", {}).get("events", [])
+            if ev.get("type") == "m.room.message"
+        )
+        checks.append((n_rooms, n_msgs))
+        if k == 0:
+            cold = t_end - t_start
+        else:
+            times.append(t_end - t_start)
+            sizes.append(len(json.dumps(d)))
+        await asyncio.sleep(0.5)
+    r1 = ctx.c.stats.snapshot()
+    exp_msgs = len(rooms) * min(args.room_messages, args.timeline_limit)
+    return {
+        "rooms": len(rooms),
+        "messages_per_room": args.room_messages,
+        "timeline_limit": args.timeline_limit,
+        "initial_sync": summary_ms(times),
+        "cold_first_ms": ms(cold),
+        "response_bytes_median": int(statistics.median(sizes)) if sizes else None,
+        "rooms_seen": min(c[0] for c in checks),
+        "messages_seen": min(c[1] for c in checks),
+        "messages_expected": exp_msgs,
+        "rate_limited_429": r1[0] - r0[0],
+        "errors": r1[1] - r0[1],
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def check_loopback(url: str, allow_remote: bool):
+    p = urllib.parse.urlparse(url)
+    if p.scheme not in ("http", "https") or not p.hostname:
+        raise SystemExit(f"bad --url {url!r}")
+    if allow_remote:
+        return
+    try:
+        infos = socket.getaddrinfo(p.hostname, p.port or (443 if p.scheme == "https" else 80))
+    except OSError as e:
+        raise SystemExit(f"cannot resolve {p.hostname}: {e}") from None
+    addrs = {i[4][0] for i in infos}
+    bad = [a for a in addrs if not ipaddress.ip_address(a.split("%")[0]).is_loopback]
+    if bad or not addrs:
+        raise SystemExit(
+            f"refusing non-loopback target {p.hostname} ({', '.join(sorted(addrs))}); "
+            "use --allow-remote to override"
+        )
+
+
+def fmt(v):
+    return "-" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def table(results):
+    rows = []
+
+    def ok(k):
+        r = results.get(k)
+        return r if isinstance(r, dict) and "error" not in r else None
+
+    a = ok("a")
+    if a:
+        d = a["delivery"]
+        rows += [
+            ("a 1:1 delivery p50 (ms)", d.get("p50_ms")),
+            ("a 1:1 delivery p99 (ms)", d.get("p99_ms")),
+            ("a 1:1 delivery mean (ms)", d.get("mean_ms")),
+            ("a send PUT p50 (ms)", a["send_put"].get("p50_ms")),
+            ("a messages measured / missing", f"{d.get('n', 0)} / {a['missing']}"),
+        ]
+    b = ok("b")
+    if b:
+        rows += [
+            (f"b fan-out {b['members']}: last delivery p50 (ms)", b["last_delivery"].get("p50_ms")),
+            (f"b fan-out {b['members']}: last delivery p99 (ms)", b["last_delivery"].get("p99_ms")),
+            (
+                f"b fan-out {b['members']}: per-member delivery median (ms)",
+                b["per_member_delivery"].get("p50_ms"),
+            ),
+            (
+                f"b fan-out {b['members']}: first delivery p50 (ms)",
+                b["first_delivery"].get("p50_ms"),
+            ),
+            ("b send PUT p50 (ms)", b["send_put"].get("p50_ms")),
+            (
+                "b messages measured / incomplete",
+                f"{b['last_delivery'].get('n', 0)} / {b['incomplete_messages']}",
+            ),
+        ]
+    c = ok("c")
+    if c:
+        for key, lab in (("separate_rooms", "own rooms"), ("shared_room", "1 shared room")):
+            r = c[key]
+            rows += [
+                (f"c {r['senders']} senders, {lab}: sends/s", r["sends_per_s"]),
+                (
+                    f"c {r['senders']} senders, {lab}: PUT p50 / p99 (ms)",
+                    f"{fmt(r['put_latency'].get('p50_ms'))} / "
+                    f"{fmt(r['put_latency'].get('p99_ms'))}",
+                ),
+            ]
+    d = ok("d")
+    if d:
+        rows += [
+            (
+                f"d initial sync {d['rooms']} rooms x {d['messages_per_room']} msgs: median (ms)",
+                d["initial_sync"].get("p50_ms"),
+            ),
+            (
+                "d initial sync min / max (ms)",
+                f"{fmt(d['initial_sync'].get('min_ms'))} / {fmt(d['initial_sync'].get('max_ms'))}",
+            ),
+            ("d initial sync cold first run (ms)", d["cold_first_ms"]),
+            (
+                "d rooms / messages seen",
+                f"{d['rooms_seen']} / {d['messages_seen']} (expected {d['messages_expected']})",
+            ),
+        ]
+    n429 = 0
+    for k in "abcd":
+        r = results.get(k) or {}
+        n429 += r.get("rate_limited_429", 0)
+        for sub in ("separate_rooms", "shared_room"):
+            n429 += (r.get(sub) or {}).get("rate_limited_429", 0)
+    rows.append(("429 responses (all scenarios)", n429))
+    rows.append(("idle GET /versions round trip p50 (ms)", results.get("idle_versions_rtt_p50_ms")))
+    out = ["| metric | value |", "| --- | --- |"]
+    out += [f"| {k} | {fmt(v)} |" for k, v in rows]
+    return "\n".join(out)
+
+
+async def amain(args):
+    deadline = now() + args.max_time
+    conn = aiohttp.TCPConnector(
+        limit=max(250, args.members + args.senders + 50), limit_per_host=0, ttl_dns_cache=300
+    )
+    async with aiohttp.ClientSession(connector=conn) as session:
+        c = Client(session, args.url, deadline)
+        ctx = Ctx(args, c)
+        st, versions, _ = await c.call("GET", "/_matrix/client/versions", prefix="")
+        if st != 200:
+            raise BenchError(f"GET /_matrix/client/versions -> {st}")
+        results = {
+            "label": args.label,
+            "url": args.url,
+            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
+            "spec_versions": versions.get("versions"),
+            "user_prefix": ctx.prefix,
+            "args": {
+                k: v
+                for k, v in vars(args).items()
+                if k not in ("password", "registration_token", "json_out")
+            },
+        }
+        rtt = []
+        for _ in range(30):  # idle round trip, to judge machine noise
+            t0 = now()
+            await c.call("GET", "/_matrix/client/versions", prefix="")
+            rtt.append(now() - t0)
+        results["idle_versions_rtt_p50_ms"] = ms(pct(rtt, 50))
+        fns = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d}
+        for sc in args.scenarios:
+            log(f"=== scenario {sc} ===")
+            t0 = now()
+            try:
+                results[sc] = await fns[sc](ctx)
+            except BenchError as e:
+                log(f"scenario {sc} failed: {e}")
+                results[sc] = {"error": str(e)}
+                if "max-time" in str(e):
+                    break
+            log(f"scenario {sc} took {now() - t0:.1f}s")
+            await asyncio.sleep(args.pause)
+        return results
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--url", default="http://127.0.0.1:18008", help="homeserver base URL")
+    p.add_argument("--label", default=None, help="name for this run (e.g. synapse, parley)")
+    p.add_argument("--scenarios", default="a,b,c,d", help="comma list of a,b,c,d")
+    p.add_argument("--messages", type=int, default=300, help="a: measured messages")
+    p.add_argument("--warmup-messages", type=int, default=10, help="a: unmeasured first messages")
+    p.add_argument("--gap-ms", type=float, default=50, help="a: pause after the poll is re-armed")
+    p.add_argument("--members", type=int, default=100, help="b: syncing members in the room")
+    p.add_argument("--fanout-messages", type=int, default=20, help="b: measured messages")
+    p.add_argument("--warmup-fanout", type=int, default=2, help="b: unmeasured first messages")
+    p.add_argument(
+        "--fanout-gap-ms", type=float, default=500, help="b: pause after all polls re-armed"
+    )
+    p.add_argument("--senders", type=int, default=20, help="c: concurrent senders")
+    p.add_argument("--duration", type=float, default=10.0, help="c: measured seconds")
+    p.add_argument("--warmup", type=float, default=3.0, help="c: warm-up seconds before measuring")
+    p.add_argument("--max-sends-per-sender", type=int, default=100000, help="c: hard bound")
+    p.add_argument("--rooms", type=int, default=50, help="d: rooms the user is in")
+    p.add_argument("--room-messages", type=int, default=20, help="d: messages per room")
+    p.add_argument("--timeline-limit", type=int, default=20, help="d: timeline limit in the filter")
+    p.add_argument(
+        "--initial-sync-runs", type=int, default=7, help="d: timed runs (after 1 cold run)"
+    )
+    p.add_argument("--poll-ms", type=int, default=30000, help="long-poll /sync timeout")
+    p.add_argument(
+        "--delivery-timeout", type=float, default=30.0, help="give up on one message after"
+    )
+    p.add_argument("--registration-token", default=None, help="for m.login.registration_token")
+    p.add_argument("--password", default="bench-password-1")
+    p.add_argument("--setup-concurrency", type=int, default=8)
+    p.add_argument("--pause", type=float, default=3.0, help="seconds between scenarios")
+    p.add_argument("--scenario-max-time", type=float, default=900.0)
+    p.add_argument("--max-time", type=float, default=3600.0, help="hard bound on the whole run")
+    p.add_argument("--json", dest="json_out", default=None, help="write results JSON here")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --url")
+    p.add_argument("--seed", type=int, default=None)
+    a = p.parse_args(argv)
+    a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    for s in a.scenarios:
+        if s not in "abcd" or len(s) != 1:
+            p.error(f"unknown scenario {s!r}")
+    return a
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_loopback(args.url, args.allow_remote)
+    if args.seed is not None:
+        random.seed(args.seed)
+    results = asyncio.run(amain(args))
+    md = table(results)
+    print(f"\n### {args.label or args.url}  ({results['date']}, {os.cpu_count()} cpus)\n")
+    print(md)
+    for k in "abcd":
+        if isinstance(results.get(k), dict) and "error" in results[k]:
+            print(f"\nscenario {k} error: {results[k]['error']}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=2)
+        log(f"wrote {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
