@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
+from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
+from homeserver.presence.service import PresenceService
 from homeserver.ratelimit import RateLimiter
+from homeserver.receipts.service import ReceiptService
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
+from homeserver.rooms.typing import TypingService
 from homeserver.storage.database import Database
 from homeserver.sync.service import SyncService
 from homeserver.types import Requester
@@ -29,10 +32,10 @@ class ClientContext:
     limiter: RateLimiter
     uia: object  # client_api.uia.UIA
     # Real-time services (issue 3); each module replaces `Any` with its class when wired.
-    typing: Any = None
-    receipts: Any = None
-    to_device: Any = None
-    presence: Any = None
+    typing: TypingService | None = None
+    receipts: ReceiptService | None = None
+    to_device: ToDeviceService | None = None
+    presence: PresenceService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from client_api import websocket
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError
 from homeserver.http import json_response, query_int
@@ -30,7 +31,7 @@ async def parse_filter(request: web.Request, user_id: str) -> SyncFilter:
 
 
 @routes.get("/_matrix/client/{v:(v3|r0)}/sync")
-async def sync(request: web.Request) -> web.Response:
+async def sync(request: web.Request) -> web.StreamResponse:
     requester = await auth(request)
     c = ctx(request)
     since_raw = request.query.get("since")
@@ -41,5 +42,10 @@ async def sync(request: web.Request) -> web.Response:
     if set_presence not in ("online", "offline", "unavailable"):
         raise MatrixError(400, Codes.INVALID_PARAM, "invalid set_presence")
     flt = await parse_filter(request, requester.user_id)
+    if websocket.is_upgrade(request):
+        return await websocket.serve(request, requester, since, flt, full_state, set_presence)
+    if c.presence is not None:
+        await c.presence.heartbeat(requester.user_id, requester.device_id, set_presence,
+                                   grace_ms=timeout)
     result = await c.sync.sync(requester, since, flt, timeout, full_state)
     return json_response(result.body)

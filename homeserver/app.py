@@ -5,23 +5,43 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
-from client_api import account_data, devices, directory, login, profile, register, rooms, sync
+from client_api import (
+    account_data,
+    devices,
+    directory,
+    login,
+    presence,
+    profile,
+    receipts,
+    register,
+    rooms,
+    sync,
+    to_device,
+)
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
+from client_api.websocket import setup as setup_websockets
+from e2ee.store import ToDeviceStore
+from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.http import error_middleware, error_response
+from homeserver.presence.service import PresenceService
+from homeserver.presence.store import PresenceStore
 from homeserver.ratelimit import RateLimiter
+from homeserver.receipts.service import ReceiptService
+from homeserver.receipts.store import ReceiptStore
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
+from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import RoomWriter
 from homeserver.signing import ServerSigningKey
@@ -56,10 +76,10 @@ class Homeserver:
     sync: SyncService
     notifier: Notifier
     background: list[Background] = field(default_factory=list)
-    typing: Any = None  # homeserver.rooms.typing.TypingService
-    receipts: Any = None  # homeserver.receipts.service.ReceiptService
-    to_device: Any = None  # e2ee.to_device.ToDeviceService
-    presence: Any = None  # homeserver.presence.service.PresenceService
+    typing: TypingService | None = None
+    receipts: ReceiptService | None = None
+    to_device: ToDeviceService | None = None
+    presence: PresenceService | None = None
 
 
 async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) -> Homeserver:
@@ -93,9 +113,30 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
 
     # Real-time services: each is a sync source, some have a background task.
     # -- typing
+    hs.typing = TypingService(registry, notifier)
+    sources.typing = hs.typing
+    hs.background.append(hs.typing)
     # -- receipts
+    receipt_store = ReceiptStore()
+    async with db.connection() as conn:
+        receipt_stream = StreamIdGen(await receipt_store.max_stream_id(conn))
+    hs.receipts = ReceiptService(db, receipt_store, registry, cache, notifier, receipt_stream)
+    sources.receipts = hs.receipts
     # -- to-device
+    to_device_store = ToDeviceStore()
+    async with db.connection() as conn:
+        to_device_stream = StreamIdGen(await to_device_store.max_stream_id(conn))
+    hs.to_device = ToDeviceService(db, to_device_store, notifier, to_device_stream)
+    sources.to_device = hs.to_device
     # -- presence
+    hs.presence = PresenceService(
+        db, PresenceStore(), members, registry, notifier, config.presence_enabled,
+        idle_after_ms=config.presence_idle_after_ms,
+        offline_after_ms=config.presence_offline_after_ms,
+        sweep_interval_ms=max(20, min(1_000, config.presence_idle_after_ms // 10)))
+    if config.presence_enabled:
+        sources.presence = hs.presence
+    hs.background.append(hs.presence)
     return hs
 
 
@@ -116,9 +157,11 @@ def make_app(hs: Homeserver) -> web.Application:
         reader=hs.reader, limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
     )
-    for module in (login, register, rooms, sync, profile, devices, account_data, directory):
+    for module in (login, register, rooms, sync, profile, devices, account_data, directory,
+                   to_device, receipts, presence):
         app.add_routes(module.routes)
     app.router.add_route("*", "/_matrix/{tail:.*}", _unknown_endpoint)
+    setup_websockets(app)  # the set of open sockets, closed on shutdown
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         for service in hs.background:

@@ -60,6 +60,8 @@ class Config:
     default_room_version: str = DEFAULT_ROOM_VERSION
     allow_guest_access: bool = False
     presence_enabled: bool = True
+    presence_idle_after_ms: int = 30_000  # no heartbeat this long (past a sync's timeout): idle
+    presence_offline_after_ms: int = 300_000  # ... and this long: offline
 
     @property
     def base_url(self) -> str:
@@ -170,6 +172,10 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         default_room_version=str(raw.get("default_room_version", DEFAULT_ROOM_VERSION)),
         allow_guest_access=bool(raw.get("allow_guest_access", False)),
         presence_enabled=bool((raw.get("presence") or {}).get("enabled", True)),
+        presence_idle_after_ms=int((raw.get("presence") or {}).get(
+            "idle_after_ms", cfg.presence_idle_after_ms)),
+        presence_offline_after_ms=int((raw.get("presence") or {}).get(
+            "offline_after_ms", cfg.presence_offline_after_ms)),
     )
     validate(cfg)
     return cfg
@@ -184,6 +190,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"unsupported default_room_version {cfg.default_room_version!r}")
     if not 0 < cfg.listen_port < 65536:
         raise ConfigError("listener port out of range")
+    if not 0 < cfg.presence_idle_after_ms < cfg.presence_offline_after_ms:
+        raise ConfigError("presence: need 0 < idle_after_ms < offline_after_ms")
     if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
 

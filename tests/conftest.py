@@ -88,6 +88,7 @@ class Server:
     url: str
     config: Config
     hs: Any  # homeserver.app.Homeserver
+    app: Any = None  # the aiohttp web.Application serving it
 
 
 def test_config(tmp: Path, **overrides: Any) -> Config:
@@ -117,7 +118,8 @@ async def start_server(config: Config, dsn: str) -> AsyncIterator[Server]:
     site = web.TCPSite(runner, config.listen_host, config.listen_port)
     await site.start()
     try:
-        yield Server(f"http://{config.listen_host}:{config.listen_port}", config, hs)
+        yield Server(f"http://{config.listen_host}:{config.listen_port}", config, hs,
+                     runner.app)
     finally:
         await runner.cleanup()
         await db.close()

@@ -1,0 +1,129 @@
+"""To-device messages: an inbox per device and the stream that delivers it through /sync.
+
+Sending (PUT /sendToDevice) writes one row per target device, all under one stream position, in a
+single transaction together with the sender's txn id (so a resend stores nothing), then wakes the
+recipients. A device's sync returns its messages after `since` and, because presenting `since`
+acknowledges everything at or below it, deletes those first: a response lost in transit is simply
+sent again to a client that retries with the same token. At most `LIMIT` messages go out per
+sync; the next_batch then stops at the last one delivered and the next sync continues from there.
+
+Remote recipients (other server names) are skipped for now; federation (m.direct_to_device EDUs)
+is a later issue and will hook in at `_local_only`.
+
+A device with nothing pending is remembered (`_clean`: "no rows for it at or below this
+position"), so the common sync with nothing new for this device costs no query.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from e2ee.store import ToDeviceStore
+from homeserver.errors import Codes, MatrixError
+from homeserver.storage.database import Database
+from homeserver.storage.streams import StreamIdGen
+from homeserver.sync.notifier import Notifier
+from homeserver.types import JsonDict, Requester
+
+LIMIT = 100  # messages per sync response
+MAX_TARGETS = 10_000  # (user, device) entries in one request
+MAX_CONTENT_BYTES = 65_536  # one message's content, serialised
+
+
+def _server_of(user_id: str) -> str:
+    return user_id.partition(":")[2]
+
+
+class ToDeviceService:
+    def __init__(self, db: Database, store: ToDeviceStore, notifier: Notifier,
+                 stream: StreamIdGen) -> None:
+        self._db = db
+        self._store = store
+        self._notifier = notifier
+        self._stream = stream
+        # Positions finished but maybe not yet visible (an earlier one still in flight): their
+        # recipients are woken once `current` covers them, or a parked sync would miss them.
+        self._unwoken: dict[int, set[str]] = {}
+        self._clean: dict[tuple[str, str], int] = {}
+
+    def current(self) -> int:
+        return self._stream.current
+
+    async def send(self, requester: Requester, event_type: str,
+                   messages: dict[str, dict[str, JsonDict]], txn_id: str) -> None:
+        """Store `messages` ({user_id: {device_id or "*": content}}) for their devices.
+
+        Idempotent per (sender, sender's device, txn_id); unknown local users and devices are
+        ignored, as the spec says; remote users are ignored until federation lands.
+        """
+        user_ids: list[str] = []
+        device_ids: list[str] = []
+        contents: list[str] = []
+        local_server = _server_of(requester.user_id)
+        for user_id, by_device in messages.items():
+            if _server_of(user_id) != local_server:
+                continue  # TODO(federation): queue an m.direct_to_device EDU for its server
+            for device_id, content in by_device.items():
+                raw = orjson.dumps(content).decode()
+                if len(raw) > MAX_CONTENT_BYTES:
+                    raise MatrixError(413, Codes.TOO_LARGE, "To-device message too large")
+                user_ids.append(user_id)
+                device_ids.append(device_id)
+                contents.append(raw)
+        if len(user_ids) > MAX_TARGETS:
+            raise MatrixError(413, Codes.TOO_LARGE, "Too many to-device recipients")
+
+        pos = self._stream.allocate()
+        recipients: set[str] = set()
+        try:
+            async with self._db.transaction() as conn:
+                if await self._store.add_txn(conn, requester.user_id, requester.device_id,
+                                             txn_id, pos, int(time.time() * 1000)):
+                    if user_ids:
+                        recipients = await self._store.insert_messages(
+                            conn, pos, requester.user_id, event_type, user_ids, device_ids,
+                            contents)
+                    # Last, so the single row is locked only for the commit.
+                    await self._store.record_stream_id(conn, pos)
+        finally:
+            self._stream.finish(pos)
+            self._wake(pos, recipients)
+
+    def _wake(self, pos: int, recipients: set[str]) -> None:
+        if recipients:
+            self._unwoken[pos] = recipients
+        current = self._stream.current
+        ready = [p for p in self._unwoken if p <= current]
+        users: set[str] = set()
+        for p in ready:
+            users |= self._unwoken.pop(p)
+        if users:
+            self._notifier.notify_users(users)
+
+    async def for_device(self, user_id: str, device_id: str, since: int | None,
+                         upto: int) -> tuple[list[JsonDict], int]:
+        """Messages for this device in (since, upto], oldest first, after deleting those at or
+        below `since` (acknowledged); with since None (initial sync) pending messages are
+        returned and nothing is deleted. Returns the position next_batch must carry."""
+        key = (user_id, device_id)
+        if self._clean.get(key, -1) >= upto:
+            return [], upto
+        async with self._db.connection() as conn:
+            if since is None:
+                rows = await self._store.fetch(conn, user_id, device_id, upto, LIMIT + 1)
+            else:
+                rows = await self._store.ack_and_fetch(conn, user_id, device_id, since, upto,
+                                                       LIMIT + 1)
+        if not rows:
+            # Nothing at or below `upto` is left, and new rows get positions above it.
+            if self._clean.get(key, -1) < upto:
+                self._clean[key] = upto
+            return [], upto
+        self._clean.pop(key, None)
+        more = len(rows) > LIMIT
+        rows = rows[:LIMIT]
+        events = [{"type": r["type"], "sender": r["sender"],
+                   "content": orjson.loads(r["content"])} for r in rows]
+        return events, (rows[-1]["stream_id"] if more else upto)

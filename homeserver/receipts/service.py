@@ -1,0 +1,192 @@
+"""Read receipts: write them, and serve them to /sync as m.receipt ephemeral events.
+
+A receipt is one row per (room, receipt type, user, thread), overwritten by each newer receipt
+(the spec keeps one event per such tuple and does not forbid moving backwards). Each write takes a
+position from the receipts StreamIdGen; members are woken only once `current` covers the write,
+because positions may commit out of order (a waiter woken earlier would recompute, see nothing
+below `current` and park again with no further wake-up).
+
+m.read.private receipts are written like the others but only ever read back for their owner, and
+only the owner is woken. m.fully_read is room account data, not a receipt: `set_read_markers`
+writes it through UserService and the receipts through ReceiptService.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from homeserver.errors import forbidden, invalid_param, not_found
+from homeserver.events.model import EventEntry
+from homeserver.receipts.store import ReceiptStore
+from homeserver.rooms.state import EventCache, RoomRegistry
+from homeserver.storage.database import Database
+from homeserver.storage.streams import StreamIdGen
+from homeserver.sync.notifier import Notifier
+from homeserver.types import JsonDict, Requester
+from homeserver.users.service import UserService
+
+RECEIPT_TYPES = ("m.read", "m.read.private")
+FULLY_READ = "m.fully_read"
+MAIN_THREAD = "main"
+INITIAL_RECEIPTS_PER_ROOM = 100  # newest receipts per room on an initial sync
+THREAD_HOPS = 3  # how far to follow relations to find an event's thread (the spec's advice)
+
+
+class ReceiptService:
+    """RoomEphemeralSource for m.receipt."""
+
+    def __init__(self, db: Database, store: ReceiptStore, rooms: RoomRegistry,
+                 cache: EventCache, notifier: Notifier, stream: StreamIdGen) -> None:
+        self._db = db
+        self._store = store
+        self._rooms = rooms
+        self._cache = cache
+        self._notifier = notifier
+        self.stream = stream
+        self._pending: dict[int, list[str]] = {}  # position -> users to wake once it is current
+        # Newest receipt position per room written since start-up: an incremental sync whose
+        # rooms have none after `since` needs no query at all.
+        self._boot = stream.current
+        self._room_pos: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ writes
+
+    async def check_event(self, requester: Requester, room_id: str,
+                          event_id: str) -> EventEntry:
+        """The event a receipt or read marker points at, after checking the requester may
+        mark it: 404 for an unknown room or an event not in it, 403 if not joined."""
+        if not room_id.startswith("!"):
+            raise invalid_param("Invalid room id")
+        if not event_id.startswith("$"):
+            raise invalid_param("Invalid event id")
+        room = await self._rooms.get(room_id)
+        if room is None:
+            raise not_found("Unknown room")
+        if room.membership(requester.user_id) != "join":
+            raise forbidden("You are not joined to this room")
+        event = (await self._cache.get_many([event_id])).get(event_id)
+        if event is None or event.room_id != room_id:
+            raise not_found("Unknown event")
+        return event
+
+    async def check_receipt(self, requester: Requester, room_id: str, receipt_type: str,
+                            event_id: str, thread_id: str | None) -> None:
+        """Every check `post_receipt` makes, without writing (for multi-part requests)."""
+        if receipt_type not in RECEIPT_TYPES:
+            raise invalid_param(f"Unknown receipt type {receipt_type!r}")
+        if thread_id is not None and (
+                not thread_id or (thread_id != MAIN_THREAD and not thread_id.startswith("$"))):
+            raise invalid_param("thread_id must be 'main' or a thread root's event id")
+        event = await self.check_event(requester, room_id, event_id)
+        if thread_id is not None:
+            actual = await self._thread_of(event)
+            if actual is not None and actual != thread_id:
+                raise invalid_param(f"Event {event_id} is not in thread {thread_id}")
+
+    async def post_receipt(self, requester: Requester, room_id: str, receipt_type: str,
+                           event_id: str, thread_id: str | None) -> None:
+        """Record the requester's receipt and wake who may see it.
+
+        Raises:
+            MatrixError: M_INVALID_PARAM (type, ids, thread_id), M_NOT_FOUND (room or event),
+                M_FORBIDDEN (not joined).
+        """
+        await self.check_receipt(requester, room_id, receipt_type, event_id, thread_id)
+        data: dict[str, Any] = {"ts": int(time.time() * 1000)}
+        if thread_id is not None:
+            data["thread_id"] = thread_id
+        if receipt_type == "m.read.private":
+            wake = [requester.user_id]
+        else:
+            room = await self._rooms.get(room_id)
+            wake = room.joined_members() if room is not None else [requester.user_id]
+        pos = self.stream.allocate()
+        try:
+            async with self._db.transaction() as conn:
+                await self._store.upsert(conn, room_id, receipt_type, requester.user_id,
+                                         thread_id or "", event_id,
+                                         orjson.dumps(data).decode(), pos)
+            self._pending[pos] = wake
+            self._room_pos[room_id] = max(pos, self._room_pos.get(room_id, 0))
+        finally:
+            self.stream.finish(pos)
+            self._wake_committed()
+
+    def _wake_committed(self) -> None:
+        current = self.stream.current
+        ready = [p for p in self._pending if p <= current]
+        users: set[str] = set()
+        for p in ready:
+            users.update(self._pending.pop(p))
+        if users:
+            self._notifier.notify_users(users)
+
+    async def _thread_of(self, event: EventEntry) -> str | None:
+        """'main' or the thread root of `event`, following up to THREAD_HOPS relations;
+        None when a related event is unknown to us (then any thread_id is accepted)."""
+        current = event
+        for _ in range(THREAD_HOPS):
+            rel = current.pdu.get("content", {}).get("m.relates_to")
+            if not isinstance(rel, dict) or not isinstance(rel.get("event_id"), str):
+                return MAIN_THREAD
+            if rel.get("rel_type") == "m.thread":
+                return str(rel["event_id"])
+            parent_id = rel["event_id"]
+            parent = (await self._cache.get_many([parent_id])).get(parent_id)
+            if parent is None or parent.room_id != event.room_id:
+                return None
+            current = parent
+        return None
+
+    # ------------------------------------------------------------------ sync source
+
+    def current(self) -> int:
+        return self.stream.current
+
+    async def for_rooms(self, user_id: str, room_ids: list[str], since: int | None,
+                        upto: int) -> dict[str, list[JsonDict]]:
+        """m.receipt events per room: receipts written in (since, upto], or on initial sync the
+        newest INITIAL_RECEIPTS_PER_ROOM of each room. One event per room and thread."""
+        if not room_ids or (since is not None and since >= upto):
+            return {}
+        if since is not None and since >= self._boot:
+            room_ids = [r for r in room_ids if self._room_pos.get(r, 0) > since]
+            if not room_ids:
+                return {}
+        async with self._db.connection() as conn:
+            if since is None:
+                rows = await self._store.latest_per_room(conn, room_ids, user_id, upto,
+                                                         INITIAL_RECEIPTS_PER_ROOM)
+            else:
+                rows = await self._store.changed_between(conn, room_ids, user_id, since, upto)
+        # (room, thread) -> {event_id: {type: {user: data}}}; rows are oldest first, so a
+        # later receipt of the same user replaces an earlier one in the same event.
+        grouped: dict[str, dict[str, JsonDict]] = {}
+        for r in rows:
+            content = grouped.setdefault(r["room_id"], {}).setdefault(r["thread_id"], {})
+            content.setdefault(r["event_id"], {}).setdefault(r["receipt_type"], {})[
+                r["user_id"]] = orjson.loads(r["data"])
+        return {room_id: [{"type": "m.receipt", "content": content}
+                          for content in threads.values()]
+                for room_id, threads in grouped.items()}
+
+
+async def set_read_markers(receipts: ReceiptService, users: UserService, requester: Requester,
+                           room_id: str, fully_read: str | None, read: str | None,
+                           read_private: str | None) -> None:
+    """POST /read_markers: m.fully_read into room account data, m.read / m.read.private as
+    receipts. Everything is checked before anything is written."""
+    if fully_read is not None:
+        await receipts.check_event(requester, room_id, fully_read)
+    for rtype, event_id in (("m.read", read), ("m.read.private", read_private)):
+        if event_id is not None:
+            await receipts.check_receipt(requester, room_id, rtype, event_id, None)
+    if fully_read is not None:
+        await users.put_account_data(requester.user_id, room_id, FULLY_READ,
+                                     {"event_id": fully_read})
+    for rtype, event_id in (("m.read", read), ("m.read.private", read_private)):
+        if event_id is not None:
+            await receipts.post_receipt(requester, room_id, rtype, event_id, None)

@@ -1,0 +1,183 @@
+"""Typing notifications (m.typing): who is typing in which room, in memory only.
+
+Typing is ephemeral by design (the spec's server "does not remember" it), so nothing is written to
+the database. Each change of a room's typing set bumps one in-memory position; a sync asks which
+rooms changed in (since, upto] and gets each such room's whole current set (clients REPLACE their
+list). Positions restart at 0 with the process; SyncToken.capped turns older tokens into "now".
+
+Expiry uses no task per user: `TypingTimers` is a pure heap of deadlines with lazy deletion (a
+refreshed or stopped user leaves a stale heap entry that is skipped when popped), and one
+background task sleeps until the earliest deadline or until an earlier one is added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+
+from homeserver.errors import forbidden
+from homeserver.rooms.state import RoomRegistry
+from homeserver.sync.notifier import Notifier
+from homeserver.types import JsonDict
+
+log = logging.getLogger(__name__)
+
+MAX_TIMEOUT_MS = 120_000
+DEFAULT_TIMEOUT_MS = 30_000
+
+
+class TypingTimers:
+    """Pure bookkeeping: (room, user) -> deadline, and a heap to find the expired ones."""
+
+    def __init__(self) -> None:
+        self._deadline: dict[tuple[str, str], float] = {}
+        self._by_room: dict[str, dict[str, None]] = {}  # insertion-ordered user sets
+        self._heap: list[tuple[float, str, str]] = []
+
+    def start(self, room_id: str, user_id: str, deadline: float) -> bool:
+        """Mark the user typing until `deadline`; True if the room's set changed."""
+        key = (room_id, user_id)
+        was = key in self._deadline
+        self._deadline[key] = deadline
+        self._by_room.setdefault(room_id, {})[user_id] = None
+        heapq.heappush(self._heap, (deadline, room_id, user_id))
+        return not was
+
+    def stop(self, room_id: str, user_id: str) -> bool:
+        """Remove the user; True if they were typing (the heap entry goes stale)."""
+        if self._deadline.pop((room_id, user_id), None) is None:
+            return False
+        users = self._by_room[room_id]
+        del users[user_id]
+        if not users:
+            del self._by_room[room_id]
+        return True
+
+    def expire(self, now: float) -> list[tuple[str, str]]:
+        """Remove and return every (room, user) whose deadline is at or before `now`."""
+        out: list[tuple[str, str]] = []
+        while self._heap and self._heap[0][0] <= now:
+            deadline, room_id, user_id = heapq.heappop(self._heap)
+            if self._deadline.get((room_id, user_id)) == deadline:
+                self.stop(room_id, user_id)
+                out.append((room_id, user_id))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest live deadline (stale entries at the top are dropped on the way)."""
+        while self._heap:
+            deadline, room_id, user_id = self._heap[0]
+            if self._deadline.get((room_id, user_id)) == deadline:
+                return deadline
+            heapq.heappop(self._heap)
+        return None
+
+    def users(self, room_id: str) -> list[str]:
+        return list(self._by_room.get(room_id, ()))
+
+    def rooms(self) -> list[str]:
+        return list(self._by_room)
+
+    def __len__(self) -> int:
+        return len(self._deadline)
+
+
+class TypingService:
+    """RoomEphemeralSource for m.typing, and a Background service (the expiry task)."""
+
+    def __init__(self, rooms: RoomRegistry, notifier: Notifier) -> None:
+        self._rooms = rooms
+        self._notifier = notifier
+        self._timers = TypingTimers()
+        self._pos = 0
+        self._room_pos: dict[str, int] = {}  # position of each room's latest change
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ writes
+
+    async def set_typing(self, room_id: str, user_id: str, typing: bool,
+                         timeout_ms: int) -> None:
+        """Start (for up to `timeout_ms`, capped at 120 s) or stop the user's typing notice.
+
+        Raises:
+            MatrixError: M_FORBIDDEN if the user is not joined to the room.
+        """
+        room = await self._rooms.get(room_id)
+        if room is None or room.membership(user_id) != "join":
+            raise forbidden("You are not joined to this room")
+        if typing:
+            timeout_ms = min(max(timeout_ms, 0), MAX_TIMEOUT_MS)
+            deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+            earliest = self._timers.next_deadline()
+            changed = self._timers.start(room_id, user_id, deadline)
+            if earliest is None or deadline < earliest:
+                self._wakeup.set()  # the expiry task sleeps too long otherwise
+        else:
+            changed = self._timers.stop(room_id, user_id)
+        if changed:
+            self._changed(room_id, room.joined_members())
+
+    def _changed(self, room_id: str, members: list[str]) -> None:
+        self._pos += 1
+        self._room_pos[room_id] = self._pos
+        self._notifier.notify_users(members)
+
+    # ------------------------------------------------------------------ sync source
+
+    def current(self) -> int:
+        return self._pos
+
+    async def for_rooms(self, user_id: str, room_ids: list[str], since: int | None,
+                        upto: int) -> dict[str, list[JsonDict]]:
+        """Current typing set of each room that changed in (since, upto]; on initial sync
+        (since None) every room with someone typing."""
+        out: dict[str, list[JsonDict]] = {}
+        for room_id in room_ids:
+            if since is None:
+                users = self._timers.users(room_id)
+                if not users:
+                    continue
+            else:
+                pos = self._room_pos.get(room_id, 0)
+                if not since < pos <= upto:
+                    continue
+                users = self._timers.users(room_id)
+            out[room_id] = [{"type": "m.typing", "content": {"user_ids": users}}]
+        return out
+
+    # ------------------------------------------------------------------ expiry task
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="typing-expiry")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wakeup.clear()
+            deadline = self._timers.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            try:
+                await self._expire(loop.time())
+            except Exception:  # keep the timer alive whatever one room does
+                log.exception("typing expiry failed")
+
+    async def _expire(self, now: float) -> None:
+        rooms: dict[str, None] = {}
+        for room_id, _ in self._timers.expire(now):
+            rooms[room_id] = None
+        for room_id in rooms:
+            room = self._rooms.loaded(room_id) or await self._rooms.get(room_id)
+            self._changed(room_id, room.joined_members() if room is not None else [])
