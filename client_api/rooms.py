@@ -8,8 +8,9 @@ from client_api.context import ClientContext, auth, ctx
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.events.auth import AuthError
 from homeserver.events.model import EventEntry
-from homeserver.http import json_response, query_int, read_json
+from homeserver.http import json_response, parse_json_object, query_int, read_json
 from homeserver.rooms.state import RoomData
+from homeserver.sync.filter import EventFilter
 from homeserver.types import Requester, is_valid_room_id
 
 routes = web.RouteTableDef()
@@ -287,7 +288,7 @@ async def messages(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 10, 0, 1000)
     body = await c.reader.messages(requester, room, request.query.get("from"),
                                   request.query.get("to"), direction == "b", limit,
-                                  request.query.get("filter"))
+                                  room_event_filter(request))
     return json_response(body)
 
 
@@ -298,8 +299,13 @@ async def context(request: web.Request) -> web.Response:
     room = await room_or_404(c, request.match_info["room_id"])
     limit = query_int(request, "limit", 10, 0, 100)
     body = await c.reader.context(requester, room, request.match_info["event_id"], limit,
-                                 request.query.get("filter"))
+                                 room_event_filter(request))
     return json_response(body)
+
+
+def room_event_filter(request: web.Request) -> EventFilter:
+    raw = request.query.get("filter")
+    return EventFilter.parse(parse_json_object(raw, "filter")) if raw else EventFilter()
 
 
 def _events_json(events: list[EventEntry], requester: Requester) -> list[dict[str, object]]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from client_api import websocket
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError
-from homeserver.http import json_response, query_int
+from homeserver.http import json_response, parse_json_object, query_int
 from homeserver.sync.filter import SyncFilter
 from homeserver.sync.tokens import SyncToken
 
@@ -20,13 +19,7 @@ async def parse_filter(request: web.Request, user_id: str) -> SyncFilter:
     if raw is None:
         return SyncFilter()
     if raw.lstrip().startswith("{"):
-        try:
-            d = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise MatrixError(400, Codes.NOT_JSON, "filter is not valid JSON") from None
-        if not isinstance(d, dict):
-            raise MatrixError(400, Codes.BAD_JSON, "filter must be an object")
-        return SyncFilter.parse(d)
+        return SyncFilter.parse(parse_json_object(raw, "filter"))
     return SyncFilter.parse(await ctx(request).users.get_filter(user_id, raw))
 
 

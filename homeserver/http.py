@@ -76,6 +76,17 @@ def validate(body: Any, schema: str) -> None:
         raise MatrixError(400, Codes.BAD_JSON, f"{where}: {err.message}")
 
 
+def parse_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    """Parse a JSON object from a body or query parameter: M_NOT_JSON / M_BAD_JSON."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MatrixError(400, Codes.NOT_JSON, f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise MatrixError(400, Codes.BAD_JSON, f"{what} must be a JSON object")
+    return value
+
+
 async def read_json(request: web.Request, schema: str | None = None,
                     allow_empty: bool = False) -> Any:
     """Parse the request body as a JSON object; M_NOT_JSON / M_BAD_JSON / M_TOO_LARGE."""
@@ -86,12 +97,7 @@ async def read_json(request: web.Request, schema: str | None = None,
         else:
             raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.")
     else:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.") from None
-    if not isinstance(body, dict):
-        raise MatrixError(400, Codes.BAD_JSON, "Content must be a JSON object.")
+        body = parse_json_object(raw, "Content")
     if schema is not None:
         validate(body, schema)
     return body

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.events.model import EventEntry
 from homeserver.events.store import EventStore
@@ -21,18 +19,6 @@ from homeserver.storage.database import Database
 from homeserver.sync.filter import EventFilter
 from homeserver.sync.tokens import PaginationToken, SyncToken
 from homeserver.types import JsonDict, Requester
-
-
-def _parse_filter(raw: str | None) -> EventFilter:
-    if not raw:
-        return EventFilter()
-    try:
-        d = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MatrixError(400, Codes.NOT_JSON, "filter is not JSON") from None
-    if not isinstance(d, dict):
-        raise MatrixError(400, Codes.BAD_JSON, "filter must be an object")
-    return EventFilter.parse(d)
 
 
 class RoomReader:
@@ -119,9 +105,8 @@ class RoomReader:
 
     async def messages(self, requester: Requester, room: RoomData, from_token: str | None,
                        to_token: str | None, backwards: bool, limit: int,
-                       filter_json: str | None) -> JsonDict:
+                       flt: EventFilter) -> JsonDict:
         joined = await self._check_reader(requester, room)
-        flt = _parse_filter(filter_json)
         if flt.limit is not None:
             limit = min(limit, flt.limit)
         depth, stream = await self._point(room, from_token, backwards)
@@ -163,10 +148,9 @@ class RoomReader:
         return [e.to_client() for e in await self.events(ids)]
 
     async def context(self, requester: Requester, room: RoomData, event_id: str, limit: int,
-                      filter_json: str | None) -> JsonDict:
+                      flt: EventFilter) -> JsonDict:
         ev = await self.visible_event(requester, room, event_id)
         joined = await self._check_reader(requester, room)
-        flt = _parse_filter(filter_json)
         before_n = limit // 2
         after_n = limit - before_n
         async with self._db.connection() as conn:

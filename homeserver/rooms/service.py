@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
-from homeserver.events.auth import AuthError, auth_event_types, user_power_level
+from homeserver.events.auth import AuthError, auth_event_types, redact_level, user_power_level
 from homeserver.events.hashing import (
     EventTooLarge,
     check_event_size,
@@ -124,12 +124,21 @@ class RoomService:
         self, requester: Requester, room_id: str, etype: str, content: JsonDict, txn_id: str
     ) -> str:
         """Idempotent per (user, device, txn_id): a resend returns the first event's id."""
+        return await self._send_once(room_id, requester, txn_id, etype, content)
+
+    async def _send_once(self, room_id: str, requester: Requester, txn_id: str, etype: str,
+                         content: JsonDict, redacts: str | None = None) -> str:
+        """Send unless (user, device, txn_id) was already used; then return that event's id.
+
+        The txn id is written in the event's own statement, so a concurrent duplicate fails on
+        the unique key and reads the winner's id instead of storing a second event."""
         key = (requester.user_id, requester.device_id, txn_id)
         known = self._txns.get(key)
         if known is not None:
             return known
         try:
-            entry = await self.send(room_id, requester.user_id, etype, content, txn=key)
+            entry = await self.send(room_id, requester.user_id, etype, content, txn=key,
+                                    redacts=redacts)
         except asyncpg.UniqueViolationError:
             async with self._db.connection() as conn:
                 existing = await self._store.get_txn(conn, *key)
@@ -153,26 +162,11 @@ class RoomService:
             content["redacts"] = event_id
         target = (await self._cache.get_many([event_id])).get(event_id)
         if target is not None and target.room_id == room_id and target.sender != requester.user_id:
-            from homeserver.events.auth import redact_level
-
             state = room.state_pdus()
             if user_power_level(room.version, requester.user_id, state) < redact_level(state):
                 raise forbidden("You may not redact other users' events")
-        key = (requester.user_id, requester.device_id, "redact:" + txn_id)
-        known = self._txns.get(key)
-        if known is not None:
-            return known
-        try:
-            entry = await self.send(room_id, requester.user_id, "m.room.redaction", content,
-                                    txn=key, redacts=event_id)
-        except asyncpg.UniqueViolationError:
-            async with self._db.connection() as conn:
-                existing = await self._store.get_txn(conn, *key)
-            if existing is None:
-                raise
-            return existing
-        self._txns[key] = entry.event_id
-        return entry.event_id
+        return await self._send_once(room_id, requester, "redact:" + txn_id, "m.room.redaction",
+                                     content, redacts=event_id)
 
     async def set_state(
         self, requester: Requester, room_id: str, etype: str, state_key: str, content: JsonDict
