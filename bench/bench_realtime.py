@@ -6,7 +6,8 @@
   connections  --connections concurrently open WebSockets (or parked long-polls with
                --mode longpoll) and the server's RSS per connection (--server-pid)
   presence     a member of a --members room changes presence; time until every other member's
-               WebSocket has the m.presence event
+               WebSocket (or, with --mode longpoll, parked /sync long-poll) has the m.presence
+               event
 
 Every loop is bounded in count and by --max-time. Only aiohttp is needed.
 """
@@ -35,6 +36,9 @@ now = time.perf_counter
 ROOM_ONLY = {"presence": {"types": []}, "account_data": {"types": []},
              "room": {"timeline": {"limit": 5}, "ephemeral": {"types": []},
                       "account_data": {"types": []}, "state": {"types": []}}}
+# Presence long-poll: no room sections and no account data, presence kept (Synapse and Parley
+# filter only what is returned, not whose presence one may see: that is the shared rooms).
+PRESENCE_ONLY = {"room": {"rooms": []}, "account_data": {"not_types": ["*"]}}
 
 
 def log(msg: str) -> None:
@@ -76,9 +80,12 @@ class Bench:
 
     async def call(self, method: str, path: str, token: str | None = None,
                    body: Any = None, params: dict[str, str] | None = None,
-                   timeout: float = 60) -> Any:
+                   timeout: float = 60, attempts: list[float] | None = None) -> Any:
+        """`attempts`, if given, gets the perf_counter time just before each attempt."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         for _ in range(20):  # bounded 429 retries
+            if attempts is not None:
+                attempts.append(now())
             async with self.s.request(method, self.base + API + path, json=body, params=params,
                                       headers=headers,
                                       timeout=aiohttp.ClientTimeout(total=timeout)) as r:
@@ -306,6 +313,8 @@ async def scenario_presence(b: Bench) -> dict[str, Any]:
     args = b.args
     members = await b.users(args.members)
     room = await b.room(members[0], members[1:])
+    if args.mode == "longpoll":
+        return await presence_longpoll(b, members)
     flt = {"account_data": {"types": []},
            "room": {"rooms": [room], "timeline": {"limit": 1}, "state": {"types": []},
                     "ephemeral": {"types": []}}}
@@ -360,8 +369,137 @@ async def scenario_presence(b: Bench) -> dict[str, Any]:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    out = {"members": len(members), "rounds": args.presence_rounds,
+    out = {"mode": "ws", "members": len(members), "rounds": args.presence_rounds,
            "time_to_all": summary(to_all), "per_member": summary(each)}
+    log(f"presence: {out}")
+    return out
+
+
+async def presence_longpoll(b: Bench, members: list[dict[str, str]]) -> dict[str, Any]:
+    """Every member keeps one `/sync?since=…&timeout=--presence-poll-ms` parked, re-issued at
+    once after each response. Per round one member PUTs its presence (online / unavailable
+    alternating by round) with a status_msg unique to the round; delivery to a member = the first
+    response of its poll holding an m.presence event from that sender with that status_msg, so
+    servers that coalesce intermediate states are timed correctly. Before each round every poll
+    must have been re-issued at least --fanout-gap-ms earlier (parked, not in flight)."""
+    args = b.args
+    flt = json.dumps(PRESENCE_ONLY)
+    poll_params = {"timeout": str(args.presence_poll_ms), "filter": flt,
+                   "set_presence": args.poll_set_presence}
+    n = len(members)
+    seen: list[dict[str, tuple[float, str]]] = [{} for _ in members]  # key -> (time, presence)
+    armed = [False] * n  # a poll is issued and has not answered yet
+    issued = [0] * n  # polls issued per member
+    responses = [0] * n
+    changed = asyncio.Event()
+    sem = asyncio.Semaphore(50)
+
+    async def initial(i: int) -> str:
+        async with sem:
+            body = await b.call("GET", "/sync", members[i]["access_token"],
+                                params={**poll_params, "timeout": "0"})
+            return str(body["next_batch"])
+
+    tokens = await asyncio.gather(*(initial(i) for i in range(n)))
+    max_polls = 100 + 20 * args.presence_rounds  # per member; a round costs one or two polls
+
+    async def poller(i: int, since: str) -> None:
+        for _ in range(max_polls):
+            armed[i] = True
+            issued[i] += 1
+            try:
+                body = await b.call("GET", "/sync", members[i]["access_token"],
+                                    timeout=args.presence_poll_ms / 1000 + 30,
+                                    params={**poll_params, "since": since})
+            finally:
+                armed[i] = False
+            t = now()
+            responses[i] += 1
+            for ev in body.get("presence", {}).get("events", []):
+                content = ev.get("content", {})
+                status = content.get("status_msg")
+                if ev.get("type") == "m.presence" and status:
+                    seen[i].setdefault(f"{ev.get('sender')}|{status}",
+                                       (t, str(content.get("presence"))))
+            since = body["next_batch"]
+            changed.set()
+        raise RuntimeError(f"member {i}: more than {max_polls} polls (server answers at once?)")
+
+    tasks = [asyncio.create_task(poller(i, tok)) for i, tok in enumerate(tokens)]
+
+    def check_tasks() -> None:
+        for task in tasks:
+            if task.done():
+                raise RuntimeError("a long-poll loop ended") from task.exception()
+
+    async def wait_until(cond: Callable[[], bool], limit: float) -> bool:
+        deadline = now() + limit
+        for _ in range(100_000):  # bounded; each pass waits for a poll to answer
+            check_tasks()
+            if cond():
+                return True
+            left = deadline - now()
+            if left <= 0:
+                return False
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), min(left, 1.0))
+            except TimeoutError:
+                pass
+        return cond()
+
+    async def all_parked() -> None:
+        for _ in range(50):  # bounded: until no poll was re-issued during a whole gap
+            if not await wait_until(lambda: all(armed), args.delivery_timeout):
+                raise RuntimeError("long-polls were not all re-armed in --delivery-timeout")
+            before = sum(issued)
+            await asyncio.sleep(args.fanout_gap_ms / 1000)
+            if all(armed) and sum(issued) == before:
+                return
+        raise RuntimeError("long-polls kept answering: presence noise from the server?")
+
+    to_all: list[float] = []
+    each: list[float] = []
+    missed = incomplete = mismatched = put_retries = 0
+    responses_in_rounds = 0
+    try:
+        for r in range(args.presence_rounds):
+            await all_parked()
+            who = members[1 + r % (n - 1)]
+            state = ("online", "unavailable")[r % 2]
+            status_msg = f"bench round {r} {b.prefix} {state}"
+            key = f"{who['user_id']}|{status_msg}"
+            others = [i for i, m in enumerate(members) if m is not who]
+            before = sum(responses)
+            attempts: list[float] = []
+            await b.call("PUT", f"/presence/{who['user_id']}/status", who["access_token"],
+                         {"presence": state, "status_msg": status_msg}, attempts=attempts)
+            t0 = attempts[-1]  # a 429 changed nothing: time from the accepted attempt
+            put_retries += len(attempts) - 1
+            await wait_until(lambda k=key, o=others: all(k in seen[i] for i in o),
+                             args.delivery_timeout)
+            responses_in_rounds += sum(responses) - before
+            times = [seen[i][key][0] - t0 for i in others if key in seen[i]]
+            mismatched += sum(1 for i in others if key in seen[i] and seen[i][key][1] != state)
+            each.extend(times)
+            if len(times) == len(others):
+                to_all.append(max(times))
+            else:
+                missed += len(others) - len(times)
+                incomplete += 1
+                log(f"round {r}: {len(others) - len(times)} of {len(others)} members did not "
+                    f"see the change within {args.delivery_timeout} s")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    out = {"mode": "longpoll", "members": n, "rounds": args.presence_rounds,
+           "poll_timeout_ms": args.presence_poll_ms, "poll_set_presence": args.poll_set_presence,
+           "time_to_all": summary(to_all), "per_member": summary(each),
+           "missed_deliveries": missed, "incomplete_rounds": incomplete,
+           "state_mismatches": mismatched, "put_429_retries": put_retries,
+           "sync_responses_per_round": round(responses_in_rounds / max(1, args.presence_rounds),
+                                             1)}
     log(f"presence: {out}")
     return out
 
@@ -395,6 +533,12 @@ async def main() -> None:
     p.add_argument("--presence-rounds", type=int, default=10)
     p.add_argument("--fanout-gap-ms", type=int, default=300)
     p.add_argument("--poll-ms", type=int, default=60_000)
+    p.add_argument("--presence-poll-ms", type=int, default=30_000,
+                   help="presence --mode longpoll: the /sync timeout of each parked poll")
+    p.add_argument("--poll-set-presence", choices=("offline", "online", "unavailable"),
+                   default="offline",
+                   help="presence --mode longpoll: set_presence of the polls (offline: the "
+                   "polls change nobody's presence, only the PUTs do)")
     p.add_argument("--delivery-timeout", type=float, default=30)
     p.add_argument("--setup-concurrency", type=int, default=8)
     p.add_argument("--max-time", type=float, default=1800)
