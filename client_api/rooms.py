@@ -53,6 +53,8 @@ async def send(request: web.Request) -> web.Response:
     await room_or_404(c, room_id)
     event_id = await c.rooms.send_message(requester, room_id, request.match_info["event_type"],
                                           body, request.match_info["txn_id"])
+    if c.presence is not None:  # sending is activity (spec: presence "last active")
+        await c.presence.note_activity(requester.user_id, requester.device_id)
     return json_response({"event_id": event_id})
 
 

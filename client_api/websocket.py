@@ -304,7 +304,10 @@ class WebSocketSession:
         c, r = self.c, self.requester
         c.limiter.check("message", r.user_id, c.config.rate_limits.message, r.is_admin)
         await c.rooms.get_room(room_id)
-        return {"event_id": await c.rooms.send_message(r, room_id, etype, content, txn_id)}
+        event_id = await c.rooms.send_message(r, room_id, etype, content, txn_id)
+        if c.presence is not None:  # sending is activity (spec: presence "last active")
+            await c.presence.note_activity(r.user_id, r.device_id)
+        return {"event_id": event_id}
 
     async def _state(self, p: JsonDict) -> JsonDict:
         room_id, etype, content = _room_id(p), _string(p, "type"), _object(p, "content")

@@ -57,6 +57,12 @@ class ToDeviceStore:
         )
         return row is not None
 
+    async def prune_txns(self, conn: Conn, before_ms: int) -> int:
+        """Delete txn ids recorded before `before_ms`; returns how many went."""
+        status = await conn.execute("DELETE FROM to_device_txns WHERE created_ts < $1",
+                                    before_ms)
+        return int(status.split()[-1])
+
     async def insert_messages(self, conn: Conn, stream_id: int, sender: str, event_type: str,
                               user_ids: list[str], device_ids: list[str],
                               contents: list[str]) -> set[str]:

@@ -16,6 +16,7 @@ position"), so the common sync with nothing new for this device costs no query.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import orjson
@@ -27,9 +28,13 @@ from homeserver.storage.streams import StreamIdGen
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict, Requester
 
+log = logging.getLogger(__name__)
+
 LIMIT = 100  # messages per sync response
 MAX_TARGETS = 10_000  # (user, device) entries in one request
 MAX_CONTENT_BYTES = 65_536  # one message's content, serialised
+TXN_MAX_AGE_MS = 24 * 3600 * 1000  # txn ids older than this are pruned (clients retry sooner)
+PRUNE_EVERY = 1_000  # sends between two prunes (one indexed DELETE)
 
 
 def _server_of(user_id: str) -> str:
@@ -47,6 +52,8 @@ class ToDeviceService:
         # recipients are woken once `current` covers them, or a parked sync would miss them.
         self._unwoken: dict[int, set[str]] = {}
         self._clean: dict[tuple[str, str], int] = {}
+        self.prune_every = PRUNE_EVERY
+        self._sends = 0
 
     def current(self) -> int:
         return self._stream.current
@@ -90,6 +97,19 @@ class ToDeviceService:
         finally:
             self._stream.finish(pos)
             self._wake(pos, recipients)
+        self._sends += 1
+        if self._sends >= self.prune_every:
+            self._sends = 0
+            try:
+                await self.prune_txns()
+            except Exception:  # housekeeping never fails a send
+                log.exception("pruning to-device txn ids failed")
+
+    async def prune_txns(self, now_ms: int | None = None) -> int:
+        """Forget txn ids older than TXN_MAX_AGE_MS (a resend that late is a new message)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        async with self._db.connection() as conn:
+            return await self._store.prune_txns(conn, now_ms - TXN_MAX_AGE_MS)
 
     def _wake(self, pos: int, recipients: set[str]) -> None:
         if recipients:

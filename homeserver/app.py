@@ -43,7 +43,7 @@ from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
-from homeserver.rooms.writer import RoomWriter
+from homeserver.rooms.writer import MembershipHook, RoomWriter
 from homeserver.signing import ServerSigningKey
 from homeserver.storage.database import Database
 from homeserver.storage.migrate import migrate
@@ -97,8 +97,9 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     registry = RoomRegistry(db, room_store, event_store, cache, groups)
     members = MembershipIndex(db, room_store)
     visibility = Visibility(groups, cache)
+    membership_hooks: list[MembershipHook] = []
     writer = RoomWriter(db, event_store, groups_store, room_store, cache, groups, members,
-                        event_stream, notifier)
+                        event_stream, notifier, membership_hooks)
     users = UserService(db, user_store, config.server_name, account_stream, notifier,
                         config.password_min_length)
     room_service = RoomService(db, config.server_name, key, registry, room_store, writer, cache,
@@ -114,6 +115,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # Real-time services: each is a sync source, some have a background task.
     # -- typing
     hs.typing = TypingService(registry, notifier)
+    membership_hooks.append(hs.typing.on_membership)
     sources.typing = hs.typing
     hs.background.append(hs.typing)
     # -- receipts
@@ -171,6 +173,11 @@ def make_app(hs: Homeserver) -> web.Application:
             await service.stop()
 
     app.cleanup_ctx.append(background)
+
+    async def wake_long_polls(app: web.Application) -> None:
+        hs.notifier.close()
+
+    app.on_shutdown.append(wake_long_polls)
     return app
 
 
@@ -180,7 +187,7 @@ async def serve(config: Config, dsn: str, key: ServerSigningKey) -> AsyncIterato
     try:
         hs = await build_homeserver(config, db, key)
         app = make_app(hs)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
         await runner.setup()
         site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
         await site.start()

@@ -135,6 +135,36 @@ class EventStore:
             return (0, 0)
         return (int(row["depth"]), int(row["stream_ordering"]) + 1)
 
+    async def state_group_at_point(
+        self, conn: Conn, room_id: str, depth: int, stream: int,
+    ) -> tuple[int, str | None, str | None] | None:
+        """State at a (depth, stream) pagination point, i.e. before the first event at or after
+        it: (state group, that event's type, its state_key); with no event there, the state
+        after the last event before it (type and state_key None). None if the room is empty.
+        Group 0 is the empty state (before the create event)."""
+        row = await conn.fetchrow(
+            "SELECT COALESCE(state_group_before, 0) AS g, type, state_key FROM events"
+            " WHERE room_id = $1 AND (depth, stream_ordering) >= ($2, $3)"
+            " ORDER BY depth, stream_ordering LIMIT 1",
+            room_id, depth, stream,
+        )
+        if row is not None:
+            return int(row["g"]), row["type"], row["state_key"]
+        group = await conn.fetchval(
+            "SELECT state_group FROM events WHERE room_id = $1"
+            " AND (depth, stream_ordering) < ($2, $3)"
+            " ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
+            room_id, depth, stream,
+        )
+        return None if group is None else (int(group), None, None)
+
+    async def state_group_at_stream(self, conn: Conn, room_id: str, stream: int) -> int | None:
+        """State group after the room's last event at or below a sync stream position."""
+        group = await conn.fetchval(
+            "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2"
+            " ORDER BY stream_ordering DESC LIMIT 1", room_id, stream)
+        return None if group is None else int(group)
+
     async def relations(
         self, conn: Conn, room_id: str, event_id: str, rel_type: str | None,
         event_type: str | None, before: int | None, limit: int, backwards: bool,

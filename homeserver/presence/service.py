@@ -201,6 +201,26 @@ class PresenceService:
             self._touched.add(user_id)
         await self._reevaluate(user_id, u, now)
 
+    async def note_activity(self, user_id: str, device_id: str) -> None:
+        """The user did something (sent an event): spec "last active" resets, and a user who
+        went unavailable (idle, or by PUT) is online again (Synapse's bump_presence_active_time).
+        An explicit offline ("invisible") stays. O(devices of the user); the database is only
+        touched later, by the sweep, and the audience is looked up only if the state changes."""
+        if not self.enabled:
+            return
+        now = now_ms()
+        u = self._users.get(user_id)
+        if u is None:
+            u = self._users[user_id] = UserPresence()
+        u.last_active_ts = now
+        self._touched.add(user_id)
+        old = u.beats.get(device_id)  # keep the grace of a parked long-poll
+        u.beats[device_id] = Beat(now, max(0, old.seen_until - now) if old else 0,
+                                  PresenceState.ONLINE.value)
+        if u.explicit == PresenceState.UNAVAILABLE:
+            u.explicit = None
+        await self._reevaluate(user_id, u, now)
+
     async def set_status(self, user_id: str, presence: str, status_msg: str | None) -> None:
         """PUT /presence/{userId}/status for the user themselves (the caller checks that)."""
         if presence not in STATES:

@@ -80,17 +80,28 @@ class RoomReader:
 
     async def state_ids_at_token(self, requester: Requester, room_id: str,
                                  token: str) -> dict[tuple[str, str], str]:
+        """State at a token, as the tokens define their point: a sync token ("s...") is the
+        position after every event at or below its stream position; a pagination token
+        ("t<depth>_<stream>", a sync prev_batch or a /messages start/end) is the point just
+        before the event at (depth, stream), so the state there is that event's state before."""
         tok = PaginationToken.parse(token)
-        stream = tok.events if isinstance(tok, SyncToken) else tok.stream
+        boundary: tuple[str | None, str | None] = (None, None)
         async with self._db.connection() as conn:
-            group = await conn.fetchval(
-                "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2"
-                " ORDER BY stream_ordering DESC LIMIT 1", room_id, stream)
+            if isinstance(tok, SyncToken):
+                group = await self._events.state_group_at_stream(conn, room_id, tok.events)
+            else:
+                found = await self._events.state_group_at_point(conn, room_id, tok.depth,
+                                                                tok.stream)
+                group = None if found is None else found[0]
+                if found is not None:
+                    boundary = found[1], found[2]
         if group is None:
             return {}
-        state = dict(await self._groups.state_ids(group))
+        state = dict(await self._groups.state_ids(group)) if group else {}
         mine = state.get(("m.room.member", requester.user_id))
-        if mine is None:
+        # A point just before the user's own membership change (their first prev_batch after
+        # joining) is theirs to see, as their own membership events are.
+        if mine is None and boundary != ("m.room.member", requester.user_id):
             raise forbidden("You were not in the room at that point")
         return state
 

@@ -6,10 +6,12 @@ from current state, depth, hashes, signature) and hands it to `RoomWriter` under
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -37,6 +39,24 @@ PRESETS: dict[str, dict[str, str]] = {
     "trusted_private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
     "public_chat": {"join_rule": "public", "history": "shared", "guest": "forbidden"},
 }
+
+
+MAX_GROUP = 100  # messages written in one group commit at most
+
+
+@dataclass(slots=True)
+class _Pending:
+    sender: str
+    etype: str
+    content: JsonDict
+    txn: tuple[str, str, str] | None
+    fut: asyncio.Future[EventEntry] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def _fail(item: _Pending, e: BaseException) -> None:
+    if not item.fut.done():
+        item.fut.set_exception(e if isinstance(e, Exception) else RuntimeError("cancelled"))
 
 
 class RoomService:
@@ -115,8 +135,69 @@ class RoomService:
         redacts: str | None = None,
     ) -> EventEntry:
         room = await self.get_room(room_id)
+        if state_key is None and redacts is None:
+            return await self._send_grouped(room, _Pending(sender, etype, content, txn))
         async with room.lock:
             return await self._send_locked(room, sender, etype, content, state_key, txn, redacts)
+
+    # ------------------------------------------------------------------ group commit
+
+    async def _send_grouped(self, room: RoomData, item: _Pending) -> EventEntry:
+        """Messages that queue up behind a room's lock are written together: one transaction,
+        one WAL flush for the lot. A message that arrives alone is written alone, at once."""
+        room.pending.append(item)
+        if room.flusher is None:
+            room.flusher = asyncio.get_running_loop().create_task(self._flush(room))
+        return await item.fut
+
+    async def _flush(self, room: RoomData) -> None:
+        try:
+            while room.pending:
+                async with room.lock:
+                    items = room.pending[:MAX_GROUP]
+                    del room.pending[:MAX_GROUP]
+                    await self._persist_group(room, items)
+        except BaseException as e:  # never leave a sender waiting forever
+            for it in room.pending:
+                _fail(it, e)
+            room.pending.clear()
+            raise
+        finally:
+            room.flusher = None
+
+    async def _persist_group(self, room: RoomData, items: list[_Pending]) -> None:
+        if len(items) > 1:
+            snap = room.snapshot()
+            batch = Batch()
+            built: list[tuple[_Pending, EventEntry]] = []
+            for it in items:
+                try:
+                    built.append((it, await self._send_locked(
+                        room, it.sender, it.etype, it.content, txn=it.txn, batch=batch)))
+                except Exception as e:  # refused by auth or too large: fails alone
+                    _fail(it, e)
+            if not built:
+                return
+            try:
+                await self._writer.commit(room, batch)
+            except Exception:
+                # E.g. a txn id sent twice at once: undo the batch in memory and write the
+                # messages one by one, so that only the offending one fails.
+                room.restore(snap)
+                items = [it for it, _ in built]
+            else:
+                for it, entry in built:
+                    if not it.fut.done():
+                        it.fut.set_result(entry)
+                return
+        for it in items:
+            try:
+                entry = await self._send_locked(room, it.sender, it.etype, it.content, txn=it.txn)
+            except Exception as e:
+                _fail(it, e)
+            else:
+                if not it.fut.done():
+                    it.fut.set_result(entry)
 
     # ------------------------------------------------------------------ messages
 
@@ -401,10 +482,10 @@ class RoomService:
             "join_rule": content("m.room.join_rules").get("join_rule", "invite"),
             "room_type": content("m.room.create").get("type"),
         }
-        for key, t, field in (("name", "m.room.name", "name"), ("topic", "m.room.topic", "topic"),
+        for key, t, attr in (("name", "m.room.name", "name"), ("topic", "m.room.topic", "topic"),
                               ("avatar_url", "m.room.avatar", "url"),
                               ("canonical_alias", "m.room.canonical_alias", "alias")):
-            v = content(t).get(field)
+            v = content(t).get(attr)
             if isinstance(v, str):
                 entry[key] = v
         return {k: v for k, v in entry.items() if v is not None}

@@ -11,6 +11,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -38,6 +39,17 @@ class RoomData:
     recent: list[EventEntry] = field(default_factory=list)
     floor: int = 0  # every room event with stream_ordering > floor is in `recent`
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Messages waiting for the room's next group commit (see RoomService.send).
+    pending: list[Any] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> tuple[list[EventEntry], list[str], int, int]:
+        """What a batch of messages changes in memory, to undo it if the batch fails."""
+        return list(self.recent), list(self.extremities), self.depth, self.floor
+
+    def restore(self, snap: tuple[list[EventEntry], list[str], int, int]) -> None:
+        self.recent, self.extremities, self.depth, self.floor = (
+            snap[0], snap[1], snap[2], snap[3])
 
     @property
     def last_stream(self) -> int:

@@ -18,7 +18,7 @@ import heapq
 import logging
 
 from homeserver.errors import forbidden
-from homeserver.rooms.state import RoomRegistry
+from homeserver.rooms.state import RoomData, RoomRegistry
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict
 
@@ -119,6 +119,12 @@ class TypingService:
             changed = self._timers.stop(room_id, user_id)
         if changed:
             self._changed(room_id, room.joined_members())
+
+    def on_membership(self, room: RoomData, user_id: str, membership: str) -> None:
+        """RoomWriter hook: a user who is no longer joined (left, kicked, banned) stops typing
+        at once instead of at their timeout."""
+        if membership != "join" and self._timers.stop(room.room_id, user_id):
+            self._changed(room.room_id, room.joined_members())
 
     def _changed(self, room_id: str, members: list[str]) -> None:
         self._pos += 1

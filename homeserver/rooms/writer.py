@@ -35,11 +35,16 @@ class Batch:
     positions: list[int] = field(default_factory=list)
 
 
+# (room, user_id, new membership): runs after the change is in memory; must not block.
+MembershipHook = Callable[[RoomData, str, str], None]
+
+
 class RoomWriter:
     def __init__(
         self, db: Database, events: EventStore, groups_store: StateGroupStore,
         rooms: RoomStore, cache: EventCache, groups: StateGroups, members: MembershipIndex,
         stream: StreamIdGen, notifier: Notifier,
+        on_membership: list[MembershipHook] | None = None,
     ) -> None:
         self._db = db
         self._events = events
@@ -50,6 +55,9 @@ class RoomWriter:
         self._members = members
         self.stream = stream
         self._notifier = notifier
+        # Called after a committed membership change is applied in memory (e.g. typing drops
+        # a user who left); the list is the caller's, so hooks can be added after wiring.
+        self._on_membership = on_membership if on_membership is not None else []
 
     async def persist(
         self, room: RoomData, event_id: str, pdu: JsonDict,
@@ -106,14 +114,8 @@ class RoomWriter:
         try:
             if new_state is None and redacts is None and new_room is None:
                 async with self._db.connection() as conn:
-                    await self._events.insert_plain_event(
-                        conn, stream_ordering=pos, event_id=event_id, room_id=room.room_id,
-                        type=etype, sender=pdu["sender"], depth=pdu["depth"],
-                        origin_server_ts=pdu["origin_server_ts"], state_group=group,
-                        relates_to=relates_to, rel_type=rel_type,
-                        json=orjson.dumps(pdu).decode(), prev_events=pdu.get("prev_events", []),
-                        auth_events=pdu.get("auth_events", []), txn=txn,
-                        now_ms=int(time.time() * 1000))
+                    await self._insert_plain(conn, room, event_id, pdu, pos, group,
+                                             relates_to, rel_type, txn)
             else:
                 await self._write_transaction(room, event_id, pdu, pos, group, group_before,
                                               chain_len, new_state, delta, prev_group,
@@ -137,6 +139,18 @@ class RoomWriter:
                                   chain_len, new_state, delta, prev_group, relates_to, rel_type,
                                   txn, redacts, new_room)
 
+    async def _insert_plain(
+        self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
+        relates_to: str | None, rel_type: str | None, txn: tuple[str, str, str] | None,
+    ) -> None:
+        await self._events.insert_plain_event(
+            conn, stream_ordering=pos, event_id=event_id, room_id=room.room_id,
+            type=pdu["type"], sender=pdu["sender"], depth=pdu["depth"],
+            origin_server_ts=pdu["origin_server_ts"], state_group=group,
+            relates_to=relates_to, rel_type=rel_type, json=orjson.dumps(pdu).decode(),
+            prev_events=pdu.get("prev_events", []), auth_events=pdu.get("auth_events", []),
+            txn=txn, now_ms=int(time.time() * 1000))
+
     async def _write_all(
         self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
         group_before: int, chain_len: int, new_state: dict[tuple[str, str], str] | None,
@@ -144,6 +158,10 @@ class RoomWriter:
         rel_type: str | None, txn: tuple[str, str, str] | None, redacts: str | None,
         new_room: tuple[str, bool] | None,
     ) -> None:
+        if new_state is None and redacts is None and new_room is None:
+            await self._insert_plain(conn, room, event_id, pdu, pos, group, relates_to,
+                                     rel_type, txn)
+            return
         if new_room is not None:
             await self._rooms.insert_room(
                 conn, room.room_id, room.version.identifier, new_room[0], new_room[1],
@@ -266,3 +284,7 @@ class RoomWriter:
         if entry.type == "m.room.member" and entry.state_key is not None:
             users.append(entry.state_key)
         self._notifier.notify_users(users)
+        if entry.type == "m.room.member" and entry.state_key is not None \
+                and entry.membership is not None:
+            for hook in self._on_membership:
+                hook(room, entry.state_key, entry.membership)

@@ -79,6 +79,12 @@ class EventFilter:
     def is_default(self) -> bool:
         return self == EventFilter(limit=self.limit)
 
+    @property
+    def drops_events(self) -> bool:
+        """Whether `allows` can refuse some event of a room."""
+        return (self.types is not None or bool(self.not_types) or self.senders is not None
+                or bool(self.not_senders) or self.contains_url is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class SyncFilter:

@@ -13,11 +13,20 @@ from collections.abc import Iterable
 class Notifier:
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.closed = False
 
     def subscribe(self, user_id: str) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.closed:
+            fut.set_result(None)
+            return fut
         self._waiters.setdefault(user_id, set()).add(fut)
         return fut
+
+    def close(self) -> None:
+        """On shutdown: answer every parked long-poll now instead of holding the exit up."""
+        self.closed = True
+        self.notify_users(list(self._waiters))
 
     def unsubscribe(self, user_id: str, fut: asyncio.Future[None]) -> None:
         waiters = self._waiters.get(user_id)

@@ -84,6 +84,8 @@ class SyncService:
                     await asyncio.wait_for(fut, remaining)
                 except TimeoutError:
                     return await self.compute(requester, since, flt, full_state)
+                if self._notifier.closed:  # shutting down: answer with what there is
+                    return await self.compute(requester, since, flt, full_state)
             finally:
                 self._notifier.unsubscribe(requester.user_id, fut)
 
@@ -260,22 +262,31 @@ class SyncService:
             return {}
         events, limited = await self._timeline_events(room, since_pos, now.events, limit,
                                                       tl_filter)
-        if since is not None and not events and not full_state and not force:
+        incremental = since is not None and not full_state
+        if incremental and not events and not force and not tl_filter.drops_events:
             return {}
         events = await self._visibility.filter(user_id, events, currently_joined=True)
         first = events[0] if events else None
         timeline = [e for e in events if tl_filter.allows(e)]
 
         state_events: list[EventEntry] = []
+        base: dict[tuple[str, str], str] | None = None  # the client's state at timeline start
         if since is None or full_state:
-            state_ids = await self._state_ids_before(room, first, now.events)
-            wanted = list(state_ids.items())
+            base = await self._state_ids_before(room, first, now.events)
+            wanted = list(base.items())
         elif limited and first is not None:
-            before = await self._state_ids_before(room, first, now.events)
+            base = await self._state_ids_before(room, first, now.events)
             at_since = await self._state_at_stream(room, since_pos)
-            wanted = [(k, v) for k, v in before.items() if at_since.get(k) != v]
+            wanted = [(k, v) for k, v in base.items() if at_since.get(k) != v]
         else:
             wanted = []
+        if tl_filter.drops_events:
+            hidden = await self._filtered_out_state(room, since_pos, now.events, first, base,
+                                                    timeline)
+            if hidden:
+                wanted = [(k, v) for k, v in wanted if k not in hidden] + list(hidden.items())
+            elif incremental and not events and not force:
+                return {}
         if wanted:
             if flt.lazy_load_members:
                 senders = {e.sender for e in timeline} | {user_id}
@@ -303,12 +314,33 @@ class SyncService:
             body["summary"] = self._summary(room, user_id)
         return body
 
+    async def _filtered_out_state(
+        self, room: RoomData, since: int, now: int, first: EventEntry | None,
+        base: dict[tuple[str, str], str] | None, timeline: list[EventEntry],
+    ) -> dict[tuple[str, str], str]:
+        """State changes the timeline filter kept out of the timeline, as the latest value of
+        each such key at `now` (Synapse sends these in `state` too, so the client's state is not
+        left behind). `base` is the state the client gets for the timeline start (None: the
+        state at `since`); only changes after it and not in the timeline count."""
+        start = first.stream_ordering if base is not None and first is not None else since
+        if base is not None and first is None:
+            return {}  # base is already the state at `now`
+        in_timeline = {e.event_id for e in timeline}
+        window = room.events_after(start, now)
+        if window is not None and not any(e.state_key is not None
+                                          and e.event_id not in in_timeline for e in window):
+            return {}  # the common case, answered from memory
+        if base is None:
+            base = await self._state_at_stream(room, since)
+        if room.last_stream <= now:
+            end = {k: e.event_id for k, e in room.state.items()}
+        else:
+            end = await self._state_at_stream(room, now)
+        return {k: v for k, v in end.items() if base.get(k) != v and v not in in_timeline}
+
     async def _state_at_stream(self, room: RoomData, pos: int) -> dict[tuple[str, str], str]:
         async with self._db.connection() as conn:
-            group = await conn.fetchval(
-                "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2"
-                " ORDER BY stream_ordering DESC LIMIT 1", room.room_id, pos,
-            )
+            group = await self._events.state_group_at_stream(conn, room.room_id, pos)
         return dict(await self._groups.state_ids(group)) if group else {}
 
     def _summary(self, room: RoomData, user_id: str) -> JsonDict:

@@ -179,6 +179,27 @@ async def test_idle_then_offline_wakes_co_members(short: Client, short_server: S
     await poll
 
 
+async def test_sending_a_message_is_activity(short: Client) -> None:
+    """Spec "last active": sending an event resets last_active_ago, and a user gone unavailable
+    by idleness is online again."""
+    c = short
+    alice, bob, room = await pair_in_room(c)
+    await c.sync(alice)  # one heartbeat, then idleness
+    deadline = time.monotonic() + 10
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = (await get_presence(c, bob, alice.user_id))[1]
+        if body["presence"] == "unavailable":
+            break
+        await asyncio.sleep(0.05)
+    assert body["presence"] == "unavailable"
+    assert body["last_active_ago"] >= 400
+    await c.send(alice, room, "I'm back")
+    body = (await get_presence(c, bob, alice.user_id))[1]
+    assert body["presence"] == "online" and body["currently_active"] is True
+    assert body["last_active_ago"] < 400
+
+
 async def test_presence_survives_restart(fresh_database: str, tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     async with aiohttp.ClientSession() as s:

@@ -284,6 +284,48 @@ async def test_members_and_joined(c: Client) -> None:
 # ---------------------------------------------------------------------- redaction and reads
 
 
+async def test_members_at_prev_batch_is_state_before_first_timeline_event(c: Client) -> None:
+    """A prev_batch (and a backwards /messages end) points just before its event: `at` such a
+    token gives the membership before that event, not after it."""
+    owner, joiner = await c.register(), await c.register()
+    room = await c.create_room(owner, preset="public_chat")
+    await c.join(joiner, room)
+
+    def memberships(body: Any) -> dict[str, str]:
+        return {e["state_key"]: e["content"]["membership"] for e in body["chunk"]}
+
+    # The owner's timeline of one event is the join: prev_batch points just before it.
+    tl = (await c.sync(owner, filter='{"room": {"timeline": {"limit": 1}}}')
+          )["rooms"]["join"][room]["timeline"]
+    assert tl["events"][0]["type"] == "m.room.member"
+    assert tl["events"][0]["state_key"] == joiner.user_id
+    status, body = await c.request("GET", f"/rooms/{room}/members", token=owner.access_token,
+                                   params={"at": tl["prev_batch"]})
+    assert status == 200, body
+    assert memberships(body) == {owner.user_id: "join"}
+    # /messages backwards: `end` points before the oldest event returned (the join).
+    status, page = await c.request("GET", f"/rooms/{room}/messages", token=owner.access_token,
+                                   params={"dir": "b", "limit": "1"})
+    assert status == 200, page
+    assert page["chunk"][0]["state_key"] == joiner.user_id
+    status, body = await c.request("GET", f"/rooms/{room}/members", token=owner.access_token,
+                                   params={"at": page["end"]})
+    assert status == 200, body
+    assert memberships(body) == {owner.user_id: "join"}
+    # The joiner's own first prev_batch sits just before their join: theirs to read.
+    tl = (await c.sync(joiner, filter='{"room": {"timeline": {"limit": 1}}}')
+          )["rooms"]["join"][room]["timeline"]
+    status, body = await c.request("GET", f"/rooms/{room}/members", token=joiner.access_token,
+                                   params={"at": tl["prev_batch"]})
+    assert status == 200, body
+    assert memberships(body) == {owner.user_id: "join"}
+    # A sync token means "after everything up to its position".
+    now = (await c.sync(owner))["next_batch"]
+    status, body = await c.request("GET", f"/rooms/{room}/members", token=owner.access_token,
+                                   params={"at": now})
+    assert memberships(body) == {owner.user_id: "join", joiner.user_id: "join"}
+
+
 async def test_redaction(c: Client) -> None:
     owner = await c.register()
     member = await c.register()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from tests.helpers import Client
 
@@ -104,6 +105,59 @@ async def test_limited_timeline_and_prev_batch(c: Client) -> None:
     status, more = await c.request("GET", f"/rooms/{room}/messages", token=bob.access_token,
                                    params={"from": msgs["end"], "dir": "b", "limit": "3"})
     assert [e["event_id"] for e in more["chunk"]] == [ids[2], ids[1], ids[0]]
+
+
+async def test_state_filtered_out_of_timeline_reaches_state(c: Client) -> None:
+    """A timeline `types` filter hides state events from the timeline; the changes still reach
+    the client, as the latest value of each such key in `state` (as Synapse does)."""
+    alice = await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    only_messages = '{"room": {"timeline": {"types": ["m.room.message"], "limit": 10}}}'
+
+    async def topic(text: str) -> None:
+        status, body = await c.request("PUT", f"/rooms/{room}/state/m.room.topic",
+                                       {"topic": text}, token=alice.access_token)
+        assert status == 200, body
+
+    def topics(r: dict[str, Any]) -> list[str]:
+        return [e["content"]["topic"] for e in r["state"]["events"]
+                if e["type"] == "m.room.topic"]
+
+    first = await c.send(alice, room, "one")
+    await topic("after the first message")
+    await c.send(alice, room, "two")
+    # Initial sync: the topic change sits after the first timeline event.
+    init = await c.sync(alice, filter=only_messages)
+    r = init["rooms"]["join"][room]
+    assert r["timeline"]["events"][0]["event_id"] == first
+    assert all(e["type"] == "m.room.message" for e in r["timeline"]["events"])
+    assert topics(r) == ["after the first message"]
+    # Incremental, not limited: a topic change between two messages.
+    await c.send(alice, room, "three")
+    await topic("between")
+    await c.send(alice, room, "four")
+    inc = await c.sync(alice, init["next_batch"], filter=only_messages)
+    r = inc["rooms"]["join"][room]
+    assert [e["content"]["body"] for e in r["timeline"]["events"]] == ["three", "four"]
+    assert topics(r) == ["between"]
+    # Incremental with only a filtered-out state change.
+    await topic("alone")
+    alone = await c.sync(alice, inc["next_batch"], filter=only_messages)
+    r = alone["rooms"]["join"][room]
+    assert r["timeline"]["events"] == []
+    assert topics(r) == ["alone"]
+    # Nothing new: the room is not listed.
+    quiet = await c.sync(alice, alone["next_batch"], filter=only_messages)
+    assert room not in quiet.get("rooms", {}).get("join", {})
+    # Incremental and limited: the change after the one message returned.
+    await c.send(alice, room, "five")
+    await c.send(alice, room, "six")
+    await topic("after six")
+    one = '{"room": {"timeline": {"types": ["m.room.message"], "limit": 1}}}'
+    r = (await c.sync(alice, alone["next_batch"], filter=one))["rooms"]["join"][room]
+    assert [e["content"]["body"] for e in r["timeline"]["events"]] == ["six"]
+    assert r["timeline"]["limited"] is True
+    assert topics(r) == ["after six"]
 
 
 async def test_long_poll_wakes_on_message(c: Client) -> None:

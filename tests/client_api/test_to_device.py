@@ -161,6 +161,34 @@ async def test_txn_id_is_idempotent(c: Client) -> None:
     assert [e["content"] for e in to_device(resp)] == [{"n": 1}, {"n": 3}]
 
 
+async def test_old_txn_ids_are_pruned(c: Client, server: Server) -> None:
+    """Txn ids older than a day are pruned (one DELETE every `prune_every` sends); recent ones
+    stay, so a recent resend is still deduplicated while a day-old one is a new message."""
+    from e2ee.store import ToDeviceStore
+
+    alice, bob = await c.register(device_id="A1"), await c.register()
+    since = (await c.sync(bob))["next_batch"]
+    day_ago = int(time.time() * 1000) - 25 * 3600 * 1000
+    async with server.hs.db.connection() as conn:
+        assert await ToDeviceStore().add_txn(conn, alice.user_id, "A1", "old", 0, day_ago)
+    await send(c, alice, {bob.user_id: {bob.device_id: {"n": "recent"}}}, txn="recent")
+    service = server.hs.to_device
+    saved = service.prune_every
+    service.prune_every = 1
+    try:
+        await send(c, alice, {bob.user_id: {bob.device_id: {"n": "trigger"}}}, txn="trigger")
+    finally:
+        service.prune_every = saved
+    async with server.hs.db.connection() as conn:
+        kept = {r["txn_id"] for r in await conn.fetch(
+            "SELECT txn_id FROM to_device_txns WHERE user_id = $1", alice.user_id)}
+    assert kept == {"recent", "trigger"}
+    await send(c, alice, {bob.user_id: {bob.device_id: {"n": "old"}}}, txn="old")
+    await send(c, alice, {bob.user_id: {bob.device_id: {"n": "again"}}}, txn="recent")
+    resp = await c.sync(bob, since=since)
+    assert [e["content"]["n"] for e in to_device(resp)] == ["recent", "trigger", "old"]
+
+
 async def test_logout_removes_pending_messages(c: Client, server: Server) -> None:
     alice, bob = await c.register(), await c.register(device_id="GOING")
     bob_stays = await login(c, bob, "STAYING")

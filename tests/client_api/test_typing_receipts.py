@@ -101,6 +101,29 @@ async def test_typing_wakes_long_poll_and_stops(c: Client) -> None:
     assert typing_users(after, room_id) == [bob.user_id]
 
 
+async def test_typing_stops_when_user_leaves_or_is_kicked(c: Client) -> None:
+    alice, bob, room_id = await room_with_two(c)
+    carol = await c.register()
+    await c.join(carol, room_id)
+    for user in (bob, carol):
+        assert (await put_typing(c, user, room_id, {"typing": True, "timeout": 60000}))[0] == 200
+    mark = (await c.sync(alice))["next_batch"]
+    assert typing_users(await c.sync(alice), room_id) == [bob.user_id, carol.user_id]
+
+    status, _ = await c.request("POST", f"/rooms/{room_id}/leave", {}, bob.access_token)
+    assert status == 200
+    after_leave = await c.sync(alice, since=mark)
+    assert typing_users(after_leave, room_id) == [carol.user_id]
+    status, _ = await c.request("POST", f"/rooms/{room_id}/kick", {"user_id": carol.user_id},
+                                alice.access_token)
+    assert status == 200
+    after_kick = await c.sync(alice, since=after_leave["next_batch"])
+    assert typing_users(after_kick, room_id) == []
+    # Rejoining does not bring the old typing notice back.
+    await c.join(bob, room_id)
+    assert typing_users(await c.sync(alice), room_id) is None
+
+
 async def test_typing_errors(c: Client) -> None:
     alice, bob, room_id = await room_with_two(c)
     carol = await c.register()
