@@ -308,7 +308,8 @@ class SyncService:
                                  for e in state_events]},
             "ephemeral": {"events": []},
             "account_data": {"events": []},
-            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+            # No unread_notifications: the counts come from push rules, which Parley does not
+            # evaluate yet; an absent field is honest where a constant 0 would mislead clients.
         }
         if since is None or full_state or any(e.type == "m.room.member" for e in events):
             body["summary"] = self._summary(room, user_id)
