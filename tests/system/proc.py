@@ -32,6 +32,23 @@ def parley(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120.0
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def open_server_env(database_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a server on its own database and a free port, open registration, no
+    rate limits: what the system tests that start `parley run` have in common."""
+    from tests.conftest import free_port
+
+    env = {
+        "PARLEY_DATABASE_URL": database_url,
+        "PARLEY_LISTEN": f"127.0.0.1:{free_port()}",
+        "PARLEY_DATA_DIR": str(data_dir),
+        "PARLEY_REGISTRATION": "open",
+        "PARLEY_RATE_LIMITS": "off",
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+    env.update(overrides)
+    return child_env(**env)
+
+
 class ServerProcess:
     """`python -m homeserver run` in the background."""
 

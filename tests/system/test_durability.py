@@ -14,9 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import free_port
 from tests.helpers import Client, User
-from tests.system.proc import ServerProcess, child_env
+from tests.system.proc import ServerProcess, open_server_env
 
 
 async def _messages(c: Client, user: User, room: str) -> list[dict]:
@@ -37,15 +36,7 @@ async def _messages(c: Client, user: User, room: str) -> list[dict]:
 
 
 async def test_acknowledged_events_survive_sigkill(fresh_database: str, tmp_path: Path) -> None:
-    env = child_env(
-        PARLEY_DATABASE_URL=fresh_database,
-        PARLEY_LISTEN=f"127.0.0.1:{free_port()}",
-        PARLEY_DATA_DIR=str(tmp_path / "data"),
-        PARLEY_REGISTRATION="open",
-        PARLEY_RATE_LIMITS="off",
-        PARLEY_SERVER_NAME="durable.test",
-        PARLEY_LOG_LEVEL="WARNING",
-    )
+    env = open_server_env(fresh_database, tmp_path / "data", PARLEY_SERVER_NAME="durable.test")
     hs = ServerProcess(env, tmp_path, tmp_path / "server.log")
     try:
         hs.start()
