@@ -125,3 +125,11 @@ async def deactivate(request: web.Request) -> web.Response:
     await c.rooms.leave_all(requester)
     await c.users.deactivate(requester.user_id)
     return json_response({"id_server_unbind_result": "no-support"})
+
+
+@routes.get("/_matrix/client/{v:(v3|r0)}/account/3pid")
+async def threepids(request: web.Request) -> web.Response:
+    # Parley has no third-party identifiers (email, phone): every account's list is empty.
+    # Adding, binding and removing them (POST /account/3pid/*) stay unrecognised endpoints.
+    await auth(request)
+    return json_response({"threepids": []})

@@ -20,7 +20,9 @@ from client_api import (
     register,
     rooms,
     sync,
+    tags,
     to_device,
+    user_directory,
 )
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
@@ -160,7 +162,7 @@ def make_app(hs: Homeserver) -> web.Application:
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
     )
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
-                   to_device, receipts, presence):
+                   to_device, receipts, presence, tags, user_directory):
         app.add_routes(module.routes)
     app.router.add_route("*", "/_matrix/{tail:.*}", _unknown_endpoint)
     setup_websockets(app)  # the set of open sockets, closed on shutdown

@@ -1,4 +1,4 @@
-"""Reading room history: single events, /messages paging, /context, relations, aliases.
+"""Reading rooms: single events, /messages paging, /context, relations, aliases, user directory.
 
 Every path runs the events through `Visibility`, so nobody reads what the room's history
 visibility hides from them.
@@ -6,6 +6,7 @@ visibility hides from them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
@@ -19,6 +20,9 @@ from homeserver.storage.database import Database
 from homeserver.sync.filter import EventFilter
 from homeserver.sync.tokens import PaginationToken, SyncToken
 from homeserver.types import JsonDict, Requester
+
+# Search words for the user directory: runs of word characters, safe to put in a regex.
+_WORD = re.compile(r"\w+")
 
 
 class RoomReader:
@@ -224,3 +228,27 @@ class RoomReader:
     async def alias_row(self, alias: str) -> Any:
         async with self._db.connection() as conn:
             return await self._rooms.get_alias(conn, alias)
+
+    async def search_user_directory(self, requester: Requester, term: str,
+                                    limit: int) -> tuple[list[JsonDict], bool]:
+        """Users the requester may find (spec "User directory"): those sharing a joined room
+        with them and those joined to public or world-readable rooms, whose user id or display
+        name has every word of `term` as a word prefix, case-insensitively.
+
+        Returns (results, limited): at most `limit` results and whether more matched.
+        """
+        words = _WORD.findall(term.lower())
+        if not words:
+            return [], False
+        async with self._db.connection() as conn:
+            rows = await self._rooms.search_user_directory(
+                conn, requester.user_id, words, term.strip().lower(), limit + 1)
+        results: list[JsonDict] = []
+        for r in rows[:limit]:
+            user: JsonDict = {"user_id": r["user_id"]}
+            if r["displayname"] is not None:
+                user["display_name"] = r["displayname"]
+            if r["avatar_url"] is not None:
+                user["avatar_url"] = r["avatar_url"]
+            results.append(user)
+        return results, len(rows) > limit

@@ -127,3 +127,49 @@ class RoomStore:
             " WHERE user_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3"
             " ORDER BY stream_ordering", user_id, since, upto,
         ))
+
+    async def search_user_directory(
+        self, conn: Conn, user_id: str, words: list[str], term: str, limit: int
+    ) -> list[asyncpg.Record]:
+        """Local users visible to `user_id` whose id or display name has every word as a
+        word prefix, best first; at most `limit` rows.
+
+        Visible: joined to a room `user_id` is joined to, or to a room with a public join rule
+        or world-readable history. `words` are lower-case runs of word characters (safe inside
+        a regex); `term` is the whole lower-cased search term, for ranking exact matches first.
+        """
+        return list(await conn.fetch(
+            "WITH visible AS ("
+            "  SELECT room_id, bool_or(mine) AS mine FROM ("
+            "    SELECT room_id, TRUE AS mine FROM current_state"
+            "     WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join'"
+            "    UNION ALL"
+            "    SELECT c.room_id, FALSE FROM current_state c"
+            "      JOIN events e ON e.event_id = c.event_id"
+            "     WHERE c.type = 'm.room.join_rules' AND c.state_key = ''"
+            "       AND e.json::jsonb #>> '{content,join_rule}' = 'public'"
+            "    UNION ALL"
+            "    SELECT c.room_id, FALSE FROM current_state c"
+            "      JOIN events e ON e.event_id = c.event_id"
+            "     WHERE c.type = 'm.room.history_visibility' AND c.state_key = ''"
+            "       AND e.json::jsonb #>> '{content,history_visibility}' = 'world_readable'"
+            "  ) r GROUP BY room_id"
+            "), candidates AS ("
+            "  SELECT m.state_key AS user_id, bool_or(v.mine) AS shared"
+            "    FROM visible v JOIN current_state m ON m.room_id = v.room_id"
+            "   WHERE m.type = 'm.room.member' AND m.membership = 'join'"
+            "   GROUP BY m.state_key"
+            ")"
+            " SELECT u.user_id, p.displayname, p.avatar_url"
+            "   FROM candidates c JOIN users u ON u.user_id = c.user_id"
+            "   LEFT JOIN profiles p ON p.user_id = u.user_id"
+            "  WHERE NOT u.deactivated AND NOT EXISTS ("
+            "    SELECT 1 FROM unnest($2::text[]) w"
+            "     WHERE (u.user_id || ' ' || COALESCE(p.displayname, '')) !~* ('\\m' || w))"
+            "  ORDER BY (lower(u.localpart) = ltrim($3, '@') OR lower(u.user_id) = $3"
+            "            OR lower(p.displayname) = $3) DESC,"
+            "           c.shared DESC, (p.displayname IS NOT NULL) DESC,"
+            "           (p.avatar_url IS NOT NULL) DESC,"
+            "           lower(COALESCE(p.displayname, u.localpart)), u.user_id"
+            "  LIMIT $4", user_id, words, term, limit,
+        ))

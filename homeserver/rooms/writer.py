@@ -58,6 +58,9 @@ class RoomWriter:
         # Called after a committed membership change is applied in memory (e.g. typing drops
         # a user who left); the list is the caller's, so hooks can be added after wiring.
         self._on_membership = on_membership if on_membership is not None else []
+        # Positions finished but maybe not yet visible (an earlier one still in flight): their
+        # rooms' members are woken once `current` covers them, or a parked sync misses them.
+        self._unwoken: dict[int, list[str]] = {}
 
     async def persist(
         self, room: RoomData, event_id: str, pdu: JsonDict,
@@ -124,6 +127,7 @@ class RoomWriter:
                                 new_state, prev_state, txn, redacts)
         finally:
             self.stream.finish(pos)
+            self._wake_visible()
         self._wake(room, entry)
         return entry
 
@@ -179,6 +183,7 @@ class RoomWriter:
         for pos in batch.positions:
             self.stream.finish(pos)
         batch.positions.clear()
+        self._wake_visible()
 
     async def commit(self, room: RoomData, batch: Batch,
                      extra: Callable[[Conn], Awaitable[None]] | None = None) -> None:
@@ -283,8 +288,19 @@ class RoomWriter:
         users = room.joined_members()
         if entry.type == "m.room.member" and entry.state_key is not None:
             users.append(entry.state_key)
-        self._notifier.notify_users(users)
+        self._unwoken.setdefault(entry.stream_ordering, []).extend(users)
+        self._wake_visible()
         if entry.type == "m.room.member" and entry.state_key is not None \
                 and entry.membership is not None:
             for hook in self._on_membership:
                 hook(room, entry.state_key, entry.membership)
+
+    def _wake_visible(self) -> None:
+        """Wake the users of every woken-for event that `current` now covers."""
+        current = self.stream.current
+        ready = [p for p in self._unwoken if p <= current]
+        users: set[str] = set()
+        for p in ready:
+            users.update(self._unwoken.pop(p))
+        if users:
+            self._notifier.notify_users(users)

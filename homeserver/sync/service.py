@@ -120,6 +120,9 @@ class SyncService:
                 room = await self._rooms.get(room_id)
                 if room is None:
                     continue
+                if changed and since is not None and \
+                        await self._joined_at(room, user_id, since.events):
+                    changed = False  # a profile change, not a new join: stay incremental
                 body = await self._joined_room(requester, room, since if not changed else None,
                                                now, flt, full_state)
                 ad = room_account_data.get(room_id)
@@ -265,7 +268,10 @@ class SyncService:
         incremental = since is not None and not full_state
         if incremental and not events and not force and not tl_filter.drops_events:
             return {}
+        unfiltered = len(events)
         events = await self._visibility.filter(user_id, events, currently_joined=True)
+        # State events the user may not see in the timeline still make the current state.
+        hides_state = len(events) < unfiltered
         first = events[0] if events else None
         timeline = [e for e in events if tl_filter.allows(e)]
 
@@ -280,7 +286,7 @@ class SyncService:
             wanted = [(k, v) for k, v in base.items() if at_since.get(k) != v]
         else:
             wanted = []
-        if tl_filter.drops_events:
+        if tl_filter.drops_events or hides_state:
             hidden = await self._filtered_out_state(room, since_pos, now.events, first, base,
                                                     timeline)
             if hidden:
@@ -338,6 +344,13 @@ class SyncService:
         else:
             end = await self._state_at_stream(room, now)
         return {k: v for k, v in end.items() if base.get(k) != v and v not in in_timeline}
+
+    async def _joined_at(self, room: RoomData, user_id: str, pos: int) -> bool:
+        event_id = (await self._state_at_stream(room, pos)).get(("m.room.member", user_id))
+        if event_id is None:
+            return False
+        ev = (await self._cache.get_many([event_id])).get(event_id)
+        return ev is not None and ev.membership == "join"
 
     async def _state_at_stream(self, room: RoomData, pos: int) -> dict[tuple[str, str], str]:
         async with self._db.connection() as conn:

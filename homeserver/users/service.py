@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import string
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -57,6 +58,10 @@ class UserService:
         self._notifier = notifier
         self._min_len = password_min_length
         self._tokens: OrderedDict[bytes, tuple[Requester, int | None]] = OrderedDict()
+        # One lock per user with a tag change in flight (dropped when unused), so concurrent
+        # changes to different tags of a room are not lost in the read-modify-write of m.tag.
+        self._tag_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     # ------------------------------------------------------------------ passwords
 
@@ -285,6 +290,32 @@ class UserService:
             raise not_found("Account data not found")
         result: JsonDict = orjson.loads(raw)
         return result
+
+    async def room_tags(self, user_id: str, room_id: str) -> JsonDict:
+        """The user's tags on a room: the `tags` of the room's `m.tag` account data, or {}."""
+        async with self._db.connection() as conn:
+            raw = await self._store.get_account_data(conn, user_id, room_id, "m.tag")
+        tags = orjson.loads(raw).get("tags") if raw is not None else None
+        return dict(tags) if isinstance(tags, dict) else {}
+
+    async def set_room_tag(self, user_id: str, room_id: str, tag: str,
+                           info: JsonDict | None) -> None:
+        """Add or replace one tag (`info`, e.g. {"order": 0.5}) or remove it (None).
+
+        Stored as the room's `m.tag` account data, so it reaches every device through sync.
+        """
+        lock = self._tag_locks.get(user_id)
+        if lock is None:
+            lock = self._tag_locks[user_id] = asyncio.Lock()
+        async with lock:
+            tags = await self.room_tags(user_id, room_id)
+            if info is None:
+                if tag not in tags:
+                    return  # nothing changes, nothing to sync
+                del tags[tag]
+            else:
+                tags[tag] = info
+            await self.put_account_data(user_id, room_id, "m.tag", {"tags": tags})
 
     async def account_data_since(self, user_id: str, since: int) -> list[tuple[str, str, JsonDict]]:
         async with self._db.connection() as conn:
