@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from client_api.context import ClientContext, auth, ctx
-from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from homeserver.events.auth import AuthError
 from homeserver.events.model import EventEntry
 from homeserver.http import json_response, parse_json_object, query_int, read_json
@@ -201,6 +201,30 @@ async def join_by_id_or_alias(request: web.Request) -> web.Response:
 @routes.post(V + "/rooms/{room_id}/join")
 async def join_room(request: web.Request) -> web.Response:
     return await _join(request, request.match_info["room_id"])
+
+
+@routes.post(V + "/knock/{room:[^/]+}")
+async def knock(request: web.Request) -> web.Response:
+    """Knock on a room by id or alias; `via`/`server_name` only matter for remote rooms."""
+    requester = await auth(request)
+    c = ctx(request)
+    body = await read_json(request, allow_empty=True)
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise bad_json("reason must be a string")
+    c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
+    room_id_or_alias = request.match_info["room"]
+    if room_id_or_alias.startswith("#"):
+        room_id = await c.reader.resolve_alias(room_id_or_alias)
+    else:
+        room_id = room_id_or_alias
+        await room_or_404(c, room_id)
+    try:
+        await c.rooms.update_membership(requester, room_id, requester.user_id, "knock", reason,
+                                        profile=await profile_for(c, requester.user_id))
+    except AuthError as e:
+        raise forbidden(str(e)) from e
+    return json_response({"room_id": room_id})
 
 
 async def _membership(request: web.Request, membership: str, target_required: bool,

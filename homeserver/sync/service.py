@@ -97,6 +97,7 @@ class SyncService:
             since = since.capped(now)  # a token from the future (e.g. after a restore) is now
         join: JsonDict = {}
         invite: JsonDict = {}
+        knock: JsonDict = {}
         leave: JsonDict = {}
         memberships = await self._members.rooms_of(user_id)
         forgotten: set[str] | None = None
@@ -134,6 +135,8 @@ class SyncService:
                     join[room_id] = body
             elif m.membership == "invite" and changed:
                 invite[room_id] = await self._invited_room(room_id, m.event_id)
+            elif m.membership == "knock" and changed:
+                knock[room_id] = await self._knocked_room(room_id, m.event_id)
             elif m.membership in ("leave", "ban") and (
                     (since is not None and changed) or (since is None and flt.include_leave)):
                 if forgotten is None:
@@ -163,6 +166,8 @@ class SyncService:
             rooms["join"] = join
         if invite:
             rooms["invite"] = invite
+        if knock:
+            rooms["knock"] = knock
         if leave:
             rooms["leave"] = leave
         body_out: JsonDict = {"next_batch": now.serialize()}
@@ -371,7 +376,8 @@ class SyncService:
         return {"m.heroes": heroes, "m.joined_member_count": len(joined),
                 "m.invited_member_count": len(invited)}
 
-    async def _invited_room(self, room_id: str, invite_event_id: str) -> JsonDict:
+    async def _stripped_room_state(self, room_id: str) -> tuple[RoomData | None, list[JsonDict]]:
+        """The room and its stripped state for invite_state / knock_state."""
         room = await self._rooms.get(room_id)
         events: list[JsonDict] = []
         if room is not None:
@@ -379,6 +385,10 @@ class SyncService:
                 ev = room.state.get((t, ""))
                 if ev is not None:
                     events.append(stripped_state(ev.pdu))
+        return room, events
+
+    async def _invited_room(self, room_id: str, invite_event_id: str) -> JsonDict:
+        room, events = await self._stripped_room_state(room_id)
         inv = (await self._cache.get_many([invite_event_id])).get(invite_event_id)
         if inv is not None:
             events.append(inv.to_client(with_room_id=False))
@@ -386,6 +396,13 @@ class SyncService:
             if sender is not None:
                 events.append(stripped_state(sender.pdu))
         return {"invite_state": {"events": events}}
+
+    async def _knocked_room(self, room_id: str, knock_event_id: str) -> JsonDict:
+        _, events = await self._stripped_room_state(room_id)
+        ev = (await self._cache.get_many([knock_event_id])).get(knock_event_id)
+        if ev is not None:
+            events.append(stripped_state(ev.pdu))  # the user's own knock
+        return {"knock_state": {"events": events}}
 
     async def _left_room(self, requester: Requester, room: RoomData, since: SyncToken | None,
                          leave_pos: int, flt: SyncFilter) -> JsonDict:
