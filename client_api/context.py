@@ -58,4 +58,4 @@ async def auth(request: web.Request) -> Requester:
     token = access_token(request)
     if token is None:
         raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
-    return await ctx(request).users.authenticate(token)
+    return await ctx(request).users.authenticate(token, ip=request.remote)

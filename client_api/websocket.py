@@ -192,7 +192,8 @@ class WebSocketSession:
         since, full_state = self.since, self.full_state
         try:
             while True:
-                self.requester = await self.c.users.authenticate(self.token)
+                self.requester = await self.c.users.authenticate(
+                    self.token, ip=self.request.remote)
                 result = await self.c.sync.sync(self.requester, since, self.flt,
                                                 SYNC_TIMEOUT_MS, full_state)
                 full_state = False
@@ -288,7 +289,8 @@ class WebSocketSession:
         if handler is None:
             return _error(rid, MatrixError(400, Codes.UNRECOGNIZED, f"Unknown method {method!r}"))
         try:
-            self.requester = await self.c.users.authenticate(self.token)
+            self.requester = await self.c.users.authenticate(self.token,
+                                                             ip=self.request.remote)
             return {"id": rid, "result": await handler(params)}
         except MatrixError as e:
             return _error(rid, e)

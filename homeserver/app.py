@@ -113,6 +113,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     for token in config.registration_tokens:
         await users.add_registration_token(token)
     hs = Homeserver(config, db, key, users, room_service, reader, sync_service, notifier)
+    hs.background.append(users)  # writes devices' last seen values in batches
 
     # Real-time services: each is a sync source, some have a background task.
     # -- typing

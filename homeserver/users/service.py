@@ -7,7 +7,9 @@ to requester keeps the per-request auth check off the database (entries are drop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import secrets
 import string
 import time
@@ -28,6 +30,10 @@ from homeserver.users.store import UserStore
 
 # OWASP's minimum argon2id profile: strong, and fast enough that registration is not a DoS vector.
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+
+log = logging.getLogger(__name__)
+
+_DeviceKey = tuple[str, str]  # (user_id, device_id)
 
 
 def token_hash(token: str) -> bytes:
@@ -50,7 +56,7 @@ class LoginResult:
 class UserService:
     def __init__(self, db: Database, store: UserStore, server_name: str,
                  account_stream: StreamIdGen, notifier: Notifier,
-                 password_min_length: int = 0) -> None:
+                 password_min_length: int = 0, last_seen_flush_s: float = 60.0) -> None:
         self._db = db
         self._store = store
         self.server_name = server_name
@@ -62,6 +68,19 @@ class UserService:
         # changes to different tags of a room are not lost in the read-modify-write of m.tag.
         self._tag_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
+        # Last seen (ts, ip) per device, kept in memory by authenticate() and written to the
+        # devices table by one background task in batches, at most once per device per
+        # `last_seen_flush_s` (a device never flushed yet is written at the next wake-up).
+        # `_seen` holds values not yet known to be in the DB (including ones being written),
+        # `_seen_dirty` the devices not yet handed to a flush, `_seen_flushed` when each device
+        # was last flushed (monotonic; pruned once the interval has passed).
+        self._seen_interval = last_seen_flush_s
+        self._seen: dict[_DeviceKey, tuple[int, str | None]] = {}
+        self._seen_dirty: set[_DeviceKey] = set()
+        self._seen_flushed: dict[_DeviceKey, float] = {}
+        self._seen_wakeup = asyncio.Event()
+        self._seen_lock = asyncio.Lock()
+        self._seen_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ passwords
 
@@ -176,7 +195,7 @@ class UserService:
         self._forget_tokens_of(row["user_id"], [row["device_id"]])
         return LoginResult(row["user_id"], row["device_id"], token, new_refresh, 3_600_000)
 
-    async def authenticate(self, token: str) -> Requester:
+    async def authenticate(self, token: str, ip: str | None = None) -> Requester:
         h = token_hash(token)
         cached = self._tokens.get(h)
         if cached is None:
@@ -194,7 +213,89 @@ class UserService:
         if valid_until is not None and valid_until < _now():
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token has expired",
                               soft_logout=True)
+        self._record_seen(requester, ip)
         return requester
+
+    # ------------------------------------------------------------------ last seen
+
+    def _record_seen(self, requester: Requester, ip: str | None) -> None:
+        key = (requester.user_id, requester.device_id)
+        self._seen[key] = (_now(), ip)
+        self._seen_dirty.add(key)
+        if key not in self._seen_flushed:
+            self._seen_wakeup.set()  # first request since login (or in a while): write soon
+
+    def _forget_seen(self, user_id: str, device_ids: list[str] | None) -> None:
+        for key in [k for k in self._seen if k[0] == user_id
+                    and (device_ids is None or k[1] in device_ids)]:
+            self._seen.pop(key, None)
+            self._seen_dirty.discard(key)
+
+    def _merge_seen(self, user_id: str, d: JsonDict) -> JsonDict:
+        """Overlay the in-memory last seen value (if fresher) on a device's JSON."""
+        seen = self._seen.get((user_id, d["device_id"]))
+        if seen is not None and seen[0] >= d.get("last_seen_ts", 0):
+            d["last_seen_ts"] = seen[0]
+            if seen[1] is not None:
+                d["last_seen_ip"] = seen[1]
+        return d
+
+    async def flush_last_seen(self, force: bool = True) -> None:
+        """Write pending last seen values in one UPDATE: all of them, or (force=False) those
+        of devices not flushed within the interval. Flushes run one at a time, so when this
+        returns, every value recorded before the call is in the DB."""
+        async with self._seen_lock:
+            now = time.monotonic()
+            for key, at in list(self._seen_flushed.items()):
+                if now - at >= self._seen_interval:
+                    del self._seen_flushed[key]
+            due = [k for k in self._seen_dirty if force or k not in self._seen_flushed]
+            if not due:
+                return
+            batch = [(k, self._seen[k]) for k in due if k in self._seen]
+            self._seen_dirty.difference_update(due)
+            for k in due:
+                self._seen_flushed[k] = now
+            try:
+                async with self._db.connection() as conn:
+                    await self._store.update_last_seen(
+                        conn, [k[0] for k, _ in batch], [k[1] for k, _ in batch],
+                        [v[0] for _, v in batch], [v[1] for _, v in batch])
+            except BaseException:
+                for k, v in batch:  # retry later unless a newer value is already pending
+                    if self._seen.get(k) == v:
+                        self._seen_dirty.add(k)
+                raise
+            for k, v in batch:
+                if self._seen.get(k) == v:
+                    del self._seen[k]
+
+    async def start(self) -> None:
+        if self._seen_task is None:
+            self._seen_task = asyncio.create_task(self._run_seen(), name="last-seen-flush")
+
+    async def stop(self) -> None:
+        task, self._seen_task = self._seen_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self.flush_last_seen()
+        except Exception:
+            log.exception("Could not write devices' last seen values")
+
+    async def _run_seen(self) -> None:
+        tick = max(0.01, min(5.0, self._seen_interval))
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._seen_wakeup.wait(), tick)
+            self._seen_wakeup.clear()
+            try:
+                await self.flush_last_seen(force=False)
+            except Exception:
+                log.exception("Could not write devices' last seen values")
+                await asyncio.sleep(tick)
 
     def _forget_tokens_of(self, user_id: str, device_ids: list[str] | None) -> None:
         for h, (req, _) in list(self._tokens.items()):
@@ -211,6 +312,7 @@ class UserService:
         async with self._db.transaction() as conn:
             await self._store.delete_devices(conn, user_id, device_ids)
         self._forget_tokens_of(user_id, device_ids)
+        self._forget_seen(user_id, device_ids)
 
     async def change_password(self, requester: Requester, new_password: str,
                               logout_devices: bool) -> None:
@@ -234,20 +336,21 @@ class UserService:
         async with self._db.transaction() as conn:
             await self._store.deactivate(conn, user_id)
         self._forget_tokens_of(user_id, None)
+        self._forget_seen(user_id, None)
 
     # ------------------------------------------------------------------ devices
 
     async def devices(self, user_id: str) -> list[JsonDict]:
         async with self._db.connection() as conn:
             rows = await self._store.devices(conn, user_id)
-        return [_device_json(user_id, r) for r in rows]
+        return [self._merge_seen(user_id, _device_json(user_id, r)) for r in rows]
 
     async def device(self, user_id: str, device_id: str) -> JsonDict:
         async with self._db.connection() as conn:
             row = await self._store.device(conn, user_id, device_id)
         if row is None:
             raise not_found("Unknown device")
-        return _device_json(user_id, row)
+        return self._merge_seen(user_id, _device_json(user_id, row))
 
     async def rename_device(self, user_id: str, device_id: str, name: str) -> None:
         async with self._db.connection() as conn:

@@ -117,6 +117,19 @@ class UserStore:
             " WHERE user_id = $1 AND device_id = $2", user_id, device_id,
         )
 
+    async def update_last_seen(self, conn: Conn, user_ids: list[str], device_ids: list[str],
+                               ts: list[int], ips: list[str | None]) -> None:
+        """One batched UPDATE of devices' last seen time and IP (a deleted device matches no
+        row, so it is not re-created; an older value never overwrites a newer one)."""
+        await conn.execute(
+            "UPDATE devices d SET last_seen_ts = v.ts,"
+            " last_seen_ip = COALESCE(v.ip, d.last_seen_ip)"
+            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS v(u, dev, ts, ip)"
+            " WHERE d.user_id = v.u AND d.device_id = v.dev"
+            " AND (d.last_seen_ts IS NULL OR d.last_seen_ts <= v.ts)",
+            user_ids, device_ids, ts, ips,
+        )
+
     async def rename_device(self, conn: Conn, user_id: str, device_id: str, name: str) -> bool:
         res = await conn.execute(
             "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",

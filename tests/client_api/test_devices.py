@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import time
+from typing import Any
 
+from tests.conftest import Server
 from tests.helpers import Client
 
 
@@ -108,3 +111,83 @@ async def test_delete_devices_bulk(c: Client) -> None:
         assert status == 401
     status, body = await c.request("GET", "/devices", token=u.access_token)
     assert [d["device_id"] for d in body["devices"]] == ["KEEP"]
+
+
+async def _db_device(server: Server, user_id: str, device_id: str) -> Any:
+    hs = server.hs
+    async with hs.db.connection() as conn:
+        return await hs.users._store.device(conn, user_id, device_id)
+
+
+async def test_last_seen_tracks_requests(c: Client, server: Server) -> None:
+    local = "seen" + secrets.token_hex(5)
+    u = await c.register(local, device_id="SEEN1")
+    status, body = await c.request("POST", "/login", {
+        "type": "m.login.password", "user": local, "password": "pw-secret-1",
+        "device_id": "SEEN2"})
+    assert status == 200
+    other = body["access_token"]
+    # Make the stored login-time values old, so fresh in-memory ones are distinguishable.
+    await server.hs.users.flush_last_seen()
+    async with server.hs.db.connection() as conn:
+        await conn.execute("UPDATE devices SET last_seen_ts = 1000, last_seen_ip = '10.0.0.1'"
+                           " WHERE user_id = $1", u.user_id)
+    status, _ = await c.request("GET", "/account/whoami", token=u.access_token)
+    assert status == 200
+    now = time.time() * 1000
+    status, body = await c.request("GET", "/devices", token=u.access_token)
+    assert status == 200
+    devices = {d["device_id"]: d for d in body["devices"]}
+    assert abs(devices["SEEN1"]["last_seen_ts"] - now) < 5_000
+    assert devices["SEEN1"]["last_seen_ip"] == "127.0.0.1"
+    # The second device has made no request since: its values are its own.
+    assert devices["SEEN2"]["last_seen_ts"] == 1000
+    assert devices["SEEN2"]["last_seen_ip"] == "10.0.0.1"
+    status, body = await c.request("GET", "/devices/SEEN1", token=u.access_token)
+    assert abs(body["last_seen_ts"] - now) < 5_000
+    # A request from the second device updates only it.
+    status, body = await c.request("GET", "/devices/SEEN2", token=other)
+    assert status == 200
+    assert abs(body["last_seen_ts"] - now) < 5_000
+    assert body["last_seen_ip"] == "127.0.0.1"
+
+    # The flush writes the in-memory values to the DB.
+    await server.hs.users.flush_last_seen()
+    for dev in ("SEEN1", "SEEN2"):
+        row = await _db_device(server, u.user_id, dev)
+        assert abs(row["last_seen_ts"] - now) < 5_000
+        assert row["last_seen_ip"] == "127.0.0.1"
+
+
+async def test_last_seen_flush_does_not_resurrect_deleted_device(
+        c: Client, server: Server) -> None:
+    local = "gone" + secrets.token_hex(5)
+    u = await c.register(local, device_id="KEEP")
+    status, body = await c.request("POST", "/login", {
+        "type": "m.login.password", "user": local, "password": "pw-secret-1",
+        "device_id": "GONE"})
+    assert status == 200
+    gone = body["access_token"]
+    status, _ = await c.request("GET", "/account/whoami", token=gone)
+    assert status == 200
+    # Once flushed, the device's next value waits in memory for the interval to pass.
+    await server.hs.users.flush_last_seen()
+    status, _ = await c.request("GET", "/account/whoami", token=gone)
+    assert status == 200
+    # Delete the device directly, as if a late flush raced the deletion: the pending value
+    # stays in memory, and the flush must match no row.
+    async with server.hs.db.connection() as conn:
+        await server.hs.users._store.delete_devices(conn, u.user_id, ["GONE"])
+    assert (u.user_id, "GONE") in server.hs.users._seen
+    await server.hs.users.flush_last_seen()
+    assert await _db_device(server, u.user_id, "GONE") is None
+    status, body = await c.request("GET", "/devices", token=u.access_token)
+    assert [d["device_id"] for d in body["devices"]] == ["KEEP"]
+    status, _ = await c.request("GET", "/devices/GONE", token=u.access_token)
+    assert status == 404
+    # Deleting through the API drops the pending value too.
+    status, _ = await c.request("GET", "/account/whoami", token=u.access_token)
+    await server.hs.users.delete_devices(u.user_id, ["KEEP"])
+    assert (u.user_id, "KEEP") not in server.hs.users._seen
+    await server.hs.users.flush_last_seen()
+    assert await _db_device(server, u.user_id, "KEEP") is None
