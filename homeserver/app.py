@@ -16,6 +16,7 @@ from client_api import (
     login,
     presence,
     profile,
+    pushrules,
     receipts,
     register,
     rooms,
@@ -163,7 +164,7 @@ def make_app(hs: Homeserver) -> web.Application:
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
     )
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
-                   to_device, receipts, presence, tags, user_directory):
+                   to_device, receipts, presence, tags, user_directory, pushrules):
         app.add_routes(module.routes)
     app.router.add_route("*", "/_matrix/{tail:.*}", _unknown_endpoint)
     setup_websockets(app)  # the set of open sockets, closed on shutdown

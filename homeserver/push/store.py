@@ -1,0 +1,19 @@
+"""SQL for the push_rule_changes table (one JSON object of push-rule changes per user)."""
+
+from __future__ import annotations
+
+from homeserver.storage.database import Conn
+
+
+class PushRuleStore:
+    async def get_changes(self, conn: Conn, user_id: str) -> str | None:
+        raw = await conn.fetchval(
+            "SELECT changes FROM push_rule_changes WHERE user_id = $1", user_id)
+        return str(raw) if raw is not None else None
+
+    async def put_changes(self, conn: Conn, user_id: str, changes: str) -> None:
+        await conn.execute(
+            "INSERT INTO push_rule_changes (user_id, changes) VALUES ($1, $2)"
+            " ON CONFLICT (user_id) DO UPDATE SET changes = EXCLUDED.changes",
+            user_id, changes,
+        )
