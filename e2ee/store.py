@@ -34,19 +34,6 @@ ORDER BY stream_id LIMIT $4
 
 
 class ToDeviceStore:
-    async def max_stream_id(self, conn: Conn) -> int:
-        """The highest position ever allocated (survives deletion of acknowledged rows)."""
-        pos = await conn.fetchval(
-            "SELECT GREATEST((SELECT pos FROM to_device_stream),"
-            " (SELECT MAX(stream_id) FROM to_device_inbox))"
-        )
-        return int(pos or 0)
-
-    async def record_stream_id(self, conn: Conn, stream_id: int) -> None:
-        await conn.execute(
-            "UPDATE to_device_stream SET pos = GREATEST(pos, $1)", stream_id
-        )
-
     async def add_txn(self, conn: Conn, user_id: str, device_id: str, txn_id: str,
                       stream_id: int, now_ms: int) -> bool:
         """Record a sender's txn id; False if it was already there (a resend)."""

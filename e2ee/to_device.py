@@ -24,7 +24,7 @@ import orjson
 from e2ee.store import ToDeviceStore
 from homeserver.errors import Codes, MatrixError
 from homeserver.storage.database import Database
-from homeserver.storage.streams import StreamIdGen
+from homeserver.storage.streams import Stream
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict, Requester
 
@@ -43,14 +43,11 @@ def _server_of(user_id: str) -> str:
 
 class ToDeviceService:
     def __init__(self, db: Database, store: ToDeviceStore, notifier: Notifier,
-                 stream: StreamIdGen) -> None:
+                 stream: Stream) -> None:
         self._db = db
         self._store = store
         self._notifier = notifier
         self._stream = stream
-        # Positions finished but maybe not yet visible (an earlier one still in flight): their
-        # recipients are woken once `current` covers them, or a parked sync would miss them.
-        self._unwoken: dict[int, set[str]] = {}
         self._clean: dict[tuple[str, str], int] = {}
         self.prune_every = PRUNE_EVERY
         self._sends = 0
@@ -82,7 +79,7 @@ class ToDeviceService:
         if len(user_ids) > MAX_TARGETS:
             raise MatrixError(413, Codes.TOO_LARGE, "Too many to-device recipients")
 
-        pos = self._stream.allocate()
+        pos = await self._stream.allocate()
         recipients: set[str] = set()
         try:
             async with self._db.transaction() as conn:
@@ -92,11 +89,8 @@ class ToDeviceService:
                         recipients = await self._store.insert_messages(
                             conn, pos, requester.user_id, event_type, user_ids, device_ids,
                             contents)
-                    # Last, so the single row is locked only for the commit.
-                    await self._store.record_stream_id(conn, pos)
         finally:
-            self._stream.finish(pos)
-            self._wake(pos, recipients)
+            self._stream.finish(pos, wake=recipients)
         self._sends += 1
         if self._sends >= self.prune_every:
             self._sends = 0
@@ -110,17 +104,6 @@ class ToDeviceService:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         async with self._db.connection() as conn:
             return await self._store.prune_txns(conn, now_ms - TXN_MAX_AGE_MS)
-
-    def _wake(self, pos: int, recipients: set[str]) -> None:
-        if recipients:
-            self._unwoken[pos] = recipients
-        current = self._stream.current
-        ready = [p for p in self._unwoken if p <= current]
-        users: set[str] = set()
-        for p in ready:
-            users |= self._unwoken.pop(p)
-        if users:
-            self._notifier.notify_users(users)
 
     async def for_device(self, user_id: str, device_id: str, since: int | None,
                          upto: int) -> tuple[list[JsonDict], int]:

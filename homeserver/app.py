@@ -32,6 +32,7 @@ from e2ee.store import ToDeviceStore
 from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.http import error_middleware, error_response
 from homeserver.presence.service import PresenceService
@@ -41,6 +42,7 @@ from homeserver.receipts.service import ReceiptService
 from homeserver.receipts.store import ReceiptStore
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
+from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
@@ -49,8 +51,9 @@ from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, RoomWriter
 from homeserver.signing import ServerSigningKey
 from homeserver.storage.database import Database
+from homeserver.storage.instances import InstanceRegistry
 from homeserver.storage.migrate import migrate
-from homeserver.storage.streams import StreamIdGen
+from homeserver.storage.streams import IdPool, Stream
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.service import SyncService
 from homeserver.sync.streams import SyncSources
@@ -83,6 +86,16 @@ class Homeserver:
     receipts: ReceiptService | None = None
     to_device: ToDeviceService | None = None
     presence: PresenceService | None = None
+    writer: RoomWriter | None = None
+    event_stream: Stream | None = None
+
+
+async def open_stream(db: Database, name: str, sequence: str, notifier: Notifier) -> Stream:
+    """A stream starting at its sequence's last value (other live processes' floors are
+    applied by the instance registry before the server takes requests)."""
+    current = await db.fetchval(
+        "SELECT COALESCE(pg_sequence_last_value($1::regclass), 0)", sequence)
+    return Stream(name, sequence, db, int(current), notifier.notify_users)
 
 
 async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) -> Homeserver:
@@ -90,23 +103,27 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         await migrate(conn)
     event_store, groups_store = EventStore(), StateGroupStore()
     room_store, user_store = RoomStore(), UserStore()
-    async with db.connection() as conn:
-        event_stream = StreamIdGen(await event_store.max_stream_ordering(conn))
-        account_stream = StreamIdGen(await user_store.max_account_data_stream(conn))
-        max_group = await groups_store.max_group(conn)
     notifier = Notifier()
+    event_stream = await open_stream(db, "events", "events_stream_seq", notifier)
+    account_stream = await open_stream(db, "account_data", "account_data_seq", notifier)
+    receipt_stream = await open_stream(db, "receipts", "receipts_seq", notifier)
+    to_device_stream = await open_stream(db, "to_device", "to_device_seq", notifier)
     cache = EventCache(db, event_store, room_store)
-    groups = StateGroups(db, groups_store, max_group)
+    groups = StateGroups(db, groups_store)
     registry = RoomRegistry(db, room_store, event_store, cache, groups)
     members = MembershipIndex(db, room_store)
     visibility = Visibility(groups, cache)
     membership_hooks: list[MembershipHook] = []
     writer = RoomWriter(db, event_store, groups_store, room_store, cache, groups, members,
-                        event_stream, notifier, membership_hooks)
+                        event_stream, IdPool("state_group_seq", db), membership_hooks)
     users = UserService(db, user_store, config.server_name, account_stream, notifier,
                         config.password_min_length)
-    room_service = RoomService(db, config.server_name, key, registry, room_store, writer, cache,
-                               config.default_room_version, members)
+    room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
+                               writer, cache, config.default_room_version, members)
+    refresher = RoomCacheRefresher(db, event_store, registry, cache, members)
+    instances = InstanceRegistry(
+        db, config.instance_name, [event_stream, account_stream, receipt_stream,
+                                   to_device_stream], refresher.on_advance)
     reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members)
     sources = SyncSources()
     sync_service = SyncService(db, event_store, registry, members, cache, groups, visibility,
@@ -114,6 +131,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     for token in config.registration_tokens:
         await users.add_registration_token(token)
     hs = Homeserver(config, db, key, users, room_service, reader, sync_service, notifier)
+    hs.writer, hs.event_stream = writer, event_stream
+    hs.background.append(instances)  # first to start, last to stop
     hs.background.append(users)  # writes devices' last seen values in batches
 
     # Real-time services: each is a sync source, some have a background task.
@@ -124,14 +143,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(hs.typing)
     # -- receipts
     receipt_store = ReceiptStore()
-    async with db.connection() as conn:
-        receipt_stream = StreamIdGen(await receipt_store.max_stream_id(conn))
     hs.receipts = ReceiptService(db, receipt_store, registry, cache, notifier, receipt_stream)
     sources.receipts = hs.receipts
     # -- to-device
     to_device_store = ToDeviceStore()
-    async with db.connection() as conn:
-        to_device_stream = StreamIdGen(await to_device_store.max_stream_id(conn))
     hs.to_device = ToDeviceService(db, to_device_store, notifier, to_device_stream)
     sources.to_device = hs.to_device
     # -- presence

@@ -2,7 +2,8 @@
 
 The environment wins over the file so that scripts and containers can run Parley with no YAML at
 all (PARLEY_SERVER_NAME, PARLEY_LISTEN, PARLEY_DATA_DIR, PARLEY_DATABASE_URL, PARLEY_REGISTRATION,
-PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL). Values are frozen dataclasses passed to whoever needs them;
+PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL,
+PARLEY_INSTANCE_NAME). Values are frozen dataclasses passed to whoever needs them;
 there is no global config object.
 """
 
@@ -62,6 +63,8 @@ class Config:
     presence_enabled: bool = True
     presence_idle_after_ms: int = 30_000  # no heartbeat this long (past a sync's timeout): idle
     presence_offline_after_ms: int = 300_000  # ... and this long: offline
+    # Each process sharing one database needs its own name (see storage/instances.py).
+    instance_name: str = "main"
 
     @property
     def base_url(self) -> str:
@@ -176,6 +179,8 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
             "idle_after_ms", cfg.presence_idle_after_ms)),
         presence_offline_after_ms=int((raw.get("presence") or {}).get(
             "offline_after_ms", cfg.presence_offline_after_ms)),
+        instance_name=str(env.get("PARLEY_INSTANCE_NAME",
+                                  raw.get("instance_name", cfg.instance_name))),
     )
     validate(cfg)
     return cfg
@@ -192,6 +197,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("listener port out of range")
     if not 0 < cfg.presence_idle_after_ms < cfg.presence_offline_after_ms:
         raise ConfigError("presence: need 0 < idle_after_ms < offline_after_ms")
+    if not cfg.instance_name or len(cfg.instance_name) > 64 or any(
+            not (c.isalnum() or c in "-_.") for c in cfg.instance_name):
+        raise ConfigError("instance_name must be 1-64 letters, digits, '-', '_' or '.'")
     if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
 

@@ -35,6 +35,15 @@ class EventEntry:
     extra_unsigned: JsonDict = field(default_factory=dict)
     redacted_because: JsonDict | None = None
     pruned_content: JsonDict | None = None
+    # Why the event failed its receipt checks, if it did; rejected, soft-failed and outlier
+    # events are stored (so they are not fetched again) but never served to clients.
+    rejected: str | None = None
+    outlier: bool = False
+    soft_failed: bool = False
+
+    @property
+    def served(self) -> bool:
+        return self.stream_ordering > 0
 
     @property
     def is_state(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 
 import asyncpg
@@ -10,7 +11,9 @@ from homeserver.storage.database import Conn
 
 EVENT_COLS = (
     "stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,"
-    " state_group, COALESCE(state_group_before, 0) AS state_group_before, redacted_by, json,"
+    " COALESCE(state_group, 0) AS state_group,"
+    " COALESCE(state_group_before, 0) AS state_group_before, redacted_by, json,"
+    " rejected, outlier, soft_failed,"
     " (SELECT room_version FROM rooms r WHERE r.room_id = events.room_id) AS room_version"
 )
 
@@ -19,15 +22,28 @@ class EventStore:
     async def insert_event(
         self, conn: Conn, *, stream_ordering: int, event_id: str, room_id: str, type: str,
         state_key: str | None, sender: str, depth: int, origin_server_ts: int,
-        state_group: int, state_group_before: int | None, relates_to: str | None,
+        state_group: int | None, state_group_before: int | None, relates_to: str | None,
         rel_type: str | None, json: str, prev_events: list[str], auth_events: list[str],
+        outlier: bool = False, rejected: str | None = None, soft_failed: bool = False,
+        replace: bool = False,
     ) -> None:
+        """Insert an event with its edges; `replace` de-outliers an event stored as outlier."""
+        if replace:
+            await conn.execute(
+                "UPDATE events SET stream_ordering = $1, state_group = $3,"
+                " state_group_before = $4, outlier = $5, rejected = $6, soft_failed = $7,"
+                " json = $8 WHERE event_id = $2",
+                stream_ordering, event_id, state_group, state_group_before, outlier, rejected,
+                soft_failed, json)
+            return
         await conn.execute(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
             " depth, origin_server_ts, state_group, state_group_before, relates_to, rel_type,"
-            " json) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+            " json, outlier, rejected, soft_failed)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
             stream_ordering, event_id, room_id, type, state_key, sender, depth,
             origin_server_ts, state_group, state_group_before, relates_to, rel_type, json,
+            outlier, rejected, soft_failed,
         )
         # Edges and auth edges in one statement each, whatever their number.
         await conn.execute(
@@ -36,6 +52,11 @@ class EventStore:
             " INSERT INTO event_auth (event_id, auth_id) SELECT $1, unnest($3::text[])",
             event_id, prev_events, auth_events,
         )
+
+    async def next_hidden_position(self, conn: Conn) -> int:
+        """A stream ordering for an event that is never served (outlier, rejected,
+        soft-failed): negative, so no sync range includes it."""
+        return int(await conn.fetchval("SELECT nextval('events_hidden_seq')"))
 
     async def insert_plain_event(
         self, conn: Conn, *, stream_ordering: int, event_id: str, room_id: str, type: str,
@@ -64,6 +85,46 @@ class EventStore:
             txn[0] if txn else None, txn[1] if txn else None, txn[2] if txn else None, now_ms,
         )
 
+    async def insert_plain_events(self, conn: Conn, room_id: str,
+                                  rows: list[tuple[object, ...]]) -> None:
+        """Persist a group of non-state events of one room in ONE statement (group commit).
+
+        Each row is (stream_ordering, event_id, type, sender, depth, origin_server_ts,
+        state_group, relates_to, rel_type, json, prev_events, auth_events, txn or None).
+        """
+        ids = [r[1] for r in rows]
+        prevs = {p for r in rows for p in r[10]}  # type: ignore[attr-defined]
+        edges = [(r[1], p) for r in rows for p in r[10]]  # type: ignore[attr-defined]
+        auths = [(r[1], a) for r in rows for a in r[11]]  # type: ignore[attr-defined]
+        txns = [(r[12], r[1]) for r in rows if r[12] is not None]
+        await conn.execute(
+            "WITH ev AS (INSERT INTO events (stream_ordering, event_id, room_id, type, sender,"
+            "  depth, origin_server_ts, state_group, state_group_before, relates_to, rel_type,"
+            "  json) SELECT s, i, $1, t, se, d, ts, g, g, rt, rl, j FROM unnest($2::bigint[],"
+            "  $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],"
+            "  $9::text[], $10::text[], $11::text[]) AS x(s, i, t, se, d, ts, g, rt, rl, j)),"
+            " ed AS (INSERT INTO event_edges (event_id, prev_event_id)"
+            "  SELECT * FROM unnest($12::text[], $13::text[])),"
+            " au AS (INSERT INTO event_auth (event_id, auth_id)"
+            "  SELECT * FROM unnest($14::text[], $15::text[])),"
+            " fx AS (DELETE FROM forward_extremities WHERE room_id = $1"
+            "  AND event_id = ANY($16::text[])),"
+            " fi AS (INSERT INTO forward_extremities (room_id, event_id)"
+            "  SELECT $1, unnest($17::text[])),"
+            " tx AS (INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)"
+            "  SELECT * FROM unnest($18::text[], $19::text[], $20::text[], $21::text[],"
+            "  $22::bigint[]))"
+            " SELECT 1",
+            room_id, [r[0] for r in rows], ids, [r[2] for r in rows], [r[3] for r in rows],
+            [r[4] for r in rows], [r[5] for r in rows], [r[6] for r in rows],
+            [r[7] for r in rows], [r[8] for r in rows], [r[9] for r in rows],
+            [e[0] for e in edges], [e[1] for e in edges], [a[0] for a in auths],
+            [a[1] for a in auths], sorted(prevs), [i for i in ids if i not in prevs],
+            [t[0][0] for t in txns], [t[0][1] for t in txns],  # type: ignore[index]
+            [t[0][2] for t in txns], [t[1] for t in txns],  # type: ignore[index]
+            [int(time.time() * 1000)] * len(txns),
+        )
+
     async def set_forward_extremities(
         self, conn: Conn, room_id: str, remove: list[str], add: str
     ) -> None:
@@ -80,6 +141,10 @@ class EventStore:
         )
         return [r["event_id"] for r in rows]
 
+    async def max_depth(self, conn: Conn, room_id: str) -> int:
+        return int(await conn.fetchval(
+            "SELECT COALESCE(MAX(depth), 0) FROM events WHERE room_id = $1", room_id))
+
     async def mark_redacted(self, conn: Conn, event_id: str, redacted_by: str) -> None:
         await conn.execute(
             "UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL",
@@ -91,8 +156,12 @@ class EventStore:
             f"SELECT {EVENT_COLS} FROM events WHERE event_id = ANY($1::text[])", list(event_ids)
         ))
 
-    async def max_stream_ordering(self, conn: Conn) -> int:
-        return int(await conn.fetchval("SELECT COALESCE(MAX(stream_ordering), 0) FROM events"))
+    async def events_between(self, conn: Conn, after: int, upto: int,
+                             limit: int) -> list[asyncpg.Record]:
+        """Served events of every room in (after, upto], in stream order (for consumers)."""
+        return list(await conn.fetch(
+            f"SELECT {EVENT_COLS} FROM events WHERE stream_ordering > $1"
+            " AND stream_ordering <= $2 ORDER BY stream_ordering LIMIT $3", after, upto, limit))
 
     async def room_events_between(
         self, conn: Conn, room_id: str, after: int, upto: int, limit: int
@@ -117,6 +186,7 @@ class EventStore:
             cond, order = "(depth, stream_ordering) >= ($2, $3)", "ASC"
         return list(await conn.fetch(
             f"SELECT {EVENT_COLS} FROM events WHERE room_id = $1 AND {cond}"
+            " AND stream_ordering > 0"
             " AND ($5::text[] IS NULL OR type = ANY($5::text[]))"
             " AND ($6::text[] IS NULL OR NOT (type = ANY($6::text[])))"
             " AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
@@ -128,7 +198,8 @@ class EventStore:
         """The (depth, stream) pagination point just after the room's last event <= stream."""
         row = await conn.fetchrow(
             "SELECT depth, stream_ordering FROM events WHERE room_id = $1"
-            " AND stream_ordering <= $2 ORDER BY stream_ordering DESC LIMIT 1",
+            " AND stream_ordering <= $2 AND stream_ordering > 0"
+            " ORDER BY stream_ordering DESC LIMIT 1",
             room_id, stream,
         )
         if row is None:
@@ -145,14 +216,14 @@ class EventStore:
         row = await conn.fetchrow(
             "SELECT COALESCE(state_group_before, 0) AS g, type, state_key FROM events"
             " WHERE room_id = $1 AND (depth, stream_ordering) >= ($2, $3)"
-            " ORDER BY depth, stream_ordering LIMIT 1",
+            " AND stream_ordering > 0 ORDER BY depth, stream_ordering LIMIT 1",
             room_id, depth, stream,
         )
         if row is not None:
             return int(row["g"]), row["type"], row["state_key"]
         group = await conn.fetchval(
             "SELECT state_group FROM events WHERE room_id = $1"
-            " AND (depth, stream_ordering) < ($2, $3)"
+            " AND (depth, stream_ordering) < ($2, $3) AND stream_ordering > 0"
             " ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
             room_id, depth, stream,
         )
@@ -162,7 +233,7 @@ class EventStore:
         """State group after the room's last event at or below a sync stream position."""
         group = await conn.fetchval(
             "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2"
-            " ORDER BY stream_ordering DESC LIMIT 1", room_id, stream)
+            " AND stream_ordering > 0 ORDER BY stream_ordering DESC LIMIT 1", room_id, stream)
         return None if group is None else int(group)
 
     async def relations(
@@ -173,6 +244,7 @@ class EventStore:
         cmp = "<" if backwards else ">"
         return list(await conn.fetch(
             f"SELECT {EVENT_COLS} FROM events WHERE relates_to = $1 AND room_id = $2"
+            " AND stream_ordering > 0"
             " AND ($3::text IS NULL OR rel_type = $3) AND ($4::text IS NULL OR type = $4)"
             f" AND ($5::bigint IS NULL OR stream_ordering {cmp} $5)"
             f" ORDER BY stream_ordering {order} LIMIT $6",
@@ -219,5 +291,3 @@ class StateGroupStore:
             "SELECT chain_len FROM state_groups WHERE id = $1", group_id
         ))
 
-    async def max_group(self, conn: Conn) -> int:
-        return int(await conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM state_groups"))

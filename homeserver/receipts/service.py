@@ -23,7 +23,7 @@ from homeserver.events.model import EventEntry
 from homeserver.receipts.store import ReceiptStore
 from homeserver.rooms.state import EventCache, RoomRegistry
 from homeserver.storage.database import Database
-from homeserver.storage.streams import StreamIdGen
+from homeserver.storage.streams import Stream
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict, Requester
 from homeserver.users.service import UserService
@@ -39,14 +39,13 @@ class ReceiptService:
     """RoomEphemeralSource for m.receipt."""
 
     def __init__(self, db: Database, store: ReceiptStore, rooms: RoomRegistry,
-                 cache: EventCache, notifier: Notifier, stream: StreamIdGen) -> None:
+                 cache: EventCache, notifier: Notifier, stream: Stream) -> None:
         self._db = db
         self._store = store
         self._rooms = rooms
         self._cache = cache
         self._notifier = notifier
         self.stream = stream
-        self._pending: dict[int, list[str]] = {}  # position -> users to wake once it is current
         # Newest receipt position per room written since start-up: an incremental sync whose
         # rooms have none after `since` needs no query at all.
         self._boot = stream.current
@@ -103,26 +102,17 @@ class ReceiptService:
         else:
             room = await self._rooms.get(room_id)
             wake = room.joined_members() if room is not None else [requester.user_id]
-        pos = self.stream.allocate()
+        pos = await self.stream.allocate()
         try:
             async with self._db.transaction() as conn:
                 await self._store.upsert(conn, room_id, receipt_type, requester.user_id,
                                          thread_id or "", event_id,
                                          orjson.dumps(data).decode(), pos)
-            self._pending[pos] = wake
-            self._room_pos[room_id] = max(pos, self._room_pos.get(room_id, 0))
-        finally:
+        except BaseException:
             self.stream.finish(pos)
-            self._wake_committed()
-
-    def _wake_committed(self) -> None:
-        current = self.stream.current
-        ready = [p for p in self._pending if p <= current]
-        users: set[str] = set()
-        for p in ready:
-            users.update(self._pending.pop(p))
-        if users:
-            self._notifier.notify_users(users)
+            raise
+        self._room_pos[room_id] = max(pos, self._room_pos.get(room_id, 0))
+        self.stream.finish(pos, wake=wake)
 
     async def _thread_of(self, event: EventEntry) -> str | None:
         """'main' or the thread root of `event`, following up to THREAD_HOPS relations;

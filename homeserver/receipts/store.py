@@ -10,9 +10,6 @@ _COLUMNS = "room_id, receipt_type, user_id, thread_id, event_id, data, stream_id
 
 
 class ReceiptStore:
-    async def max_stream_id(self, conn: Conn) -> int:
-        return int(await conn.fetchval("SELECT COALESCE(MAX(stream_id), 0) FROM receipts"))
-
     async def upsert(self, conn: Conn, room_id: str, receipt_type: str, user_id: str,
                      thread_id: str, event_id: str, data: str, stream_id: int) -> None:
         await conn.execute(

@@ -52,6 +52,11 @@ class MembershipIndex:
         else:
             self._pending.setdefault(user_id, {})[room_id] = m
 
+    def invalidate(self, user_id: str) -> None:
+        """Forget a user's memberships (changed by another process); reloaded on next use."""
+        self._users.pop(user_id, None)
+        self._pending.pop(user_id, None)
+
     async def joined_rooms(self, user_id: str) -> list[str]:
         return [r for r, m in (await self.rooms_of(user_id)).items() if m.membership == "join"]
 

@@ -76,7 +76,7 @@ class RoomReader:
             # Spec: 404 both when the event is missing and when the user may not read it.
             raise not_found("Event not found") from None
         ev = (await self._cache.get_many([event_id])).get(event_id)
-        if ev is None or ev.room_id != room.room_id:
+        if ev is None or ev.room_id != room.room_id or not ev.served:
             raise not_found("Event not found")
         if not await self._visibility.filter(requester.user_id, [ev], joined):
             raise not_found("Event not found")

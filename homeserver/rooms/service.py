@@ -9,28 +9,24 @@ from __future__ import annotations
 import asyncio
 import secrets
 import string
-import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
-from homeserver.events.auth import AuthError, auth_event_types, redact_level, user_power_level
-from homeserver.events.hashing import (
-    EventTooLarge,
-    check_event_size,
-    finalize_event,
-    room_id_for_create_event,
-)
+from homeserver.events.auth import AuthError, redact_level, user_power_level
+from homeserver.events.builder import EventBuilder
+from homeserver.events.hashing import room_id_for_create_event
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.store import RoomStore
-from homeserver.rooms.writer import Batch, RoomWriter
-from homeserver.signing import ServerSigningKey
+from homeserver.rooms.writer import Batch, PersistEvent, RoomWriter
 from homeserver.storage.database import Conn, Database
 from homeserver.types import JsonDict, Requester, is_valid_user_id
 
@@ -61,14 +57,14 @@ def _fail(item: _Pending, e: BaseException) -> None:
 
 class RoomService:
     def __init__(
-        self, db: Database, server_name: str, key: ServerSigningKey, rooms: RoomRegistry,
+        self, db: Database, server_name: str, builder: EventBuilder, rooms: RoomRegistry,
         store: RoomStore, writer: RoomWriter, cache: EventCache, default_version: str,
         members: MembershipIndex,
     ) -> None:
         self._members = members
         self._db = db
         self.server_name = server_name
-        self._key = key
+        self._builder = builder
         self.rooms = rooms
         self._store = store
         self._writer = writer
@@ -87,35 +83,12 @@ class RoomService:
     def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
                sender: str, etype: str, content: JsonDict, state_key: str | None = None,
                redacts: str | None = None) -> tuple[str, JsonDict]:
-        pdu: JsonDict = {
-            "type": etype,
-            "sender": sender,
-            "content": content,
-            "origin_server_ts": int(time.time() * 1000),
-        }
-        if room_id is not None:
-            pdu["room_id"] = room_id
-        if state_key is not None:
-            pdu["state_key"] = state_key
-        if redacts is not None and not rv.redacts_in_content:
-            pdu["redacts"] = redacts
         if room is None:
-            pdu.update(prev_events=[], auth_events=[], depth=1)
-        else:
-            auth_ids = []
-            for key in auth_event_types(rv, etype, sender, state_key, content):
-                ev = room.state.get(key)
-                if ev is not None:
-                    auth_ids.append(ev.event_id)
-            pdu["auth_events"] = auth_ids
-            pdu["prev_events"] = room.extremities[-10:]
-            pdu["depth"] = min(room.depth + 1, 2**63 - 1)
-        try:
-            event_id, pdu = finalize_event(pdu, rv, self._key)
-            check_event_size(pdu)
-        except EventTooLarge as e:
-            raise MatrixError(413, Codes.TOO_LARGE, f"Event too large: {e}") from e
-        return event_id, pdu
+            return self._builder.build(rv, room_id, sender, etype, content, state=None,
+                                       extremities=[], depth=0, state_key=state_key)
+        return self._builder.build(rv, room_id, sender, etype, content, state=room.state,
+                                   extremities=room.extremities, depth=room.depth,
+                                   state_key=state_key, redacts=redacts)
 
     async def _send_locked(
         self, room: RoomData, sender: str, etype: str, content: JsonDict,
@@ -125,7 +98,8 @@ class RoomService:
         event_id, pdu = self._build(room, room.version, room.room_id, sender, etype, content,
                                     state_key, redacts)
         try:
-            return await self._writer.persist(room, event_id, pdu, txn, batch=batch)
+            return await self._writer.persist(room, PersistEvent(event_id, pdu, txn),
+                                              batch=batch)
         except AuthError as e:
             raise forbidden(str(e)) from e
 
@@ -137,8 +111,23 @@ class RoomService:
         room = await self.get_room(room_id)
         if state_key is None and redacts is None:
             return await self._send_grouped(room, _Pending(sender, etype, content, txn))
-        async with room.lock:
+        async with self.locked(room_id) as room:
             return await self._send_locked(room, sender, etype, content, state_key, txn, redacts)
+
+    @asynccontextmanager
+    async def locked(self, room_id: str) -> AsyncIterator[RoomData]:
+        """The room, with its writer lock held: the copy the registry holds now (a copy
+        dropped from the cache while we waited for the lock is reloaded first)."""
+        while True:
+            room = await self.get_room(room_id)
+            await room.lock.acquire()
+            if self.rooms.loaded(room_id) is room:
+                break
+            room.lock.release()
+        try:
+            yield room
+        finally:
+            room.lock.release()
 
     # ------------------------------------------------------------------ group commit
 
@@ -154,6 +143,15 @@ class RoomService:
         try:
             while room.pending:
                 async with room.lock:
+                    if self.rooms.loaded(room.room_id) is not room:  # dropped from the cache
+                        fresh = await self.rooms.get(room.room_id)
+                        if fresh is not None and fresh is not room:
+                            fresh.pending.extend(room.pending)
+                            room.pending.clear()
+                            if fresh.flusher is None:
+                                fresh.flusher = asyncio.get_running_loop().create_task(
+                                    self._flush(fresh))
+                            break
                     items = room.pending[:MAX_GROUP]
                     del room.pending[:MAX_GROUP]
                     await self._persist_group(room, items)
@@ -252,10 +250,9 @@ class RoomService:
     async def set_state(
         self, requester: Requester, room_id: str, etype: str, state_key: str, content: JsonDict
     ) -> str:
-        room = await self.get_room(room_id)
         if etype == "m.room.member":
             raise bad_json("Use the membership endpoints to change membership")
-        async with room.lock:
+        async with self.locked(room_id) as room:
             current = room.state.get((etype, state_key))
             if (current is not None and current.sender == requester.user_id
                     and current.pdu.get("content") == content):
@@ -270,7 +267,7 @@ class RoomService:
         reason: str | None = None, extra: JsonDict | None = None,
         profile: JsonDict | None = None,
     ) -> str:
-        room = await self.get_room(room_id)
+        await self.get_room(room_id)
         if not is_valid_user_id(target):
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user id")
         content: JsonDict = {"membership": membership}
@@ -280,7 +277,7 @@ class RoomService:
             content["reason"] = reason
         if extra:
             content.update(extra)
-        async with room.lock:
+        async with self.locked(room_id) as room:
             current = room.membership(target)
             if membership == "join" and current == "join" and requester.user_id == target:
                 ev = room.state[("m.room.member", target)]
@@ -387,8 +384,9 @@ class RoomService:
         batch: Batch,
     ) -> None:
         try:
-            await self._writer.persist(room, create_id, create_pdu,
-                                       new_room=(creator, is_public), batch=batch)
+            await self._writer.persist(
+                room, PersistEvent(create_id, create_pdu, new_room=(creator, is_public)),
+                batch=batch)
         except AuthError as e:
             raise MatrixError(400, Codes.BAD_JSON, f"Invalid creation_content: {e}") from e
 

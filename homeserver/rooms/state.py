@@ -8,6 +8,7 @@ are loaded lazily from the database on first use, so a restart loses nothing.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -136,6 +137,8 @@ def entry_from_row(row: object, txn: tuple[str, str, str] | None = None) -> Even
         stream_ordering=r["stream_ordering"], state_group=r["state_group"],  # type: ignore[index]
         state_group_before=r["state_group_before"],  # type: ignore[index]
         pdu=pdu, client=client, redacted_by=r["redacted_by"], txn=txn,  # type: ignore[index]
+        rejected=r["rejected"], outlier=r["outlier"],  # type: ignore[index]
+        soft_failed=r["soft_failed"],  # type: ignore[index]
     )
 
 
@@ -151,6 +154,9 @@ class EventCache:
 
     def put(self, entry: EventEntry) -> None:
         self._lru.put(entry.event_id, entry)
+
+    def drop(self, event_id: str) -> None:
+        self._lru.pop(event_id, None)
 
     def peek(self, event_id: str) -> EventEntry | None:
         v = self._lru.get_item(event_id)
@@ -194,15 +200,10 @@ class EventCache:
 class StateGroups:
     """Full state maps of state groups, resolved from delta chains and cached."""
 
-    def __init__(self, db: Database, store: StateGroupStore, next_id: int) -> None:
+    def __init__(self, db: Database, store: StateGroupStore) -> None:
         self._db = db
-        self._store = store
+        self.store = store
         self._cache = LRU(20_000)
-        self._next = next_id
-
-    def allocate(self) -> int:
-        self._next += 1
-        return self._next
 
     def remember(self, group: int, state: dict[StateKey, str]) -> None:
         self._cache.put(group, state)
@@ -212,7 +213,7 @@ class StateGroups:
         if isinstance(got, dict):
             return got
         async with self._db.connection() as conn:
-            rows = await self._store.load_chain(conn, group)
+            rows = await self.store.load_chain(conn, group)
         state: dict[StateKey, str] = {}
         for r in rows:  # farthest ancestor first, so nearer deltas win
             state[(r["type"], r["state_key"])] = r["event_id"]
@@ -221,38 +222,77 @@ class StateGroups:
 
 
 class RoomRegistry:
-    """Loads `RoomData` on first use and keeps it; the writer keeps it current."""
+    """Loads `RoomData` on first use and keeps the most recently used `size` rooms.
+
+    The database is the truth and this is a cache of it: a room that is not locked or waiting
+    for a write can be dropped at any time and is reloaded on its next use (another process
+    writing to the room calls `invalidate`). Asking for a room that does not exist leaves
+    nothing behind.
+    """
 
     def __init__(self, db: Database, rooms: RoomStore, events: EventStore,
-                 cache: EventCache, groups: StateGroups) -> None:
+                 cache: EventCache, groups: StateGroups, size: int = 10_000) -> None:
         self._db = db
         self._rooms = rooms
         self._events = events
         self._cache = cache
         self._groups = groups
-        self._loaded: dict[str, RoomData] = {}
+        self.size = size
+        self._loaded: OrderedDict[str, RoomData] = OrderedDict()
         self._loading: dict[str, asyncio.Lock] = {}
+        # A reloaded room keeps the lock of its previous copy while anyone still holds that
+        # copy, so one room never has two writers.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     def loaded(self, room_id: str) -> RoomData | None:
         return self._loaded.get(room_id)
 
     def add(self, room: RoomData) -> None:
         self._loaded[room.room_id] = room
+        self._locks[room.room_id] = room.lock
+        self._evict()
 
     def drop(self, room_id: str) -> None:
         self._loaded.pop(room_id, None)
 
+    def invalidate(self, room_id: str) -> None:
+        """Forget a room written elsewhere, unless a write of ours is under way in it (then
+        the writer holds the newer truth and the next reload happens after it)."""
+        room = self._loaded.get(room_id)
+        if room is not None and not _busy(room):
+            del self._loaded[room_id]
+
+    def _evict(self) -> None:
+        if len(self._loaded) <= self.size:
+            return
+        for room_id in list(self._loaded):
+            if len(self._loaded) <= self.size:
+                break
+            if not _busy(self._loaded[room_id]):
+                del self._loaded[room_id]
+
     async def get(self, room_id: str) -> RoomData | None:
         room = self._loaded.get(room_id)
         if room is not None:
+            self._loaded.move_to_end(room_id)
             return room
         lock = self._loading.setdefault(room_id, asyncio.Lock())
-        async with lock:
-            room = self._loaded.get(room_id)
-            if room is None:
-                room = await self._load(room_id)
-                if room is not None:
-                    self._loaded[room_id] = room
+        try:
+            async with lock:
+                room = self._loaded.get(room_id)
+                if room is None:
+                    room = await self._load(room_id)
+                    if room is not None:
+                        old_lock = self._locks.get(room_id)
+                        if old_lock is not None:
+                            room.lock = old_lock
+                        self._locks[room_id] = room.lock
+                        self._loaded[room_id] = room
+                        self._evict()
+        finally:
+            if not lock.locked() and self._loading.get(room_id) is lock:
+                del self._loading[room_id]
         return room
 
     async def _load(self, room_id: str) -> RoomData | None:
@@ -265,18 +305,29 @@ class RoomRegistry:
             recent_rows = await self._events.room_events_between(
                 conn, room_id, 0, 2**62, RECENT_EVENTS
             )
+            depth = await self._events.max_depth(conn, room_id)
         ids = [r["event_id"] for r in state_rows]
         entries = await self._cache.get_many(ids)
         state = {(r["type"], r["state_key"]): entries[r["event_id"]] for r in state_rows}
         recent = await self._cache.entries_from_rows(list(recent_rows))
-        last = recent[-1] if recent else None
-        group = last.state_group if last else 0
-        async with self._db.connection() as conn:
-            chain_len = await self._groups._store.chain_len(conn, group) if group else 0
-        depth = max((e.depth for e in recent), default=0)
+        # The current state's group: the state after the only extremity, else none yet (the
+        # current state is a resolution of several; the next local event saves it).
+        group, chain_len = 0, 0
+        if len(extremities) == 1:
+            ext = (await self._cache.get_many(extremities)).get(extremities[0])
+            if ext is not None and ext.state_group:
+                current = {k: e.event_id for k, e in state.items()}
+                if await self._groups.state_ids(ext.state_group) == current:
+                    group = ext.state_group
+                    async with self._db.connection() as conn:
+                        chain_len = await self._groups.store.chain_len(conn, group)
         floor = recent[0].stream_ordering - 1 if len(recent) >= RECENT_EVENTS else 0
         return RoomData(
             room_id=room_id, version=ROOM_VERSIONS[row["room_version"]], state=state,
             state_group=group, chain_len=chain_len, extremities=extremities, depth=depth,
             recent=recent, floor=floor,
         )
+
+
+def _busy(room: RoomData) -> bool:
+    return room.lock.locked() or bool(room.pending) or room.flusher is not None

@@ -40,6 +40,12 @@ class RoomStore:
             room_id, type, state_key, event_id, membership,
         )
 
+    async def delete_current_state(self, conn: Conn, room_id: str, type: str,
+                                   state_key: str) -> None:
+        await conn.execute(
+            "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            room_id, type, state_key)
+
     async def current_state_ids(self, conn: Conn, room_id: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(
             "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1", room_id

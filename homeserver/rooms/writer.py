@@ -1,50 +1,140 @@
-"""The single writer of room events: auth against current state, one transaction, then wake.
+"""The single writer of room events, with two doors and one persist path.
 
-Callers hold `room.lock` (RoomService does, from building the event to persisting it) so that
-prev_events, depth and state are always read and written by one task per room.
+- `persist` is the local door: RoomService builds an event from the room's forward extremities
+  and current state, and the writer checks it against that state and writes it.
+- `accept` is the door for a PDU from elsewhere (a remote server, a backfilled or fetched
+  event). It runs the spec's receipt checks in order: format, signatures and content hash
+  (`events/checks.py`), auth against the event's own auth_events and against the state before
+  it (either failing: stored as *rejected*, never state nor an extremity), then against the
+  room's current state (failing: *soft-failed*, stored and state at its place in the DAG, but
+  not an extremity and not served to clients).
+- `store_outlier` keeps an event known without its state (an auth chain, an invite or knock
+  over federation); `accept` later de-outliers it.
+
+The state before an event is computed from its prev_events: the state after each of them,
+resolved with state resolution when they differ; current state is the resolution of the forward
+extremities. For a local event built on every extremity this is exactly the current state held
+in memory, so the common path computes nothing and makes one round trip.
+
+Callers hold `room.lock` (RoomService does, from building the event to persisting it), so the
+DAG, depth and state of a room are read and written by one task at a time. Served events take
+positions from the events stream; events that are never served take negative positions, so no
+sync range can include them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
 
-from homeserver.events.auth import check_auth
+from homeserver.events.auth import AuthError, check_auth, check_auth_events_list
+from homeserver.events.checks import KeyFetcher, check_pdu, event_refs
 from homeserver.events.model import EventEntry, client_format, mark_redacted, relation_of
+from homeserver.events.state_res import resolve_state
 from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.rooms.members import Membership, MembershipIndex
-from homeserver.rooms.state import SNAPSHOT_EVERY, EventCache, RoomData, StateGroups
+from homeserver.rooms.state import (
+    SNAPSHOT_EVERY,
+    EventCache,
+    RoomData,
+    StateGroups,
+    StateKey,
+    entry_from_row,
+)
 from homeserver.rooms.store import RoomStore
 from homeserver.storage.database import Conn, Database
-from homeserver.storage.streams import StreamIdGen
-from homeserver.sync.notifier import Notifier
+from homeserver.storage.streams import IdPool, Stream
 from homeserver.types import JsonDict
+
+
+class MissingEvents(Exception):
+    """The PDU cites events this server does not have (federation fetches them, then retries)."""
+
+    def __init__(self, kind: str, event_ids: list[str]) -> None:
+        super().__init__(f"missing {kind}: {', '.join(event_ids)}")
+        self.kind = kind
+        self.event_ids = event_ids
+
+
+@dataclass(slots=True)
+class PersistEvent:
+    """One event on its way into a room, and everything the writer works out about it once."""
+
+    event_id: str
+    pdu: JsonDict
+    txn: tuple[str, str, str] | None = None
+    new_room: tuple[str, bool] | None = None  # (creator, is_public) with the create event
+    # Filled in by the writer.
+    pos: int = 0
+    group: int = 0
+    group_before: int = 0
+    chain_len: int = 0
+    new_state: dict[StateKey, str] | None = None  # full state after, if a new group is made
+    delta: dict[StateKey, str] = field(default_factory=dict)
+    prev_group: int | None = None
+    before_group_row: tuple[int, int | None, int, dict[StateKey, str]] | None = None
+    prev_state: EventEntry | None = None
+    relates_to: str | None = None
+    rel_type: str | None = None
+    redacts: str | None = None
+    rejected: str | None = None
+    soft_failed: bool = False
+    outlier: bool = False
+    deoutlier: bool = False
+    # Current-state changes beyond the event itself (a merge resolved by state resolution).
+    current_delta: dict[StateKey, str | None] | None = None
+    # Whether the room's current state afterwards is the state after this event (so its group
+    # is the room's current group); False after a merge whose resolution no group holds yet.
+    current_is_after: bool = True
+
+    @property
+    def served(self) -> bool:
+        return self.rejected is None and not self.soft_failed and not self.outlier
+
+    @property
+    def state_key(self) -> str | None:
+        sk = self.pdu.get("state_key")
+        return sk if isinstance(sk, str) else None
 
 
 @dataclass(slots=True)
 class Batch:
-    """Events of a room being created: applied in memory as they are built (each is checked
-    against the state the previous ones made) and written in ONE transaction by
-    `RoomWriter.commit`, so a createRoom that fails half-way leaves no rows behind."""
+    """Events of a room being created (or a group of messages): applied in memory as they are
+    built (each is checked against the state the previous ones made) and written in ONE
+    transaction by `RoomWriter.commit`, so a failure half-way leaves no rows behind."""
 
-    writes: list[Callable[[Conn], Awaitable[None]]] = field(default_factory=list)
+    events: list[PersistEvent] = field(default_factory=list)
     entries: list[EventEntry] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
 
 
 # (room, user_id, new membership): runs after the change is in memory; must not block.
 MembershipHook = Callable[[RoomData, str, str], None]
+# Work that must commit with the event (push actions, unread counts), run in its transaction.
+PersistHook = Callable[[Conn, RoomData, PersistEvent], Awaitable[None]]
+
+
+class _Fetcher:
+    """State resolution's view of the events: PDUs by id, from the cache or the database."""
+
+    def __init__(self, cache: EventCache) -> None:
+        self._cache = cache
+
+    async def get_events(self, event_ids: Iterable[str]) -> Mapping[str, JsonDict]:
+        got = await self._cache.get_many(list(event_ids))
+        return {k: e.pdu for k, e in got.items() if e.rejected is None}
 
 
 class RoomWriter:
     def __init__(
         self, db: Database, events: EventStore, groups_store: StateGroupStore,
         rooms: RoomStore, cache: EventCache, groups: StateGroups, members: MembershipIndex,
-        stream: StreamIdGen, notifier: Notifier,
+        stream: Stream, group_ids: IdPool,
         on_membership: list[MembershipHook] | None = None,
+        on_persist: list[PersistHook] | None = None,
     ) -> None:
         self._db = db
         self._events = events
@@ -54,223 +144,434 @@ class RoomWriter:
         self._groups = groups
         self._members = members
         self.stream = stream
-        self._notifier = notifier
+        self._group_ids = group_ids
+        self._fetcher = _Fetcher(cache)
         # Called after a committed membership change is applied in memory (e.g. typing drops
         # a user who left); the list is the caller's, so hooks can be added after wiring.
         self._on_membership = on_membership if on_membership is not None else []
-        # Positions finished but maybe not yet visible (an earlier one still in flight): their
-        # rooms' members are woken once `current` covers them, or a parked sync misses them.
-        self._unwoken: dict[int, list[str]] = {}
+        # Run inside the persist transaction of every event that changes something, so that
+        # their writes commit with the event or not at all.
+        self._on_persist = on_persist if on_persist is not None else []
 
-    async def persist(
-        self, room: RoomData, event_id: str, pdu: JsonDict,
-        txn: tuple[str, str, str] | None = None, new_room: tuple[str, bool] | None = None,
-        batch: Batch | None = None,
-    ) -> EventEntry:
-        """Check auth, write the event and its state in one transaction, update caches, wake.
+    # ------------------------------------------------------------------ the local door
 
-        `new_room` = (creator, is_public) inserts the rooms row in the same transaction as the
-        create event. Raises AuthError (nothing stored) if the event is not allowed.
-        """
+    async def persist(self, room: RoomData, ev: PersistEvent,
+                      batch: Batch | None = None) -> EventEntry:
+        """Check a locally built event, write it and its state in one transaction, update the
+        caches, wake. Raises AuthError (nothing stored) if the event is not allowed."""
         assert room.lock.locked()
-        check_auth(room.version, pdu, room.state_pdus())
-        state_key = pdu.get("state_key")
-        etype = pdu["type"]
-        content = pdu.get("content", {})
-        relates_to, rel_type = relation_of(content)
-        redacts = content.get("redacts") if etype == "m.room.redaction" else None
-        if etype == "m.room.redaction" and not isinstance(redacts, str):
-            redacts = pdu.get("redacts")
+        prevs = event_refs(ev.pdu.get("prev_events"))
+        if set(prevs) == set(room.extremities):
+            check_auth(room.version, ev.pdu, room.state_pdus())
+            await self._plan_on_current(room, ev)
+        else:  # built on a subset of many extremities: the state before is a resolution
+            before = await self._state_before(room, prevs)
+            check_auth(room.version, ev.pdu, await self._pdus(before))
+            await self._plan_general(room, ev, before, prevs)
+        return await self._persist_planned(room, ev, batch)
 
-        group_before = room.state_group
-        group, chain_len = group_before, room.chain_len
-        new_state: dict[tuple[str, str], str] | None = None
-        delta: dict[tuple[str, str], str] = {}
-        prev_state = None
-        prev_group: int | None = None
-        if state_key is not None:
-            key = (etype, state_key)
-            prev_state = room.state.get(key)
+    async def _plan_on_current(self, room: RoomData, ev: PersistEvent) -> None:
+        """The state before is the current state: reuse its group, delta-chain the next."""
+        self._describe(room, ev)
+        base, chain = room.state_group, room.chain_len
+        if base == 0 and room.state:  # current state is an unsaved resolution: save it first
+            base, chain = await self._group_ids.take(), 0
             full = {k: e.event_id for k, e in room.state.items()}
-            full[key] = event_id
-            new_state = full
-            group = self._groups.allocate()
-            if group_before == 0 or room.chain_len + 1 >= SNAPSHOT_EVERY:
-                delta, chain_len, prev_group = full, 0, None
+            ev.before_group_row = (base, None, 0, full)
+            self._groups.remember(base, full)
+        ev.group_before = ev.group = base
+        ev.chain_len = chain
+        state_key = ev.state_key
+        if state_key is not None:
+            key = (ev.pdu["type"], state_key)
+            ev.prev_state = room.state.get(key)
+            full = {k: e.event_id for k, e in room.state.items()}
+            full[key] = ev.event_id
+            ev.new_state = full
+            if base == 0 or chain + 1 >= SNAPSHOT_EVERY:
+                ev.delta, ev.chain_len, ev.prev_group = full, 0, None
             else:
-                delta, chain_len, prev_group = {key: event_id}, room.chain_len + 1, group_before
+                ev.delta, ev.chain_len, ev.prev_group = {key: ev.event_id}, chain + 1, base
 
-        pos = self.stream.allocate()
+    def _describe(self, room: RoomData, ev: PersistEvent) -> None:
+        content = ev.pdu.get("content", {})
+        ev.relates_to, ev.rel_type = relation_of(content)
+        if ev.pdu["type"] == "m.room.redaction":
+            redacts = content.get("redacts") if isinstance(content, dict) else None
+            if not isinstance(redacts, str):
+                redacts = ev.pdu.get("redacts")
+            ev.redacts = redacts if isinstance(redacts, str) else None
+
+    async def _persist_planned(self, room: RoomData, ev: PersistEvent,
+                               batch: Batch | None) -> EventEntry:
+        if ev.new_state is not None:
+            ev.group = await self._group_ids.take()
+        if ev.served:
+            ev.pos = await self.stream.allocate()
+        else:
+            ev.pos = await self._events.next_hidden_position(self._db)
         if batch is not None:
-            args = (room, event_id, pdu, pos, group, group_before, chain_len, new_state, delta,
-                    prev_group, relates_to, rel_type, txn, redacts, new_room)
-
-            async def write(conn: Conn) -> None:
-                await self._write_all(conn, *args)
-
-            batch.writes.append(write)
-            batch.positions.append(pos)
-            entry = self._apply(room, event_id, pdu, pos, group, group_before, chain_len,
-                                new_state, prev_state, txn, redacts, deferred=True)
+            batch.events.append(ev)
+            if ev.served:
+                batch.positions.append(ev.pos)
+            entry = self._apply(room, ev, deferred=True)
             batch.entries.append(entry)
             return entry
         try:
-            if new_state is None and redacts is None and new_room is None:
+            if self._is_plain(ev):
                 async with self._db.connection() as conn:
-                    await self._insert_plain(conn, room, event_id, pdu, pos, group,
-                                             relates_to, rel_type, txn)
+                    await self._insert_plain(conn, room, ev)
             else:
-                await self._write_transaction(room, event_id, pdu, pos, group, group_before,
-                                              chain_len, new_state, delta, prev_group,
-                                              relates_to, rel_type, txn, redacts, new_room)
-            entry = self._apply(room, event_id, pdu, pos, group, group_before, chain_len,
-                                new_state, prev_state, txn, redacts)
-        finally:
-            self.stream.finish(pos)
-            self._wake_visible()
-        self._wake(room, entry)
+                async with self._db.transaction() as conn:
+                    await self._write_all(conn, room, ev)
+            entry = self._apply(room, ev)
+        except BaseException:
+            if ev.served:
+                self.stream.finish(ev.pos)
+            raise
+        self._finish(room, entry, ev)
         return entry
 
-    async def _write_transaction(
-        self, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
-        group_before: int, chain_len: int, new_state: dict[tuple[str, str], str] | None,
-        delta: dict[tuple[str, str], str], prev_group: int | None, relates_to: str | None,
-        rel_type: str | None, txn: tuple[str, str, str] | None, redacts: str | None,
-        new_room: tuple[str, bool] | None,
-    ) -> None:
-        async with self._db.transaction() as conn:
-            await self._write_all(conn, room, event_id, pdu, pos, group, group_before,
-                                  chain_len, new_state, delta, prev_group, relates_to, rel_type,
-                                  txn, redacts, new_room)
+    def _is_plain(self, ev: PersistEvent) -> bool:
+        return (ev.new_state is None and ev.redacts is None and ev.new_room is None
+                and ev.served and not ev.deoutlier and ev.before_group_row is None
+                and not ev.current_delta and not self._on_persist)
 
-    async def _insert_plain(
-        self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
-        relates_to: str | None, rel_type: str | None, txn: tuple[str, str, str] | None,
-    ) -> None:
-        await self._events.insert_plain_event(
-            conn, stream_ordering=pos, event_id=event_id, room_id=room.room_id,
-            type=pdu["type"], sender=pdu["sender"], depth=pdu["depth"],
-            origin_server_ts=pdu["origin_server_ts"], state_group=group,
-            relates_to=relates_to, rel_type=rel_type, json=orjson.dumps(pdu).decode(),
-            prev_events=pdu.get("prev_events", []), auth_events=pdu.get("auth_events", []),
-            txn=txn, now_ms=int(time.time() * 1000))
+    # ------------------------------------------------------------------ the remote door
 
-    async def _write_all(
-        self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
-        group_before: int, chain_len: int, new_state: dict[tuple[str, str], str] | None,
-        delta: dict[tuple[str, str], str], prev_group: int | None, relates_to: str | None,
-        rel_type: str | None, txn: tuple[str, str, str] | None, redacts: str | None,
-        new_room: tuple[str, bool] | None,
-    ) -> None:
-        if new_state is None and redacts is None and new_room is None:
-            await self._insert_plain(conn, room, event_id, pdu, pos, group, relates_to,
-                                     rel_type, txn)
+    async def accept(self, room: RoomData, event_id: str, pdu: JsonDict, keys: KeyFetcher,
+                     state_before: Mapping[StateKey, str] | None = None) -> EventEntry:
+        """Run the receipt checks on a PDU from elsewhere and store it as accepted, rejected
+        or soft-failed. `state_before` (state ids at the event, e.g. from /state_ids) is needed
+        only when its prev_events are unknown here.
+
+        Raises:
+            InvalidPdu: malformed or badly signed (nothing stored).
+            MissingEvents: auth events (or prev events, without `state_before`) are unknown.
+        """
+        assert room.lock.locked()
+        existing = (await self._cache.get_many([event_id])).get(event_id)
+        if existing is not None and not existing.outlier:
+            return existing
+        pdu = await check_pdu(room.version, pdu, event_id, keys)
+        ev = PersistEvent(event_id, pdu, deoutlier=existing is not None)
+        auth_ids = event_refs(pdu.get("auth_events"))
+        auth = await self._cache.get_many(auth_ids)
+        missing = [a for a in auth_ids if a not in auth]
+        if missing:
+            raise MissingEvents("auth_events", missing)
+        ev.rejected = self._check_against_auth_events(room, pdu, list(auth.values()))
+        prevs = event_refs(pdu.get("prev_events"))
+        if state_before is None:
+            known = await self._cache.get_many(prevs)
+            missing = [p for p in prevs if p not in known or known[p].outlier]
+            if missing:
+                raise MissingEvents("prev_events", missing)
+            before = await self._state_before(room, prevs)
+        else:
+            before = dict(state_before)
+        if ev.rejected is None:
+            try:
+                check_auth(room.version, pdu, await self._pdus(before))
+            except AuthError as e:
+                ev.rejected = f"not allowed by the state before it: {e}"
+        if ev.rejected is not None:
+            self._describe(room, ev)
+            return await self._persist_planned(room, ev, None)
+        try:
+            check_auth(room.version, pdu, room.state_pdus())
+        except AuthError:
+            ev.soft_failed = True
+        await self._plan_general(room, ev, before, prevs)
+        return await self._persist_planned(room, ev, None)
+
+    async def store_outlier(self, room: RoomData, event_id: str, pdu: JsonDict,
+                            keys: KeyFetcher) -> EventEntry:
+        """Keep an event known without its state; its own auth events must be known (or be
+        stored first, in auth-chain order), and it is rejected if they do not allow it."""
+        assert room.lock.locked()
+        existing = (await self._cache.get_many([event_id])).get(event_id)
+        if existing is not None:
+            return existing
+        pdu = await check_pdu(room.version, pdu, event_id, keys)
+        ev = PersistEvent(event_id, pdu, outlier=True)
+        auth_ids = event_refs(pdu.get("auth_events"))
+        auth = await self._cache.get_many(auth_ids)
+        missing = [a for a in auth_ids if a not in auth]
+        if missing:
+            raise MissingEvents("auth_events", missing)
+        ev.rejected = self._check_against_auth_events(room, pdu, list(auth.values()))
+        self._describe(room, ev)
+        return await self._persist_planned(room, ev, None)
+
+    def _check_against_auth_events(self, room: RoomData, pdu: JsonDict,
+                                   auth: list[EventEntry]) -> str | None:
+        if any(a.rejected is not None for a in auth):
+            return "cites a rejected auth event"
+        try:
+            check_auth_events_list(room.version, pdu, [a.pdu for a in auth])
+            state = {(a.type, a.state_key or ""): a.pdu for a in auth}
+            if room.version.room_id_is_create_event_hash and pdu.get("type") != "m.room.create":
+                create = room.state.get(("m.room.create", ""))
+                if create is not None:
+                    state[("m.room.create", "")] = create.pdu
+            check_auth(room.version, pdu, state)
+        except AuthError as e:
+            return f"not allowed by its auth events: {e}"
+        return None
+
+    # ------------------------------------------------------------------ state from the DAG
+
+    async def _state_before(self, room: RoomData, prevs: list[str]) -> dict[StateKey, str]:
+        """The state after each prev event, resolved when they differ."""
+        entries = await self._cache.get_many(prevs)
+        groups = sorted({e.state_group for e in entries.values() if e.state_group})
+        if not groups:
+            return {}
+        maps = [dict(await self._groups.state_ids(g)) for g in groups]
+        if all(m == maps[0] for m in maps[1:]):
+            return maps[0]
+        return await resolve_state(room.version, maps, self._fetcher)
+
+    async def _pdus(self, state: Mapping[StateKey, str]) -> dict[StateKey, JsonDict]:
+        got = await self._cache.get_many(list(state.values()))
+        return {k: got[v].pdu for k, v in state.items() if v in got}
+
+    async def _plan_general(self, room: RoomData, ev: PersistEvent,
+                            before: dict[StateKey, str], prevs: list[str]) -> None:
+        """State groups for an event whose state before is not simply current state, and the
+        current state after it (the resolution of the new forward extremities)."""
+        self._describe(room, ev)
+        ev.group_before = await self._group_for(room, before, ev)
+        after = dict(before)
+        state_key = ev.state_key
+        if state_key is not None:
+            after[(ev.pdu["type"], state_key)] = ev.event_id
+            ev.new_state = after
+            ev.delta, ev.chain_len, ev.prev_group = ({(ev.pdu["type"], state_key): ev.event_id},
+                                                      self._chain_of(ev, room) + 1,
+                                                      ev.group_before)
+            if ev.chain_len >= SNAPSHOT_EVERY:
+                ev.delta, ev.chain_len, ev.prev_group = after, 0, None
+        else:
+            ev.group = ev.group_before
+            ev.chain_len = self._chain_of(ev, room)
+        if ev.soft_failed:
             return
-        if new_room is not None:
+        # Current state: the event replaces its prev events among the extremities.
+        extremities = [e for e in room.extremities if e not in set(prevs)] + [ev.event_id]
+        if len(extremities) == 1:
+            new_current = after
+        else:
+            others = await self._cache.get_many([e for e in extremities if e != ev.event_id])
+            maps = [after]
+            for o in others.values():
+                maps.append(dict(await self._groups.state_ids(o.state_group))
+                            if o.state_group else {})
+            new_current = await resolve_state(room.version, maps, self._fetcher)
+        old = {k: e.event_id for k, e in room.state.items()}
+        delta: dict[StateKey, str | None] = {k: v for k, v in new_current.items()
+                                              if old.get(k) != v}
+        for k in old:
+            if k not in new_current:
+                delta[k] = None
+        own = (ev.pdu["type"], state_key) if state_key is not None else None
+        if own is not None and delta.get(own) == ev.event_id:
+            del delta[own]
+            ev.prev_state = room.state.get(own)
+        ev.current_delta = delta or None
+        ev.current_is_after = new_current == after
+        if ev.current_delta:
+            needed = [v for v in ev.current_delta.values() if v is not None]
+            await self._cache.get_many(needed)  # warm: _apply reads them synchronously
+
+    def _chain_of(self, ev: PersistEvent, room: RoomData) -> int:
+        if ev.before_group_row is not None:
+            return ev.before_group_row[2]
+        return room.chain_len if ev.group_before == room.state_group else SNAPSHOT_EVERY
+
+    async def _group_for(self, room: RoomData, state: dict[StateKey, str],
+                         ev: PersistEvent) -> int:
+        """A state group holding exactly `state`: the current one if equal, else a new one
+        (a delta over the current group when nothing was removed, else a snapshot)."""
+        if not state:
+            return 0
+        current = {k: e.event_id for k, e in room.state.items()}
+        if state == current and room.state_group:
+            return room.state_group
+        group = await self._group_ids.take()
+        if room.state_group and all(k in state for k in current) \
+                and room.chain_len + 1 < SNAPSHOT_EVERY:
+            delta = {k: v for k, v in state.items() if current.get(k) != v}
+            ev.before_group_row = (group, room.state_group, room.chain_len + 1, delta)
+        else:
+            ev.before_group_row = (group, None, 0, dict(state))
+        self._groups.remember(group, dict(state))
+        return group
+
+    # ------------------------------------------------------------------ writing
+
+    async def _insert_plain(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
+        pdu = ev.pdu
+        await self._events.insert_plain_event(
+            conn, stream_ordering=ev.pos, event_id=ev.event_id, room_id=room.room_id,
+            type=pdu["type"], sender=pdu["sender"], depth=pdu["depth"],
+            origin_server_ts=pdu["origin_server_ts"], state_group=ev.group,
+            relates_to=ev.relates_to, rel_type=ev.rel_type, json=orjson.dumps(pdu).decode(),
+            prev_events=event_refs(pdu.get("prev_events")),
+            auth_events=event_refs(pdu.get("auth_events")),
+            txn=ev.txn, now_ms=int(time.time() * 1000))
+
+    async def _write_all(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
+        if self._is_plain(ev):
+            await self._insert_plain(conn, room, ev)
+            return
+        if ev.new_room is not None:
             await self._rooms.insert_room(
-                conn, room.room_id, room.version.identifier, new_room[0], new_room[1],
+                conn, room.room_id, room.version.identifier, ev.new_room[0], ev.new_room[1],
                 int(time.time() * 1000),
             )
-        if new_state is not None:
+        if ev.before_group_row is not None:
+            g, prev, chain, entries = ev.before_group_row
+            await self._groups_store.insert_group(conn, g, room.room_id, prev, chain, entries)
+        if ev.new_state is not None and ev.group and ev.group != ev.group_before:
             await self._groups_store.insert_group(
-                conn, group, room.room_id, prev_group, chain_len, delta
-            )
-        await self._write(conn, room, event_id, pdu, pos, group, group_before,
-                          relates_to, rel_type, txn, redacts)
+                conn, ev.group, room.room_id, ev.prev_group, ev.chain_len, ev.delta)
+        await self._write(conn, room, ev)
+        for hook in self._on_persist:
+            await hook(conn, room, ev)
 
-    def abort(self, batch: Batch) -> None:
-        """Give back the positions of a batch that will not be committed."""
-        for pos in batch.positions:
-            self.stream.finish(pos)
-        batch.positions.clear()
-        self._wake_visible()
-
-    async def commit(self, room: RoomData, batch: Batch,
-                     extra: Callable[[Conn], Awaitable[None]] | None = None) -> None:
-        """Write a batch (and `extra`, e.g. the room's alias) in one transaction, then publish
-        its events to the caches and wake their readers. On failure nothing is written and
-        the caller must drop the in-memory room."""
-        try:
-            async with self._db.transaction() as conn:
-                for write in batch.writes:
-                    await write(conn)
-                if extra is not None:
-                    await extra(conn)
-            for entry in batch.entries:
-                self._publish(room, entry)
-        finally:
-            self.abort(batch)
-        for entry in batch.entries:
-            self._wake(room, entry)
-
-    async def _write(
-        self, conn: Conn, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
-        group_before: int, relates_to: str | None, rel_type: str | None,
-        txn: tuple[str, str, str] | None, redacts: str | None,
-    ) -> None:
-        state_key = pdu.get("state_key")
+    async def _write(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
+        pdu = ev.pdu
+        state_key = ev.state_key
+        has_state = ev.rejected is None and not ev.outlier
         await self._events.insert_event(
-            conn, stream_ordering=pos, event_id=event_id, room_id=room.room_id,
+            conn, stream_ordering=ev.pos, event_id=ev.event_id, room_id=room.room_id,
             type=pdu["type"], state_key=state_key, sender=pdu["sender"], depth=pdu["depth"],
-            origin_server_ts=pdu["origin_server_ts"], state_group=group,
-            state_group_before=group_before or None, relates_to=relates_to, rel_type=rel_type,
-            json=orjson.dumps(pdu).decode(), prev_events=pdu.get("prev_events", []),
-            auth_events=pdu.get("auth_events", []),
+            origin_server_ts=pdu["origin_server_ts"],
+            state_group=(ev.group or None) if has_state else None,
+            state_group_before=(ev.group_before or None) if has_state else None,
+            relates_to=ev.relates_to, rel_type=ev.rel_type,
+            json=orjson.dumps(pdu).decode(), prev_events=event_refs(pdu.get("prev_events")),
+            auth_events=event_refs(pdu.get("auth_events")), outlier=ev.outlier,
+            rejected=ev.rejected, soft_failed=ev.soft_failed, replace=ev.deoutlier,
         )
+        if not ev.served:
+            return
         await self._events.set_forward_extremities(
-            conn, room.room_id, list(pdu.get("prev_events", [])), event_id
+            conn, room.room_id, event_refs(pdu.get("prev_events")), ev.event_id
         )
         if state_key is not None:
             membership = None
             if pdu["type"] == "m.room.member":
                 membership = pdu["content"]["membership"]
                 await self._rooms.insert_membership(
-                    conn, event_id, room.room_id, state_key, pdu["sender"], membership, pos
-                )
-            await self._rooms.upsert_current_state(
-                conn, room.room_id, pdu["type"], state_key, event_id, membership
-            )
-        if txn is not None:
-            await self._rooms.insert_txn(conn, txn[0], txn[1], txn[2], event_id,
+                    conn, ev.event_id, room.room_id, state_key, pdu["sender"], membership,
+                    ev.pos)
+            if ev.current_delta is None or (pdu["type"], state_key) not in ev.current_delta:
+                await self._rooms.upsert_current_state(
+                    conn, room.room_id, pdu["type"], state_key, ev.event_id, membership)
+        if ev.current_delta:
+            for (t, k), eid in ev.current_delta.items():
+                if eid is None:
+                    await self._rooms.delete_current_state(conn, room.room_id, t, k)
+                    continue
+                e = self._cache.peek(eid)
+                m = e.membership if e is not None else None
+                await self._rooms.upsert_current_state(conn, room.room_id, t, k, eid, m)
+        if ev.txn is not None:
+            await self._rooms.insert_txn(conn, ev.txn[0], ev.txn[1], ev.txn[2], ev.event_id,
                                          int(time.time() * 1000))
-        if redacts is not None:
-            await self._events.mark_redacted(conn, redacts, event_id)
+        if ev.redacts is not None:
+            await self._events.mark_redacted(conn, ev.redacts, ev.event_id)
 
-    def _apply(
-        self, room: RoomData, event_id: str, pdu: JsonDict, pos: int, group: int,
-        group_before: int, chain_len: int, new_state: dict[tuple[str, str], str] | None,
-        prev_state: EventEntry | None, txn: tuple[str, str, str] | None, redacts: str | None,
-        deferred: bool = False,
-    ) -> EventEntry:
-        client = client_format(event_id, pdu, room.room_id)
-        if redacts is not None:
-            client["redacts"] = redacts
+    def abort(self, batch: Batch) -> None:
+        """Give back the positions of a batch that will not be committed."""
+        for pos in batch.positions:
+            self.stream.finish(pos)
+        batch.positions.clear()
+
+    async def commit(self, room: RoomData, batch: Batch,
+                     extra: Callable[[Conn], Awaitable[None]] | None = None) -> None:
+        """Write a batch (and `extra`, e.g. the room's alias) in one transaction, then publish
+        its events to the caches and wake their readers. On failure nothing is written and
+        the caller must undo the batch in memory (`RoomData.restore` or dropping the room)."""
+        try:
+            async with self._db.transaction() as conn:
+                if all(self._is_plain(ev) for ev in batch.events) and batch.events:
+                    await self._events.insert_plain_events(conn, room.room_id, [
+                        self._plain_row(ev) for ev in batch.events])
+                else:
+                    for ev in batch.events:
+                        await self._write_all(conn, room, ev)
+                if extra is not None:
+                    await extra(conn)
+            for entry in batch.entries:
+                self._publish(room, entry)
+        except BaseException:
+            self.abort(batch)
+            raise
+        batch.positions.clear()
+        for ev, entry in zip(batch.events, batch.entries, strict=True):
+            self._finish(room, entry, ev)
+
+    def _plain_row(self, ev: PersistEvent) -> tuple[object, ...]:
+        pdu = ev.pdu
+        return (ev.pos, ev.event_id, pdu["type"], pdu["sender"], pdu["depth"],
+                pdu["origin_server_ts"], ev.group, ev.relates_to, ev.rel_type,
+                orjson.dumps(pdu).decode(), event_refs(pdu.get("prev_events")),
+                event_refs(pdu.get("auth_events")), ev.txn)
+
+    # ------------------------------------------------------------------ memory
+
+    def _apply(self, room: RoomData, ev: PersistEvent, deferred: bool = False) -> EventEntry:
+        pdu = ev.pdu
+        client = client_format(ev.event_id, pdu, room.room_id)
+        if ev.redacts is not None:
+            client["redacts"] = ev.redacts
         entry = EventEntry(
-            event_id=event_id, room_id=room.room_id, type=pdu["type"],
-            state_key=pdu.get("state_key"), sender=pdu["sender"], depth=pdu["depth"],
-            origin_server_ts=pdu["origin_server_ts"], stream_ordering=pos, state_group=group,
-            state_group_before=group_before, pdu=pdu, client=client, txn=txn,
+            event_id=ev.event_id, room_id=room.room_id, type=pdu["type"],
+            state_key=ev.state_key, sender=pdu["sender"], depth=pdu["depth"],
+            origin_server_ts=pdu["origin_server_ts"], stream_ordering=ev.pos,
+            state_group=ev.group if ev.rejected is None and not ev.outlier else 0,
+            state_group_before=ev.group_before, pdu=pdu, client=client, txn=ev.txn,
+            rejected=ev.rejected, outlier=ev.outlier, soft_failed=ev.soft_failed,
         )
-        if prev_state is not None:
+        if ev.prev_state is not None:
             entry.extra_unsigned = {
-                "prev_content": prev_state.pdu.get("content", {}),
-                "replaces_state": prev_state.event_id,
-                "prev_sender": prev_state.sender,
+                "prev_content": ev.prev_state.pdu.get("content", {}),
+                "replaces_state": ev.prev_state.event_id,
+                "prev_sender": ev.prev_state.sender,
             }
+        if ev.new_state is not None and ev.rejected is None and not ev.outlier:
+            self._groups.remember(ev.group, ev.new_state)
+        if not ev.served:
+            self._cache.put(entry)
+            return entry
         room.append(entry)
-        prev = set(pdu.get("prev_events", []))
-        room.extremities = [e for e in room.extremities if e not in prev] + [event_id]
+        prev = set(event_refs(pdu.get("prev_events")))
+        room.extremities = [e for e in room.extremities if e not in prev] + [ev.event_id]
         room.depth = max(room.depth, pdu["depth"])
-        if new_state is not None:
-            assert entry.state_key is not None
-            room.state[(entry.type, entry.state_key)] = entry
-            room.state_group = group
-            room.chain_len = chain_len
-            self._groups.remember(group, new_state)
+        if ev.current_delta:
+            for key, eid in ev.current_delta.items():
+                if eid is None:
+                    room.state.pop(key, None)
+                else:
+                    e = self._cache.peek(eid)
+                    if e is not None:
+                        room.state[key] = e
+        if ev.state_key is not None and (
+                ev.current_delta is None or (entry.type, ev.state_key) not in ev.current_delta):
+            room.state[(entry.type, ev.state_key)] = entry
+        if ev.current_is_after:
+            room.state_group = ev.group
+            room.chain_len = ev.chain_len
+        else:  # current state is a resolution no group holds yet; the next event makes one
+            room.state_group, room.chain_len = 0, 0
         if not deferred:
             self._publish(room, entry)
-        if redacts is not None:
-            target = self._cache.peek(redacts)
+        if ev.redacts is not None:
+            target = self._cache.peek(ev.redacts)
             if target is not None and target.room_id == room.room_id:
                 mark_redacted(target, entry, room.version)
         return entry
@@ -284,23 +585,19 @@ class RoomWriter:
                                  Membership(entry.membership, entry.stream_ordering,
                                             entry.event_id))
 
-    def _wake(self, room: RoomData, entry: EventEntry) -> None:
+    def _finish(self, room: RoomData, entry: EventEntry, ev: PersistEvent) -> None:
+        """The event is committed and in memory: make its position visible and wake readers."""
+        if not ev.served:
+            return
         users = room.joined_members()
         if entry.type == "m.room.member" and entry.state_key is not None:
             users.append(entry.state_key)
-        self._unwoken.setdefault(entry.stream_ordering, []).extend(users)
-        self._wake_visible()
+        self.stream.finish(ev.pos, wake=users)
         if entry.type == "m.room.member" and entry.state_key is not None \
                 and entry.membership is not None:
             for hook in self._on_membership:
                 hook(room, entry.state_key, entry.membership)
 
-    def _wake_visible(self) -> None:
-        """Wake the users of every woken-for event that `current` now covers."""
-        current = self.stream.current
-        ready = [p for p in self._unwoken if p <= current]
-        users: set[str] = set()
-        for p in ready:
-            users.update(self._unwoken.pop(p))
-        if users:
-            self._notifier.notify_users(users)
+
+__all__ = ["Batch", "MembershipHook", "MissingEvents", "PersistEvent", "PersistHook",
+           "RoomWriter", "entry_from_row"]

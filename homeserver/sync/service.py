@@ -17,7 +17,7 @@ from homeserver.rooms.members import Membership, MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGroups
 from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database
-from homeserver.storage.streams import StreamIdGen
+from homeserver.storage.streams import Stream
 from homeserver.sync.filter import EventFilter, SyncFilter
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.streams import SyncSources
@@ -43,7 +43,7 @@ class SyncService:
     def __init__(
         self, db: Database, events: EventStore, rooms: RoomRegistry, members: MembershipIndex,
         cache: EventCache, groups: StateGroups, visibility: Visibility,
-        event_stream: StreamIdGen, users: UserService, notifier: Notifier,
+        event_stream: Stream, users: UserService, notifier: Notifier,
         sources: SyncSources | None = None,
     ) -> None:
         self.sources = sources or SyncSources()

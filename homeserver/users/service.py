@@ -23,7 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.storage.database import Database
-from homeserver.storage.streams import StreamIdGen
+from homeserver.storage.streams import Stream
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict, Requester, is_valid_new_localpart
 from homeserver.users.store import UserStore
@@ -55,7 +55,7 @@ class LoginResult:
 
 class UserService:
     def __init__(self, db: Database, store: UserStore, server_name: str,
-                 account_stream: StreamIdGen, notifier: Notifier,
+                 account_stream: Stream, notifier: Notifier,
                  password_min_length: int = 0, last_seen_flush_s: float = 60.0) -> None:
         self._db = db
         self._store = store
@@ -377,14 +377,17 @@ class UserService:
 
     async def put_account_data(self, user_id: str, room_id: str, type: str,
                                content: JsonDict) -> None:
-        pos = self.account_stream.allocate()
+        pos = await self.account_stream.allocate()
         try:
             async with self._db.connection() as conn:
                 await self._store.put_account_data(conn, user_id, room_id, type,
                                                    orjson.dumps(content).decode(), pos)
-        finally:
+        except BaseException:
             self.account_stream.finish(pos)
-        self._notifier.notify_users([user_id])
+            raise
+        # Woken only once every earlier position has committed too, or a long-poll woken now
+        # would not yet be shown this change and sleep on.
+        self.account_stream.finish(pos, wake=[user_id])
 
     async def get_account_data(self, user_id: str, room_id: str, type: str) -> JsonDict:
         async with self._db.connection() as conn:

@@ -176,9 +176,6 @@ class UserStore:
             " AND stream_id > $2 ORDER BY stream_id", user_id, since,
         ))
 
-    async def max_account_data_stream(self, conn: Conn) -> int:
-        return int(await conn.fetchval("SELECT COALESCE(MAX(stream_id), 0) FROM account_data"))
-
     async def insert_filter(self, conn: Conn, user_id: str, filter_json: str) -> int:
         return int(await conn.fetchval(
             "INSERT INTO filters (user_id, filter_id, filter_json) VALUES ($1,"

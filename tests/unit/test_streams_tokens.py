@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from homeserver.errors import MatrixError
-from homeserver.storage.streams import StreamIdGen
+from homeserver.storage.streams import Stream
 from homeserver.sync.tokens import PaginationToken, SyncToken
 
 
-def test_current_waits_for_the_oldest_in_flight_position() -> None:
-    gen = StreamIdGen(10)
-    a, b, c = gen.allocate(), gen.allocate(), gen.allocate()
+async def test_current_waits_for_the_oldest_in_flight_position() -> None:
+    gen = Stream("t", "unused", None, 10)
+    a, b, c = await gen.allocate_many(3)
     assert (a, b, c) == (11, 12, 13)
     gen.finish(c)
     assert gen.current == 10  # 11 and 12 are still being written
@@ -21,10 +21,40 @@ def test_current_waits_for_the_oldest_in_flight_position() -> None:
     assert gen.current == 13
 
 
-def test_current_advances_when_idle() -> None:
-    gen = StreamIdGen(0)
-    gen.finish(gen.allocate())
+async def test_current_advances_when_idle() -> None:
+    gen = Stream("t", "unused", None, 0)
+    gen.finish(await gen.allocate())
     assert gen.current == 1
+
+
+async def test_waiters_are_woken_only_once_current_covers_their_position() -> None:
+    woken: list[set[str]] = []
+    gen = Stream("t", "unused", None, 0, wake=lambda users: woken.append(set(users)))
+    a, b = await gen.allocate_many(2)
+    gen.finish(b, wake=["@late:x"])
+    assert woken == []  # a is still in flight: a reader woken now would not see b
+    gen.finish(a, wake=["@early:x"])
+    assert woken == [{"@early:x", "@late:x"}]
+
+
+async def test_other_processes_floor_bounds_current() -> None:
+    gen = Stream("t", "unused", None, 5)
+    gen.finish(await gen.allocate())
+    assert gen.current == 6
+    gen.set_others_floor(4)
+    assert gen.current == 4
+    gen.set_others_floor(None)
+    assert gen.current == 6
+
+
+async def test_publishable_floor_stops_below_unused_reserved_values() -> None:
+    gen = Stream("t", "unused", None, 0, block=10)
+    first = await gen.allocate()
+    assert gen.publishable_floor() == first - 1  # in flight
+    gen.finish(first)
+    assert gen.publishable_floor() == first  # the rest of the block is reserved, unused
+    gen.release_reserved()
+    assert gen.publishable_floor() is None  # idle: the sequence's value may be published
 
 
 @pytest.mark.parametrize(("token", "events", "account"), [

@@ -1,0 +1,79 @@
+"""Building a new local event: prev_events, auth_events, depth, then hashes and signature.
+
+One builder serves every local write and the federation join/leave/knock templates: the
+template (`template`) is what make_join returns for the joining server to fill in and sign;
+`finalize` hashes and signs it. The room's forward extremities and the state the event is
+authorised against are passed in, so the builder holds no state of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.auth import auth_event_types
+from homeserver.events.hashing import EventTooLarge, check_event_size, finalize_event
+from homeserver.events.model import EventEntry
+from homeserver.events.room_versions import RoomVersion
+from homeserver.signing import ServerSigningKey
+from homeserver.types import JsonDict
+
+MAX_PREV_EVENTS = 10
+MAX_DEPTH = 2**63 - 1
+
+
+class EventBuilder:
+    def __init__(self, key: ServerSigningKey) -> None:
+        self._key = key
+
+    def template(
+        self, rv: RoomVersion, room_id: str | None, sender: str, etype: str, content: JsonDict,
+        *, state: Mapping[tuple[str, str], EventEntry] | None, extremities: Sequence[str],
+        depth: int, state_key: str | None = None, redacts: str | None = None,
+    ) -> JsonDict:
+        """The unsigned PDU. `state` is the state it is authorised against (None for the
+        create event); prev_events are the newest forward extremities."""
+        pdu: JsonDict = {
+            "type": etype,
+            "sender": sender,
+            "content": content,
+            "origin_server_ts": int(time.time() * 1000),
+        }
+        if room_id is not None:
+            pdu["room_id"] = room_id
+        if state_key is not None:
+            pdu["state_key"] = state_key
+        if redacts is not None and not rv.redacts_in_content:
+            pdu["redacts"] = redacts
+        if state is None:
+            pdu.update(prev_events=[], auth_events=[], depth=1)
+            return pdu
+        auth_ids = []
+        for key in auth_event_types(rv, etype, sender, state_key, content):
+            ev = state.get(key)
+            if ev is not None:
+                auth_ids.append(ev.event_id)
+        pdu["auth_events"] = auth_ids
+        pdu["prev_events"] = list(extremities[-MAX_PREV_EVENTS:])
+        pdu["depth"] = min(depth + 1, MAX_DEPTH)
+        return pdu
+
+    def finalize(self, rv: RoomVersion, pdu: JsonDict) -> tuple[str, JsonDict]:
+        """Hash and sign; (event_id, PDU). Raises MatrixError M_TOO_LARGE past the limits."""
+        try:
+            event_id, signed = finalize_event(pdu, rv, self._key)
+            check_event_size(signed)
+        except EventTooLarge as e:
+            raise MatrixError(413, Codes.TOO_LARGE, f"Event too large: {e}") from e
+        return event_id, signed
+
+    def build(
+        self, rv: RoomVersion, room_id: str | None, sender: str, etype: str, content: JsonDict,
+        *, state: Mapping[tuple[str, str], EventEntry] | None, extremities: Sequence[str],
+        depth: int, state_key: str | None = None, redacts: str | None = None,
+    ) -> tuple[str, JsonDict]:
+        pdu = self.template(rv, room_id, sender, etype, content, state=state,
+                            extremities=extremities, depth=depth, state_key=state_key,
+                            redacts=redacts)
+        return self.finalize(rv, pdu)

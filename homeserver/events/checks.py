@@ -1,0 +1,168 @@
+"""The first receive-side checks on a PDU from elsewhere, in the spec's order (server-server API,
+"Checks performed on receipt of a PDU"): format and size, then signatures, then the content
+hash. Auth checks come after, in the room writer, because they need the room's state.
+
+A PDU failing the first two is dropped (never stored). A content-hash mismatch is not fatal:
+the event is kept in its redacted form, as the spec says. Key lookup goes through the small
+`KeyFetcher` protocol that federation implements (fetching and caching remote server keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from homeserver.events.hashing import (
+    EventTooLarge,
+    check_event_size,
+    compute_content_hash,
+    prune_event,
+)
+from homeserver.events.room_versions import RoomVersion
+from homeserver.signing import SignatureError, verify_signed_json
+from homeserver.types import JsonDict
+
+MAX_DEPTH = 2**63 - 1
+CANONICAL_INT = 2**53 - 1
+
+
+class InvalidPdu(Exception):
+    """The PDU is malformed or badly signed: drop it, store nothing."""
+
+
+class KeyFetcher(Protocol):
+    async def server_keys(self, server_name: str, key_ids: Iterable[str],
+                          valid_at_ts: int) -> Mapping[str, str]:
+        """Base64 ed25519 verify keys by key id that were valid at `valid_at_ts`; keys that
+        cannot be found are left out."""
+        ...
+
+
+def event_refs(value: object) -> list[str]:
+    """Event ids of a prev_events/auth_events list: plain ids (v3+) or [id, hashes] pairs."""
+    if not isinstance(value, list):
+        return []
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, list) and item and isinstance(item[0], str):
+            out.append(item[0])
+    return out
+
+
+def _domain(identifier: str) -> str:
+    return identifier.partition(":")[2]
+
+
+def _check_numbers(value: Any, depth: int = 0) -> None:
+    if depth > 100:
+        raise InvalidPdu("event nested too deeply")
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if abs(value) > CANONICAL_INT:
+            raise InvalidPdu("integer outside canonical JSON's range")
+    elif isinstance(value, float):
+        raise InvalidPdu("floats are not allowed in events")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _check_numbers(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_numbers(v, depth + 1)
+
+
+def check_format(rv: RoomVersion, pdu: Any) -> None:
+    """Rule 1: a PDU of this room version's format, within the size limits."""
+    if not isinstance(pdu, dict):
+        raise InvalidPdu("PDU is not an object")
+    for key, kind in (("type", str), ("sender", str), ("content", dict),
+                      ("origin_server_ts", int), ("depth", int), ("hashes", dict),
+                      ("signatures", dict), ("prev_events", list), ("auth_events", list)):
+        if not isinstance(pdu.get(key), kind) or isinstance(pdu.get(key), bool):
+            raise InvalidPdu(f"PDU field {key!r} is missing or not a {kind.__name__}")
+    is_create = pdu["type"] == "m.room.create"
+    if not (is_create and rv.room_id_is_create_event_hash) and not isinstance(
+            pdu.get("room_id"), str):
+        raise InvalidPdu("PDU has no room_id")
+    if "state_key" in pdu and not isinstance(pdu["state_key"], str):
+        raise InvalidPdu("state_key is not a string")
+    if not 0 <= pdu["depth"] <= MAX_DEPTH:
+        raise InvalidPdu("depth out of range")
+    if not isinstance(pdu["hashes"].get("sha256"), str):
+        raise InvalidPdu("PDU has no sha256 content hash")
+    sender = pdu["sender"]
+    if not sender.startswith("@") or ":" not in sender or "\x00" in sender:
+        raise InvalidPdu("sender is not a user id")
+    for key in ("prev_events", "auth_events"):
+        refs = event_refs(pdu[key])
+        if len(refs) != len(pdu[key]) or any(not r.startswith("$") for r in refs):
+            raise InvalidPdu(f"{key} is malformed")
+    if len(pdu["prev_events"]) > 20 or len(pdu["auth_events"]) > 10:
+        raise InvalidPdu("too many prev_events or auth_events")
+    if rv.integer_power_levels:  # v6+ enforce canonical JSON on received events
+        _check_numbers(pdu)
+    try:
+        check_event_size(pdu)
+    except EventTooLarge as e:
+        raise InvalidPdu(str(e)) from e
+
+
+def signing_servers(rv: RoomVersion, pdu: JsonDict, event_id: str) -> set[str]:
+    """Which servers must have signed the PDU."""
+    servers = {_domain(pdu["sender"])}
+    if event_id.startswith("$") and ":" in event_id and not rv.room_id_is_create_event_hash \
+            and event_id.count(":") >= 1 and not _is_hash_id(event_id):
+        servers.add(_domain(event_id))  # v1/v2 ids carry their origin
+    content = pdu.get("content", {})
+    if pdu.get("type") == "m.room.member" and rv.restricted_join_rule \
+            and content.get("membership") == "join":
+        via = content.get("join_authorised_via_users_server")
+        if isinstance(via, str) and ":" in via:
+            servers.add(_domain(via))
+    return servers
+
+
+def _is_hash_id(event_id: str) -> bool:
+    # v3+ ids are 43 characters of unpadded base64 after the sigil and carry no server name.
+    return len(event_id) == 44
+
+
+async def check_signatures(rv: RoomVersion, pdu: JsonDict, event_id: str,
+                           keys: KeyFetcher) -> None:
+    """Rule 2: each required server's signature over the redacted event verifies."""
+    pruned = prune_event(pdu, rv)
+    pruned.pop("unsigned", None)
+    signatures = pdu.get("signatures", {})
+    for server in signing_servers(rv, pdu, event_id):
+        theirs = signatures.get(server)
+        if not isinstance(theirs, dict) or not theirs:
+            raise InvalidPdu(f"PDU is not signed by {server}")
+        known = await keys.server_keys(server, list(theirs), int(pdu["origin_server_ts"]))
+        ok = False
+        for key_id, verify_key in known.items():
+            try:
+                verify_signed_json({**pruned, "signatures": {server: {key_id: theirs[key_id]}}},
+                                   server, key_id, verify_key)
+            except (SignatureError, KeyError):
+                continue
+            ok = True
+            break
+        if not ok:
+            raise InvalidPdu(f"no valid signature from {server}")
+
+
+def check_content_hash(rv: RoomVersion, pdu: JsonDict) -> JsonDict:
+    """Rule 3: on a content-hash mismatch the event is kept redacted; returns the PDU to use."""
+    if compute_content_hash(pdu) == pdu["hashes"].get("sha256"):
+        return pdu
+    pruned = prune_event(pdu, rv)
+    return pruned
+
+
+async def check_pdu(rv: RoomVersion, pdu: Any, event_id: str, keys: KeyFetcher) -> JsonDict:
+    """Rules 1-3 in order. Raises InvalidPdu (drop); returns the PDU to go on with."""
+    check_format(rv, pdu)
+    await check_signatures(rv, pdu, event_id, keys)
+    return check_content_hash(rv, pdu)
