@@ -120,7 +120,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
                         config.password_min_length)
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
                                writer, cache, config.default_room_version, members)
-    refresher = RoomCacheRefresher(db, event_store, registry, cache, members)
+    refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
     instances = InstanceRegistry(
         db, config.instance_name, [event_stream, account_stream, receipt_stream,
                                    to_device_stream], refresher.on_advance)

@@ -15,13 +15,15 @@ from homeserver.events.store import EventStore
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomRegistry
 from homeserver.storage.database import Database
+from homeserver.storage.streams import Stream
 
 PAGE = 500
 
 
 class RoomCacheRefresher:
     def __init__(self, db: Database, events: EventStore, rooms: RoomRegistry,
-                 cache: EventCache, members: MembershipIndex) -> None:
+                 cache: EventCache, members: MembershipIndex, stream: Stream) -> None:
+        self._stream = stream
         self._db = db
         self._events = events
         self._rooms = rooms
@@ -38,8 +40,9 @@ class RoomCacheRefresher:
             if not rows:
                 break
             for r in rows:
-                if self._cache.peek(r["event_id"]) is not None:
+                if self._stream.is_mine(r["stream_ordering"]):
                     continue  # ours: the writer already updated every cache
+                self._cache.drop(r["event_id"])
                 self._rooms.invalidate(r["room_id"])
                 if r["type"] == "m.room.member" and r["state_key"] is not None:
                     self._members.invalidate(r["state_key"])
@@ -51,3 +54,4 @@ class RoomCacheRefresher:
             pos = int(rows[-1]["stream_ordering"])
             if len(rows) < PAGE:
                 break
+        self._stream.forget_mine_upto(after)

@@ -116,7 +116,7 @@ class InstanceRegistry:
             new = floors.get(s.name) if rows else None
             before = s.current
             if new is not None and self._on_advance is not None:
-                after = min(s.local_current, new)
+                after = s.current_with(new)
                 if after > before:
                     await self._on_advance(s.name, before, after)
             s.set_others_floor(new)

@@ -48,6 +48,9 @@ class Stream:
         self._lock = asyncio.Lock()  # reservation and publication never interleave
         self.last_handout = 0.0
         self._listeners: list[Callable[[int], None]] = []
+        # With other processes around: the positions this process handed out and that their
+        # readers (our cache refresher) have not passed yet.
+        self._mine: set[int] = set()
         self._announced = current
 
     def on_advance(self, listener: Callable[[int], None]) -> None:
@@ -66,6 +69,8 @@ class Stream:
         out = [self._reserved.popleft() for _ in range(n)]
         for pos in out:
             heapq.heappush(self._in_flight, pos)
+        if self._others is not None:
+            self._mine.update(out)
         self._max_handed = max(self._max_handed, out[-1])
         self.last_handout = time.monotonic()
         return out
@@ -96,8 +101,18 @@ class Stream:
         self._finished.add(pos)
         while self._in_flight and self._in_flight[0] in self._finished:
             self._finished.discard(heapq.heappop(self._in_flight))
-        self._local = self._in_flight[0] - 1 if self._in_flight else self._max_handed
+        self._update_local()
         self._wake_visible()
+
+    def _update_local(self) -> None:
+        """Everything we allocated up to `_local` has finished, and nothing we will hand out
+        later (reserved values) is at or below it."""
+        lowest = []
+        if self._in_flight:
+            lowest.append(self._in_flight[0])
+        if self._reserved:
+            lowest.append(self._reserved[0])
+        self._local = min(lowest) - 1 if lowest else self._max_handed
 
     def wake_at(self, pos: int, users: Iterable[str]) -> None:
         """Wake `users` once `current` covers `pos` (for a position finished elsewhere)."""
@@ -125,15 +140,27 @@ class Stream:
     @property
     def current(self) -> int:
         """The highest position below which everything, here and elsewhere, has finished."""
-        if self._others is None:
+        return self.current_with(self._others)
+
+    def current_with(self, others: int | None) -> int:
+        """`current` if the other processes' floor were `others`."""
+        if others is None:
             return self._local
-        return min(self._local, self._others)
+        if self._in_flight or self._reserved:
+            return min(self._local, others)
+        return others  # nothing of ours is pending: only the others hold the stream back
 
     @property
     def local_current(self) -> int:
         return self._local
 
     # ------------------------------------------------------------------ other processes
+
+    def is_mine(self, pos: int) -> bool:
+        return pos in self._mine
+
+    def forget_mine_upto(self, pos: int) -> None:
+        self._mine = {p for p in self._mine if p > pos}
 
     def set_others_floor(self, floor: int | None) -> None:
         """What the other live processes have finished up to (None: no other process)."""
@@ -153,6 +180,8 @@ class Stream:
     def release_reserved(self) -> None:
         """Give back unused reserved values (they become gaps) so others need not wait."""
         self._reserved.clear()
+        self._update_local()
+        self._wake_visible()
 
     @property
     def lock(self) -> asyncio.Lock:
