@@ -18,6 +18,7 @@ import asyncpg
 
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from homeserver.events.auth import AuthError, auth_event_types, redact_level, user_power_level
+from homeserver.events.format import NotCanonicalJson, check_event_values
 from homeserver.events.hashing import (
     EventTooLarge,
     check_event_size,
@@ -52,6 +53,25 @@ class _Pending:
     txn: tuple[str, str, str] | None
     fut: asyncio.Future[EventEntry] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def _recent_hashes(room: RoomData, cache: EventCache, event_ids: list[str]) -> dict[str, str]:
+    """Content hashes of a v1/v2 room's forward extremities, for the new event's prev_events.
+
+    They are the room's latest events, so in ``room.recent`` (where createRoom's events are
+    before they are committed) or else in the cache.
+    """
+    want, found = set(event_ids), {}
+    for entry in reversed(room.recent):
+        if entry.event_id in want:
+            found[entry.event_id] = entry.pdu["hashes"]["sha256"]
+            if len(found) == len(want):
+                return found
+    for event_id in want - set(found):
+        cached = cache.peek(event_id)
+        if cached is not None:
+            found[event_id] = cached.pdu["hashes"]["sha256"]
+    return found
 
 
 def _fail(item: _Pending, e: BaseException) -> None:
@@ -99,6 +119,7 @@ class RoomService:
             pdu["state_key"] = state_key
         if redacts is not None and not rv.redacts_in_content:
             pdu["redacts"] = redacts
+        event_hashes: dict[str, str] = {}  # v1/v2 cite prev/auth events with their hashes
         if room is None:
             pdu.update(prev_events=[], auth_events=[], depth=1)
         else:
@@ -107,14 +128,20 @@ class RoomService:
                 ev = room.state.get(key)
                 if ev is not None:
                     auth_ids.append(ev.event_id)
+                    event_hashes[ev.event_id] = ev.pdu["hashes"]["sha256"]
             pdu["auth_events"] = auth_ids
             pdu["prev_events"] = room.extremities[-10:]
-            pdu["depth"] = min(room.depth + 1, 2**63 - 1)
+            if not rv.reference_hash_event_ids:
+                event_hashes.update(_recent_hashes(room, self._cache, pdu["prev_events"]))
+            pdu["depth"] = min(room.depth + 1, rv.max_depth)
         try:
-            event_id, pdu = finalize_event(pdu, rv, self._key)
+            event_id, pdu = finalize_event(pdu, rv, self._key, event_hashes=event_hashes)
             check_event_size(pdu)
+            check_event_values(rv, pdu)
         except EventTooLarge as e:
             raise MatrixError(413, Codes.TOO_LARGE, f"Event too large: {e}") from e
+        except NotCanonicalJson as e:
+            raise bad_json(f"Room version {rv.identifier} needs Canonical JSON: {e}") from e
         return event_id, pdu
 
     async def _send_locked(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from homeserver.events.auth import check_auth
+from homeserver.events.format import auth_event_ids, prev_event_ids
 from homeserver.events.model import EventEntry, client_format, mark_redacted, relation_of
 from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.rooms.members import Membership, MembershipIndex
@@ -152,7 +153,7 @@ class RoomWriter:
             type=pdu["type"], sender=pdu["sender"], depth=pdu["depth"],
             origin_server_ts=pdu["origin_server_ts"], state_group=group,
             relates_to=relates_to, rel_type=rel_type, json=orjson.dumps(pdu).decode(),
-            prev_events=pdu.get("prev_events", []), auth_events=pdu.get("auth_events", []),
+            prev_events=prev_event_ids(pdu), auth_events=auth_event_ids(pdu),
             txn=txn, now_ms=int(time.time() * 1000))
 
     async def _write_all(
@@ -214,11 +215,11 @@ class RoomWriter:
             type=pdu["type"], state_key=state_key, sender=pdu["sender"], depth=pdu["depth"],
             origin_server_ts=pdu["origin_server_ts"], state_group=group,
             state_group_before=group_before or None, relates_to=relates_to, rel_type=rel_type,
-            json=orjson.dumps(pdu).decode(), prev_events=pdu.get("prev_events", []),
-            auth_events=pdu.get("auth_events", []),
+            json=orjson.dumps(pdu).decode(), prev_events=prev_event_ids(pdu),
+            auth_events=auth_event_ids(pdu),
         )
         await self._events.set_forward_extremities(
-            conn, room.room_id, list(pdu.get("prev_events", [])), event_id
+            conn, room.room_id, prev_event_ids(pdu), event_id
         )
         if state_key is not None:
             membership = None
@@ -258,7 +259,7 @@ class RoomWriter:
                 "prev_sender": prev_state.sender,
             }
         room.append(entry)
-        prev = set(pdu.get("prev_events", []))
+        prev = set(prev_event_ids(pdu))
         room.extremities = [e for e in room.extremities if e not in prev] + [event_id]
         room.depth = max(room.depth, pdu["depth"])
         if new_state is not None:
