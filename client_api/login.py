@@ -6,7 +6,7 @@ from aiohttp import web
 
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError, forbidden
-from homeserver.events.room_versions import ROOM_VERSIONS
+from homeserver.events.room_versions import ROOM_VERSIONS, STABLE_ROOM_VERSIONS
 from homeserver.http import json_response, read_json
 from homeserver.users.service import LoginResult
 
@@ -33,7 +33,8 @@ async def capabilities(request: web.Request) -> web.Response:
     return json_response({"capabilities": {
         "m.change_password": {"enabled": True},
         "m.room_versions": {"default": c.default_room_version,
-                            "available": dict.fromkeys(ROOM_VERSIONS, "stable")},
+                            "available": {v: "stable" if v in STABLE_ROOM_VERSIONS
+                                          else "unstable" for v in ROOM_VERSIONS}},
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
         "m.3pid_changes": {"enabled": False},

@@ -1,26 +1,30 @@
-"""Authorisation rules for room versions 10, 11 and 12, as pure functions over PDU dicts.
+"""Authorisation rules for room versions 1 to 12, as pure functions over PDU dicts.
 
 ``check_auth`` is run against a state map (``(type, state_key) -> event``): the state before
 the event, the event's auth events, or the current state, depending on which of the
 spec's receipt checks the caller is doing. Rules that need the auth event *list* (its
 duplicates, selection and room IDs) are in :func:`check_auth_events_list`, because a
-state map cannot express them. Rule numbers in comments refer to the v12 text.
+state map cannot express them. Rule numbers in comments refer to the v12 text; where the
+older versions differ, a :class:`RoomVersion` flag says so (v1-v5 m.room.aliases, v1/v2
+redactions, v1-v9 string and v1-v5 float power levels, v7 knocking, v8 restricted joins).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from signedjson.key import NACL_ED25519
 
+from homeserver.events.format import prev_event_ids
 from homeserver.events.hashing import (
     compute_event_id,
     create_event_id_for_room,
     room_id_for_create_event,
 )
-from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.events.room_versions import ROOM_V1, ROOM_VERSIONS, RoomVersion
 from homeserver.signing import SignatureError, verify_signed_json
 
 JsonDict = dict[str, Any]
@@ -33,6 +37,7 @@ POWER_LEVELS = "m.room.power_levels"
 JOIN_RULES = "m.room.join_rules"
 THIRD_PARTY_INVITE = "m.room.third_party_invite"
 REDACTION = "m.room.redaction"
+ALIASES = "m.room.aliases"
 
 _PL_SCALAR_KEYS = (
     "users_default",
@@ -54,6 +59,7 @@ _PL_DEFAULTS: dict[str, int] = {
     "invite": 0,
 }
 _CREATOR_LEVEL_WITHOUT_POWER_LEVELS = 100
+_LENIENT = ROOM_V1
 
 
 class AuthError(Exception):
@@ -104,9 +110,37 @@ def _join_rule(state: StateMap) -> str:
     return rule if isinstance(rule, str) else "invite"
 
 
+# v1-v9 "stringy power levels": optional whitespace, one optional sign, decimal digits.
+_STRING_LEVEL = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def parse_power_level(rv: RoomVersion, value: object) -> int | None:
+    """A power level value as the room version reads it, or None if it is not a valid one.
+
+    v10+ take only JSON integers; v1-v9 also integer strings ("+100", " 050 "); v1-v5 also
+    finite floats, truncated toward zero (50.57 -> 50). JSON booleans are never levels.
+    """
+    if _is_int(value):
+        return value  # type: ignore[return-value]
+    if rv.integer_power_levels:
+        return None
+    if isinstance(value, str):
+        return int(value) if _STRING_LEVEL.fullmatch(value) else None
+    if isinstance(value, float) and rv.float_power_levels and math.isfinite(value):
+        return math.trunc(value)
+    return None
+
+
+# Reading levels out of room state uses the most lenient version (v1): what an older version
+# does not accept cannot be in its state, because the power levels event holding it was
+# rejected (v10 integer checks) or the event never received (v6 Canonical JSON).
+def _read_level(value: object) -> int | None:
+    return parse_power_level(_LENIENT, value)
+
+
 def _pl_level(state: StateMap, name: str) -> int:
-    value = _content(state.get((POWER_LEVELS, ""))).get(name, _PL_DEFAULTS[name])
-    return value if _is_int(value) else _PL_DEFAULTS[name]
+    value = _read_level(_content(state.get((POWER_LEVELS, ""))).get(name, _PL_DEFAULTS[name]))
+    return value if value is not None else _PL_DEFAULTS[name]
 
 
 def creators(rv: RoomVersion, state: StateMap) -> set[str]:
@@ -143,8 +177,8 @@ def user_power_level(rv: RoomVersion, user_id: str, state: StateMap) -> PowerLev
     content = _content(pl_event)
     users = content.get("users")
     if isinstance(users, dict):
-        level = users.get(user_id)
-        if isinstance(level, int) and _is_int(level):
+        level = _read_level(users.get(user_id))
+        if level is not None:
             return level
     return _pl_level(state, "users_default")
 
@@ -156,8 +190,8 @@ def required_power_level_for_event(
     content = _content(state.get((POWER_LEVELS, "")))
     events = content.get("events")
     if isinstance(events, dict):
-        level = events.get(event_type)
-        if isinstance(level, int) and _is_int(level):
+        level = _read_level(events.get(event_type))
+        if level is not None:
             return level
     return _pl_level(state, "state_default" if state_key_is_not_none else "events_default")
 
@@ -191,10 +225,17 @@ def redaction_applies(
     rv: RoomVersion, redaction: Mapping[str, Any], original: Mapping[str, Any], state: StateMap
 ) -> bool:
     """Per "Handling redactions", auth always lets a redaction through, but it only takes effect
-    when the sender may redact others' events or is on the original sender's server."""
+    when the sender may redact others' events or is on the original sender's server.
+
+    In v1/v2 auth rule 11 already decided, on the domains of the two event IDs; this repeats
+    that rule, so the answer is the same whichever the caller asks.
+    """
     sender = str(redaction.get("sender", ""))
     if user_power_level(rv, sender, state) >= redact_level(state):
         return True
+    if rv.redaction_auth_rule:
+        return _domain(str(redaction.get("event_id", ""))) == _domain(
+            str(original.get("event_id", "")))
     return _domain(sender) == _domain(str(original.get("sender", "")))
 
 
@@ -308,6 +349,15 @@ def check_auth(rv: RoomVersion, event: Mapping[str, Any], state: StateMap) -> No
     ):
         raise AuthError("room does not federate with the sender's server")
 
+    # v1-v5 rule 4: m.room.aliases is the named server's own business.
+    if event_type == ALIASES and rv.special_case_aliases_auth:
+        state_key = event.get("state_key")
+        if not isinstance(state_key, str):
+            raise AuthError("m.room.aliases has no state_key")
+        if _domain(sender) != state_key:
+            raise AuthError("m.room.aliases state_key is not the sender's server")
+        return
+
     if event_type == MEMBER:
         _check_member(rv, event, sender, create, state)
         return
@@ -339,6 +389,17 @@ def check_auth(rv: RoomVersion, event: Mapping[str, Any], state: StateMap) -> No
     # Rule 10.
     if event_type == POWER_LEVELS:
         _check_power_levels(rv, event, sender_level, state)
+
+    # v1/v2 rule 11: redactions are checked here, not when they are applied.
+    if event_type == REDACTION and rv.redaction_auth_rule:
+        if sender_level >= redact_level(state):
+            return
+        redacted = event.get("redacts")
+        event_id = event.get("event_id")
+        if (isinstance(redacted, str) and isinstance(event_id, str)
+                and _domain(redacted) == _domain(event_id)):
+            return
+        raise AuthError(f"{sender} may not redact that event")
 
 
 def _check_create(rv: RoomVersion, event: Mapping[str, Any], sender: str) -> None:
@@ -376,8 +437,10 @@ def _check_member(
     if not isinstance(target, str) or not isinstance(membership, str):
         raise AuthError("m.room.member needs a state_key and content.membership")
 
-    # 5.2
+    # 5.2 (v8+; before, the key is ordinary content)
     authoriser = content.get("join_authorised_via_users_server")
+    if not rv.restricted_join_rule:
+        authoriser = None
     if authoriser is not None:
         if not isinstance(authoriser, str):
             raise AuthError("join_authorised_via_users_server must be a user ID")
@@ -395,7 +458,8 @@ def _check_member(
         _check_invite(rv, event, sender, target, state, sender_membership, target_membership)
     elif membership == "leave":
         if sender == target:
-            if target_membership in ("invite", "join", "knock"):
+            leavable = ("invite", "join", "knock") if rv.knock_join_rule else ("invite", "join")
+            if target_membership in leavable:
                 return
             raise AuthError(f"{sender} cannot leave: membership is {target_membership}")
         if sender_membership != "join":
@@ -413,7 +477,7 @@ def _check_member(
         if sender_level >= ban_level(state) and user_power_level(rv, target, state) < sender_level:
             return
         raise AuthError(f"{sender} may not ban {target}")
-    elif membership == "knock":
+    elif membership == "knock" and rv.knock_join_rule:
         join_rule = _join_rule(state)
         allowed_rules = (
             ("knock", "knock_restricted") if rv.knock_restricted_join_rule else ("knock",)
@@ -440,12 +504,16 @@ def _check_join(
     authoriser: str | None,
 ) -> None:
     # 5.3.1: the creator's own first join, straight after the create event.
-    prev_events = event.get("prev_events")
-    if isinstance(prev_events, list) and len(prev_events) == 1:
+    prev_events = prev_event_ids(event)
+    if len(prev_events) == 1:
+        create_id: str | None
         if rv.room_id_is_create_event_hash:
             create_id = create_event_id_for_room(str(event.get("room_id", "!")))
         else:
-            create_id = compute_event_id(dict(create), rv)
+            try:
+                create_id = compute_event_id(dict(create), rv)
+            except ValueError:  # a v1/v2 create event without its event_id
+                create_id = None
         if rv.implicit_room_creator:
             creator = create.get("sender")
         else:
@@ -461,7 +529,7 @@ def _check_join(
         if target_membership in ("invite", "join"):
             return
         raise AuthError(f"{sender} needs an invite to join")
-    if join_rule == "restricted" or (
+    if (join_rule == "restricted" and rv.restricted_join_rule) or (
         join_rule == "knock_restricted" and rv.knock_restricted_join_rule
     ):
         if target_membership in ("invite", "join"):
@@ -549,36 +617,51 @@ def _check_third_party_invite(
     raise AuthError("no valid signature on the third-party invite")
 
 
-def _level_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and _is_int(value) else None
-
-
-def _level_map(value: object) -> dict[str, int]:
-    """Integer entries of an ``events``/``notifications``/``users`` map; junk is ignored."""
+def _old_levels(rv: RoomVersion, value: object) -> dict[str, int]:
+    """The valid entries of a map in the current power levels event; junk there is ignored."""
     if not isinstance(value, dict):
         return {}
-    return {str(k): v for k, v in value.items() if isinstance(v, int) and _is_int(v)}
+    levels = {str(k): parse_power_level(rv, v) for k, v in value.items()}
+    return {k: v for k, v in levels.items() if v is not None}
+
+
+def _new_levels(rv: RoomVersion, value: object, what: str) -> dict[str, int]:
+    """The entries of a map in the new power levels event, which must all be levels: a value
+    that cannot be compared with the old one cannot pass rules 10.6-10.10."""
+    if not isinstance(value, dict):
+        raise AuthError(f"{what} must be an object")
+    levels: dict[str, int] = {}
+    for k, v in value.items():
+        level = parse_power_level(rv, v)
+        if level is None:
+            raise AuthError(f"{what}.{k} is not a valid power level: {v!r}")
+        levels[str(k)] = level
+    return levels
 
 
 def _check_power_levels(
     rv: RoomVersion, event: Mapping[str, Any], sender_level: PowerLevel, state: StateMap
 ) -> None:
     content = _content(event)
-    # 10.1 - 10.3: shape (v10+: integers only).
-    for name in _PL_SCALAR_KEYS:
-        if name in content and not _is_int(content[name]):
-            raise AuthError(f"power level {name!r} must be an integer")
-    for name in ("events", "notifications"):
-        if name in content:
-            value = content[name]
-            if not isinstance(value, dict) or not all(_is_int(v) for v in value.values()):
-                raise AuthError(f"{name!r} must map to integers")
+    # 10.1 - 10.2 (v10+): every level is an integer.
+    if rv.integer_power_levels:
+        for name in _PL_SCALAR_KEYS:
+            if name in content and not _is_int(content[name]):
+                raise AuthError(f"power level {name!r} must be an integer")
+        for name in ("events", "notifications"):
+            if name in content:
+                value = content[name]
+                if not isinstance(value, dict) or not all(_is_int(v) for v in value.values()):
+                    raise AuthError(f"{name!r} must map to integers")
+    # 10.3: users maps user IDs to levels (before v10 "or a string that is an integer", and
+    # before v6 floats too).
     if "users" in content:
         users = content["users"]
         if not isinstance(users, dict) or not all(
-            is_valid_user_id(k) and _is_int(v) for k, v in users.items()
+            is_valid_user_id(k) and parse_power_level(rv, v) is not None
+            for k, v in users.items()
         ):
-            raise AuthError("'users' must map valid user IDs to integers")
+            raise AuthError("'users' must map valid user IDs to power levels")
     new_users: Mapping[str, Any] = content.get("users", {})
     # 10.4 (v12): creators are not listed.
     if rv.creators_have_infinite_power:
@@ -593,8 +676,11 @@ def _check_power_levels(
     old = _content(old_event)
 
     # 10.6
+    old_scalars = _old_levels(rv, {k: old[k] for k in _PL_SCALAR_KEYS if k in old})
+    new_scalars = _new_levels(
+        rv, {k: content[k] for k in _PL_SCALAR_KEYS if k in content}, "power levels")
     for name in _PL_SCALAR_KEYS:
-        old_value, new_value = _level_or_none(old.get(name)), _level_or_none(content.get(name))
+        old_value, new_value = old_scalars.get(name), new_scalars.get(name)
         if old_value == new_value:
             continue
         if old_value is not None and old_value > sender_level:
@@ -602,9 +688,11 @@ def _check_power_levels(
         if new_value is not None and new_value > sender_level:
             raise AuthError(f"cannot set {name!r} above your own level")
 
-    # 10.7 / 10.8
-    for name in ("events", "notifications"):
-        old_map, new_map = _level_map(old.get(name)), _level_map(content.get(name))
+    # 10.7 / 10.8 (``notifications`` from v6 on)
+    maps = ("events", "notifications") if rv.notifications_power_levels else ("events",)
+    for name in maps:
+        old_map = _old_levels(rv, old.get(name))
+        new_map = _new_levels(rv, content.get(name, {}), name)
         for key in set(old_map) | set(new_map):
             old_value, new_value = old_map.get(key), new_map.get(key)
             if old_value == new_value:
@@ -615,7 +703,8 @@ def _check_power_levels(
                 raise AuthError(f"cannot set {name}.{key} above your own level")
 
     # 10.9 / 10.10
-    old_users, new_user_levels = _level_map(old.get("users")), _level_map(new_users)
+    old_users, new_user_levels = _old_levels(rv, old.get("users")), _new_levels(
+        rv, new_users, "users")
     sender = event.get("sender")
     for user in set(old_users) | set(new_user_levels):
         old_value, new_value = old_users.get(user), new_user_levels.get(user)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from homeserver.errors import Codes, MatrixError
+from homeserver.errors import Codes, MatrixError, bad_json
 from homeserver.events.auth import auth_event_types
+from homeserver.events.format import NotCanonicalJson, check_event_values, event_ids_of
 from homeserver.events.hashing import EventTooLarge, check_event_size, finalize_event
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import RoomVersion
@@ -20,7 +21,6 @@ from homeserver.signing import ServerSigningKey
 from homeserver.types import JsonDict
 
 MAX_PREV_EVENTS = 10
-MAX_DEPTH = 2**63 - 1
 
 
 class EventBuilder:
@@ -56,24 +56,36 @@ class EventBuilder:
                 auth_ids.append(ev.event_id)
         pdu["auth_events"] = auth_ids
         pdu["prev_events"] = list(extremities[-MAX_PREV_EVENTS:])
-        pdu["depth"] = min(depth + 1, MAX_DEPTH)
+        pdu["depth"] = min(depth + 1, rv.max_depth)
         return pdu
 
-    def finalize(self, rv: RoomVersion, pdu: JsonDict) -> tuple[str, JsonDict]:
-        """Hash and sign; (event_id, PDU). Raises MatrixError M_TOO_LARGE past the limits."""
+    def finalize(self, rv: RoomVersion, pdu: JsonDict,
+                 event_hashes: Mapping[str, str] | None = None) -> tuple[str, JsonDict]:
+        """Hash and sign; (event_id, PDU). v1/v2 cite prev and auth events with their
+        content hashes (`event_hashes`). Raises MatrixError M_TOO_LARGE past the size limits
+        and M_BAD_JSON for values Canonical JSON cannot carry (v6+)."""
         try:
-            event_id, signed = finalize_event(pdu, rv, self._key)
+            event_id, signed = finalize_event(pdu, rv, self._key, event_hashes=event_hashes)
             check_event_size(signed)
+            check_event_values(rv, signed)
         except EventTooLarge as e:
             raise MatrixError(413, Codes.TOO_LARGE, f"Event too large: {e}") from e
+        except NotCanonicalJson as e:
+            raise bad_json(f"Room version {rv.identifier} needs Canonical JSON: {e}") from e
         return event_id, signed
 
     def build(
         self, rv: RoomVersion, room_id: str | None, sender: str, etype: str, content: JsonDict,
         *, state: Mapping[tuple[str, str], EventEntry] | None, extremities: Sequence[str],
         depth: int, state_key: str | None = None, redacts: str | None = None,
+        known: Mapping[str, EventEntry] | None = None,
     ) -> tuple[str, JsonDict]:
+        """`known`: events by id, for the hashes v1/v2 rooms cite prev and auth events with."""
         pdu = self.template(rv, room_id, sender, etype, content, state=state,
                             extremities=extremities, depth=depth, state_key=state_key,
                             redacts=redacts)
-        return self.finalize(rv, pdu)
+        hashes = None
+        if not rv.reference_hash_event_ids and known is not None:
+            cited = event_ids_of(pdu["prev_events"]) + event_ids_of(pdu["auth_events"])
+            hashes = {e: known[e].pdu["hashes"]["sha256"] for e in cited if e in known}
+        return self.finalize(rv, pdu, hashes)

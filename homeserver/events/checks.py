@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from homeserver.events.format import BadEventFormat, check_event_format
 from homeserver.events.hashing import (
     EventTooLarge,
     check_event_size,
@@ -21,9 +22,6 @@ from homeserver.events.hashing import (
 from homeserver.events.room_versions import RoomVersion
 from homeserver.signing import SignatureError, verify_signed_json
 from homeserver.types import JsonDict
-
-MAX_DEPTH = 2**63 - 1
-CANONICAL_INT = 2**53 - 1
 
 
 class InvalidPdu(Exception):
@@ -38,39 +36,8 @@ class KeyFetcher(Protocol):
         ...
 
 
-def event_refs(value: object) -> list[str]:
-    """Event ids of a prev_events/auth_events list: plain ids (v3+) or [id, hashes] pairs."""
-    if not isinstance(value, list):
-        return []
-    out = []
-    for item in value:
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, list) and item and isinstance(item[0], str):
-            out.append(item[0])
-    return out
-
-
 def _domain(identifier: str) -> str:
     return identifier.partition(":")[2]
-
-
-def _check_numbers(value: Any, depth: int = 0) -> None:
-    if depth > 100:
-        raise InvalidPdu("event nested too deeply")
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return
-    if isinstance(value, int):
-        if abs(value) > CANONICAL_INT:
-            raise InvalidPdu("integer outside canonical JSON's range")
-    elif isinstance(value, float):
-        raise InvalidPdu("floats are not allowed in events")
-    elif isinstance(value, dict):
-        for v in value.values():
-            _check_numbers(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _check_numbers(v, depth + 1)
 
 
 def check_format(rv: RoomVersion, pdu: Any) -> None:
@@ -88,21 +55,19 @@ def check_format(rv: RoomVersion, pdu: Any) -> None:
         raise InvalidPdu("PDU has no room_id")
     if "state_key" in pdu and not isinstance(pdu["state_key"], str):
         raise InvalidPdu("state_key is not a string")
-    if not 0 <= pdu["depth"] <= MAX_DEPTH:
+    if not 0 <= pdu["depth"] <= rv.max_depth:
         raise InvalidPdu("depth out of range")
     if not isinstance(pdu["hashes"].get("sha256"), str):
         raise InvalidPdu("PDU has no sha256 content hash")
     sender = pdu["sender"]
     if not sender.startswith("@") or ":" not in sender or "\x00" in sender:
         raise InvalidPdu("sender is not a user id")
-    for key in ("prev_events", "auth_events"):
-        refs = event_refs(pdu[key])
-        if len(refs) != len(pdu[key]) or any(not r.startswith("$") for r in refs):
-            raise InvalidPdu(f"{key} is malformed")
+    try:
+        check_event_format(rv, pdu)  # reference shapes, v1/v2 event_id, v6+ canonical JSON
+    except BadEventFormat as e:
+        raise InvalidPdu(str(e)) from e
     if len(pdu["prev_events"]) > 20 or len(pdu["auth_events"]) > 10:
         raise InvalidPdu("too many prev_events or auth_events")
-    if rv.integer_power_levels:  # v6+ enforce canonical JSON on received events
-        _check_numbers(pdu)
     try:
         check_event_size(pdu)
     except EventTooLarge as e:
@@ -112,8 +77,7 @@ def check_format(rv: RoomVersion, pdu: Any) -> None:
 def signing_servers(rv: RoomVersion, pdu: JsonDict, event_id: str) -> set[str]:
     """Which servers must have signed the PDU."""
     servers = {_domain(pdu["sender"])}
-    if event_id.startswith("$") and ":" in event_id and not rv.room_id_is_create_event_hash \
-            and event_id.count(":") >= 1 and not _is_hash_id(event_id):
+    if not rv.reference_hash_event_ids:
         servers.add(_domain(event_id))  # v1/v2 ids carry their origin
     content = pdu.get("content", {})
     if pdu.get("type") == "m.room.member" and rv.restricted_join_rule \
@@ -122,11 +86,6 @@ def signing_servers(rv: RoomVersion, pdu: JsonDict, event_id: str) -> set[str]:
         if isinstance(via, str) and ":" in via:
             servers.add(_domain(via))
     return servers
-
-
-def _is_hash_id(event_id: str) -> bool:
-    # v3+ ids are 43 characters of unpadded base64 after the sigil and carry no server name.
-    return len(event_id) == 44
 
 
 async def check_signatures(rv: RoomVersion, pdu: JsonDict, event_id: str,

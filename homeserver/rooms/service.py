@@ -86,9 +86,17 @@ class RoomService:
         if room is None:
             return self._builder.build(rv, room_id, sender, etype, content, state=None,
                                        extremities=[], depth=0, state_key=state_key)
+        known = None
+        if not rv.reference_hash_event_ids:  # v1/v2 cite prev and auth events with hashes
+            known = {e.event_id: e for e in room.state.values()}
+            for e in room.recent[-20:]:
+                known[e.event_id] = e
+            for eid in room.extremities:
+                if eid not in known and (hit := self._cache.peek(eid)) is not None:
+                    known[eid] = hit
         return self._builder.build(rv, room_id, sender, etype, content, state=room.state,
                                    extremities=room.extremities, depth=room.depth,
-                                   state_key=state_key, redacts=redacts)
+                                   state_key=state_key, redacts=redacts, known=known)
 
     async def _send_locked(
         self, room: RoomData, sender: str, etype: str, content: JsonDict,

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from homeserver.events.auth import AuthError, check_auth, check_auth_events_list
-from homeserver.events.checks import KeyFetcher, check_pdu, event_refs
+from homeserver.events.checks import KeyFetcher, check_pdu
+from homeserver.events.format import event_ids_of as event_refs
 from homeserver.events.model import EventEntry, client_format, mark_redacted, relation_of
 from homeserver.events.state_res import resolve_state
 from homeserver.events.store import EventStore, StateGroupStore

@@ -1,13 +1,16 @@
-"""Table-driven tests for the v10/v11/v12 authorisation rules.
+"""Table-driven tests for the authorisation rules of room versions 1 to 12.
 
 Each case builds a small room with :class:`Room`, makes one event and says whether the
-rules allow it. Rooms start as: ALICE created the room and is joined (power 100 in v10/v11,
-an infinite-power creator in v12), MOD is joined at 50, BOB is joined at 0, EVE has no
-membership. The join rule is "invite" unless the case changes it.
+rules allow it: a bool for every version, or ``since(n)``/``before(n)`` where the spec
+changed the answer in version n. Rooms start as: ALICE created the room and is joined
+(power 100 in v1-v11, an infinite-power creator in v12), MOD is joined at 50, BOB is joined
+at 0, EVE has no membership. The join rule is "invite" unless the case changes it. In v1/v2
+rooms every event carries an ``event_id`` on its sender's server, as those versions require.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -35,11 +38,12 @@ BOB = "@bob:b.test"
 EVE = "@eve:e.test"
 CAROL = "@carol:c.test"
 
-ALL = ["10", "11", "12"]
+ALL = [str(n) for n in range(1, 13)]
 MEMBER = "m.room.member"
 JOIN = {"membership": "join"}
 
 JsonDict = dict[str, Any]
+_ids = itertools.count()
 
 
 class Room:
@@ -73,6 +77,8 @@ class Room:
         else:
             self.room_id = "!room:a.test"
             self.create["room_id"] = self.room_id
+            if not rv.reference_hash_event_ids:
+                self.create["event_id"] = "$create:a.test"
             self.create_id = compute_event_id(self.create, rv)
         self.state: dict[tuple[str, str], JsonDict] = {("m.room.create", ""): self.create}
         if bare:
@@ -101,13 +107,21 @@ class Room:
             "content": content,
             "origin_server_ts": 2,
             "depth": 5,
-            "prev_events": ["$prev"],
+            "prev_events": self.refs("$prev"),
             "auth_events": [],
         }
+        if not self.rv.reference_hash_event_ids:
+            event["event_id"] = f"${next(_ids)}:{sender.partition(':')[2]}"
         if state_key is not None:
             event["state_key"] = state_key
         event.update(extra)
         return event
+
+    def refs(self, *event_ids: str) -> list[Any]:
+        """prev_events/auth_events in the room version's format."""
+        if self.rv.reference_hash_event_ids:
+            return list(event_ids)
+        return [[i, {"sha256": "aGFzaA"}] for i in event_ids]
 
     def put(self, event_type: str, state_key: str, content: JsonDict, sender: str = ALICE) -> Room:
         self.state[(event_type, state_key)] = self.ev(event_type, sender, content, state_key)
@@ -140,12 +154,26 @@ class Room:
 
 
 Builder = Callable[[Room], JsonDict]
+# True/False for every version, or a function of the version number.
+Expect = bool | Callable[[int], bool]
 
 
-def run(rv_id: str, build: Builder, allowed: bool, room: Room | None = None) -> None:
+def since(n: int) -> Callable[[int], bool]:
+    """Allowed from room version n on (the spec added it in n)."""
+    return lambda version: version >= n
+
+
+def before(n: int) -> Callable[[int], bool]:
+    """Allowed only before room version n (the spec removed it in n)."""
+    return lambda version: version < n
+
+
+def run(rv_id: str, build: Builder, allowed: Expect, room: Room | None = None) -> None:
     rv = ROOM_VERSIONS[rv_id]
     room = room or Room(rv)
     event = build(room)
+    if not isinstance(allowed, bool):
+        allowed = allowed(int(rv_id))
     if allowed:
         check_auth(rv, event, room.state)
     else:
@@ -153,7 +181,7 @@ def run(rv_id: str, build: Builder, allowed: bool, room: Room | None = None) -> 
             check_auth(rv, event, room.state)
 
 
-def cases(table: list[tuple[str, Builder, bool]]) -> list[Any]:
+def cases(table: list[tuple[str, Builder, Expect]]) -> list[Any]:
     return [pytest.param(build, allowed, id=name) for name, build, allowed in table]
 
 
@@ -200,6 +228,17 @@ CREATE_CASES: list[tuple[str, str, JsonDict, JsonDict, bool]] = [
     ("v12-additional-bad-id", "12", {"additional_creators": ["bob"]}, {}, False),
     ("v12-additional-no-domain", "12", {"additional_creators": ["@bob"]}, {}, False),
     ("v11-additional-ignored", "11", {"additional_creators": "junk"}, {}, True),
+    *[
+        row
+        for v in ALL[:9]
+        for row in (
+            (f"v{v}-ok", v, {"creator": ALICE, "room_version": v}, {}, True),
+            (f"v{v}-no-creator", v, {"room_version": v}, {}, False),
+            (f"v{v}-prev-events", v, {"creator": ALICE}, {"prev_events": [["$x:a", {}]]}, False),
+            (f"v{v}-room-domain", v, {"creator": ALICE}, {"room_id": "!new:b.test"}, False),
+            (f"v{v}-unknown-version", v, {"creator": ALICE, "room_version": "13"}, {}, False),
+        )
+    ],
 ]
 
 
@@ -257,7 +296,7 @@ def test_m_federate_false(rv_id: str, sender: str, allowed: bool) -> None:
 
 def _first_join(r: Room, user: str = ALICE) -> JsonDict:
     r.state = {("m.room.create", ""): r.create}
-    return r.ev("m.room.member", user, {"membership": "join"}, user, prev_events=[r.create_id])
+    return r.ev(MEMBER, user, {"membership": "join"}, user, prev_events=r.refs(r.create_id))
 
 
 def _restricted_join(
@@ -273,17 +312,17 @@ def _restricted_join(
     return event
 
 
-JOIN_CASES: list[tuple[str, Builder, bool]] = [
+JOIN_CASES: list[tuple[str, Builder, Expect]] = [
     ("creator-first-join", _first_join, True),
     ("non-creator-first-join", lambda r: _first_join(r, BOB), False),
     (
         "creator-join-wrong-prev",
-        lambda r: {**_first_join(r), "prev_events": ["$elsewhere"]},
+        lambda r: {**_first_join(r), "prev_events": r.refs("$elsewhere")},
         False,
     ),
     (
         "creator-join-two-prevs",
-        lambda r: {**_first_join(r), "prev_events": [r.create_id, "$x"]},
+        lambda r: {**_first_join(r), "prev_events": r.refs(r.create_id, "$x")},
         False,
     ),
     ("public-join", lambda r: r.join_rule("public").membership_event(EVE, EVE, "join"), True),
@@ -317,7 +356,7 @@ JOIN_CASES: list[tuple[str, Builder, bool]] = [
     (
         "knock-rule-invited",
         lambda r: r.join_rule("knock").member(EVE, "invite").membership_event(EVE, EVE, "join"),
-        True,
+        since(7),
     ),
     (
         "knock-rule-uninvited",
@@ -337,10 +376,10 @@ JOIN_CASES: list[tuple[str, Builder, bool]] = [
     (
         "restricted-invited",
         lambda r: (r.member(EVE, "invite"), _restricted_join(r, None))[1],
-        True,
+        since(8),
     ),
-    ("restricted-via-mod", lambda r: _restricted_join(r, MOD), True),
-    ("restricted-via-bob-invite-0", lambda r: _restricted_join(r, BOB), True),
+    ("restricted-via-mod", lambda r: _restricted_join(r, MOD), since(8)),
+    ("restricted-via-bob-invite-0", lambda r: _restricted_join(r, BOB), since(8)),
     (
         "restricted-via-bob-invite-50",
         lambda r: (r.update_pl(invite=50), _restricted_join(r, BOB))[1],
@@ -370,32 +409,35 @@ JOIN_CASES: list[tuple[str, Builder, bool]] = [
     (
         "knock-restricted-via-mod",
         lambda r: _restricted_join(r, MOD, rule="knock_restricted"),
-        True,
+        since(10),
     ),
     (
         "public-join-signed-by-wrong-authoriser-server",
         lambda r: r.join_rule("public").membership_event(
             EVE, EVE, "join", join_authorised_via_users_server=MOD
         ),
-        False,
+        # before v8 the key is ordinary content, so nothing needs MOD's server to sign
+        before(8),
     ),
 ]
 
 
 @pytest.mark.parametrize("rv_id", ALL)
 @pytest.mark.parametrize(("build", "allowed"), cases(JOIN_CASES))
-def test_join_rules(rv_id: str, build: Builder, allowed: bool) -> None:
+def test_join_rules(rv_id: str, build: Builder, allowed: Expect) -> None:
     run(rv_id, build, allowed)
 
 
-def test_v10_first_join_uses_content_creator() -> None:
-    rv = ROOM_VERSIONS["10"]
+@pytest.mark.parametrize("rv_id", ALL[:10])
+def test_v1_to_v10_first_join_uses_content_creator(rv_id: str) -> None:
+    rv = ROOM_VERSIONS[rv_id]
     room = Room(rv, create_content={"creator": BOB}, bare=True)
-    check_auth(rv, room.ev(MEMBER, BOB, JOIN, BOB, prev_events=[room.create_id]), room.state)
+    check_auth(rv, room.ev(MEMBER, BOB, JOIN, BOB, prev_events=room.refs(room.create_id)),
+               room.state)
     with pytest.raises(AuthError):
         check_auth(
             rv,
-            room.ev(MEMBER, ALICE, JOIN, ALICE, prev_events=[room.create_id]),
+            room.ev(MEMBER, ALICE, JOIN, ALICE, prev_events=room.refs(room.create_id)),
             room.state,
         )
 
@@ -405,14 +447,16 @@ def test_v11_first_join_uses_create_sender(rv_id: str) -> None:
     rv = ROOM_VERSIONS[rv_id]
     # a stray "creator" key means nothing from v11 on
     room = Room(rv, create_content={"creator": BOB}, bare=True)
-    check_auth(rv, room.ev(MEMBER, ALICE, JOIN, ALICE, prev_events=[room.create_id]), room.state)
+    check_auth(rv, room.ev(MEMBER, ALICE, JOIN, ALICE, prev_events=room.refs(room.create_id)),
+               room.state)
     with pytest.raises(AuthError):
-        check_auth(rv, room.ev(MEMBER, BOB, JOIN, BOB, prev_events=[room.create_id]), room.state)
+        check_auth(rv, room.ev(MEMBER, BOB, JOIN, BOB, prev_events=room.refs(room.create_id)),
+                   room.state)
 
 
 # -------------------------------------------------------------------------- invites
 
-INVITE_CASES: list[tuple[str, Builder, bool]] = [
+INVITE_CASES: list[tuple[str, Builder, Expect]] = [
     ("member-invites", lambda r: r.membership_event(BOB, EVE, "invite"), True),
     ("non-member-invites", lambda r: r.membership_event(CAROL, EVE, "invite"), False),
     (
@@ -455,7 +499,7 @@ INVITE_CASES: list[tuple[str, Builder, bool]] = [
 
 @pytest.mark.parametrize("rv_id", ALL)
 @pytest.mark.parametrize(("build", "allowed"), cases(INVITE_CASES))
-def test_invite_rules(rv_id: str, build: Builder, allowed: bool) -> None:
+def test_invite_rules(rv_id: str, build: Builder, allowed: Expect) -> None:
     run(rv_id, build, allowed)
 
 
@@ -499,7 +543,7 @@ def _tpi(
     )
 
 
-TPI_CASES: list[tuple[str, Builder, bool]] = [
+TPI_CASES: list[tuple[str, Builder, Expect]] = [
     ("valid", _tpi, True),
     ("valid-public-keys-list", lambda r: _tpi(r, key_field="public_keys"), True),
     ("wrong-mxid", lambda r: _tpi(r, mxid=CAROL), False),
@@ -535,13 +579,13 @@ TPI_CASES: list[tuple[str, Builder, bool]] = [
 
 @pytest.mark.parametrize("rv_id", ALL)
 @pytest.mark.parametrize(("build", "allowed"), cases(TPI_CASES))
-def test_third_party_invite_rules(rv_id: str, build: Builder, allowed: bool) -> None:
+def test_third_party_invite_rules(rv_id: str, build: Builder, allowed: Expect) -> None:
     run(rv_id, build, allowed)
 
 
 # ---------------------------------------------------------------- leave / kick / ban
 
-LEAVE_BAN_CASES: list[tuple[str, Builder, bool]] = [
+LEAVE_BAN_CASES: list[tuple[str, Builder, Expect]] = [
     ("self-leave-joined", lambda r: r.membership_event(BOB, BOB, "leave"), True),
     (
         "reject-invite",
@@ -551,7 +595,7 @@ LEAVE_BAN_CASES: list[tuple[str, Builder, bool]] = [
     (
         "rescind-knock",
         lambda r: r.member(EVE, "knock").membership_event(EVE, EVE, "leave"),
-        True,
+        since(7),
     ),
     ("self-leave-not-member", lambda r: r.membership_event(EVE, EVE, "leave"), False),
     (
@@ -628,18 +672,18 @@ LEAVE_BAN_CASES: list[tuple[str, Builder, bool]] = [
 
 @pytest.mark.parametrize("rv_id", ALL)
 @pytest.mark.parametrize(("build", "allowed"), cases(LEAVE_BAN_CASES))
-def test_leave_and_ban_rules(rv_id: str, build: Builder, allowed: bool) -> None:
+def test_leave_and_ban_rules(rv_id: str, build: Builder, allowed: Expect) -> None:
     run(rv_id, build, allowed)
 
 
 # ---------------------------------------------------------------------------- knocks
 
-KNOCK_CASES: list[tuple[str, Builder, bool]] = [
-    ("knock", lambda r: r.join_rule("knock").membership_event(EVE, EVE, "knock"), True),
+KNOCK_CASES: list[tuple[str, Builder, Expect]] = [
+    ("knock", lambda r: r.join_rule("knock").membership_event(EVE, EVE, "knock"), since(7)),
     (
         "knock-restricted",
         lambda r: r.join_rule("knock_restricted").membership_event(EVE, EVE, "knock"),
-        True,
+        since(10),
     ),
     ("knock-invite-room", lambda r: r.membership_event(EVE, EVE, "knock"), False),
     (
@@ -660,12 +704,12 @@ KNOCK_CASES: list[tuple[str, Builder, bool]] = [
     (
         "knock-after-leave",
         lambda r: r.join_rule("knock").member(EVE, "leave").membership_event(EVE, EVE, "knock"),
-        True,
+        since(7),
     ),
     (
         "knock-again",
         lambda r: r.join_rule("knock").member(EVE, "knock").membership_event(EVE, EVE, "knock"),
-        True,
+        since(7),
     ),
     (
         "knock-while-invited",
@@ -687,13 +731,13 @@ KNOCK_CASES: list[tuple[str, Builder, bool]] = [
 
 @pytest.mark.parametrize("rv_id", ALL)
 @pytest.mark.parametrize(("build", "allowed"), cases(KNOCK_CASES))
-def test_knock_rules(rv_id: str, build: Builder, allowed: bool) -> None:
+def test_knock_rules(rv_id: str, build: Builder, allowed: Expect) -> None:
     run(rv_id, build, allowed)
 
 
 # -------------------------------------------------------- non-membership events
 
-SEND_CASES: list[tuple[str, Builder, bool]] = [
+SEND_CASES: list[tuple[str, Builder, Expect]] = [
     ("message-by-member", lambda r: r.ev("m.room.message", BOB, {"body": "hi"}), True),
     ("message-by-outsider", lambda r: r.ev("m.room.message", EVE, {"body": "hi"}), False),
     (
@@ -766,9 +810,29 @@ SEND_CASES: list[tuple[str, Builder, bool]] = [
         False,
     ),
     (
+        # v1/v2 rule 11: below the redact level, only an event ID on the redaction's server
         "redaction-of-others-allowed-by-auth",
-        lambda r: r.ev("m.room.redaction", BOB, {"redacts": "$x"}, redacts="$x"),
+        lambda r: r.ev("m.room.redaction", BOB, {"redacts": "$x:a.test"}, redacts="$x:a.test"),
+        since(3),
+    ),
+    (
+        "redaction-same-event-id-domain",
+        lambda r: r.ev("m.room.redaction", BOB, {"redacts": "$x:b.test"}, redacts="$x:b.test"),
         True,
+    ),
+    (
+        "redaction-at-redact-level",
+        lambda r: r.ev("m.room.redaction", MOD, {"redacts": "$x:b.test"}, redacts="$x:b.test"),
+        True,
+    ),
+    (
+        "redaction-v1-without-own-event-id",
+        lambda r: {
+            k: v
+            for k, v in r.ev("m.room.redaction", BOB, {}, redacts="$x:b.test").items()
+            if k != "event_id"
+        },
+        since(3),
     ),
     (
         "redaction-send-level",
@@ -780,7 +844,14 @@ SEND_CASES: list[tuple[str, Builder, bool]] = [
     (
         "redaction-redact-level-ignored",
         lambda r: r.update_pl(redact=100).ev(
-            "m.room.redaction", BOB, {"redacts": "$x"}, redacts="$x"
+            "m.room.redaction", BOB, {"redacts": "$x:a.test"}, redacts="$x:a.test"
+        ),
+        since(3),
+    ),
+    (
+        "redaction-v1-v2-redact-level-applies",
+        lambda r: r.update_pl(redact=0).ev(
+            "m.room.redaction", BOB, {"redacts": "$x:a.test"}, redacts="$x:a.test"
         ),
         True,
     ),
@@ -790,31 +861,75 @@ SEND_CASES: list[tuple[str, Builder, bool]] = [
 
 @pytest.mark.parametrize("rv_id", ALL)
 @pytest.mark.parametrize(("build", "allowed"), cases(SEND_CASES))
-def test_send_rules(rv_id: str, build: Builder, allowed: bool) -> None:
+def test_send_rules(rv_id: str, build: Builder, allowed: Expect) -> None:
     run(rv_id, build, allowed)
 
 
 # ------------------------------------------------------------------ power levels
 
-PL_CASES: list[tuple[str, Builder, bool]] = [
+PL_CASES: list[tuple[str, Builder, Expect]] = [
     ("mod-no-change", lambda r: r.pl_event(MOD, **r.current_pl()), True),
+    # v1-v9 "stringy power levels", v1-v5 "floaty power levels"; v10 integers only
     (
         "scalar-string",
         lambda r: r.pl_event(ALICE, **{**r.current_pl(), "ban": "50"}),
+        before(10),
+    ),
+    (
+        "scalar-string-padded-signed",
+        lambda r: r.pl_event(ALICE, **{**r.current_pl(), "ban": " +0050 "}),
+        before(10),
+    ),
+    (
+        "scalar-string-not-integer",
+        lambda r: r.pl_event(ALICE, **{**r.current_pl(), "ban": "5O"}),
+        False,
+    ),
+    (
+        "scalar-string-decimal",
+        lambda r: r.pl_event(ALICE, **{**r.current_pl(), "ban": "50.0"}),
+        False,
+    ),
+    (
+        "mod-string-scalar-above-self",
+        lambda r: r.pl_event(MOD, **{**r.current_pl(), "kick": "51"}),
         False,
     ),
     ("scalar-bool", lambda r: r.pl_event(ALICE, **{**r.current_pl(), "kick": True}), False),
-    ("scalar-float", lambda r: r.pl_event(ALICE, **{**r.current_pl(), "invite": 1.5}), False),
+    ("scalar-float", lambda r: r.pl_event(ALICE, **{**r.current_pl(), "invite": 1.5}), before(6)),
+    (
+        # 50.9 truncates to 50, MOD's own level
+        "mod-float-truncated-to-own",
+        lambda r: r.pl_event(MOD, **{**r.current_pl(), "kick": 50.9}),
+        before(6),
+    ),
+    (
+        "mod-float-above-self",
+        lambda r: r.pl_event(MOD, **{**r.current_pl(), "kick": 51.0}),
+        False,
+    ),
+    (
+        "scalar-float-infinite",
+        lambda r: r.pl_event(ALICE, **{**r.current_pl(), "invite": math.inf}),
+        False,
+    ),
+    (
+        "users-value-float",
+        lambda r: r.pl_event(
+            ALICE, **{**r.current_pl(), "users": {**r.current_pl()["users"], BOB: 50.57}}
+        ),
+        before(6),
+    ),
     (
         "events-value-string",
         lambda r: r.pl_event(ALICE, **{**r.current_pl(), "events": {"m.x": "1"}}),
-        False,
+        before(10),
     ),
     ("events-not-object", lambda r: r.pl_event(ALICE, **{**r.current_pl(), "events": []}), False),
     (
         "notifications-value-string",
         lambda r: r.pl_event(ALICE, **{**r.current_pl(), "notifications": {"room": "50"}}),
-        False,
+        before(10),
     ),
     (
         "users-invalid-key",
@@ -828,7 +943,7 @@ PL_CASES: list[tuple[str, Builder, bool]] = [
         lambda r: r.pl_event(
             ALICE, **{**r.current_pl(), "users": {**r.current_pl()["users"], BOB: "1"}}
         ),
-        False,
+        before(10),
     ),
     ("users-not-object", lambda r: r.pl_event(ALICE, **{**r.current_pl(), "users": []}), False),
     (
@@ -933,11 +1048,17 @@ PL_CASES: list[tuple[str, Builder, bool]] = [
         False,
     ),
     (
+        # v6 added ``notifications`` to rules 10.4/10.5
         "mod-changes-notification-from-above",
         lambda r: r.update_pl(notifications={"room": 100}).pl_event(
             MOD, **{**r.current_pl(), "notifications": {"room": 0}}
         ),
-        False,
+        before(6),
+    ),
+    (
+        "mod-adds-notification-above-self",
+        lambda r: r.pl_event(MOD, **{**r.current_pl(), "notifications": {"room": 99}}),
+        before(6),
     ),
     (
         "mod-adds-notification-at-own",
@@ -962,14 +1083,74 @@ PL_CASES: list[tuple[str, Builder, bool]] = [
 
 @pytest.mark.parametrize("rv_id", ALL)
 @pytest.mark.parametrize(("build", "allowed"), cases(PL_CASES))
-def test_power_level_rules(rv_id: str, build: Builder, allowed: bool) -> None:
+def test_power_level_rules(rv_id: str, build: Builder, allowed: Expect) -> None:
     run(rv_id, build, allowed)
 
 
 # ------------------------------------------------- version-specific power behaviour
 
 
+def _aliases(r: Room, sender: str, server: str | None) -> JsonDict:
+    return r.ev("m.room.aliases", sender, {"aliases": [f"#a:{server}"]}, server)
+
+
+def _old_versions_cases() -> list[tuple[str, str, Builder, bool]]:
+    """v1-v5 m.room.aliases rule 4 (gone in v6), and levels read as strings or floats."""
+    rows: list[tuple[str, str, Builder, bool]] = []
+    for v in ALL:
+        n = int(v)
+        rows += [
+            # BOB (level 0, state_default 50) names his own server: rule 4 allows it
+            (f"v{v}-aliases-own-server", v, lambda r: _aliases(r, BOB, "b.test"), n < 6),
+            (f"v{v}-aliases-other-server", v, lambda r: _aliases(r, BOB, "a.test"), False),
+            # MOD has the state level but not the server named
+            (f"v{v}-aliases-mod-for-other", v, lambda r: _aliases(r, MOD, "b.test"), n >= 6),
+            # rule 4 comes before the membership rule
+            (f"v{v}-aliases-by-outsider", v, lambda r: _aliases(r, EVE, "e.test"), n < 6),
+            # from v6 an m.room.aliases without a state_key is just a message event
+            (f"v{v}-aliases-no-state-key", v, lambda r: _aliases(r, MOD, None), n >= 6),
+        ]
+    for v in ALL[:9]:
+        rows += [
+            (
+                f"v{v}-string-level-read",
+                v,
+                lambda r: r.update_pl(users={ALICE: 100, BOB: " +50"}).ev(
+                    "m.room.topic", BOB, {}, ""
+                ),
+                True,
+            ),
+            (
+                f"v{v}-string-state-default-read",
+                v,
+                lambda r: r.update_pl(state_default="000").ev("m.room.topic", BOB, {}, ""),
+                True,
+            ),
+            (
+                f"v{v}-junk-string-level-is-default",
+                v,
+                lambda r: r.update_pl(users={ALICE: 100, BOB: "5 0"}).ev(
+                    "m.room.topic", BOB, {}, ""
+                ),
+                False,
+            ),
+        ]
+    for v in ALL[:5]:
+        rows.append(
+            (
+                f"v{v}-float-level-read",
+                v,
+                lambda r: r.update_pl(users={ALICE: 100, BOB: 50.57}).ev(
+                    "m.room.topic", BOB, {}, ""
+                ),
+                True,
+            )
+        )
+    return rows
+
+
 VERSION_CASES: list[tuple[str, str, Builder, bool]] = [
+    *_old_versions_cases(),
     # v10/v11: the creator is an ordinary user listed in "users".
     (
         "v10-mod-cannot-demote-creator",
@@ -1074,6 +1255,10 @@ def test_version_specific_power(rv_id: str, build: Builder, allowed: bool) -> No
 @pytest.mark.parametrize(
     ("rv_id", "user", "expected"),
     [
+        ("1", ALICE, 100),
+        ("1", CAROL, 0),
+        ("6", MOD, 50),
+        ("9", ALICE, 100),
         ("10", ALICE, 100),
         ("10", MOD, 50),
         ("10", BOB, 0),
@@ -1113,11 +1298,11 @@ def test_users_default_applies() -> None:
 
 @pytest.mark.parametrize(
     ("rv_id", "expected"),
-    [("10", {ALICE}), ("11", {ALICE}), ("12", {ALICE, CAROL})],
+    [("1", {ALICE}), ("5", {ALICE}), ("10", {ALICE}), ("11", {ALICE}), ("12", {ALICE, CAROL})],
 )
 def test_creators(rv_id: str, expected: set[str]) -> None:
     content: JsonDict = {"additional_creators": [CAROL]}
-    if rv_id == "10":
+    if int(rv_id) <= 10:
         content["creator"] = ALICE
     room = Room(ROOM_VERSIONS[rv_id], create_content=content)
     assert creators(room.rv, room.state) == expected
@@ -1150,6 +1335,7 @@ def test_required_power_level(
 @pytest.mark.parametrize(
     ("rv_id", "event", "expected"),
     [
+        ("1", {"redacts": "$a", "content": {"redacts": "$b"}}, "$a"),
         ("10", {"redacts": "$a", "content": {"redacts": "$b"}}, "$a"),
         ("11", {"redacts": "$a", "content": {"redacts": "$b"}}, "$b"),
         ("12", {"content": {"redacts": "$b"}}, "$b"),
@@ -1235,6 +1421,23 @@ _BASE12 = [("m.room.power_levels", ""), ("m.room.member", BOB)]
             {"membership": "leave", "join_authorised_via_users_server": MOD},
             _BASE12,
         ),
+        ("1", "m.room.message", None, {}, _BASE10),
+        ("1", "m.room.aliases", "b.test", {}, _BASE10),
+        # restricted rooms (v8+) are what make the authorising user's membership an auth event
+        (
+            "7",
+            "m.room.member",
+            BOB,
+            {"membership": "join", "join_authorised_via_users_server": MOD},
+            _BASE10 + [("m.room.join_rules", "")],
+        ),
+        (
+            "8",
+            "m.room.member",
+            BOB,
+            {"membership": "join", "join_authorised_via_users_server": MOD},
+            _BASE10 + [("m.room.join_rules", ""), ("m.room.member", MOD)],
+        ),
     ],
 )
 def test_auth_event_types(
@@ -1254,6 +1457,8 @@ def _auth_list(r: Room, keys: list[tuple[str, str]]) -> list[JsonDict]:
 @pytest.mark.parametrize(
     ("rv_id", "keys", "allowed"),
     [
+        ("1", [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", BOB)], True),
+        ("2", [("m.room.power_levels", ""), ("m.room.member", BOB)], False),  # no create
         ("10", [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", BOB)], True),
         ("11", [("m.room.create", ""), ("m.room.member", BOB)], True),
         ("11", [("m.room.power_levels", ""), ("m.room.member", BOB)], False),  # no create

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import re
 from typing import Any
 
 import pytest
@@ -23,11 +24,15 @@ from homeserver.events.hashing import (
 from homeserver.events.room_versions import (
     DEFAULT_ROOM_VERSION,
     ROOM_VERSIONS,
+    STABLE_ROOM_VERSIONS,
     RoomVersion,
 )
 from homeserver.signing import ServerSigningKey, verify_signed_json
 
-V10, V11, V12 = ROOM_VERSIONS["10"], ROOM_VERSIONS["11"], ROOM_VERSIONS["12"]
+V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12 = (
+    ROOM_VERSIONS[str(n)] for n in range(1, 13)
+)
+ALL = list(ROOM_VERSIONS.values())
 SPEC_SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"
 
 
@@ -35,9 +40,45 @@ def spec_key() -> ServerSigningKey:
     return ServerSigningKey.from_seed("domain", "ed25519:1", SPEC_SEED)
 
 
+# Which versions have each behaviour, written out from the spec's rooms/v1.md ... v12.md (the
+# version that introduced or dropped it in the comment), independently of the table's code.
+VERSION_FLAGS: dict[str, set[int]] = {
+    "reference_hash_event_ids": set(range(3, 13)),  # v3 event IDs are hashes
+    "url_safe_event_ids": set(range(4, 13)),  # v4 URL-safe base64
+    "enforce_key_validity": set(range(5, 13)),  # v5
+    "special_case_aliases_auth": set(range(1, 6)),  # removed in v6
+    "redaction_keeps_aliases": set(range(1, 6)),  # removed in v6
+    "redaction_auth_rule": {1, 2},  # moved to "Handling redactions" in v3
+    "notifications_power_levels": set(range(6, 13)),  # v6
+    "strict_canonical_json": set(range(6, 13)),  # v6
+    "float_power_levels": set(range(1, 6)),  # v1-v5 "floaty power levels"
+    "knock_join_rule": set(range(7, 13)),  # v7
+    "restricted_join_rule": set(range(8, 13)),  # v8
+    "redaction_keeps_join_authorised": set(range(9, 13)),  # v9
+    "knock_restricted_join_rule": set(range(10, 13)),  # v10
+    "integer_power_levels": set(range(10, 13)),  # v10
+    "updated_redaction_rules": {11, 12},
+    "implicit_room_creator": {11, 12},
+    "redacts_in_content": {11, 12},
+    "room_id_is_create_event_hash": {12},
+    "creators_have_infinite_power": {12},
+    "create_event_in_auth_events": set(range(1, 12)),
+    "state_res_v1": {1},
+    "state_res_v2_1": {12},
+}
+
+
+@pytest.mark.parametrize(("flag", "versions"), VERSION_FLAGS.items(), ids=list(VERSION_FLAGS))
+def test_room_version_flags(flag: str, versions: set[int]) -> None:
+    assert {int(v) for v, rv in ROOM_VERSIONS.items() if getattr(rv, flag)} == versions
+
+
 def test_room_version_table() -> None:
-    assert set(ROOM_VERSIONS) == {"10", "11", "12"}
+    assert list(ROOM_VERSIONS) == [str(n) for n in range(1, 13)]
+    assert all(rv.identifier == v for v, rv in ROOM_VERSIONS.items())
     assert DEFAULT_ROOM_VERSION == "12"
+    assert STABLE_ROOM_VERSIONS == set(ROOM_VERSIONS)
+    assert [ROOM_VERSIONS[v].max_depth for v in ("5", "6")] == [2**63 - 1, 2**53 - 1]
     assert (V10.updated_redaction_rules, V11.updated_redaction_rules) == (False, True)
     assert (V10.implicit_room_creator, V11.implicit_room_creator) == (False, True)
     assert [rv.room_id_is_create_event_hash for rv in (V10, V11, V12)] == [False, False, True]
@@ -46,7 +87,8 @@ def test_room_version_table() -> None:
 
 
 # Appendices, "Event Signing". These events carry ``origin``, which only the pre-v11
-# redaction rules keep, so the spec's signatures hold for v10.
+# redaction rules keep, so the spec's signatures hold for v1-v10 (the redactable one has a
+# v1-style event_id, kept by those rules too; the minimal one has none, which v1/v2 need).
 SPEC_MINIMAL_EVENT: dict[str, Any] = {
     "room_id": "!x:domain",
     "sender": "@a:domain",
@@ -74,27 +116,39 @@ SPEC_REDACTABLE_EVENT: dict[str, Any] = {
 }
 
 
+SPEC_VECTORS = [
+    (
+        "minimal",
+        SPEC_MINIMAL_EVENT,
+        "5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos",
+        "KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg",
+    ),
+    (
+        "redactable",
+        SPEC_REDACTABLE_EVENT,
+        "onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g",
+        "Wm+VzmOUOz08Ds+0NTWb1d4CZrVsJSikkeRxh6aCcUwu6pNC78FunoD7KNWzqFn241eYHYMGCA5McEiVPdhzBA",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("event", "content_hash", "signature"),
+    ("rv", "event", "content_hash", "signature"),
     [
-        (
-            SPEC_MINIMAL_EVENT,
-            "5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos",
-            "KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg",
-        ),
-        (
-            SPEC_REDACTABLE_EVENT,
-            "onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g",
-            "Wm+VzmOUOz08Ds+0NTWb1d4CZrVsJSikkeRxh6aCcUwu6pNC78FunoD7KNWzqFn241eYHYMGCA5McEiVPdhzBA",
-        ),
+        pytest.param(rv, event, content_hash, signature, id=f"{name}-v{rv.identifier}")
+        for name, event, content_hash, signature in SPEC_VECTORS
+        for rv in ALL[:10]
+        if "event_id" in event or rv.reference_hash_event_ids
     ],
 )
 def test_spec_event_signing_vectors(
-    event: dict[str, Any], content_hash: str, signature: str
+    rv: RoomVersion, event: dict[str, Any], content_hash: str, signature: str
 ) -> None:
     original = copy.deepcopy(event)
     assert compute_content_hash(event) == content_hash
-    _, signed = finalize_event(event, V10, spec_key())
+    event_id, signed = finalize_event(event, rv, spec_key())
+    if not rv.reference_hash_event_ids:
+        assert event_id == "$0:domain"
     assert event == original  # input untouched
     assert signed["hashes"] == {"sha256": content_hash}
     assert signed["signatures"] == {"domain": {"ed25519:1": signature}}
@@ -158,7 +212,39 @@ def test_event_id_is_hash_of_hand_written_redacted_json(rv: RoomVersion, canonic
     assert len(expected) == 44 and "+" not in expected and "/" not in expected
 
 
-@pytest.mark.parametrize("rv", [V10, V11, V12])
+# v3 and v4 differ only in the base64 alphabet; at depth 6 this event's hash has both a "/"
+# and a "+" in standard base64, so the two IDs must differ.
+V3_MESSAGE = {**MESSAGE, "depth": 6}
+V3_CANONICAL = (
+    '{"auth_events":["$a"],"content":{},"depth":6,"hashes":{"sha256":"abc"},'
+    '"origin":"x.test","origin_server_ts":1,"prev_events":["$p"],'
+    '"room_id":"!r:x.test","sender":"@u:x.test","type":"m.room.message"}'
+)
+
+
+def test_v3_event_id_standard_base64_v4_url_safe() -> None:
+    digest = hashlib.sha256(V3_CANONICAL.encode()).digest()
+    standard = "$" + base64.b64encode(digest).decode().rstrip("=")
+    url_safe = "$" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    assert "/" in standard and "+" in standard
+    assert compute_event_id(V3_MESSAGE, V3) == standard
+    for rv in (V4, V5, V6, V7, V8, V9, V10):
+        assert compute_event_id(V3_MESSAGE, rv) == url_safe
+
+
+@pytest.mark.parametrize("rv", [V1, V2], ids=["v1", "v2"])
+def test_v1_v2_event_id_is_carried_not_computed(rv: RoomVersion) -> None:
+    event = {**MESSAGE, "event_id": "$abc:x.test"}
+    assert compute_event_id(event, rv) == "$abc:x.test"
+    # it is covered by the reference hash (redaction keeps it)
+    assert compute_reference_hash(event, rv) != compute_reference_hash(
+        {**event, "event_id": "$abd:x.test"}, rv
+    )
+    with pytest.raises(ValueError):
+        compute_event_id(MESSAGE, rv)
+
+
+@pytest.mark.parametrize("rv", ALL[2:], ids=lambda rv: f"v{rv.identifier}")
 def test_event_id_stable_under_redaction_and_unsigned(rv: RoomVersion) -> None:
     event_id = compute_event_id(MESSAGE, rv)
     assert compute_event_id(prune_event(MESSAGE, rv), rv) == event_id
@@ -355,6 +441,86 @@ PRUNE_CASES: list[tuple[str, RoomVersion, dict[str, Any], dict[str, Any], set[st
         {},
         _TOP | {"content"},
     ),
+    # rooms/v1.md ... v9.md: aliases kept v1-v5; join_rules "allow" from v8; member
+    # join_authorised_via_users_server from v9; v1-v10 top-level keys.
+    *[
+        (
+            f"aliases-v{rv.identifier}",
+            rv,
+            _ev("m.room.aliases", {"aliases": ["#a:x"], "x": 1}, state_key="x"),
+            {"aliases": ["#a:x"]} if int(rv.identifier) <= 5 else {},
+            _TOP | {"content", "state_key"},
+        )
+        for rv in ALL
+    ],
+    *[
+        (
+            f"join-rules-v{rv.identifier}",
+            rv,
+            _ev("m.room.join_rules", {"join_rule": "restricted", "allow": [{"a": 1}], "x": 2}),
+            {"join_rule": "restricted", "allow": [{"a": 1}]}
+            if int(rv.identifier) >= 8
+            else {"join_rule": "restricted"},
+            _TOP | {"content"},
+        )
+        for rv in ALL
+    ],
+    *[
+        (
+            f"member-v{rv.identifier}",
+            rv,
+            _ev(
+                "m.room.member",
+                {"membership": "join", "join_authorised_via_users_server": "@a:x", "n": "N"},
+            ),
+            {"membership": "join", "join_authorised_via_users_server": "@a:x"}
+            if int(rv.identifier) >= 9
+            else {"membership": "join"},
+            _TOP | {"content"},
+        )
+        for rv in ALL
+    ],
+    *[
+        (
+            f"top-level-v{rv.identifier}",
+            rv,
+            _ev(
+                "X",
+                {},
+                event_id="$e:x",
+                origin="o",
+                membership="join",
+                prev_state=[],
+                prev_events=[["$p:x", {"sha256": "h"}]],
+                redacts="$r:x",
+                age_ts=1,
+            ),
+            {},
+            _TOP | {"content", "event_id", "origin", "membership", "prev_state", "prev_events"},
+        )
+        for rv in ALL[:10]
+    ],
+    (
+        "create-v1",
+        V1,
+        _ev("m.room.create", {"creator": "@u:x.test", "room_version": "1", "m.federate": False}),
+        {"creator": "@u:x.test"},
+        _TOP | {"content"},
+    ),
+    (
+        "power-levels-v1",
+        V1,
+        _ev("m.room.power_levels", {"ban": "50", "invite": 3, "notifications": {}, "kick": 1.5}),
+        {"ban": "50", "kick": 1.5},
+        _TOP | {"content"},
+    ),
+    (
+        "redaction-v1-drops-content",
+        V1,
+        _ev("m.room.redaction", {"redacts": "$x:y", "reason": "r"}, redacts="$x:y"),
+        {},
+        _TOP | {"content"},
+    ),
 ]
 
 
@@ -413,6 +579,77 @@ def test_finalize_signature_survives_redaction_but_hash_does_not() -> None:
     verify_signed_json(prune_event(redacted, V11), "domain", "ed25519:1", key.verify_key_base64)
     assert compute_event_id(redacted, V11) == event_id
     assert compute_content_hash(redacted) != signed["hashes"]["sha256"]
+
+
+PREV_HASH = "cHJldmhhc2g"
+AUTH_HASH = "YXV0aGhhc2g"
+
+
+def _v1_event() -> dict[str, Any]:
+    return {
+        "type": "m.room.message",
+        "room_id": "!r:domain",
+        "sender": "@u:domain",
+        "content": {"body": "hi"},
+        "origin_server_ts": 5,
+        "depth": 3,
+        "prev_events": ["$prev:domain"],
+        "auth_events": ["$auth:domain", ["$pair:domain", {"sha256": "cGFpcg"}]],
+    }
+
+
+@pytest.mark.parametrize("rv", [V1, V2], ids=["v1", "v2"])
+def test_finalize_v1_v2_event(rv: RoomVersion) -> None:
+    key = spec_key()
+    event = _v1_event()
+    before = copy.deepcopy(event)
+    event_id, signed = finalize_event(
+        event, rv, key, event_hashes={"$prev:domain": PREV_HASH, "$auth:domain": AUTH_HASH}
+    )
+    assert event == before
+    # "$opaque_id:domain" with our server name, carried in the PDU
+    assert re.fullmatch(r"\$[A-Za-z]{18}:domain", event_id)
+    assert signed["event_id"] == event_id == compute_event_id(signed, rv)
+    # references become [id, {"sha256": content hash}] pairs; given pairs are kept
+    assert signed["prev_events"] == [["$prev:domain", {"sha256": PREV_HASH}]]
+    assert signed["auth_events"] == [
+        ["$auth:domain", {"sha256": AUTH_HASH}],
+        ["$pair:domain", {"sha256": "cGFpcg"}],
+    ]
+    # the content hash and signature cover the event_id and the references
+    assert signed["hashes"]["sha256"] == compute_content_hash(signed)
+    verify_signed_json(prune_event(signed, rv), "domain", "ed25519:1", key.verify_key_base64)
+    # a second event gets another ID; an event that has one keeps it
+    assert finalize_event(event, rv, key, event_hashes={"$prev:domain": "a", "$auth:domain": "b"}
+                          )[0] != event_id
+    kept, _ = finalize_event({**event, "event_id": "$mine:domain"}, rv, key,
+                             event_hashes={"$prev:domain": "a", "$auth:domain": "b"})
+    assert kept == "$mine:domain"
+    other, _ = finalize_event(event, rv, key, server_name="other.test",
+                              event_hashes={"$prev:domain": "a", "$auth:domain": "b"})
+    assert other.endswith(":other.test")
+
+
+@pytest.mark.parametrize("rv", [V1, V2], ids=["v1", "v2"])
+def test_finalize_v1_v2_needs_every_hash(rv: RoomVersion) -> None:
+    with pytest.raises(ValueError, match=r"\$auth:domain"):
+        finalize_event(_v1_event(), rv, spec_key(), event_hashes={"$prev:domain": PREV_HASH})
+    with pytest.raises(ValueError):
+        finalize_event(_v1_event(), rv, spec_key())
+
+
+@pytest.mark.parametrize("rv", ALL[2:], ids=lambda rv: f"v{rv.identifier}")
+def test_finalize_v3_plus_has_id_lists_and_no_event_id(rv: RoomVersion) -> None:
+    event = _v1_event()
+    if rv.room_id_is_create_event_hash:
+        event["room_id"] = "!" + "A" * 43
+    event_id, signed = finalize_event(event, rv, spec_key(), event_hashes={"$x": "unused"})
+    assert "event_id" not in signed
+    assert signed["prev_events"] == ["$prev:domain"]
+    assert signed["auth_events"] == ["$auth:domain", "$pair:domain"]
+    assert event_id == compute_event_id(signed, rv)
+    assert re.fullmatch(r"\$[A-Za-z0-9_-]{43}" if rv.url_safe_event_ids
+                        else r"\$[A-Za-z0-9+/]{43}", event_id)
 
 
 def test_finalize_replaces_stale_hashes_and_signatures() -> None:
@@ -477,7 +714,7 @@ _json = st.recursive(
 
 
 @given(
-    rv=st.sampled_from([V10, V11, V12]),
+    rv=st.sampled_from(ALL),
     event_type=st.sampled_from(
         ["m.room.member", "m.room.create", "m.room.power_levels", "m.room.redaction", "m.x"]
     ),
@@ -488,6 +725,8 @@ def test_redaction_never_changes_event_id(
     rv: RoomVersion, event_type: str, content: dict[str, Any], extra: dict[str, Any]
 ) -> None:
     event = {**extra, **_ev(event_type, content)}
+    if not rv.reference_hash_event_ids:
+        event["event_id"] = "$e:x.test"
     pruned = prune_event(event, rv)
     assert prune_event(pruned, rv) == pruned
     assert compute_event_id(pruned, rv) == compute_event_id(event, rv)
