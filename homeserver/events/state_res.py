@@ -230,9 +230,7 @@ class _V2Resolver:
         await ev.load_auth_closure({e for s in state_sets for e in s.values()})
         await self._load_create_events()
 
-        conflicted = {
-            s[k] for s in state_sets for k in conflicted_keys if k in s and ev.get(s[k])
-        }
+        conflicted = {s[k] for s in state_sets for k in conflicted_keys if k in s and ev.get(s[k])}
         full = conflicted | self._auth_difference(state_sets, unconflicted, conflicted_keys)
         if self.rv.state_res_v2_1:
             full |= self._conflicted_subgraph(conflicted)
@@ -308,9 +306,7 @@ class _V2Resolver:
         # With U the unconflicted events and D_i the chain of set i's other events, each full
         # chain is closure(U) | D_i, so the difference is (union D - intersection D) - closure(U):
         # the (often large) closure of U is only walked when there are candidates at all.
-        per_set = [
-            self.events.closure(s[k] for k in conflicted_keys if k in s) for s in state_sets
-        ]
+        per_set = [self.events.closure(s[k] for k in conflicted_keys if k in s) for s in state_sets]
         union: set[str] = set().union(*per_set)
         candidates = union - per_set[0].intersection(*per_set[1:])
         if not candidates:
