@@ -13,6 +13,11 @@ Two choices follow the other implementations (Synapse, Ruma) where the spec's pr
   never in the auth difference;
 * step 1 grows the power events by walking ``auth_events`` links only through events of the full
   conflicted set, and Kahn's algorithm uses exactly those links.
+
+Resolution can run whenever branches of a busy room merge, so the work is kept to what the
+conflict needs: agreeing sets return at once, only the conflicted events' auth chains are
+fetched in full, and of the unconflicted state only the events the auth checks read (plus a
+search of its auth chains that stops once the few events it must classify are found).
 """
 
 from __future__ import annotations

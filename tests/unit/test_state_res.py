@@ -541,14 +541,15 @@ def test_mainline_order_directly() -> None:
     dag.pl("PSIDE", ALICE, {ALICE: 100, BOB: 9}, prev=["P1"])  # off the mainline
     dag.topic("TSIDE", ALICE, ts=1)  # cites PSIDE, whose chain meets the mainline at P1
     resolver = _V2Resolver(rv, EventCache(DictFetcher(dag.events)))
-    names = ("T0", "T1", "T2A", "T2B", "TSIDE")
+    # IMA (Alice's first join) cites no power levels at all: position infinity, so first.
+    names = ("T0", "T1", "T2A", "T2B", "TSIDE", "IMA")
     ids = {dag.ids[n] for n in names}
     run(resolver.events.load_auth_closure(ids | {dag.ids["P2"]}))
     order = [dag.names[e] for e in resolver._mainline_order(ids, dag.ids["P2"])]
-    assert order == ["T0", "TSIDE", "T1", "T2B", "T2A"]
+    assert order == ["IMA", "T0", "TSIDE", "T1", "T2B", "T2A"]
     # Against no power levels every event is at infinity: plain ts order.
     order = [dag.names[e] for e in resolver._mainline_order(ids, None)]
-    assert order == ["TSIDE", "T2B", "T2A", "T1", "T0"]
+    assert order == ["IMA", "TSIDE", "T2B", "T2A", "T1", "T0"]
 
 
 # ----------------------------------------------------------- v2 vs v2.1 (state resets)
@@ -860,14 +861,27 @@ def test_v1_keys_missing_from_some_sets_are_not_conflicts() -> None:
 # -------------------------------------------------------------------------- properties
 
 
-def _scenarios() -> list[tuple[Dag, list[dict[StateKey, str]]]]:
-    out: list[tuple[Dag, list[dict[StateKey, str]]]] = []
+Scenario = tuple[RoomVersion, dict[str, JsonDict], list[dict[StateKey, str]]]
+
+
+def _scenarios() -> list[Scenario]:
+    out: list[Scenario] = []
     for rv_id in ("11", "12"):
+        rv = ROOM_VERSIONS[rv_id]
         for case in CASES[:7]:
-            dag = build(case, ROOM_VERSIONS[rv_id])
-            out.append((dag, [dag.after[n] for n in (*case.end, START)]))
-        out.append(_problem_a(ROOM_VERSIONS[rv_id]))
-        out.append(_problem_b(ROOM_VERSIONS[rv_id]))
+            dag = build(case, rv)
+            out.append((rv, dag.events, [dag.after[n] for n in (*case.end, START)]))
+        for problem in (_problem_a, _problem_b):
+            dag, sets = problem(rv)
+            out.append((rv, dag.events, sets))
+    rv, events, base = _v1_room()
+    v1_sets = [
+        _v1_fork(events, base, "$t1:a.test", TOPIC, ALICE, 8, {"topic": "1"}),
+        _v1_fork(events, base, "$t2:b.test", TOPIC, BOB, 8, {"topic": "2"}),
+        _v1_fork(events, base, "$p1:a.test", PL, ALICE, 7, {"users": {ALICE: 100, BOB: 0}}),
+        _v1_fork(events, base, "$p2:b.test", PL, BOB, 9, {"users": {ALICE: 100, BOB: 50}}),
+    ]
+    out.append((rv, events, v1_sets))
     return out
 
 
@@ -883,9 +897,9 @@ SCENARIOS = _scenarios()
 def test_result_independent_of_set_order_and_fetch_order(
     index: int, data: st.DataObject, seed: int
 ) -> None:
-    dag, sets = SCENARIOS[index]
+    rv, events, sets = SCENARIOS[index]
     chosen = data.draw(st.lists(st.sampled_from(sets), min_size=2, max_size=4))
     shuffled = data.draw(st.permutations(chosen))
-    reference = run(resolve_state(dag.rv, chosen, DictFetcher(dag.events)))
-    got = run(resolve_state(dag.rv, shuffled, DictFetcher(dag.events, random.Random(seed))))
+    reference = run(resolve_state(rv, chosen, DictFetcher(events)))
+    got = run(resolve_state(rv, shuffled, DictFetcher(events, random.Random(seed))))
     assert got == reference
