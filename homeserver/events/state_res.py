@@ -13,6 +13,11 @@ Two choices follow the other implementations (Synapse, Ruma) where the spec's pr
   never in the auth difference;
 * step 1 grows the power events by walking ``auth_events`` links only through events of the full
   conflicted set, and Kahn's algorithm uses exactly those links.
+
+Resolution can run whenever branches of a busy room merge, so the work is kept to what the
+conflict needs: agreeing sets return at once, only the conflicted events' auth chains are
+fetched in full, and of the unconflicted state only the events the auth checks read (plus a
+search of its auth chains that stops once the few events it must classify are found).
 """
 
 from __future__ import annotations
@@ -144,6 +149,19 @@ class EventCache:
             await self.load(frontier)
             frontier = {a for e in frontier for a in self.auth_ids(e)} - self._asked
 
+    async def find_in_closure(self, starts: Iterable[str], targets: set[str]) -> set[str]:
+        """Which ``targets`` are among ``starts`` or their auth chains; the walk stops as
+        soon as all are found."""
+        found: set[str] = set()
+        seen: set[str] = set()
+        frontier = set(starts)
+        while frontier and found != targets:
+            await self.load(frontier)
+            seen |= frontier
+            found |= frontier & targets
+            frontier = {a for e in frontier for a in self.auth_ids(e)} - seen
+        return found
+
     def get(self, event_id: str) -> JsonDict | None:
         return self._pdus.get(event_id)
 
@@ -227,16 +245,23 @@ class _V2Resolver:
     async def resolve(self, state_sets: Sequence[Mapping[StateKey, str]]) -> dict[StateKey, str]:
         ev = self.events
         unconflicted, conflicted_keys = separate(state_sets)
-        await ev.load_auth_closure({e for s in state_sets for e in s.values()})
+        # Only the conflicted events' auth chains are walked in full; of the (possibly huge)
+        # unconflicted state, only what the checks below read is fetched.
+        conflicted_ids = {s[k] for s in state_sets for k in conflicted_keys if k in s}
+        await ev.load_auth_closure(conflicted_ids)
         await self._load_create_events()
+        conflicted = {e for e in conflicted_ids if ev.get(e)}
 
-        conflicted = {
-            s[k] for s in state_sets for k in conflicted_keys if k in s and ev.get(s[k])
-        }
-        full = conflicted | self._auth_difference(state_sets, unconflicted, conflicted_keys)
+        full = set(conflicted)
         if self.rv.state_res_v2_1:
             full |= self._conflicted_subgraph(conflicted)
+        full |= await self._auth_difference(state_sets, unconflicted, conflicted_keys, full)
         full = {e for e in full if (pdu := ev.get(e)) is not None and state_key_of(pdu)}
+
+        read_keys = {_PL_KEY}
+        for event_id in full:
+            read_keys.update(required_auth_keys(self.rv, ev.get(event_id) or {}))
+        await ev.load(unconflicted[k] for k in read_keys if k in unconflicted)
 
         # Step 1: power events, and the conflicted events they depend on.
         power = self._power_events_and_auth(full)
@@ -245,6 +270,7 @@ class _V2Resolver:
         base = {} if self.rv.state_res_v2_1 else dict(unconflicted)
         partial = self._iterative_auth_checks(base, ordered_power)
         # Step 3: everything else, against the resolved power levels' mainline.
+        await self._load_mainline(partial.get(_PL_KEY))
         others = self._mainline_order(full - power, partial.get(_PL_KEY))
         # Step 4.
         resolved = self._iterative_auth_checks(partial, others)
@@ -299,23 +325,28 @@ class _V2Resolver:
 
     # --- the full conflicted set
 
-    def _auth_difference(
+    async def _auth_difference(
         self,
         state_sets: Sequence[Mapping[StateKey, str]],
         unconflicted: Mapping[StateKey, str],
         conflicted_keys: set[StateKey],
+        already_full: set[str],
     ) -> set[str]:
-        # With U the unconflicted events and D_i the chain of set i's other events, each full
-        # chain is closure(U) | D_i, so the difference is (union D - intersection D) - closure(U):
-        # the (often large) closure of U is only walked when there are candidates at all.
-        per_set = [
-            self.events.closure(s[k] for k in conflicted_keys if k in s) for s in state_sets
-        ]
+        """Events in some state sets' full auth chains but not all of them.
+
+        With U the unconflicted events and D_i the chain of set i's other events, the chain of
+        set i is closure(U) | D_i, so the difference is (union D - intersection D) - closure(U).
+        closure(U) is most of the room, so it is only searched for the candidates that are
+        not in the full conflicted set anyway, and only until they have all been found.
+        """
+        per_set = [self.events.closure(s[k] for k in conflicted_keys if k in s) for s in state_sets]
         union: set[str] = set().union(*per_set)
-        candidates = union - per_set[0].intersection(*per_set[1:])
-        if not candidates:
-            return set()
-        return candidates - self.events.closure(unconflicted.values())
+        unconflicted_ids = set(unconflicted.values())
+        candidates = union - per_set[0].intersection(*per_set[1:]) - unconflicted_ids
+        pending = candidates - already_full
+        if pending:
+            candidates -= await self.events.find_in_closure(unconflicted_ids, pending)
+        return candidates
 
     def _conflicted_subgraph(self, conflicted: set[str]) -> set[str]:
         """Events on an auth_events path from one conflicted event to another (MSC4297)."""
@@ -388,6 +419,17 @@ class _V2Resolver:
                 if waiting_on[parent] == 0:
                     heapq.heappush(ready, sort_key(parent))
         return ordered
+
+    async def _load_mainline(self, power_levels_id: str | None) -> None:
+        """Fetch the chain of power levels behind the resolved one (it may be unconflicted,
+        and so not fetched with the conflicted events' auth chains)."""
+        seen: set[str] = set()
+        current = power_levels_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            await self.events.load([current])
+            await self.events.load(self.events.auth_ids(current))
+            current = self._pl_auth_event(current)
 
     def _pl_auth_event(self, event_id: str) -> str | None:
         """The m.room.power_levels event among this event's auth events, if any."""
