@@ -137,7 +137,9 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
 
     # Real-time services: each is a sync source, some have a background task.
     # -- typing
-    hs.typing = TypingService(registry, notifier)
+    typing_stream = await open_stream(db, "typing", "typing_seq", notifier)
+    typing_stream.block = 1000
+    hs.typing = TypingService(registry, notifier, typing_stream)
     membership_hooks.append(hs.typing.on_membership)
     sources.typing = hs.typing
     hs.background.append(hs.typing)
@@ -150,11 +152,14 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.to_device = ToDeviceService(db, to_device_store, notifier, to_device_stream)
     sources.to_device = hs.to_device
     # -- presence
+    presence_stream = await open_stream(db, "presence", "presence_seq", notifier)
+    presence_stream.block = 1000
     hs.presence = PresenceService(
         db, PresenceStore(), members, registry, notifier, config.presence_enabled,
         idle_after_ms=config.presence_idle_after_ms,
         offline_after_ms=config.presence_offline_after_ms,
-        sweep_interval_ms=max(20, min(1_000, config.presence_idle_after_ms // 10)))
+        sweep_interval_ms=max(20, min(1_000, config.presence_idle_after_ms // 10)),
+        stream=presence_stream)
     if config.presence_enabled:
         sources.presence = hs.presence
     hs.background.append(hs.presence)

@@ -51,6 +51,7 @@ from homeserver.presence.timers import (
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import RoomRegistry
 from homeserver.storage.database import Database
+from homeserver.storage.streams import Stream
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict
 
@@ -81,8 +82,10 @@ class PresenceService:
     def __init__(self, db: Database, store: PresenceStore, members: MembershipIndex,
                  rooms: RoomRegistry, notifier: Notifier, enabled: bool,
                  idle_after_ms: int = 30_000, offline_after_ms: int = 300_000,
-                 sweep_interval_ms: int = 1_000) -> None:
+                 sweep_interval_ms: int = 1_000, stream: Stream | None = None) -> None:
         self.enabled = enabled
+        # Positions from a sequence, so tokens from any process sharing the database compare.
+        self._stream = stream or Stream("presence", "presence_seq", None, 0)
         self._db = db
         self._store = store
         self._members = members
@@ -92,7 +95,6 @@ class PresenceService:
         self._interval = max(1, sweep_interval_ms)
         self._users: dict[str, UserPresence] = {}
         self._changes: OrderedDict[str, int] = OrderedDict()  # user -> stream_id, ascending
-        self._pos = 0
         self._wheel = TimerWheel(self._interval)
         self._dirty: set[str] = set()  # state changed: written at the next sweep
         self._touched: set[str] = set()  # only last_active_ts moved: written now and then
@@ -136,7 +138,6 @@ class PresenceService:
                                                          self._timing)[1])
             self._users[r.user_id] = u
             self._changes[r.user_id] = r.stream_id
-            self._pos = max(self._pos, r.stream_id)
         self._loaded = True
 
     async def _run(self) -> None:
@@ -252,9 +253,10 @@ class PresenceService:
         if state == u.presence and not force:
             return
         u.presence = state
-        self._pos += 1
-        u.stream_id = self._pos
-        self._changes[user_id] = self._pos
+        pos = await self._stream.allocate()
+        self._stream.finish(pos)
+        u.stream_id = pos
+        self._changes[user_id] = pos
         self._changes.move_to_end(user_id)
         self._dirty.add(user_id)
         self._notifier.notify_users(await self._audience(user_id))
@@ -262,7 +264,7 @@ class PresenceService:
     # ------------------------------------------------------------------ reads
 
     def current(self) -> int:
-        return self._pos
+        return self._stream.current
 
     async def get(self, observer: str, user_id: str) -> JsonDict:
         """The GET /presence/{userId}/status body. 403 M_FORBIDDEN unless the observer is the

@@ -19,6 +19,7 @@ import logging
 
 from homeserver.errors import forbidden
 from homeserver.rooms.state import RoomData, RoomRegistry
+from homeserver.storage.streams import Stream
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict
 
@@ -87,11 +88,15 @@ class TypingTimers:
 class TypingService:
     """RoomEphemeralSource for m.typing, and a Background service (the expiry task)."""
 
-    def __init__(self, rooms: RoomRegistry, notifier: Notifier) -> None:
+    def __init__(self, rooms: RoomRegistry, notifier: Notifier,
+                 stream: Stream | None = None) -> None:
         self._rooms = rooms
         self._notifier = notifier
         self._timers = TypingTimers()
-        self._pos = 0
+        # Positions from a sequence, so tokens from any process sharing the database compare;
+        # typing state itself lives in this process's memory.
+        self._stream = stream or Stream("typing", "typing_seq", None, 0)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._room_pos: dict[str, int] = {}  # position of each room's latest change
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -118,23 +123,27 @@ class TypingService:
         else:
             changed = self._timers.stop(room_id, user_id)
         if changed:
-            self._changed(room_id, room.joined_members())
+            await self._changed(room_id, room.joined_members())
 
     def on_membership(self, room: RoomData, user_id: str, membership: str) -> None:
         """RoomWriter hook: a user who is no longer joined (left, kicked, banned) stops typing
         at once instead of at their timeout."""
         if membership != "join" and self._timers.stop(room.room_id, user_id):
-            self._changed(room.room_id, room.joined_members())
+            task = asyncio.get_running_loop().create_task(
+                self._changed(room.room_id, room.joined_members()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    def _changed(self, room_id: str, members: list[str]) -> None:
-        self._pos += 1
-        self._room_pos[room_id] = self._pos
+    async def _changed(self, room_id: str, members: list[str]) -> None:
+        pos = await self._stream.allocate()
+        self._room_pos[room_id] = pos
+        self._stream.finish(pos)
         self._notifier.notify_users(members)
 
     # ------------------------------------------------------------------ sync source
 
     def current(self) -> int:
-        return self._pos
+        return self._stream.current
 
     async def for_rooms(self, user_id: str, room_ids: list[str], since: int | None,
                         upto: int) -> dict[str, list[JsonDict]]:
@@ -186,4 +195,4 @@ class TypingService:
             rooms[room_id] = None
         for room_id in rooms:
             room = self._rooms.loaded(room_id) or await self._rooms.get(room_id)
-            self._changed(room_id, room.joined_members() if room is not None else [])
+            await self._changed(room_id, room.joined_members() if room is not None else [])

@@ -48,6 +48,7 @@ class InstanceRegistry:
         self._busy_interval = busy_interval
         self._release_after = release_idle_after
         self.peers: list[str] = []
+        self._refreshed: dict[str, int] = {}  # per stream: others' writes refreshed up to here
         self._task: asyncio.Task[None] | None = None
         self._started_ms = int(time.time() * 1000)
 
@@ -114,11 +115,15 @@ class InstanceRegistry:
                     floors[s.name] = min(floors.get(s.name, 0), 0)
         for s in self._streams:
             new = floors.get(s.name) if rows else None
-            before = s.current
-            if new is not None and self._on_advance is not None:
-                after = s.current_with(new)
-                if after > before:
-                    await self._on_advance(s.name, before, after)
+            if new is None:
+                self._refreshed.pop(s.name, None)
+            elif self._on_advance is not None:
+                # Everything the others wrote up to their new floor is refreshed in our caches
+                # before any reader can be shown it, however our own writes move `current`.
+                done = self._refreshed.setdefault(s.name, s.current)
+                if new > done:
+                    await self._on_advance(s.name, done, new)
+                    self._refreshed[s.name] = new
             s.set_others_floor(new)
 
     async def _publish(self) -> None:
