@@ -26,7 +26,7 @@ from homeserver.storage.database import Database
 from homeserver.storage.streams import StreamIdGen
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict, Requester
-from homeserver.users.service import UserService
+from homeserver.users.account_data import AccountDataService
 
 RECEIPT_TYPES = ("m.read", "m.read.private")
 FULLY_READ = "m.fully_read"
@@ -174,9 +174,9 @@ class ReceiptService:
                 for room_id, threads in grouped.items()}
 
 
-async def set_read_markers(receipts: ReceiptService, users: UserService, requester: Requester,
-                           room_id: str, fully_read: str | None, read: str | None,
-                           read_private: str | None) -> None:
+async def set_read_markers(receipts: ReceiptService, account_data: AccountDataService,
+                           requester: Requester, room_id: str, fully_read: str | None,
+                           read: str | None, read_private: str | None) -> None:
     """POST /read_markers: m.fully_read into room account data, m.read / m.read.private as
     receipts. Everything is checked before anything is written."""
     if fully_read is not None:
@@ -185,8 +185,8 @@ async def set_read_markers(receipts: ReceiptService, users: UserService, request
         if event_id is not None:
             await receipts.check_receipt(requester, room_id, rtype, event_id, None)
     if fully_read is not None:
-        await users.put_account_data(requester.user_id, room_id, FULLY_READ,
-                                     {"event_id": fully_read})
+        await account_data.put_account_data(requester.user_id, room_id, FULLY_READ,
+                                            {"event_id": fully_read})
     for rtype, event_id in (("m.read", read), ("m.read.private", read_private)):
         if event_id is not None:
             await receipts.post_receipt(requester, room_id, rtype, event_id, None)
