@@ -7,7 +7,7 @@ from aiohttp import web
 
 from client_api.context import auth, ctx
 from client_api.login import login_body
-from client_api.uia import UIA
+from client_api.uia import UIA, operation_of
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.http import json_response, read_json
 from homeserver.types import JsonDict, Requester
@@ -73,7 +73,7 @@ async def register(request: web.Request) -> web.Response:
                 return True
         return False
 
-    await _uia(request).check(body, flows, stage)
+    await _uia(request).check(body, flows, stage, operation=operation_of(request), user_id=None)
     db_token = token_used[0] if token_used and token_used[0] not in \
         c.config.registration_tokens else None
     user_id = await c.accounts.register(username, body.get("password"),
@@ -102,7 +102,8 @@ async def password_uia(request: web.Request, requester: Requester, body: JsonDic
         return isinstance(password, str) and await c.accounts.check_password(
             requester.user_id, password)
 
-    await _uia(request).check(body, [["m.login.password"]], stage)
+    await _uia(request).check(body, [["m.login.password"]], stage,
+                              operation=operation_of(request), user_id=requester.user_id)
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/account/password")

@@ -56,6 +56,8 @@ from homeserver.storage.streams import StreamIdGen
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.service import SyncService
 from homeserver.sync.streams import SyncSources
+from homeserver.uia.service import UIASessionService
+from homeserver.uia.store import UIASessionStore
 from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
 from homeserver.users.devices import DeviceService, LastSeen
@@ -89,6 +91,7 @@ class Homeserver:
     account_data: AccountDataService
     filters: FilterService
     push_rules: PushRuleService
+    uia: UIASessionService
     rooms: RoomService
     reader: RoomReader
     sync: SyncService
@@ -138,7 +141,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         await accounts.add_registration_token(token)
     hs = Homeserver(config, db, key, accounts, sessions, devices, last_seen,
                     ProfileService(db, user_store), account_data, FilterService(db, user_store),
-                    push_rules, room_service, reader, sync_service, notifier)
+                    push_rules, UIASessionService(db, UIASessionStore()), room_service, reader,
+                    sync_service, notifier)
     hs.background.append(last_seen)  # writes devices' last seen values in batches
 
     # Real-time services: each is a sync source, some have a background task.
@@ -187,7 +191,7 @@ def make_app(hs: Homeserver) -> web.Application:
         config=hs.config, accounts=hs.accounts, sessions=hs.sessions, devices=hs.devices,
         profiles=hs.profiles, account_data=hs.account_data, filters=hs.filters,
         push_rules=hs.push_rules, rooms=hs.rooms, sync=hs.sync, reader=hs.reader,
-        limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(),
+        limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(hs.uia),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
     )
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
