@@ -139,10 +139,12 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
                                event_stream, account_data, notifier, sources)
     for token in config.registration_tokens:
         await accounts.add_registration_token(token)
-    hs = Homeserver(config, db, key, accounts, sessions, devices, last_seen,
-                    ProfileService(db, user_store), account_data, FilterService(db, user_store),
-                    push_rules, UIASessionService(db, UIASessionStore()), room_service, reader,
-                    sync_service, notifier)
+    hs = Homeserver(
+        config=config, db=db, key=key, accounts=accounts, sessions=sessions, devices=devices,
+        last_seen=last_seen, profiles=ProfileService(db, user_store), account_data=account_data,
+        filters=FilterService(db, user_store), push_rules=push_rules,
+        uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
+        sync=sync_service, notifier=notifier)
     hs.background.append(last_seen)  # writes devices' last seen values in batches
 
     # Real-time services: each is a sync source, some have a background task.
