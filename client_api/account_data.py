@@ -27,7 +27,7 @@ async def put_global(request: web.Request) -> web.Response:
     etype = request.match_info["type"]
     if etype in SERVER_MANAGED:
         raise MatrixError(400, Codes.BAD_JSON, f"{etype} is managed by the server")
-    await ctx(request).users.put_account_data(requester.user_id, "", etype, body)
+    await ctx(request).account_data.put_account_data(requester.user_id, "", etype, body)
     return json_response({})
 
 
@@ -35,7 +35,7 @@ async def put_global(request: web.Request) -> web.Response:
 async def get_global(request: web.Request) -> web.Response:
     requester = await auth(request)
     _own(requester, request.match_info["user_id"])
-    return json_response(await ctx(request).users.get_account_data(
+    return json_response(await ctx(request).account_data.get_account_data(
         requester.user_id, "", request.match_info["type"]))
 
 
@@ -50,7 +50,7 @@ async def put_room(request: web.Request) -> web.Response:
     room_id = request.match_info["room_id"]
     if not room_id.startswith("!"):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room id")
-    await ctx(request).users.put_account_data(requester.user_id, room_id, etype, body)
+    await ctx(request).account_data.put_account_data(requester.user_id, room_id, etype, body)
     return json_response({})
 
 
@@ -58,7 +58,7 @@ async def put_room(request: web.Request) -> web.Response:
 async def get_room(request: web.Request) -> web.Response:
     requester = await auth(request)
     _own(requester, request.match_info["user_id"])
-    return json_response(await ctx(request).users.get_account_data(
+    return json_response(await ctx(request).account_data.get_account_data(
         requester.user_id, request.match_info["room_id"], request.match_info["type"]))
 
 
@@ -67,7 +67,7 @@ async def create_filter(request: web.Request) -> web.Response:
     requester = await auth(request)
     _own(requester, request.match_info["user_id"])
     body = await read_json(request, "filter")
-    return json_response({"filter_id": await ctx(request).users.create_filter(
+    return json_response({"filter_id": await ctx(request).filters.create_filter(
         requester.user_id, body)})
 
 
@@ -75,5 +75,5 @@ async def create_filter(request: web.Request) -> web.Response:
 async def get_filter(request: web.Request) -> web.Response:
     requester = await auth(request)
     _own(requester, request.match_info["user_id"])
-    return json_response(await ctx(request).users.get_filter(
+    return json_response(await ctx(request).filters.get_filter(
         requester.user_id, request.match_info["filter_id"]))

@@ -1,4 +1,8 @@
-"""What the client API handlers need, gathered once in homeserver/app.py and stored on the app."""
+"""What the client API handlers need, gathered once in homeserver/app.py and stored on the app.
+
+The context holds services, one per area, and no database: a handler takes the one or two
+services its endpoint is about (`ctx(request).devices`, `ctx(request).sessions`, ...).
+"""
 
 from __future__ import annotations
 
@@ -10,22 +14,32 @@ from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.presence.service import PresenceService
+from homeserver.push.service import PushRuleService
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.typing import TypingService
-from homeserver.storage.database import Database
 from homeserver.sync.service import SyncService
 from homeserver.types import Requester
-from homeserver.users.service import UserService
+from homeserver.users.account_data import AccountDataService
+from homeserver.users.accounts import AccountService
+from homeserver.users.devices import DeviceService
+from homeserver.users.filters import FilterService
+from homeserver.users.profiles import ProfileService
+from homeserver.users.sessions import SessionService
 
 
 @dataclass(slots=True)
 class ClientContext:
     config: Config
-    db: Database
-    users: UserService
+    accounts: AccountService
+    sessions: SessionService
+    devices: DeviceService
+    profiles: ProfileService
+    account_data: AccountDataService
+    filters: FilterService
+    push_rules: PushRuleService
     rooms: RoomService
     sync: SyncService
     reader: RoomReader
@@ -58,4 +72,4 @@ async def auth(request: web.Request) -> Requester:
     token = access_token(request)
     if token is None:
         raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
-    return await ctx(request).users.authenticate(token, ip=request.remote)
+    return await ctx(request).sessions.authenticate(token, ip=request.remote)

@@ -16,13 +16,13 @@ V = "/_matrix/client/{v:(v3|r0)}"
 @routes.get(V + "/devices")
 async def list_devices(request: web.Request) -> web.Response:
     requester = await auth(request)
-    return json_response({"devices": await ctx(request).users.devices(requester.user_id)})
+    return json_response({"devices": await ctx(request).devices.devices(requester.user_id)})
 
 
 @routes.get(V + "/devices/{device_id}")
 async def get_device(request: web.Request) -> web.Response:
     requester = await auth(request)
-    return json_response(await ctx(request).users.device(requester.user_id,
+    return json_response(await ctx(request).devices.device(requester.user_id,
                                                          request.match_info["device_id"]))
 
 
@@ -34,10 +34,10 @@ async def rename_device(request: web.Request) -> web.Response:
     if name is not None and not isinstance(name, str):
         raise MatrixError(400, Codes.BAD_JSON, "display_name must be a string")
     if name is not None:
-        await ctx(request).users.rename_device(requester.user_id,
+        await ctx(request).devices.rename_device(requester.user_id,
                                                request.match_info["device_id"], name)
     else:
-        await ctx(request).users.device(requester.user_id, request.match_info["device_id"])
+        await ctx(request).devices.device(requester.user_id, request.match_info["device_id"])
     return json_response({})
 
 
@@ -46,9 +46,9 @@ async def delete_device(request: web.Request) -> web.Response:
     requester = await auth(request)
     body = await read_json(request, allow_empty=True)
     c = ctx(request)
-    await c.users.device(requester.user_id, request.match_info["device_id"])
+    await c.devices.device(requester.user_id, request.match_info["device_id"])
     await password_uia(request, requester, body)
-    await c.users.delete_devices(requester.user_id, [request.match_info["device_id"]])
+    await c.devices.delete_devices(requester.user_id, [request.match_info["device_id"]])
     return json_response({})
 
 
@@ -60,5 +60,5 @@ async def delete_devices(request: web.Request) -> web.Response:
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
         raise MatrixError(400, Codes.BAD_JSON, "devices must be a list of strings")
     await password_uia(request, requester, body)
-    await ctx(request).users.delete_devices(requester.user_id, devices)
+    await ctx(request).devices.delete_devices(requester.user_id, devices)
     return json_response({})

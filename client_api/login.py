@@ -8,7 +8,7 @@ from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.events.room_versions import ROOM_VERSIONS, STABLE_ROOM_VERSIONS
 from homeserver.http import json_response, read_json
-from homeserver.users.service import LoginResult
+from homeserver.users.sessions import LoginResult
 
 routes = web.RouteTableDef()
 
@@ -67,10 +67,10 @@ async def login(request: web.Request) -> web.Response:
     if ident.get("type") != "m.id.user" or not isinstance(ident.get("user"), str):
         raise MatrixError(400, Codes.UNKNOWN, "Only m.id.user identifiers are supported")
     user = ident["user"]
-    user_id = user if user.startswith("@") else c.users.user_id_for(user.lower())
-    if not await c.users.check_password(user_id, body["password"]):
+    user_id = user if user.startswith("@") else c.accounts.user_id_for(user.lower())
+    if not await c.accounts.check_password(user_id, body["password"]):
         raise forbidden("Invalid username or password")
-    result = await c.users.create_session(
+    result = await c.sessions.create_session(
         user_id, body.get("device_id"), body.get("initial_device_display_name"),
         request.remote, refresh=bool(body.get("refresh_token")))
     return json_response(login_body(result, c.config.server_name))
@@ -82,7 +82,7 @@ async def refresh(request: web.Request) -> web.Response:
     token = body.get("refresh_token")
     if not isinstance(token, str):
         raise MatrixError(400, Codes.BAD_JSON, "refresh_token is required")
-    r = await ctx(request).users.refresh(token)
+    r = await ctx(request).sessions.refresh(token)
     return json_response({"access_token": r.access_token, "refresh_token": r.refresh_token,
                           "expires_in_ms": r.expires_in_ms})
 
@@ -90,14 +90,14 @@ async def refresh(request: web.Request) -> web.Response:
 @routes.post("/_matrix/client/{v:(v3|r0)}/logout")
 async def logout(request: web.Request) -> web.Response:
     requester = await auth(request)
-    await ctx(request).users.logout(requester)
+    await ctx(request).sessions.logout(requester)
     return json_response({})
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/logout/all")
 async def logout_all(request: web.Request) -> web.Response:
     requester = await auth(request)
-    await ctx(request).users.logout_all(requester.user_id)
+    await ctx(request).sessions.logout_all(requester.user_id)
     return json_response({})
 
 

@@ -19,13 +19,13 @@ async def get_profile(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     if not is_valid_user_id(user_id):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user id")
-    return json_response(await ctx(request).users.profile(user_id))
+    return json_response(await ctx(request).profiles.profile(user_id))
 
 
 @routes.get(V + "/profile/{user_id}/{field}")
 async def get_field(request: web.Request) -> web.Response:
     field = request.match_info["field"]
-    profile = await ctx(request).users.profile(request.match_info["user_id"])
+    profile = await ctx(request).profiles.profile(request.match_info["user_id"])
     if field not in profile:
         raise not_found("Profile field not set")
     return json_response({field: profile[field]})
@@ -45,9 +45,9 @@ async def set_field(request: web.Request) -> web.Response:
     if value is not None and len(value.encode()) > 1024:
         raise MatrixError(400, Codes.TOO_LARGE, f"{field} is too long")
     user_id = request.match_info["user_id"]
-    await c.users.set_profile_field(requester, user_id, field, value)
+    await c.profiles.set_profile_field(requester, user_id, field, value)
     # Mirror the change into the member event of every joined room (spec: profile changes).
-    profile = await c.users.profile(user_id)
+    profile = await c.profiles.profile(user_id)
     for room_id in await c.reader.joined_rooms(user_id):
         try:
             await c.rooms.update_membership(requester, room_id, user_id, "join",

@@ -18,8 +18,7 @@ RULE = V + "/pushrules/{scope}/{kind}/{rule_id}"
 
 
 def _service(request: web.Request) -> PushRuleService:
-    c = ctx(request)
-    return PushRuleService(c.db, c.users)
+    return ctx(request).push_rules
 
 
 def _scope(request: web.Request) -> None:

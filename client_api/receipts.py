@@ -73,7 +73,8 @@ async def receipt(request: web.Request) -> web.Response:
     if receipt_type == FULLY_READ:
         if thread_id is not None:
             raise invalid_param("thread_id is not allowed for m.fully_read")
-        await set_read_markers(_receipts(c), c.users, requester, room_id, event_id, None, None)
+        await set_read_markers(_receipts(c), c.account_data, requester, room_id, event_id,
+                               None, None)
     else:
         await _receipts(c).post_receipt(requester, room_id, receipt_type, event_id, thread_id)
     return json_response({})
@@ -91,6 +92,6 @@ async def read_markers(request: web.Request) -> web.Response:
         if value is not None and not isinstance(value, str):
             raise MatrixError(400, Codes.BAD_JSON, f"{key} must be an event id")
         ids[key] = value
-    await set_read_markers(_receipts(c), c.users, requester, room_id, ids[FULLY_READ],
+    await set_read_markers(_receipts(c), c.account_data, requester, room_id, ids[FULLY_READ],
                            ids["m.read"], ids["m.read.private"])
     return json_response({})

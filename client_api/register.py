@@ -7,7 +7,7 @@ from aiohttp import web
 
 from client_api.context import auth, ctx
 from client_api.login import login_body
-from client_api.uia import UIA
+from client_api.uia import UIA, operation_of
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.http import json_response, read_json
 from homeserver.types import JsonDict, Requester
@@ -26,7 +26,7 @@ async def available(request: web.Request) -> web.Response:
     username = request.query.get("username")
     if not username:
         raise MatrixError(400, Codes.MISSING_PARAM, "username is required")
-    if not await ctx(request).users.is_available(username):
+    if not await ctx(request).accounts.is_available(username):
         raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
     return json_response({"available": True})
 
@@ -36,7 +36,7 @@ async def token_validity(request: web.Request) -> web.Response:
     token = request.query.get("token")
     if token is None:
         raise MatrixError(400, Codes.MISSING_PARAM, "token is required")
-    return json_response({"valid": await ctx(request).users.registration_token_valid(token)})
+    return json_response({"valid": await ctx(request).accounts.registration_token_valid(token)})
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/register")
@@ -54,11 +54,11 @@ async def register(request: web.Request) -> web.Response:
     c.limiter.check("register", request.remote or "", c.config.rate_limits.registration)
     username = body.get("username")
     if username is not None:
-        c.users.validate_localpart(username.lower())
-        if not await c.users.is_available(username.lower()):
+        c.accounts.validate_localpart(username.lower())
+        if not await c.accounts.is_available(username.lower()):
             raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
     if body.get("password") is not None:
-        c.users.check_password_strength(body["password"])
+        c.accounts.check_password_strength(body["password"])
     flows = [["m.login.dummy"]] if mode == "open" else [["m.login.registration_token"]]
     token_used: list[str] = []
 
@@ -68,19 +68,19 @@ async def register(request: web.Request) -> web.Response:
         if stage == "m.login.registration_token":
             token = auth_dict.get("token")
             if isinstance(token, str) and (token in c.config.registration_tokens
-                                           or await c.users.registration_token_valid(token)):
+                                           or await c.accounts.registration_token_valid(token)):
                 token_used.append(token)
                 return True
         return False
 
-    await _uia(request).check(body, flows, stage)
+    await _uia(request).check(body, flows, stage, operation=operation_of(request), user_id=None)
     db_token = token_used[0] if token_used and token_used[0] not in \
         c.config.registration_tokens else None
-    user_id = await c.users.register(username, body.get("password"),
+    user_id = await c.accounts.register(username, body.get("password"),
                                      registration_token=db_token)
     if body.get("inhibit_login"):
         return json_response({"user_id": user_id, "home_server": c.config.server_name})
-    result = await c.users.create_session(
+    result = await c.sessions.create_session(
         user_id, body.get("device_id"), body.get("initial_device_display_name"),
         request.remote, refresh=bool(body.get("refresh_token")))
     return json_response(login_body(result, c.config.server_name))
@@ -95,14 +95,15 @@ async def password_uia(request: web.Request, requester: Requester, body: JsonDic
         ident = auth_dict.get("identifier") or {"user": auth_dict.get("user")}
         user = ident.get("user") if isinstance(ident, dict) else None
         if isinstance(user, str):
-            uid = user if user.startswith("@") else c.users.user_id_for(user)
+            uid = user if user.startswith("@") else c.accounts.user_id_for(user)
             if uid != requester.user_id:
                 return False
         password = auth_dict.get("password")
-        return isinstance(password, str) and await c.users.check_password(
+        return isinstance(password, str) and await c.accounts.check_password(
             requester.user_id, password)
 
-    await _uia(request).check(body, [["m.login.password"]], stage)
+    await _uia(request).check(body, [["m.login.password"]], stage,
+                              operation=operation_of(request), user_id=requester.user_id)
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/account/password")
@@ -110,7 +111,7 @@ async def change_password(request: web.Request) -> web.Response:
     requester = await auth(request)
     body = await read_json(request, "account_password")
     await password_uia(request, requester, body)
-    await ctx(request).users.change_password(requester, body["new_password"],
+    await ctx(request).accounts.change_password(requester, body["new_password"],
                                              bool(body.get("logout_devices", True)))
     return json_response({})
 
@@ -123,7 +124,7 @@ async def deactivate(request: web.Request) -> web.Response:
     c = ctx(request)
     # Leave every room first so other members see the user go.
     await c.rooms.leave_all(requester)
-    await c.users.deactivate(requester.user_id)
+    await c.accounts.deactivate(requester.user_id)
     return json_response({"id_server_unbind_result": "no-support"})
 
 

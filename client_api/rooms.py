@@ -25,7 +25,7 @@ async def room_or_404(c: ClientContext, room_id: str) -> RoomData:
 
 async def profile_for(c: ClientContext, user_id: str) -> dict[str, object]:
     try:
-        return await c.users.profile(user_id)
+        return await c.profiles.profile(user_id)
     except MatrixError:
         return {}
 

@@ -20,7 +20,7 @@ async def parse_filter(request: web.Request, user_id: str) -> SyncFilter:
         return SyncFilter()
     if raw.lstrip().startswith("{"):
         return SyncFilter.parse(parse_json_object(raw, "filter"))
-    return SyncFilter.parse(await ctx(request).users.get_filter(user_id, raw))
+    return SyncFilter.parse(await ctx(request).filters.get_filter(user_id, raw))
 
 
 @routes.get("/_matrix/client/{v:(v3|r0)}/sync")

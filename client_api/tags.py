@@ -50,7 +50,7 @@ def _tag_info(body: JsonDict) -> JsonDict:
 @routes.get(V + "/user/{user_id}/rooms/{room_id}/tags")
 async def get_tags(request: web.Request) -> web.Response:
     user_id, room_id = _target(request, await auth(request))
-    return json_response({"tags": await ctx(request).users.room_tags(user_id, room_id)})
+    return json_response({"tags": await ctx(request).account_data.room_tags(user_id, room_id)})
 
 
 @routes.put(V + "/user/{user_id}/rooms/{room_id}/tags/{tag}")
@@ -58,12 +58,12 @@ async def put_tag(request: web.Request) -> web.Response:
     user_id, room_id = _target(request, await auth(request))
     tag = _tag(request)
     info = _tag_info(await read_json(request, allow_empty=True))
-    await ctx(request).users.set_room_tag(user_id, room_id, tag, info)
+    await ctx(request).account_data.set_room_tag(user_id, room_id, tag, info)
     return json_response({})
 
 
 @routes.delete(V + "/user/{user_id}/rooms/{room_id}/tags/{tag}")
 async def delete_tag(request: web.Request) -> web.Response:
     user_id, room_id = _target(request, await auth(request))
-    await ctx(request).users.set_room_tag(user_id, room_id, _tag(request), None)
+    await ctx(request).account_data.set_room_tag(user_id, room_id, _tag(request), None)
     return json_response({})

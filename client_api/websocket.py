@@ -192,7 +192,7 @@ class WebSocketSession:
         since, full_state = self.since, self.full_state
         try:
             while True:
-                self.requester = await self.c.users.authenticate(
+                self.requester = await self.c.sessions.authenticate(
                     self.token, ip=self.request.remote)
                 result = await self.c.sync.sync(self.requester, since, self.flt,
                                                 SYNC_TIMEOUT_MS, full_state)
@@ -289,7 +289,7 @@ class WebSocketSession:
         if handler is None:
             return _error(rid, MatrixError(400, Codes.UNRECOGNIZED, f"Unknown method {method!r}"))
         try:
-            self.requester = await self.c.users.authenticate(self.token,
+            self.requester = await self.c.sessions.authenticate(self.token,
                                                              ip=self.request.remote)
             return {"id": rid, "result": await handler(params)}
         except MatrixError as e:

@@ -197,7 +197,7 @@ async def _register(config: Config, dsn: str, key: ServerSigningKey, user: str,
     db = await Database.connect(dsn, 1, 2)
     try:
         hs = await build_homeserver(config, db, key)
-        return await hs.users.register(user, password, is_admin=admin)
+        return await hs.accounts.register(user, password, is_admin=admin)
     finally:
         await db.close()
 

@@ -37,6 +37,8 @@ from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.http import error_middleware, error_response
 from homeserver.presence.service import PresenceService
 from homeserver.presence.store import PresenceStore
+from homeserver.push.service import PushRuleService
+from homeserver.push.store import PushRuleStore
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.receipts.store import ReceiptStore
@@ -57,8 +59,16 @@ from homeserver.storage.streams import IdPool, Stream
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.service import SyncService
 from homeserver.sync.streams import SyncSources
-from homeserver.users.service import UserService
+from homeserver.uia.service import UIASessionService
+from homeserver.uia.store import UIASessionStore
+from homeserver.users.account_data import AccountDataService
+from homeserver.users.accounts import AccountService
+from homeserver.users.devices import DeviceService, LastSeen
+from homeserver.users.filters import FilterService
+from homeserver.users.profiles import ProfileService
+from homeserver.users.sessions import SessionService
 from homeserver.users.store import UserStore
+from homeserver.users.tokens import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +86,15 @@ class Homeserver:
     config: Config
     db: Database
     key: ServerSigningKey
-    users: UserService
+    accounts: AccountService
+    sessions: SessionService
+    devices: DeviceService
+    last_seen: LastSeen
+    profiles: ProfileService
+    account_data: AccountDataService
+    filters: FilterService
+    push_rules: PushRuleService
+    uia: UIASessionService
     rooms: RoomService
     reader: RoomReader
     sync: SyncService
@@ -116,8 +134,16 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     membership_hooks: list[MembershipHook] = []
     writer = RoomWriter(db, event_store, groups_store, room_store, cache, groups, members,
                         event_stream, IdPool("state_group_seq", db), membership_hooks)
-    users = UserService(db, user_store, config.server_name, account_stream, notifier,
-                        config.password_min_length)
+    # -- users: one store, one small service per concern; the token cache and last seen
+    # values are shared by the services that end sessions.
+    tokens = TokenCache()
+    last_seen = LastSeen(db, user_store)
+    devices = DeviceService(db, user_store, tokens, last_seen)
+    sessions = SessionService(db, user_store, tokens, last_seen, devices)
+    accounts = AccountService(db, user_store, config.server_name, tokens, last_seen,
+                              config.password_min_length)
+    account_data = AccountDataService(db, user_store, account_stream, notifier)
+    push_rules = PushRuleService(db, PushRuleStore(), account_data)
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
                                writer, cache, config.default_room_version, members)
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
@@ -127,13 +153,18 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members)
     sources = SyncSources()
     sync_service = SyncService(db, event_store, registry, members, cache, groups, visibility,
-                               event_stream, users, notifier, sources)
+                               event_stream, account_data, notifier, sources)
     for token in config.registration_tokens:
-        await users.add_registration_token(token)
-    hs = Homeserver(config, db, key, users, room_service, reader, sync_service, notifier)
+        await accounts.add_registration_token(token)
+    hs = Homeserver(
+        config=config, db=db, key=key, accounts=accounts, sessions=sessions, devices=devices,
+        last_seen=last_seen, profiles=ProfileService(db, user_store), account_data=account_data,
+        filters=FilterService(db, user_store), push_rules=push_rules,
+        uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
+        sync=sync_service, notifier=notifier)
     hs.writer, hs.event_stream = writer, event_stream
     hs.background.append(instances)  # first to start, last to stop
-    hs.background.append(users)  # writes devices' last seen values in batches
+    hs.background.append(last_seen)  # writes devices' last seen values in batches
 
     # Real-time services: each is a sync source, some have a background task.
     # -- typing
@@ -179,8 +210,10 @@ def make_app(hs: Homeserver) -> web.Application:
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=hs.config.max_request_bytes)
     app[CTX] = ClientContext(
-        config=hs.config, db=hs.db, users=hs.users, rooms=hs.rooms, sync=hs.sync,
-        reader=hs.reader, limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(),
+        config=hs.config, accounts=hs.accounts, sessions=hs.sessions, devices=hs.devices,
+        profiles=hs.profiles, account_data=hs.account_data, filters=hs.filters,
+        push_rules=hs.push_rules, rooms=hs.rooms, sync=hs.sync, reader=hs.reader,
+        limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(hs.uia),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
     )
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +207,9 @@ def validate(cfg: Config) -> None:
 
 def generate_config_yaml(server_name: str, data_dir: str = "parley-data") -> str:
     """A starting config for `parley generate-config`: the example with the name filled in."""
-    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
-    if example.exists():
+    # homeserver/config.example.yaml links to the top-level example and ships in the wheel.
+    example = files("homeserver").joinpath("config.example.yaml")
+    if example.is_file():
         text = example.read_text()
         text = text.replace("server_name: localhost", f"server_name: {server_name}", 1)
         return text.replace("data_dir: parley-data", f"data_dir: {data_dir}", 1)

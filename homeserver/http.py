@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 import jsonschema
@@ -16,7 +16,6 @@ from aiohttp import web
 from homeserver.errors import Codes, MatrixError, UIARequired
 
 log = logging.getLogger(__name__)
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "client_api" / "schemas"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -63,7 +62,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
-    schema = json.loads((SCHEMA_DIR / f"{name}.json").read_text())
+    # Package data of client_api, so an installed wheel reads the copy it ships.
+    schema = json.loads(files("client_api").joinpath("schemas", f"{name}.json").read_text())
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 

@@ -3,8 +3,6 @@
 Each change is read-modify-write of the user's changes row, then the merged ruleset is written as
 the user's `m.push_rules` global account data so /sync delivers it (spec "Push Rules: Events").
 A per-user lock serialises the two writes, so the account data always ends on the latest rules.
-The locks live in a module-level weak dictionary: the service holds no other state and can be
-built per request from the database and the UserService (the client context stays unchanged).
 """
 
 from __future__ import annotations
@@ -18,25 +16,24 @@ from homeserver.push import rules
 from homeserver.push.store import PushRuleStore
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict
-from homeserver.users.service import UserService
-
-_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-
-def _lock(user_id: str) -> asyncio.Lock:
-    lock = _locks.get(user_id)
-    if lock is None:
-        lock = asyncio.Lock()
-        _locks[user_id] = lock
-    return lock
+from homeserver.users.account_data import AccountDataService
 
 
 class PushRuleService:
-    def __init__(self, db: Database, users: UserService,
-                 store: PushRuleStore | None = None) -> None:
+    def __init__(self, db: Database, store: PushRuleStore,
+                 account_data: AccountDataService) -> None:
         self._db = db
-        self._users = users
-        self._store = store or PushRuleStore()
+        self._store = store
+        self._account_data = account_data
+        # Dropped when no change of that user is in flight.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+
+    def _lock(self, user_id: str) -> asyncio.Lock:
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = self._locks[user_id] = asyncio.Lock()
+        return lock
 
     async def _changes(self, user_id: str) -> JsonDict:
         async with self._db.connection() as conn:
@@ -53,10 +50,10 @@ class PushRuleService:
     async def change(self, user_id: str, change: rules.Change) -> JsonDict:
         """Apply `change` (a pure function of the changes; it may raise MatrixError), store it
         and publish the new merged ruleset as `m.push_rules`. Returns the new ruleset."""
-        async with _lock(user_id):
+        async with self._lock(user_id):
             new = change(await self._changes(user_id))
             async with self._db.connection() as conn:
                 await self._store.put_changes(conn, user_id, orjson.dumps(new).decode())
             ruleset = rules.merge(user_id, new)
-            await self._users.put_account_data(user_id, "", "m.push_rules", ruleset)
+            await self._account_data.put_account_data(user_id, "", "m.push_rules", ruleset)
             return ruleset

@@ -2,13 +2,13 @@
 
 A receipt is one row per (room, receipt type, user, thread), overwritten by each newer receipt
 (the spec keeps one event per such tuple and does not forbid moving backwards). Each write takes a
-position from the receipts StreamIdGen; members are woken only once `current` covers the write,
+position from the receipts Stream; members are woken only once `current` covers the write,
 because positions may commit out of order (a waiter woken earlier would recompute, see nothing
 below `current` and park again with no further wake-up).
 
 m.read.private receipts are written like the others but only ever read back for their owner, and
 only the owner is woken. m.fully_read is room account data, not a receipt: `set_read_markers`
-writes it through UserService and the receipts through ReceiptService.
+writes it through AccountDataService and the receipts through ReceiptService.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from homeserver.storage.database import Database
 from homeserver.storage.streams import Stream
 from homeserver.sync.notifier import Notifier
 from homeserver.types import JsonDict, Requester
-from homeserver.users.service import UserService
+from homeserver.users.account_data import AccountDataService
 
 RECEIPT_TYPES = ("m.read", "m.read.private")
 FULLY_READ = "m.fully_read"
@@ -164,9 +164,9 @@ class ReceiptService:
                 for room_id, threads in grouped.items()}
 
 
-async def set_read_markers(receipts: ReceiptService, users: UserService, requester: Requester,
-                           room_id: str, fully_read: str | None, read: str | None,
-                           read_private: str | None) -> None:
+async def set_read_markers(receipts: ReceiptService, account_data: AccountDataService,
+                           requester: Requester, room_id: str, fully_read: str | None,
+                           read: str | None, read_private: str | None) -> None:
     """POST /read_markers: m.fully_read into room account data, m.read / m.read.private as
     receipts. Everything is checked before anything is written."""
     if fully_read is not None:
@@ -175,8 +175,8 @@ async def set_read_markers(receipts: ReceiptService, users: UserService, request
         if event_id is not None:
             await receipts.check_receipt(requester, room_id, rtype, event_id, None)
     if fully_read is not None:
-        await users.put_account_data(requester.user_id, room_id, FULLY_READ,
-                                     {"event_id": fully_read})
+        await account_data.put_account_data(requester.user_id, room_id, FULLY_READ,
+                                            {"event_id": fully_read})
     for rtype, event_id in (("m.read", read), ("m.read.private", read_private)):
         if event_id is not None:
             await receipts.post_receipt(requester, room_id, rtype, event_id, None)

@@ -7,29 +7,36 @@ from __future__ import annotations
 import logging
 import re
 import time
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
-    files = []
-    for path in sorted(directory.iterdir()):
+def migrations_dir() -> Traversable:
+    """The SQL files, read through importlib.resources so that an installed wheel finds the copy
+    it ships (the `migrations` package) as a checkout finds the top-level folder."""
+    return files("migrations")
+
+
+def migration_files(directory: Traversable | None = None) -> list[tuple[int, Traversable]]:
+    directory = migrations_dir() if directory is None else directory
+    found = []
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
         m = _NAME.match(path.name)
         if m:
-            files.append((int(m.group(1)), path))
-    versions = [v for v, _ in files]
+            found.append((int(m.group(1)), path))
+    versions = [v for v, _ in found]
     if len(set(versions)) != len(versions):
         raise RuntimeError("two migrations share a number")
-    return files
+    return found
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[int]:
+async def migrate(conn: asyncpg.Connection, directory: Traversable | None = None) -> list[int]:
     """Apply missing migrations; returns the versions applied. Safe to run concurrently."""
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("

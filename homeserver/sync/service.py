@@ -23,7 +23,7 @@ from homeserver.sync.notifier import Notifier
 from homeserver.sync.streams import SyncSources
 from homeserver.sync.tokens import PaginationToken, SyncToken
 from homeserver.types import JsonDict, Requester
-from homeserver.users.service import UserService
+from homeserver.users.account_data import AccountDataService
 
 DEFAULT_TIMELINE_LIMIT = 10
 INVITE_STATE_TYPES = (
@@ -43,7 +43,7 @@ class SyncService:
     def __init__(
         self, db: Database, events: EventStore, rooms: RoomRegistry, members: MembershipIndex,
         cache: EventCache, groups: StateGroups, visibility: Visibility,
-        event_stream: Stream, users: UserService, notifier: Notifier,
+        event_stream: Stream, account_data: AccountDataService, notifier: Notifier,
         sources: SyncSources | None = None,
     ) -> None:
         self.sources = sources or SyncSources()
@@ -55,14 +55,14 @@ class SyncService:
         self._groups = groups
         self._visibility = visibility
         self._event_stream = event_stream
-        self._users = users
+        self._account_data = account_data
         self._notifier = notifier
 
     def current_token(self) -> SyncToken:
         src = self.sources
         return SyncToken(
             events=self._event_stream.current,
-            account_data=self._users.account_stream.current,
+            account_data=self._account_data.stream.current,
             receipts=src.receipts.current() if src.receipts else 0,
             to_device=src.to_device.current() if src.to_device else 0,
             presence=src.presence.current() if src.presence else 0,
@@ -105,7 +105,8 @@ class SyncService:
         global_ad: list[JsonDict] = []
         ad_since = since.account_data if since is not None else 0
         if since is None or now.account_data > since.account_data:
-            for room_id, etype, content in await self._users.account_data_since(user_id, ad_since):
+            ad_rows = await self._account_data.account_data_since(user_id, ad_since)
+            for room_id, etype, content in ad_rows:
                 if room_id:
                     if flt.room_account_data.allows_type(etype):
                         room_account_data.setdefault(room_id, []).append(

@@ -116,7 +116,7 @@ async def test_delete_devices_bulk(c: Client) -> None:
 async def _db_device(server: Server, user_id: str, device_id: str) -> Any:
     hs = server.hs
     async with hs.db.connection() as conn:
-        return await hs.users._store.device(conn, user_id, device_id)
+        return await hs.devices._store.device(conn, user_id, device_id)
 
 
 async def test_last_seen_tracks_requests(c: Client, server: Server) -> None:
@@ -128,7 +128,7 @@ async def test_last_seen_tracks_requests(c: Client, server: Server) -> None:
     assert status == 200
     other = body["access_token"]
     # Make the stored login-time values old, so fresh in-memory ones are distinguishable.
-    await server.hs.users.flush_last_seen()
+    await server.hs.last_seen.flush()
     async with server.hs.db.connection() as conn:
         await conn.execute("UPDATE devices SET last_seen_ts = 1000, last_seen_ip = '10.0.0.1'"
                            " WHERE user_id = $1", u.user_id)
@@ -152,7 +152,7 @@ async def test_last_seen_tracks_requests(c: Client, server: Server) -> None:
     assert body["last_seen_ip"] == "127.0.0.1"
 
     # The flush writes the in-memory values to the DB.
-    await server.hs.users.flush_last_seen()
+    await server.hs.last_seen.flush()
     for dev in ("SEEN1", "SEEN2"):
         row = await _db_device(server, u.user_id, dev)
         assert abs(row["last_seen_ts"] - now) < 5_000
@@ -171,15 +171,15 @@ async def test_last_seen_flush_does_not_resurrect_deleted_device(
     status, _ = await c.request("GET", "/account/whoami", token=gone)
     assert status == 200
     # Once flushed, the device's next value waits in memory for the interval to pass.
-    await server.hs.users.flush_last_seen()
+    await server.hs.last_seen.flush()
     status, _ = await c.request("GET", "/account/whoami", token=gone)
     assert status == 200
     # Delete the device directly, as if a late flush raced the deletion: the pending value
     # stays in memory, and the flush must match no row.
     async with server.hs.db.connection() as conn:
-        await server.hs.users._store.delete_devices(conn, u.user_id, ["GONE"])
-    assert (u.user_id, "GONE") in server.hs.users._seen
-    await server.hs.users.flush_last_seen()
+        await server.hs.devices._store.delete_devices(conn, u.user_id, ["GONE"])
+    assert (u.user_id, "GONE") in server.hs.last_seen._seen
+    await server.hs.last_seen.flush()
     assert await _db_device(server, u.user_id, "GONE") is None
     status, body = await c.request("GET", "/devices", token=u.access_token)
     assert [d["device_id"] for d in body["devices"]] == ["KEEP"]
@@ -187,7 +187,7 @@ async def test_last_seen_flush_does_not_resurrect_deleted_device(
     assert status == 404
     # Deleting through the API drops the pending value too.
     status, _ = await c.request("GET", "/account/whoami", token=u.access_token)
-    await server.hs.users.delete_devices(u.user_id, ["KEEP"])
-    assert (u.user_id, "KEEP") not in server.hs.users._seen
-    await server.hs.users.flush_last_seen()
+    await server.hs.devices.delete_devices(u.user_id, ["KEEP"])
+    assert (u.user_id, "KEEP") not in server.hs.last_seen._seen
+    await server.hs.last_seen.flush()
     assert await _db_device(server, u.user_id, "KEEP") is None

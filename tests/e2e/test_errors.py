@@ -73,7 +73,7 @@ async def test_request_errors_store_nothing(server: Server, raw: Client) -> None
                                      {"username": name, "password": 12345678,
                                       "auth": {"type": "m.login.dummy"}})
     err(status, data, 400, "M_BAD_JSON")
-    assert await server.hs.users.get_user(f"@{name}:parley.test") is None
+    assert await server.hs.accounts.get_user(f"@{name}:parley.test") is None
 
     # Missing and unknown access tokens.
     status, data = await raw.request("PUT", send_path + "t3", {"msgtype": "m.text", "body": "x"})
@@ -151,7 +151,7 @@ async def test_registration_errors(server: Server, raw: Client) -> None:
         status, data = await raw.request("POST", "/register", {
             "username": bad, "auth": {"type": "m.login.dummy"}})
         err(status, data, 400, "M_INVALID_USERNAME")
-        assert await server.hs.users.get_user(f"@{bad}:parley.test") is None
+        assert await server.hs.accounts.get_user(f"@{bad}:parley.test") is None
     long_name = "l" * 300
     status, data = await raw.request("POST", "/register", {
         "username": long_name[:250], "auth": {"type": "m.login.dummy"}})

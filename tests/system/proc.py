@@ -50,10 +50,13 @@ def open_server_env(database_url: str, data_dir: Path, **overrides: str) -> dict
 
 
 class ServerProcess:
-    """`python -m homeserver run` in the background."""
+    """`python -m homeserver run` (or another `command`, e.g. an installed `parley run`) in the
+    background."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, log: Path) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path,
+                 command: list[str] | None = None) -> None:
         self.env, self.cwd, self.log_path = env, cwd, log
+        self.command = command or [sys.executable, "-m", "homeserver", "run"]
         self.proc: subprocess.Popen[bytes] | None = None
         host, _, port = env["PARLEY_LISTEN"].rpartition(":")
         self.url = f"http://{host}:{port}"
@@ -61,7 +64,7 @@ class ServerProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "homeserver", "run"], env=self.env, cwd=self.cwd,
+                self.command, env=self.env, cwd=self.cwd,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self) -> str:
