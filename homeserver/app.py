@@ -149,7 +149,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
     instances = InstanceRegistry(
         db, config.instance_name, [event_stream, account_stream, receipt_stream,
-                                   to_device_stream], refresher.on_advance)
+                                   to_device_stream], refresher.on_advance,
+        on_peers=[tokens.on_peers])
     reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members)
     sources = SyncSources()
     sync_service = SyncService(db, event_store, registry, members, cache, groups, visibility,

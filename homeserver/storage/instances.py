@@ -38,12 +38,15 @@ _NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
 class InstanceRegistry:
     def __init__(self, db: Database, name: str, streams: list[Stream],
-                 on_advance: OnAdvance | None = None, idle_interval: float = 1.0,
+                 on_advance: OnAdvance | None = None,
+                 on_peers: list[Callable[[list[str]], None]] | None = None,
+                 idle_interval: float = 1.0,
                  busy_interval: float = 0.05, release_idle_after: float = 0.05) -> None:
         self._db = db
         self.name = name
         self._streams = streams
         self._on_advance = on_advance
+        self._on_peers = on_peers or []
         self._idle_interval = idle_interval
         self._busy_interval = busy_interval
         self._release_after = release_idle_after
@@ -103,7 +106,11 @@ class InstanceRegistry:
                     s.release_reserved()
         await self._publish()
         rows = await self._peer_rows()
-        self.peers = sorted(r["name"] for r in rows)
+        peers = sorted(r["name"] for r in rows)
+        if peers != self.peers:
+            for hook in self._on_peers:
+                hook(peers)
+        self.peers = peers
         floors: dict[str, int] = {}
         for r in rows:
             theirs = orjson.loads(r["floors"]) if r["floors"] else {}

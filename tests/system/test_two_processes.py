@@ -126,6 +126,17 @@ async def test_two_processes_share_one_database(fresh_database: str, tmp_path: P
                     "timeline", {}).get("events", [])
                 assert later in [e["event_id"] for e in events], body
             await _eventually(incremental)
+
+            # A logout on one process ends the session on the other too (its token cache
+            # trusts an entry only briefly while another process shares the database).
+            status, _ = await cb.request("POST", "/logout", {}, bob.access_token)
+            assert status == 200
+
+            async def logged_out() -> None:
+                status, body = await ca.request("GET", "/account/whoami",
+                                                token=bob.access_token)
+                assert status == 401 and body["errcode"] == "M_UNKNOWN_TOKEN", body
+            await _eventually(logged_out)
         assert "Traceback" not in a.log() + b.log(), a.log() + b.log()
     finally:
         b.stop()
