@@ -26,6 +26,7 @@ from signedjson.key import (
 from signedjson.sign import SignatureVerifyException, sign_json
 from signedjson.sign import verify_signed_json as _signedjson_verify
 from signedjson.types import SigningKey
+from unpaddedbase64 import encode_base64
 
 JsonDict = dict[str, Any]
 
@@ -96,6 +97,10 @@ class ServerSigningKey:
         seed = encode_signing_key_base64(self.signing_key)
         line = f"{self.signing_key.alg} {self.signing_key.version} {seed}\n"
         Path(path).write_text(line, encoding="ascii")
+
+    def sign_bytes(self, data: bytes) -> str:
+        """The unpadded base64 ed25519 signature of already canonical bytes."""
+        return str(encode_base64(self.signing_key.sign(data).signature))
 
     def sign_json(self, obj: JsonDict) -> JsonDict:
         """Add our signature to ``obj`` in place, keeping any signatures already there."""

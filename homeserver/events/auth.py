@@ -313,6 +313,23 @@ def check_auth_events_list(
 # ------------------------------------------------------------------------ check_auth
 
 
+_CREATE_IDS: dict[int, tuple[Mapping[str, Any], str]] = {}
+
+
+def _create_event_id(create: Mapping[str, Any], rv: RoomVersion) -> str:
+    """The create event's id, remembered per create event object: every check in a v12 room
+    compares the room id with it, and hashing the create event each time was a good part of
+    the cost of authorising a message. The entry holds the object, so its id is not reused."""
+    got = _CREATE_IDS.get(id(create))
+    if got is not None and got[0] is create:
+        return got[1]
+    event_id = compute_event_id(dict(create), rv)
+    if len(_CREATE_IDS) >= 4096:
+        _CREATE_IDS.clear()
+    _CREATE_IDS[id(create)] = (create, event_id)
+    return event_id
+
+
 def check_auth(rv: RoomVersion, event: Mapping[str, Any], state: StateMap) -> None:
     """Authorise ``event`` against ``state``; raise :class:`AuthError` if it is not allowed.
 
@@ -337,7 +354,7 @@ def check_auth(rv: RoomVersion, event: Mapping[str, Any], state: StateMap) -> No
         # Rule 2: the room ID names the create event.
         if (
             not isinstance(room_id, str)
-            or room_id_for_create_event(compute_event_id(create, rv)) != room_id
+            or room_id_for_create_event(_create_event_id(create, rv)) != room_id
         ):
             raise AuthError("room_id is not the ID of the room's m.room.create event")
     elif create.get("room_id") != room_id:

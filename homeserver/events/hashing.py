@@ -12,7 +12,7 @@ import functools
 import hashlib
 import secrets
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from unpaddedbase64 import encode_base64
@@ -101,8 +101,18 @@ def prune_event(event: JsonDict, rv: RoomVersion) -> JsonDict:
     ``unsigned`` is dropped entirely: it is not on the spec's keep list, and pruned PDUs are
     what signatures and reference hashes are computed over.
     """
+    return _prune(event, rv, copy.deepcopy)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _prune(event: JsonDict, rv: RoomVersion, dup: Callable[[Any], Any]) -> JsonDict:
+    """The redaction algorithm; `dup` copies kept values (identity when the result is only
+    encoded, never changed: hashing and signing a new event)."""
     kept_keys = _V11_KEPT_KEYS if rv.updated_redaction_rules else _V1_KEPT_KEYS
-    pruned = {k: copy.deepcopy(v) for k, v in event.items() if k in kept_keys}
+    pruned = {k: dup(v) for k, v in event.items() if k in kept_keys}
 
     content = event.get("content")
     if not isinstance(content, dict):
@@ -113,22 +123,22 @@ def prune_event(event: JsonDict, rv: RoomVersion) -> JsonDict:
     event_type = event.get("type")
     new_content: JsonDict
     if rv.updated_redaction_rules and event_type == "m.room.create":
-        new_content = copy.deepcopy(content)
+        new_content = dup(content)
     else:
         table = _kept_content(rv)
         allowed = table.get(event_type, frozenset()) if isinstance(event_type, str) else frozenset()
-        new_content = {k: copy.deepcopy(v) for k, v in content.items() if k in allowed}
+        new_content = {k: dup(v) for k, v in content.items() if k in allowed}
         if rv.updated_redaction_rules and event_type == "m.room.member":
             tpi = content.get("third_party_invite")
             if isinstance(tpi, dict) and "signed" in tpi:
-                new_content["third_party_invite"] = {"signed": copy.deepcopy(tpi["signed"])}
+                new_content["third_party_invite"] = {"signed": dup(tpi["signed"])}
     pruned["content"] = new_content
     return pruned
 
 
 def compute_reference_hash(event: JsonDict, rv: RoomVersion) -> bytes:
     """SHA-256 over the redacted event, so redaction never changes an event's ID."""
-    pruned = prune_event(event, rv)
+    pruned = _prune(event, rv, _same)
     pruned.pop("signatures", None)
     pruned.pop("unsigned", None)
     return _sha256(canonical_json(pruned))
@@ -189,7 +199,9 @@ def finalize_event(
     Raises:
         ValueError: a v1/v2 reference whose content hash is not in ``event_hashes``.
     """
-    full = copy.deepcopy(event)
+    # A shallow copy: only top-level keys are replaced below, and the pruned form is encoded,
+    # never changed (deep copies were most of the cost of building a message).
+    full = dict(event)
     full.pop("signatures", None)
     full.pop("hashes", None)
     for name in ("prev_events", "auth_events"):
@@ -198,11 +210,16 @@ def finalize_event(
     if not rv.reference_hash_event_ids and not isinstance(full.get("event_id"), str):
         full["event_id"] = new_event_id(server_name or key.server_name)
     full["hashes"] = {"sha256": compute_content_hash(full)}
-    pruned = prune_event(full, rv)
+    pruned = _prune(full, rv, _same)
     pruned.pop("signatures", None)
-    key.sign_json(pruned)
-    full["signatures"] = pruned["signatures"]
-    return compute_event_id(full, rv), full
+    # The signature and the reference hash cover the same bytes: encode them once.
+    signed_bytes = canonical_json(pruned)
+    full["signatures"] = {key.server_name: {key.key_id: key.sign_bytes(signed_bytes)}}
+    if rv.reference_hash_event_ids:
+        event_id = "$" + encode_base64(_sha256(signed_bytes), urlsafe=rv.url_safe_event_ids)
+    else:
+        event_id = full["event_id"]
+    return event_id, full
 
 
 def check_event_size(event: JsonDict) -> None:
