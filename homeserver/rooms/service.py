@@ -26,6 +26,7 @@ from homeserver.events.hashing import (
 )
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.events.validation import check_local_event
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.store import RoomStore
@@ -87,6 +88,7 @@ class RoomService:
     def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
                sender: str, etype: str, content: JsonDict, state_key: str | None = None,
                redacts: str | None = None) -> tuple[str, JsonDict]:
+        check_local_event(etype, state_key, content)  # canonical JSON, storable text: 400
         pdu: JsonDict = {
             "type": etype,
             "sender": sender,
