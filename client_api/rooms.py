@@ -68,6 +68,8 @@ async def create_room(request: web.Request) -> web.Response:
     body = await read_json(request, "create_room", allow_empty=True)
     own_alias = (f"#{body['room_alias_name']}:{c.config.server_name}"
                  if body.get("room_alias_name") is not None else None)
+    if own_alias is not None and not is_valid_room_alias(own_alias):
+        raise invalid_param("room_alias_name does not make a valid room alias")
     for s in body.get("initial_state", []):
         if s["type"] == "m.room.canonical_alias" and s.get("state_key", "") == "":
             check_initial_canonical_alias(s["content"], own_alias)
