@@ -506,6 +506,14 @@ async def test_too_many_headers_is_matrix_too_large(server: Server) -> None:
     assert orjson.loads(body)["errcode"] == "M_TOO_LARGE"
 
 
+async def test_access_token_that_is_not_utf8_is_unknown_token(server: Server) -> None:
+    status, _, body = await _raw_http(
+        server, b"GET /_matrix/client/v3/account/whoami HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+    assert status == 401
+    assert orjson.loads(body)["errcode"] == "M_UNKNOWN_TOKEN"
+
+
 async def test_garbage_request_is_matrix_json(server: Server) -> None:
     status, headers, body = await _raw_http(server, b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
     assert 400 <= status < 500

@@ -81,8 +81,18 @@ JSON_LEAF = st.one_of(
     st.none(), st.booleans(), INTS,
     st.floats(allow_nan=False, allow_infinity=False), TEXT,
 )
+
+def _nested(levels: int) -> Any:
+    v: Any = []
+    for i in range(levels):
+        v = {"k": v} if i % 2 else [v]
+    return v
+
+
+# Past our limit (64), past orjson's write limit (254); json.dumps still writes it.
+DEEP = st.sampled_from([_nested(65), _nested(300)])
 JSON = st.recursive(
-    JSON_LEAF,
+    st.one_of(JSON_LEAF, DEEP),
     lambda inner: st.one_of(st.lists(inner, max_size=4),
                             st.dictionaries(TEXT, inner, max_size=4)),
     max_leaves=12,
@@ -279,21 +289,47 @@ def _routes(server: Server) -> list[tuple[str, str]]:
     return sorted(set(out))
 
 
+def non_canonical(value: Any) -> str | None:
+    """A number canonical JSON cannot hold (a float, |n| > 2**53 - 1), else None."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)
+                                    and abs(v) > 2**53 - 1):
+            return repr(v)
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
+
+
+async def _new_events(db: Any, after: int) -> list[str]:
+    async with db.connection() as conn:
+        rows = await conn.fetch("SELECT json FROM events WHERE stream_ordering > $1", after)
+    return [str(r["json"]) for r in rows]
+
+
 async def _run(c: Client, server: Server, w: World, case: Case) -> tuple[int, Any, list[str]]:
     url = server.url + case.path + ("?" + case.query if case.query else "")
     headers = {"Authorization": f"Bearer {w.user.access_token}"} if case.token else {}
     if case.body is not None:
         headers["Content-Type"] = "application/json"
-    before = await digest(server.hs.db)
+    db = server.hs.db
+    before = await digest(db)
+    last = await db.fetchval("SELECT coalesce(max(stream_ordering), 0) FROM events")
     async with c.session.request(case.method, URL(url, encoded=True), data=case.body,
                                  headers=headers,
                                  timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as resp:
         status, raw = resp.status, await resp.read()
-    after = await digest(server.hs.db) if status >= 400 else before
+    after = await digest(db) if status >= 400 else before
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         data = raw
+    if status < 300:  # what an accepted request wrote must be valid: canonical JSON events
+        for ev in await _new_events(db, last):
+            assert non_canonical(orjson.loads(ev)) is None, (case, ev)
     return status, data, changed(before, after)
 
 
@@ -325,3 +361,93 @@ async def test_fuzz_client_endpoints(c: Client, server: Server) -> None:
     # The run exercised both sides: some requests were accepted, many refused.
     assert sum(n for s, n in seen.items() if s < 300) > 0, seen
     assert sum(n for s, n in seen.items() if 400 <= s < 500) > 0, seen
+
+
+# ---------------------------------------------------------------------- WebSocket frames
+
+WS_METHODS = ["send", "state", "typing", "receipt", "to_device", "ping", "nope"]
+
+
+def ws_templates(w: World) -> dict[str, Any]:
+    room, ev = w.rooms[0], w.event_ids[0]
+    return {
+        "send": {"room_id": room, "type": "m.room.message", "txn_id": "t",
+                 "content": {"msgtype": "m.text", "body": "b"}},
+        "state": {"room_id": room, "type": "m.room.canonical_alias", "state_key": "",
+                  "content": {"alias": w.aliases[0]}},
+        "typing": {"room_id": room, "typing": True, "timeout": 1000},
+        "receipt": {"room_id": room, "receipt_type": "m.read", "event_id": ev,
+                    "thread_id": "main"},
+        "to_device": {"type": "m.x", "txn_id": "t", "messages": {w.other.user_id: {"*": {}}}},
+        "ping": {}, "nope": {},
+    }
+
+
+@st.composite
+def frames(draw: st.DrawFn, w: World) -> bytes:
+    kind = draw(st.sampled_from(["shaped", "shaped", "shaped", "json", "raw"]))
+    if kind == "raw":
+        return draw(RAW_BODIES)
+    if kind == "json":
+        return _dumps(draw(JSON))
+    method = draw(st.sampled_from(WS_METHODS))
+    template = ws_templates(w)[method]
+    if "content" in template and draw(st.booleans()):  # odd event content, the rest valid
+        params = dict(template, content=draw(mutated(template["content"])))
+    else:
+        params = draw(mutated(template))
+    if isinstance(params, dict) and isinstance(params.get("txn_id"), str):
+        params["txn_id"] += secrets.token_hex(4)  # a fresh transaction, so sends really write
+    frame: dict[str, Any] = {"id": draw(st.one_of(st.just("r"), JSON)), "method": method,
+                             "params": params}
+    if draw(st.integers(0, 9)) == 0:
+        frame = draw(mutated(frame))
+    return _dumps(frame)
+
+
+async def test_fuzz_websocket_frames(c: Client, server: Server) -> None:
+    w = await _world(c)
+    loop = asyncio.get_running_loop()
+    headers = {"Authorization": f"Bearer {w.user.access_token}"}
+    seen = {"result": 0, "error": 0}
+    async with c.session.ws_connect(server.url + "/_matrix/client/v3/sync",
+                                    headers=headers) as ws:
+
+        async def one(frame: bytes) -> tuple[dict[str, Any], list[str]]:
+            before = await digest(server.hs.db)
+            last = await server.hs.db.fetchval(
+                "SELECT coalesce(max(stream_ordering), 0) FROM events")
+            await ws.send_bytes(frame)
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                while True:
+                    msg = await ws.receive()
+                    assert msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), msg
+                    data = orjson.loads(msg.data)
+                    if data.get("type") != "sync":
+                        break
+            after = await digest(server.hs.db) if "error" in data else before
+            if "result" in data:
+                for ev in await _new_events(server.hs.db, last):
+                    assert non_canonical(orjson.loads(ev)) is None, (frame, ev)
+            return data, changed(before, after)
+
+        @settings(max_examples=MAX_EXAMPLES // 2, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(frame=frames(w))
+        def prop(frame: bytes) -> None:
+            reply, diff = asyncio.run_coroutine_threadsafe(one(frame), loop).result(
+                REQUEST_TIMEOUT_S * 3)
+            assert ("result" in reply) != ("error" in reply), (frame, reply)
+            if "error" in reply:
+                seen["error"] += 1
+                err = reply["error"]
+                assert isinstance(err.get("errcode"), str), (frame, reply)
+                assert err["errcode"].startswith("M_"), (frame, reply)
+                # the socket's stand-in for a 500
+                assert err.get("error") != "Internal server error", (frame, reply)
+                assert diff == [], (frame, reply, diff)
+            else:
+                seen["result"] += 1
+
+        await asyncio.to_thread(prop)
+    assert seen["result"] > 0 and seen["error"] > 0, seen
