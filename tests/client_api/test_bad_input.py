@@ -437,6 +437,10 @@ async def test_query_parameters(c: Client, check: Checker, room: tuple[User, str
         ("/publicRooms", {"limit": "-3"}, "M_INVALID_PARAM"),
     ]:
         await check.refused("GET", path, token=tok, errcode=errcode, params=params)
+    ev = await c.send(u, r, "x")
+    for frm in ("r" + "9" * 25, "r" + "9" * 5000, "r" + "0" * 5000, "rx", "r-1", "r١"):
+        await check.refused("GET", f"/_matrix/client/v1/rooms/{r}/relations/{quote(ev)}",
+                            token=tok, errcode="M_INVALID_PARAM", params={"from": frm})
     # An unknown filter id, however odd, is just not found.
     for fid in ("99999999999999999999999", "²", "-1"):
         await check.refused("GET", "/sync", token=tok, status=404, errcode="M_NOT_FOUND",
