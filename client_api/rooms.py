@@ -155,7 +155,7 @@ async def get_state_event(request: web.Request) -> web.Response:
     if event_id is None:
         raise not_found("Event not found")
     ev = (await c.reader.events([event_id]))[0]
-    if request.query.get("format") == "event":
+    if query_choice(request, "format", ("content", "event"), "content") == "event":
         return json_response(ev.to_client())
     return json_response(ev.to_client().get("content", {}))
 

@@ -213,11 +213,20 @@ QUERY_NAMES = ["limit", "timeout", "from", "to", "dir", "filter", "since", "full
                "after", "server", "access_token", "username", "token", "x"]
 
 
+FILTER = {"room": {"timeline": {"limit": 5, "types": ["m.room.message"], "not_senders": []},
+                   "state": {"lazy_load_members": True, "types": ["m.room.member"]},
+                   "rooms": [], "include_leave": False},
+          "presence": {"limit": 1}, "account_data": {"not_types": ["*"]},
+          "event_fields": ["content.body"]}
+
+
 @st.composite
 def query_strings(draw: st.DrawFn) -> str:
     params = draw(st.lists(st.tuples(st.sampled_from(QUERY_NAMES), st.one_of(
         TEXT, st.sampled_from(["b", "f", "true", "false", "5", "0"]),
         st.builds(lambda v: json.dumps(v), JSON),
+        st.builds(lambda v: json.dumps(v), mutated(FILTER)),
+        st.builds(lambda v: json.dumps(v), mutated(FILTER["room"]["timeline"])),
         st.just(_deep(1000).decode()))), max_size=3))
     out = []
     for k, v in params:
