@@ -1,4 +1,9 @@
-"""Shared aiohttp glue: Matrix error bodies, JSON bodies validated by JSON Schema, CORS."""
+"""Shared aiohttp glue: Matrix error bodies, JSON bodies validated by JSON Schema, CORS.
+
+Also the input limits every request passes before any handler: path and query text PostgreSQL
+can store, bodies no deeper than `MAX_JSON_DEPTH` (homeserver/json_input.py), integer and enum
+query parameters parsed strictly, and Matrix JSON even for the errors aiohttp's HTTP parser
+answers itself (`MatrixAppRunner`)."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from homeserver.json_input import MAX_JSON_DEPTH, json_problem, text_problem
 log = logging.getLogger(__name__)
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "client_api" / "schemas"
 
-MAX_PATH_PARAM_CHARS = 512
+MAX_PATH_PARAM_BYTES = 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -173,11 +178,12 @@ def check_request_text(request: web.Request) -> None:
             if problem is not None:
                 raise MatrixError(400, Codes.INVALID_PARAM,
                                   f"The {where} parameter {key!r} {problem}")
-            if where == "path" and key != "tail" and len(value) > MAX_PATH_PARAM_CHARS:
+            if (where == "path" and key != "tail"
+                    and len(value.encode()) > MAX_PATH_PARAM_BYTES):
                 # Ids, types, txn ids and keys end up in indexed columns (a btree entry holds
                 # at most ~2.7 kB); no identifier the spec defines comes near this.
                 raise MatrixError(400, Codes.INVALID_PARAM, f"The path parameter {key!r} "
-                                  f"is longer than {MAX_PATH_PARAM_CHARS} characters")
+                                  f"is longer than {MAX_PATH_PARAM_BYTES} bytes")
     problem = text_problem(request.path)
     if problem is not None:
         raise MatrixError(400, Codes.INVALID_PARAM, f"The path {problem}")
