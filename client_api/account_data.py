@@ -7,7 +7,7 @@ from aiohttp import web
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.http import json_response, read_json
-from homeserver.types import Requester
+from homeserver.types import Requester, is_valid_room_id
 
 routes = web.RouteTableDef()
 V = "/_matrix/client/{v:(v3|r0)}"
@@ -48,7 +48,7 @@ async def put_room(request: web.Request) -> web.Response:
     if etype in SERVER_MANAGED:
         raise MatrixError(400, Codes.BAD_JSON, f"{etype} is managed by the server")
     room_id = request.match_info["room_id"]
-    if not room_id.startswith("!"):
+    if not is_valid_room_id(room_id):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room id")
     await ctx(request).account_data.put_account_data(requester.user_id, room_id, etype, body)
     return json_response({})

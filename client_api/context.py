@@ -13,6 +13,7 @@ from aiohttp import web
 from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
+from homeserver.json_input import text_problem
 from homeserver.presence.service import PresenceService
 from homeserver.push.service import PushRuleService
 from homeserver.ratelimit import RateLimiter
@@ -72,4 +73,6 @@ async def auth(request: web.Request) -> Requester:
     token = access_token(request)
     if token is None:
         raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+    if text_problem(token) is not None:  # e.g. header bytes that are not UTF-8: no such token
+        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
     return await ctx(request).sessions.authenticate(token, ip=request.remote)

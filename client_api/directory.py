@@ -7,6 +7,7 @@ from aiohttp import web
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.http import json_response, query_int, read_json
+from homeserver.types import is_valid_room_alias, is_valid_room_id
 
 routes = web.RouteTableDef()
 V = "/_matrix/client/{v:(v3|r0)}"
@@ -15,7 +16,7 @@ V = "/_matrix/client/{v:(v3|r0)}"
 def _check_alias(request: web.Request) -> str:
     alias = request.match_info["alias"]
     server = ctx(request).config.server_name
-    if not alias.startswith("#") or ":" not in alias:
+    if not is_valid_room_alias(alias):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias")
     if alias.partition(":")[2] != server:
         raise MatrixError(400, Codes.INVALID_PARAM, "Alias must be on this server")
@@ -25,6 +26,8 @@ def _check_alias(request: web.Request) -> str:
 @routes.get(V + "/directory/room/{alias}")
 async def get_alias(request: web.Request) -> web.Response:
     alias = request.match_info["alias"]
+    if not is_valid_room_alias(alias):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias")
     room_id = await ctx(request).reader.resolve_alias(alias)
     return json_response({"room_id": room_id, "servers": [ctx(request).config.server_name]})
 
@@ -38,6 +41,8 @@ async def put_alias(request: web.Request) -> web.Response:
     room_id = body.get("room_id")
     if not isinstance(room_id, str):
         raise MatrixError(400, Codes.BAD_JSON, "room_id is required")
+    if not is_valid_room_id(room_id):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room id")
     room = await c.rooms.get_room(room_id)
     if room.membership(requester.user_id) != "join" and not requester.is_admin:
         raise forbidden("You must be in the room to add an alias")
@@ -110,7 +115,8 @@ async def _public_rooms(request: web.Request, limit: int, since: str | None,
                    or t in (e.get("topic") or "").lower()
                    or t in (e.get("canonical_alias") or "").lower()]
     entries.sort(key=lambda e: -int(e["num_joined_members"]))
-    start = int(since) if since and since.isdigit() else 0
+    start = int(since) if since and since.isascii() and since.isdigit() and len(since) < 16 \
+        else 0
     chunk = entries[start:start + limit] if limit else entries[start:]
     body: dict[str, object] = {"chunk": chunk, "total_room_count_estimate": len(entries)}
     if limit and start + limit < len(entries):
@@ -131,9 +137,11 @@ async def public_rooms_post(request: web.Request) -> web.Response:
     await auth(request)
     body = await read_json(request, allow_empty=True)
     limit = body.get("limit", 0)
-    if not isinstance(limit, int) or limit < 0:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise MatrixError(400, Codes.BAD_JSON, "limit must be a non-negative integer")
     flt = body.get("filter") if isinstance(body.get("filter"), dict) else {}
     term = flt.get("generic_search_term")
-    return await _public_rooms(request, limit, body.get("since"),
-                               term if isinstance(term, str) else None)
+    since = body.get("since")
+    if since is not None and not isinstance(since, str):
+        raise MatrixError(400, Codes.BAD_JSON, "since must be a string")
+    return await _public_rooms(request, limit, since, term if isinstance(term, str) else None)

@@ -11,7 +11,7 @@ from homeserver.errors import Codes, MatrixError, forbidden, invalid_param
 from homeserver.http import json_response, read_json
 from homeserver.receipts.service import FULLY_READ, ReceiptService, set_read_markers
 from homeserver.rooms.typing import DEFAULT_TIMEOUT_MS, TypingService
-from homeserver.types import is_valid_room_id
+from homeserver.types import is_valid_event_id, is_valid_room_id
 
 routes = web.RouteTableDef()
 V = "/_matrix/client/{v:(v3|r0)}"
@@ -66,6 +66,8 @@ async def receipt(request: web.Request) -> web.Response:
     room_id = _room_id(request)
     receipt_type = request.match_info["receipt_type"]
     event_id = request.match_info["event_id"]
+    if not is_valid_event_id(event_id):
+        raise invalid_param("Invalid event id")
     body = await read_json(request, allow_empty=True)
     thread_id = body.get("thread_id")
     if "thread_id" in body and (not isinstance(thread_id, str) or not thread_id):
@@ -91,6 +93,8 @@ async def read_markers(request: web.Request) -> web.Response:
         value = body.get(key)
         if value is not None and not isinstance(value, str):
             raise MatrixError(400, Codes.BAD_JSON, f"{key} must be an event id")
+        if value is not None and not is_valid_event_id(value):
+            raise invalid_param(f"{key} is not a valid event id")
         ids[key] = value
     await set_read_markers(_receipts(c), c.account_data, requester, room_id, ids[FULLY_READ],
                            ids["m.read"], ids["m.read.private"])

@@ -5,22 +5,53 @@ from __future__ import annotations
 from aiohttp import web
 
 from client_api.context import ClientContext, auth, ctx
-from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
+from client_api.room_state_checks import check_initial_canonical_alias, check_state_content
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.events.auth import AuthError
 from homeserver.events.model import EventEntry
-from homeserver.http import json_response, parse_json_object, query_int, read_json
+from homeserver.http import (
+    json_response,
+    parse_json_object,
+    query_choice,
+    query_int,
+    read_json,
+    validate,
+)
 from homeserver.rooms.state import RoomData
 from homeserver.sync.filter import EventFilter
-from homeserver.types import Requester, is_valid_room_id
+from homeserver.types import (
+    Requester,
+    is_valid_event_id,
+    is_valid_room_alias,
+    is_valid_room_id,
+)
 
 routes = web.RouteTableDef()
 V = "/_matrix/client/{v:(v3|r0)}"
+MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 
 
 async def room_or_404(c: ClientContext, room_id: str) -> RoomData:
     if not is_valid_room_id(room_id):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room id")
     return await c.rooms.get_room(room_id)
+
+
+def event_id_param(request: web.Request) -> str:
+    event_id = request.match_info["event_id"]
+    if not is_valid_event_id(event_id):
+        raise invalid_param("Invalid event id")
+    return event_id
+
+
+async def room_id_or_alias(c: ClientContext, value: str) -> str:
+    """A room id, or the room an alias of this server's directory names."""
+    if value.startswith("#"):
+        if not is_valid_room_alias(value):
+            raise invalid_param("Invalid room alias")
+        return await c.reader.resolve_alias(value)
+    await room_or_404(c, value)
+    return value
 
 
 async def profile_for(c: ClientContext, user_id: str) -> dict[str, object]:
@@ -35,6 +66,13 @@ async def create_room(request: web.Request) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     body = await read_json(request, "create_room", allow_empty=True)
+    own_alias = (f"#{body['room_alias_name']}:{c.config.server_name}"
+                 if body.get("room_alias_name") is not None else None)
+    if own_alias is not None and not is_valid_room_alias(own_alias):
+        raise invalid_param("room_alias_name does not make a valid room alias")
+    for s in body.get("initial_state", []):
+        if s["type"] == "m.room.canonical_alias" and s.get("state_key", "") == "":
+            check_initial_canonical_alias(s["content"], own_alias)
     c.limiter.check("create_room", requester.user_id, c.config.rate_limits.room_creation,
                     requester.is_admin)
     room_id = await c.rooms.create_room(requester, body,
@@ -68,7 +106,7 @@ async def redact(request: web.Request) -> web.Response:
         raise MatrixError(400, Codes.BAD_JSON, "reason must be a string")
     room_id = request.match_info["room_id"]
     await room_or_404(c, room_id)
-    event_id = await c.rooms.redact(requester, room_id, request.match_info["event_id"], reason,
+    event_id = await c.rooms.redact(requester, room_id, event_id_param(request), reason,
                                     request.match_info["txn_id"])
     return json_response({"event_id": event_id})
 
@@ -80,9 +118,10 @@ async def put_state(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await read_json(request)
     room_id = request.match_info["room_id"]
-    await room_or_404(c, room_id)
-    event_id = await c.rooms.set_state(requester, room_id, request.match_info["event_type"],
-                                       request.match_info.get("state_key", ""), body)
+    room = await room_or_404(c, room_id)
+    etype, state_key = request.match_info["event_type"], request.match_info.get("state_key", "")
+    await check_state_content(c, room, etype, state_key, body)
+    event_id = await c.rooms.set_state(requester, room_id, etype, state_key, body)
     return json_response({"event_id": event_id})
 
 
@@ -116,7 +155,7 @@ async def get_state_event(request: web.Request) -> web.Response:
     if event_id is None:
         raise not_found("Event not found")
     ev = (await c.reader.events([event_id]))[0]
-    if request.query.get("format") == "event":
+    if query_choice(request, "format", ("content", "event"), "content") == "event":
         return json_response(ev.to_client())
     return json_response(ev.to_client().get("content", {}))
 
@@ -145,6 +184,9 @@ async def members(request: web.Request) -> web.Response:
     events = await c.reader.events(member_ids)
     want = request.query.get("membership")
     not_want = request.query.get("not_membership")
+    for name, value in (("membership", want), ("not_membership", not_want)):
+        if value is not None and value not in MEMBERSHIPS:
+            raise invalid_param(f"{name} must be one of {', '.join(MEMBERSHIPS)}")
     out = [e.to_client() for e in events
            if (want is None or e.membership == want)
            and (not_want is None or e.membership != not_want)]
@@ -177,17 +219,15 @@ async def joined_rooms(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- membership
 
 
-async def _join(request: web.Request, room_id_or_alias: str) -> web.Response:
+async def _join(request: web.Request, room: str) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
-    if room_id_or_alias.startswith("#"):
-        room_id = await c.reader.resolve_alias(room_id_or_alias)
-    else:
-        room_id = room_id_or_alias
-        await room_or_404(c, room_id)
-    reason = body.get("reason") if isinstance(body.get("reason"), str) else None
+    room_id = await room_id_or_alias(c, room)
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise bad_json("reason must be a string")
     await c.rooms.update_membership(requester, room_id, requester.user_id, "join", reason,
                                     profile=await profile_for(c, requester.user_id))
     return json_response({"room_id": room_id})
@@ -213,12 +253,7 @@ async def knock(request: web.Request) -> web.Response:
     if reason is not None and not isinstance(reason, str):
         raise bad_json("reason must be a string")
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
-    room_id_or_alias = request.match_info["room"]
-    if room_id_or_alias.startswith("#"):
-        room_id = await c.reader.resolve_alias(room_id_or_alias)
-    else:
-        room_id = room_id_or_alias
-        await room_or_404(c, room_id)
+    room_id = await room_id_or_alias(c, request.match_info["room"])
     try:
         await c.rooms.update_membership(requester, room_id, requester.user_id, "knock", reason,
                                         profile=await profile_for(c, requester.user_id))
@@ -236,7 +271,9 @@ async def _membership(request: web.Request, membership: str, target_required: bo
     room_id = request.match_info["room_id"]
     room = await room_or_404(c, room_id)
     target = requester.user_id if own else body["user_id"]
-    reason = body.get("reason") if isinstance(body.get("reason"), str) else None
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise bad_json("reason must be a string")
     if membership == "unban":
         if room.membership(target) != "ban":
             raise forbidden("User is not banned")
@@ -299,7 +336,7 @@ async def get_event(request: web.Request) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     room = await room_or_404(c, request.match_info["room_id"])
-    ev = await c.reader.visible_event(requester, room, request.match_info["event_id"])
+    ev = await c.reader.visible_event(requester, room, event_id_param(request))
     return json_response(ev.to_client(requester.user_id, requester.device_id))
 
 
@@ -308,9 +345,7 @@ async def messages(request: web.Request) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     room = await room_or_404(c, request.match_info["room_id"])
-    direction = request.query.get("dir", "b")
-    if direction not in ("b", "f"):
-        raise MatrixError(400, Codes.INVALID_PARAM, "dir must be b or f")
+    direction = query_choice(request, "dir", ("b", "f"))  # required (spec: GET /messages)
     limit = query_int(request, "limit", 10, 0, 1000)
     body = await c.reader.messages(requester, room, request.query.get("from"),
                                   request.query.get("to"), direction == "b", limit,
@@ -324,14 +359,19 @@ async def context(request: web.Request) -> web.Response:
     c = ctx(request)
     room = await room_or_404(c, request.match_info["room_id"])
     limit = query_int(request, "limit", 10, 0, 100)
-    body = await c.reader.context(requester, room, request.match_info["event_id"], limit,
+    body = await c.reader.context(requester, room, event_id_param(request), limit,
                                  room_event_filter(request))
     return json_response(body)
 
 
 def room_event_filter(request: web.Request) -> EventFilter:
+    """The `filter` query parameter: a RoomEventFilter as JSON (M_NOT_JSON / M_BAD_JSON)."""
     raw = request.query.get("filter")
-    return EventFilter.parse(parse_json_object(raw, "filter")) if raw else EventFilter()
+    if not raw:
+        return EventFilter()
+    body = parse_json_object(raw, "filter")
+    validate(body, "room_event_filter")
+    return EventFilter.parse(body)
 
 
 def _events_json(events: list[EventEntry], requester: Requester) -> list[dict[str, object]]:
@@ -346,11 +386,9 @@ async def relations(request: web.Request) -> web.Response:
     c = ctx(request)
     room = await room_or_404(c, request.match_info["room_id"])
     limit = query_int(request, "limit", 50, 0, 1000)
-    direction = request.query.get("dir", "b")
-    if direction not in ("b", "f"):
-        raise MatrixError(400, Codes.INVALID_PARAM, "dir must be b or f")
+    direction = query_choice(request, "dir", ("b", "f"), "b")  # optional here (spec)
     events, next_batch = await c.reader.relations(
-        requester, room, request.match_info["event_id"], request.match_info.get("rel_type"),
+        requester, room, event_id_param(request), request.match_info.get("rel_type"),
         request.match_info.get("event_type"), request.query.get("from"), limit,
         direction == "b")
     body: dict[str, object] = {"chunk": _events_json(events, requester)}

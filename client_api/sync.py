@@ -7,7 +7,7 @@ from aiohttp import web
 from client_api import websocket
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError
-from homeserver.http import json_response, parse_json_object, query_int
+from homeserver.http import json_response, parse_json_object, query_bool, query_int, validate
 from homeserver.sync.filter import SyncFilter
 from homeserver.sync.tokens import SyncToken
 
@@ -19,7 +19,9 @@ async def parse_filter(request: web.Request, user_id: str) -> SyncFilter:
     if raw is None:
         return SyncFilter()
     if raw.lstrip().startswith("{"):
-        return SyncFilter.parse(parse_json_object(raw, "filter"))
+        body = parse_json_object(raw, "filter")
+        validate(body, "filter")  # the same schema as POST /user/{userId}/filter: M_BAD_JSON
+        return SyncFilter.parse(body)
     return SyncFilter.parse(await ctx(request).filters.get_filter(user_id, raw))
 
 
@@ -30,7 +32,7 @@ async def sync(request: web.Request) -> web.StreamResponse:
     since_raw = request.query.get("since")
     since = SyncToken.parse(since_raw) if since_raw else None
     timeout = query_int(request, "timeout", 0, 0, 600_000)
-    full_state = request.query.get("full_state", "false") == "true"
+    full_state = query_bool(request, "full_state", False)
     set_presence = request.query.get("set_presence", "online")
     if set_presence not in ("online", "offline", "unavailable"):
         raise MatrixError(400, Codes.INVALID_PARAM, "invalid set_presence")

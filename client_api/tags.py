@@ -11,7 +11,7 @@ from aiohttp import web
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.http import json_response, read_json
-from homeserver.types import JsonDict, Requester
+from homeserver.types import JsonDict, Requester, is_valid_room_id
 
 routes = web.RouteTableDef()
 V = "/_matrix/client/{v:(v3|r0)}"
@@ -23,7 +23,7 @@ def _target(request: web.Request, requester: Requester) -> tuple[str, str]:
     if request.match_info["user_id"] != requester.user_id:
         raise forbidden("Cannot access another user's room tags")
     room_id = request.match_info["room_id"]
-    if not room_id.startswith("!"):
+    if not is_valid_room_id(room_id):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room id")
     return requester.user_id, room_id
 

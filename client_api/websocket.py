@@ -34,11 +34,12 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from client_api.context import ClientContext, access_token, ctx
+from client_api.room_state_checks import check_state_content
 from homeserver.errors import Codes, MatrixError
-from homeserver.http import validate
+from homeserver.http import parse_json_object, validate
 from homeserver.sync.filter import SyncFilter
 from homeserver.sync.tokens import SyncToken
-from homeserver.types import JsonDict, Requester, is_valid_room_id
+from homeserver.types import JsonDict, Requester, is_valid_event_id, is_valid_room_id
 
 log = logging.getLogger(__name__)
 
@@ -269,12 +270,10 @@ class WebSocketSession:
 
     async def _handle(self, raw: str | bytes) -> JsonDict:
         """One request frame -> its reply; never raises for anything the client sent."""
-        try:
-            frame = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return _error(None, MatrixError(400, Codes.NOT_JSON, "Frame is not valid JSON"))
-        if not isinstance(frame, dict):
-            return _error(None, MatrixError(400, Codes.BAD_JSON, "Frame must be a JSON object"))
+        try:  # the same limits as an HTTP body: depth, storable text (M_NOT_JSON / M_BAD_JSON)
+            frame = parse_json_object(raw, "Frame")
+        except MatrixError as e:
+            return _error(None, e)
         rid = frame.get("id")
         if not isinstance(rid, (str, int)) or isinstance(rid, bool) or (
                 isinstance(rid, str) and len(rid) > MAX_ID_LENGTH):
@@ -316,7 +315,8 @@ class WebSocketSession:
         state_key = p.get("state_key", "")
         if not isinstance(state_key, str):
             raise MatrixError(400, Codes.BAD_JSON, "state_key must be a string")
-        await self.c.rooms.get_room(room_id)
+        room = await self.c.rooms.get_room(room_id)
+        await check_state_content(self.c, room, etype, state_key, content)
         return {"event_id": await self.c.rooms.set_state(self.requester, room_id, etype,
                                                          state_key, content)}
 
@@ -334,6 +334,8 @@ class WebSocketSession:
     async def _receipt(self, p: JsonDict) -> JsonDict:
         service = _service(self.c.receipts, "Receipts")
         room_id, rtype, event_id = _room_id(p), _string(p, "receipt_type"), _string(p, "event_id")
+        if not is_valid_event_id(event_id):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Invalid event id")
         thread_id = p.get("thread_id")
         if thread_id is not None and not isinstance(thread_id, str):
             raise MatrixError(400, Codes.BAD_JSON, "thread_id must be a string")

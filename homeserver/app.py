@@ -34,7 +34,7 @@ from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
-from homeserver.http import error_middleware, error_response
+from homeserver.http import MatrixAppRunner, error_middleware, error_response
 from homeserver.presence.service import PresenceService
 from homeserver.presence.store import PresenceStore
 from homeserver.push.service import PushRuleService
@@ -245,7 +245,7 @@ async def serve(config: Config, dsn: str, key: ServerSigningKey) -> AsyncIterato
     try:
         hs = await build_homeserver(config, db, key)
         app = make_app(hs)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+        runner = MatrixAppRunner(app, access_log=None, shutdown_timeout=10.0)
         await runner.setup()
         site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
         await site.start()

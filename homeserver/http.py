@@ -1,4 +1,9 @@
-"""Shared aiohttp glue: Matrix error bodies, JSON bodies validated by JSON Schema, CORS."""
+"""Shared aiohttp glue: Matrix error bodies, JSON bodies validated by JSON Schema, CORS.
+
+Also the input limits every request passes before any handler: path and query text PostgreSQL
+can store, bodies no deeper than `MAX_JSON_DEPTH` (homeserver/json_input.py), integer and enum
+query parameters parsed strictly, and Matrix JSON even for the errors aiohttp's HTTP parser
+answers itself (`MatrixAppRunner`)."""
 
 from __future__ import annotations
 
@@ -12,10 +17,16 @@ from typing import Any
 import jsonschema
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from homeserver.errors import Codes, MatrixError, UIARequired
+from homeserver.events.validation import MAX_SAFE_INT
+from homeserver.json_input import MAX_JSON_DEPTH, json_problem, text_problem
 
 log = logging.getLogger(__name__)
+
+MAX_PATH_PARAM_BYTES = 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,6 +53,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=CORS_HEADERS)
     try:
+        check_request_text(request)
         return await handler(request)
     except MatrixError as e:
         return error_response(e)
@@ -77,13 +89,22 @@ def validate(body: Any, schema: str) -> None:
 
 
 def parse_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
-    """Parse a JSON object from a body or query parameter: M_NOT_JSON / M_BAD_JSON."""
+    """Parse a JSON object from a body, query parameter or WebSocket frame.
+
+    M_NOT_JSON when it does not parse; M_BAD_JSON when it is not an object, is nested deeper than
+    `MAX_JSON_DEPTH` or holds text PostgreSQL cannot store (see homeserver/json_input.py)."""
     try:
         value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as e:
+        if "depth limit" in str(e):  # orjson's own limit (1024) is valid JSON all the same
+            raise MatrixError(400, Codes.BAD_JSON,
+                              f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from None
         raise MatrixError(400, Codes.NOT_JSON, f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise MatrixError(400, Codes.BAD_JSON, f"{what} must be a JSON object")
+    problem = json_problem(value)
+    if problem is not None:
+        raise MatrixError(400, Codes.BAD_JSON, f"{what} is not acceptable: {problem}")
     return value
 
 
@@ -105,15 +126,127 @@ async def read_json(request: web.Request, schema: str | None = None,
 
 def query_int(request: web.Request, name: str, default: int, minimum: int = 0,
               maximum: int | None = None) -> int:
+    """An integer query parameter: ASCII digits, within canonical JSON's range, else
+    M_INVALID_PARAM; values above `maximum` are clamped to it."""
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise MatrixError(400, Codes.INVALID_PARAM, f"{name} must be an integer") from None
+    digits = raw[1:] if raw[:1] == "-" else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 16:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"{name} must be an integer")
+    v = int(raw)
+    if abs(v) > MAX_SAFE_INT:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"{name} is out of range")
     if v < minimum:
         raise MatrixError(400, Codes.INVALID_PARAM, f"{name} must be >= {minimum}")
     if maximum is not None:
         v = min(v, maximum)
     return v
+
+
+def query_bool(request: web.Request, name: str, default: bool) -> bool:
+    """A boolean query parameter: only `true` or `false` (the spec's boolean), else
+    M_INVALID_PARAM."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise MatrixError(400, Codes.INVALID_PARAM, f"{name} must be true or false")
+    return raw == "true"
+
+
+def query_choice(request: web.Request, name: str, choices: tuple[str, ...],
+                 default: str | None = None) -> str:
+    """A query parameter from a closed set: M_MISSING_PARAM when required and absent,
+    M_INVALID_PARAM when not one of `choices`."""
+    raw = request.query.get(name, default)
+    if raw is None:
+        raise MatrixError(400, Codes.MISSING_PARAM, f"Missing query parameter {name}")
+    if raw not in choices:
+        raise MatrixError(400, Codes.INVALID_PARAM,
+                          f"{name} must be one of {', '.join(choices)}")
+    return raw
+
+
+def check_request_text(request: web.Request) -> None:
+    """Refuse (400 M_INVALID_PARAM) a path or query parameter PostgreSQL could not store (NUL,
+    lone surrogate): every identifier, token and id reaches SQL as text somewhere."""
+    for where, items in (("path", request.match_info.items()),
+                         ("query", request.query.items())):
+        for key, value in items:
+            problem = text_problem(key) or text_problem(value)
+            if problem is not None:
+                raise MatrixError(400, Codes.INVALID_PARAM,
+                                  f"The {where} parameter {key!r} {problem}")
+            if (where == "path" and key != "tail"
+                    and len(value.encode()) > MAX_PATH_PARAM_BYTES):
+                # Ids, types, txn ids and keys end up in indexed columns (a btree entry holds
+                # at most ~2.7 kB); no identifier the spec defines comes near this.
+                raise MatrixError(400, Codes.INVALID_PARAM, f"The path parameter {key!r} "
+                                  f"is longer than {MAX_PATH_PARAM_BYTES} bytes")
+    problem = text_problem(request.path)
+    if problem is not None:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"The path {problem}")
+
+
+# -- errors aiohttp answers itself, before any middleware: over-long request line or headers ---
+
+MAX_REQUEST_LINE_BYTES = 8190  # aiohttp's default for the request line
+MAX_HEADER_FIELD_BYTES = 16384  # one header, name and value; kept different from the line limit
+# so that the limit an error names tells which of the two was exceeded.
+
+
+class MatrixRequestHandler(RequestHandler):
+    """aiohttp's connection handler, but its own error replies are Matrix JSON as well.
+
+    The HTTP parser rejects an over-long request line or header before a request exists, and
+    aiohttp then writes a plain-text 400 from `handle_error`; this override writes
+    `{"errcode": "M_TOO_LARGE"}` with 414 (line) or 431 (headers) instead, and any other
+    unparseable request as 400 M_UNKNOWN."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # a response is half written: only closing is left
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else None
+            if limit == self.max_line_size:
+                err = MatrixError(414, Codes.TOO_LARGE, "Request line too long")
+            else:
+                err = MatrixError(431, Codes.TOO_LARGE, "Request header too long")
+        elif status == 400 and exc is not None and "too many headers" in str(exc).lower():
+            err = MatrixError(431, Codes.TOO_LARGE, "Too many request headers")
+        elif status < 500:
+            err = MatrixError(status, Codes.UNKNOWN, "Malformed HTTP request")
+        else:
+            self.log_exception("Error handling request", exc_info=exc)
+            err = MatrixError(500, Codes.UNKNOWN, "Internal server error")
+        log.debug("refused a malformed HTTP request: %s", exc)
+        resp = error_response(err)
+        resp.force_close()
+        return resp
+
+
+class MatrixServer(web.Server):
+    """A `web.Server` whose connections use `MatrixRequestHandler`."""
+
+    def __call__(self) -> RequestHandler:
+        return MatrixRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class MatrixAppRunner(web.AppRunner):
+    """`web.AppRunner` serving the app through `MatrixServer` (used by `serve` and the tests).
+
+    aiohttp has no public hook for the connection handler class, so this rebuilds the server
+    that `AppRunner` made, with the same handler, request factory, loop and options."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("max_line_size", MAX_REQUEST_LINE_BYTES)
+        kwargs.setdefault("max_field_size", MAX_HEADER_FIELD_BYTES)
+        super().__init__(app, **kwargs)
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return MatrixServer(server.request_handler, request_factory=server.request_factory,
+                            handler_cancellation=server.handler_cancellation,
+                            loop=server._loop, **server._kwargs)

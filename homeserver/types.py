@@ -24,24 +24,55 @@ def is_valid_server_name(name: str) -> bool:
     return bool(name) and len(name) <= 255 and bool(_SERVER_NAME.match(name))
 
 
+def _opaque_ok(s: str) -> bool:
+    """The grammar's rule for every localpart and opaque id: no NUL, no lone surrogate."""
+    if "\x00" in s:
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def split_id(identifier: str, sigil: str) -> tuple[str, str] | None:
     """Split `<sigil>local:server` into (local, server), or None if malformed."""
     if not identifier.startswith(sigil) or ":" not in identifier:
         return None
     local, _, server = identifier[1:].partition(":")
-    if not is_valid_server_name(server):
+    if not is_valid_server_name(server) or not _opaque_ok(local):
         return None
     return local, server
 
 
+def _short(identifier: str) -> bool:
+    return len(identifier.encode("utf-8", "surrogatepass")) <= 255
+
+
 def is_valid_user_id(user_id: str) -> bool:
+    """Historical grammar: any localpart without `:` or NUL (we also refuse an empty one)."""
     parts = split_id(user_id, "@")
-    return parts is not None and len(user_id.encode()) <= 255 and bool(parts[0])
+    return parts is not None and _short(user_id) and bool(parts[0])
 
 
 def is_valid_room_id(room_id: str) -> bool:
-    """v12 room ids have no server part, older ones do."""
-    return room_id.startswith("!") and 1 < len(room_id) <= 255
+    """`!opaque_id:domain` in older room versions, `!opaque_id` (a hash) in v12."""
+    if not room_id.startswith("!") or len(room_id) < 2 or not _short(room_id):
+        return False
+    if ":" in room_id:
+        return split_id(room_id, "!") is not None
+    return _opaque_ok(room_id)
+
+
+def is_valid_room_alias(alias: str) -> bool:
+    """`#localpart:domain`, the localpart any text without `:` or NUL, at most 255 bytes."""
+    return split_id(alias, "#") is not None and _short(alias)
+
+
+def is_valid_event_id(event_id: str) -> bool:
+    """`$opaque_id` (v3+: a hash; v1/v2 also had `:domain`); opaque otherwise."""
+    return (event_id.startswith("$") and len(event_id) > 1 and _short(event_id)
+            and _opaque_ok(event_id))
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,11 +109,12 @@ async def start_server(config: Config, dsn: str) -> AsyncIterator[Server]:
     from aiohttp import web
 
     from homeserver.app import build_homeserver, make_app
+    from homeserver.http import MatrixAppRunner
     from homeserver.storage.database import Database
 
     db = await Database.connect(dsn, 2, 10)
     hs = await build_homeserver(config, db, ServerSigningKey.generate(config.server_name))
-    runner = web.AppRunner(make_app(hs), access_log=None)
+    runner = MatrixAppRunner(make_app(hs), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port)
     await site.start()

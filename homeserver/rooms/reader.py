@@ -206,10 +206,12 @@ class RoomReader:
         joined = await self._check_reader(requester, room)
         before: int | None = None
         if from_token is not None:
-            try:
-                before = int(from_token.lstrip("r"))
-            except ValueError:
-                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid from token") from None
+            digits = from_token[1:] if from_token.startswith("r") else from_token
+            # ASCII digits within BIGINT range: the position reaches SQL
+            if (not (digits.isascii() and digits.isdigit()) or len(digits) > 19
+                    or int(digits) >= 2**63):
+                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid from token")
+            before = int(digits)
         async with self._db.connection() as conn:
             rows = await self._events.relations(conn, room.room_id, event_id, rel_type,
                                                 event_type, before, limit, backwards)

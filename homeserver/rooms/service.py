@@ -23,6 +23,7 @@ from homeserver.events.builder import EventBuilder
 from homeserver.events.hashing import room_id_for_create_event
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.events.validation import check_local_event
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.store import RoomStore
@@ -83,6 +84,7 @@ class RoomService:
     def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
                sender: str, etype: str, content: JsonDict, state_key: str | None = None,
                redacts: str | None = None) -> tuple[str, JsonDict]:
+        check_local_event(etype, state_key, content)  # canonical JSON, storable text: 400
         if room is None:
             return self._builder.build(rv, room_id, sender, etype, content, state=None,
                                        extremities=[], depth=0, state_key=state_key)

@@ -12,6 +12,19 @@ from dataclasses import dataclass, fields
 
 from homeserver.errors import Codes, MatrixError
 
+_MAX_POSITION = 2**63 - 1  # positions are BIGINTs; a larger number must not reach SQL
+
+
+def _position(p: str) -> int:
+    """One position of a token: ASCII digits (an optional minus) within BIGINT range."""
+    digits = p[1:] if p[:1] == "-" else p
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        raise ValueError(p)
+    v = int(p)
+    if abs(v) > _MAX_POSITION:
+        raise ValueError(p)
+    return v
+
 
 @dataclass(frozen=True, slots=True)
 class SyncToken:
@@ -31,7 +44,7 @@ class SyncToken:
         try:
             if not token.startswith("s"):
                 raise ValueError
-            parts = [int(p) for p in token[1:].split("_")]
+            parts = [_position(p) for p in token[1:].split("_")]
             if not parts or len(parts) > len(fields(cls)) or any(p < 0 for p in parts):
                 raise ValueError
             return cls(*parts)
@@ -59,7 +72,7 @@ class PaginationToken:
         try:
             if not token.startswith("t"):
                 raise ValueError
-            depth, stream = (int(p) for p in token[1:].split("_"))
+            depth, stream = (_position(p) for p in token[1:].split("_"))
             return cls(depth, stream)
         except ValueError:
             raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid token {token!r}") from None

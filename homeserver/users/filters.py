@@ -24,8 +24,8 @@ class FilterService:
                                                        orjson.dumps(filter_json).decode()))
 
     async def get_filter(self, user_id: str, filter_id: str) -> JsonDict:
-        if not filter_id.isdigit():
-            raise not_found("Unknown filter")
+        if not (filter_id.isascii() and filter_id.isdigit()) or len(filter_id) > 18:
+            raise not_found("Unknown filter")  # filter ids are BIGINTs we handed out
         async with self._db.connection() as conn:
             raw = await self._store.get_filter(conn, user_id, int(filter_id))
         if raw is None:

@@ -22,6 +22,7 @@ async def _send(c: Client, u: User, room: str, etype: str, content: dict[str, An
 
 
 async def _messages(c: Client, u: User, room: str, **params: str) -> tuple[int, Any]:
+    params.setdefault("dir", "b")  # required (spec: GET /rooms/{roomId}/messages)
     return await c.request("GET", f"/rooms/{room}/messages", token=u.access_token,
                            params=params)
 
