@@ -37,7 +37,8 @@ METRICS: list[tuple[str, str, tuple[str, ...]]] = [
     ("f PUT p99 (ms)", "f", ("put_latency", "p99_ms")),
     ("f client CPU (share of one core)", "f", ("client_cpu_share",)),
     ("g RSS per parked long-poll (KB) [target <= 10]", "rss", ("kb_per_connection",)),
-    ("g server RSS before 1,000 polls (MB)", "rss", ("rss_before_kb",)),
+    ("g parked long-polls", "rss", ("connections",)),
+    ("g server RSS before the polls (MB)", "rss", ("rss_before_kb",)),
     ("g server RSS with polls parked (MB)", "rss", ("rss_open_kb",)),
     ("idle GET /versions round trip p50 (ms)", "", ("idle_versions_rtt_p50_ms",)),
 ]
@@ -82,8 +83,10 @@ def totals(bench: dict[str, Any]) -> tuple[int, int]:
 
 
 def value(server: dict[str, Any], key: str, path: tuple[str, ...]) -> Any:
-    src = server["rss"] if key == "rss" else server["bench"]
-    v = dig(src if key in ("rss", "") else src.get(key), path)
+    if key == "rss":
+        v = dig(server["rss"].get("connections"), path)
+    else:
+        v = dig(server["bench"] if key == "" else server["bench"].get(key), path)
     if key == "rss" and path[0].startswith("rss_") and isinstance(v, int | float):
         return round(v / 1024, 1)
     return v
