@@ -23,8 +23,8 @@
 #   BENCH_WORK     cache folder for exported revisions, their venvs and the Synapse venv,
 #                  reused between runs (default ${TMPDIR:-/tmp}/parley-compare)
 #   BENCH_OUT      where the JSON and table go (default: bench/results of this checkout)
-#   BENCH_PYTHON   interpreter for the benchmark client (needs aiohttp; default this
-#                  checkout's .venv, else a venv made in BENCH_WORK)
+#   BENCH_PYTHON   interpreter for the benchmark client (needs aiohttp and uvloop; default
+#                  this checkout's .venv if it has both, else a venv made in BENCH_WORK)
 #   SYNAPSE_VENV   venv with matrix-synapse[postgres] (default $BENCH_WORK/synapse-venv, made
 #                  and filled by synapse.sh if missing, a few minutes the first time)
 #   SYNAPSE_VERSION  pip spec for a new Synapse venv (default ==1.163.2, as in RESULTS.md)
@@ -83,17 +83,18 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # ---------------------------------------------------------------- the benchmark client
 PY="${BENCH_PYTHON:-}"
 if [ -z "$PY" ]; then
-  if "$repo/.venv/bin/python" -c 'import aiohttp' 2>/dev/null; then
+  if "$repo/.venv/bin/python" -c 'import aiohttp, uvloop' 2>/dev/null; then
     PY="$repo/.venv/bin/python"
   else
     PY="$WORK/client-venv/bin/python"
-    if ! "$PY" -c 'import aiohttp' 2>/dev/null; then
-      say "making a client venv with aiohttp"
+    if ! "$PY" -c 'import aiohttp, uvloop' 2>/dev/null; then
+      say "making a client venv with aiohttp and uvloop"
       python3 -m venv "$WORK/client-venv"
-      "$WORK/client-venv/bin/pip" install -q aiohttp
+      "$WORK/client-venv/bin/pip" install -q aiohttp uvloop
     fi
   fi
 fi
+"$PY" -c 'import aiohttp, uvloop' || die "the client ($PY) needs aiohttp and uvloop"
 
 # ---------------------------------------------------------------- cleanup of what we started
 syn_dir=""; par_pid=""

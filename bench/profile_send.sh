@@ -60,8 +60,11 @@ cpu_ticks() {  # sum of utime+stime of the given pids
   done
   echo "$t"
 }
-pg_pids() {  # this database's backends, plus the WAL writer and checkpointer
-  psql -Atc "select pid from pg_stat_activity where datname = '$db' or backend_type in
+pg_pids() {  # this database's backends
+  psql -Atc "select pid from pg_stat_activity where datname = '$db'"
+}
+aux_pids() {  # the cluster's WAL writer, checkpointer, bgwriter (shared with any other DB!)
+  psql -Atc "select pid from pg_stat_activity where backend_type in
              ('walwriter', 'checkpointer', 'background writer')"
 }
 
@@ -79,10 +82,12 @@ bpid=$!
 for _ in $(seq 1 240); do grep -q "$started" "$OUT/bench.err" 2>/dev/null && break; sleep 0.25; done
 sleep "$((warm + 1))"
 mapfile -t pgp < <(pg_pids)
+mapfile -t auxp < <(aux_pids)
 events() { psql -Atc "select count(*) from events" "$db"; }
 e0=$(events)
 [ "$TRACE" = 1 ] && kill -USR1 "$pid"          # start of the window (sql.1.json = before it)
-s0=$(cpu_ticks "$pid"); p0=$(cpu_ticks "${pgp[@]}"); t0=$(date +%s.%N)
+s0=$(cpu_ticks "$pid"); p0=$(cpu_ticks "${pgp[@]}"); a0=$(cpu_ticks "${auxp[@]}")
+t0=$(date +%s.%N)
 if [ "$PYSPY" = none ]; then
   sleep "$DURATION"
 else
@@ -90,15 +95,17 @@ else
   "$PYSPY" record -p "$pid" -d "$DURATION" -r 200 -f raw ${PYSPY_ARGS:-} -o "$OUT/pyspy.txt" \
     >"$OUT/pyspy.log" 2>&1
 fi
-s1=$(cpu_ticks "$pid"); p1=$(cpu_ticks "${pgp[@]}"); t1=$(date +%s.%N); e1=$(events)
+s1=$(cpu_ticks "$pid"); p1=$(cpu_ticks "${pgp[@]}"); a1=$(cpu_ticks "${auxp[@]}")
+t1=$(date +%s.%N); e1=$(events); load=$(cut -d' ' -f1-3 /proc/loadavg)
 [ "$TRACE" = 1 ] && kill -USR1 "$pid"          # end of the window: sql.2.json
 wait "$bpid" || true; bpid=""
 hz=$(getconf CLK_TCK)
-"$PY" - "$OUT" "$s0" "$s1" "$p0" "$p1" "$t0" "$t1" "$hz" "$SCENARIO" "$((e1 - e0))" <<'EOF'
+"$PY" - "$OUT" "$s0" "$s1" "$p0" "$p1" "$t0" "$t1" "$hz" "$SCENARIO" "$((e1 - e0))" \
+  "$((a1 - a0))" "$load" <<'EOF'
 import json, sys
-from collections import Counter
-out, s0, s1, p0, p1, t0, t1, hz, scenario, n_events = sys.argv[1:]
+out, s0, s1, p0, p1, t0, t1, hz, scenario, n_events, aux, load = sys.argv[1:]
 s_cpu = (int(s1) - int(s0)) / int(hz); p_cpu = (int(p1) - int(p0)) / int(hz)
+a_cpu = int(aux) / int(hz)
 wall = float(t1) - float(t0)
 import os
 sql = json.load(open(f"{out}/sql.2.json")) if os.path.exists(f"{out}/sql.2.json") else None
@@ -107,9 +114,10 @@ sends = int(n_events)  # events stored during the window (the room's own events 
 print(f"scenario {scenario}: {sends / wall:.1f} sends/s in the window ({sends} events stored in "
       f"{wall:.1f} s); whole run: PUT p50 / p99 {res['put_latency'].get('p50_ms')} / "
       f"{res['put_latency'].get('p99_ms')} ms")
-print(f"server CPU {s_cpu / wall:.2f} cores = {s_cpu * 1000 / sends:.3f} ms/send; "
-      f"PostgreSQL (this DB's backends + WAL writer) {p_cpu / wall:.2f} cores = "
-      f"{p_cpu * 1000 / sends:.3f} ms/send")
+print(f"load average at the end: {load}")
+print(f"CPU: Parley {s_cpu / wall:.2f} cores = {s_cpu * 1000 / sends:.3f} ms/send; "
+      f"its PostgreSQL backends {p_cpu / wall:.2f} cores = {p_cpu * 1000 / sends:.3f} ms/send; "
+      f"WAL writer+checkpointer+bgwriter (whole cluster) {a_cpu / wall:.2f} cores")
 if sql:
     print("\nSQL per send (count / sends, wall ms per call, share of window wall time):")
     for st in sql["statements"]:
