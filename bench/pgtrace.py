@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import json
 import re
 import runpy
@@ -36,6 +37,7 @@ n_dump = [0]
 out_prefix = ["pgtrace"]
 
 
+@functools.lru_cache(maxsize=4096)
 def norm(query: str) -> str:
     q = re.sub(r"\s+", " ", query).strip()
     return q if len(q) <= 160 else q[:157] + "..."
