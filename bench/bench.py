@@ -7,6 +7,8 @@ Measures any homeserver reachable by URL, using only /_matrix/client/v3:
   b  fan-out: one sender, N members long-polling /sync; time until the LAST member sees it
   c  sustained sends/second with K concurrent senders (K rooms, and one shared room)
   d  initial /sync (no since) for a user in R rooms with M messages each
+  e  one client sending sequentially into one room: PUT /send round trip p50/p90/p99
+  f  K concurrent senders sharing ONE access token (one device) and one room: sends/s
 
 See bench/README.md. Only aiohttp is needed (Python >= 3.9).
 """
@@ -69,6 +71,7 @@ def summary_ms(values):
     return {
         "n": len(values),
         "p50_ms": ms(pct(values, 50)),
+        "p90_ms": ms(pct(values, 90)),
         "p99_ms": ms(pct(values, 99)),
         "mean_ms": ms(statistics.fmean(values)),
         "min_ms": ms(min(values)),
@@ -681,6 +684,302 @@ async def scenario_d(ctx: Ctx):
         "errors": r1[1] - r0[1],
     }
 
+# --------------------------------------------------------------------------- scenarios e, f
+
+
+class RawConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection carrying one request at a time, parsed by hand.
+
+    aiohttp's client costs ~0.25-0.35 ms of CPU per request here, a quarter of a 1.2 ms PUT
+    target and ~40% of a core at 1,500 sends/s on a 2-core machine shared with the server;
+    this costs a fraction of that, so e and f measure the server rather than the client. Only
+    what a Matrix server answers a PUT with is handled: Content-Length or chunked bodies."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(BenchError(f"connection lost: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is None or self.waiter.done():
+            return
+        try:
+            parsed = self._parse()
+        except (ValueError, IndexError) as e:
+            self.waiter.set_exception(BenchError(f"bad HTTP response: {e}"))
+            return
+        if parsed is not None:
+            self.waiter.set_result((*parsed, now()))
+
+    def _parse(self):
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length, chunked, close = None, False, False
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            k = k.strip().lower()
+            if k == "content-length":
+                length = int(v)
+            elif k == "transfer-encoding" and "chunked" in v.lower():
+                chunked = True
+            elif k == "connection" and "close" in v.lower():
+                close = True
+        pos = end + 4
+        if chunked:
+            body = bytearray()
+            while True:
+                eol = self.buf.find(b"\r\n", pos)
+                if eol < 0:
+                    return None
+                size = int(bytes(self.buf[pos:eol]).split(b";")[0], 16)
+                if len(self.buf) < eol + 2 + size + 2:
+                    return None
+                body += self.buf[eol + 2 : eol + 2 + size]
+                pos = eol + 2 + size + 2
+                if size == 0:
+                    break
+            body = bytes(body)
+        else:
+            length = length or 0
+            if len(self.buf) < pos + length:
+                return None
+            body = bytes(self.buf[pos : pos + length])
+            pos += length
+        del self.buf[:pos]
+        if close:
+            self.closed = True
+        return status, body
+
+    async def request(self, head: bytes, body: bytes, timeout: float):
+        """Returns (status, body bytes, perf_counter time the whole response was in)."""
+        assert self.transport is not None and self.waiter is None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(head + body)
+        try:
+            return await asyncio.wait_for(self.waiter, timeout)
+        finally:
+            self.waiter = None
+
+
+class LeanSender:
+    """PUT /send with as little client work per request as possible: headers built once, the
+    body pre-encoded, and (client "raw", the default for e and f) a hand-parsed keep-alive
+    HTTP/1.1 connection per in-flight request instead of aiohttp's client. e and f report the
+    client's CPU so its share stays visible."""
+
+    def __init__(self, ctx: Ctx, user: User, room_id: str, client: str):
+        self.ctx = ctx
+        self.client = client
+        self.path = f"{API}/rooms/{q(room_id)}/send/m.room.message/"
+        self.url = ctx.c.base + self.path
+        self.headers = {
+            "Authorization": f"Bearer {user.token}",
+            "Content-Type": "application/json",
+        }
+        u = urllib.parse.urlparse(ctx.c.base)
+        if u.scheme != "http" and client == "raw":
+            raise BenchError("--send-client raw speaks plain http only")
+        self.host, self.port = u.hostname, u.port or 80
+        self.head = (
+            f"Host: {u.netloc}\r\nAuthorization: Bearer {user.token}\r\n"
+            "Content-Type: application/json\r\n"
+        )
+        self.idle: list[RawConnection] = []
+        self.all: list[RawConnection] = []
+        self.timeout = aiohttp.ClientTimeout(total=60)
+        self.event_ids: set[str] = set()
+
+    async def _conn(self) -> RawConnection:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(RawConnection, self.host, self.port)
+        sock = conn.transport.get_extra_info("socket") if conn.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.all:
+            if conn.transport is not None:
+                conn.transport.close()
+
+    async def _once(self, txn: str, body: bytes):
+        if self.client == "aiohttp":
+            async with self.ctx.c.s.put(
+                self.url + txn, data=body, headers=self.headers, timeout=self.timeout
+            ) as r:
+                raw = await r.read()
+                return r.status, raw, now()
+        conn = await self._conn()
+        head = (
+            f"PUT {self.path}{txn} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        try:
+            res = await conn.request(head, body, 60.0)
+        except BaseException:
+            if conn.transport is not None:
+                conn.transport.close()
+            raise
+        self.idle.append(conn)
+        return res
+
+    async def send(self, bench_id: str) -> tuple[int, float]:
+        """Returns (status, perf_counter time the response was read); 429 retried, counted."""
+        body = json.dumps(
+            {"msgtype": "m.text", "body": f"bench {bench_id}", "bench_id": bench_id},
+            separators=(",", ":"),
+        ).encode()
+        txn = q(self.ctx.txn())  # one txn id per request, unique per device
+        c = self.ctx.c
+        for _ in range(30):
+            c.check_deadline()
+            try:
+                status, raw, t = await self._once(txn, body)
+            except (TimeoutError, OSError, aiohttp.ClientError) as e:
+                raise BenchError(f"PUT /send: {type(e).__name__}: {e}") from e
+            if status == 429:
+                c.stats.rate_limited += 1
+                try:
+                    wait_ms = float(json.loads(raw).get("retry_after_ms", 1000))
+                except (ValueError, AttributeError, TypeError):
+                    wait_ms = 1000.0
+                await asyncio.sleep(min(max(wait_ms, 10.0), 10000.0) / 1000.0)
+                continue
+            if status == 200:
+                try:
+                    self.event_ids.add(json.loads(raw)["event_id"])
+                except (ValueError, KeyError, TypeError):
+                    status = -1  # a 200 without an event_id is not an acknowledgement
+            return status, t
+        raise BenchError("PUT /send: still rate limited after 30 retries")
+
+
+async def scenario_e(ctx: Ctx):
+    """Sequential sends by one client into one room, nobody syncing: the bare cost of one
+    acknowledged (durably committed) message, as seen by the client."""
+    args = ctx.args
+    (u,) = await ctx.users(1, "e")
+    room = await ctx.create_room(u, "bench e")
+    await asyncio.sleep(1.0)
+    sender = LeanSender(ctx, u, room, args.send_client)
+    r0 = ctx.c.stats.snapshot()
+    deadline = min(ctx.c.deadline, now() + args.put_max_time)
+    total = args.put_warmup + args.put_messages
+    log(f"e: {args.put_warmup} warm-up + {args.put_messages} sequential sends")
+    lat, errors = [], 0
+    cpu0 = wall0 = None
+    for i in range(total):
+        if now() > deadline:
+            log("e: --put-max-time reached")
+            break
+        if i == args.put_warmup:
+            cpu0, wall0 = time.process_time(), now()
+        t0 = now()
+        status, t1 = await sender.send(f"{ctx.run_id}.e.{i}")
+        if status != 200:
+            errors += 1
+            continue
+        if i >= args.put_warmup:
+            lat.append(t1 - t0)
+    cpu = time.process_time() - cpu0 if cpu0 is not None else None
+    wall = now() - wall0 if wall0 is not None else None
+    sender.close()
+    r1 = ctx.c.stats.snapshot()
+    ctx.c.stats.errors += errors
+    return {
+        "send_client": args.send_client,
+        "put_latency": summary_ms(lat),
+        "client_cpu_ms_per_send": round(cpu * 1000 / len(lat), 3) if cpu and lat else None,
+        "client_cpu_share": round(cpu / wall, 3) if cpu and wall else None,
+        "elapsed_s": round(wall, 2) if wall else None,
+        "distinct_event_ids": len(sender.event_ids),
+        "rate_limited_429": r1[0] - r0[0],
+        "errors": errors,
+    }
+
+
+async def scenario_f(ctx: Ctx):
+    """--shared-senders loops share ONE user's access token (one device) and one room, each
+    with one PUT in flight: the per-device and per-room serialisation a server may have is on
+    the path (txn ids are per device). sends/s = 200s read inside the measured window."""
+    args = ctx.args
+    (u,) = await ctx.users(1, "f")
+    room = await ctx.create_room(u, "bench f")
+    await asyncio.sleep(1.0)
+    sender = LeanSender(ctx, u, room, args.send_client)
+    t_measure = now() + args.f_warmup
+    t_end = t_measure + args.f_duration
+    in_window, lat, errors, total = [0], [], [0], [0]
+
+    async def loop(k):
+        n = 0
+        while now() < t_end and n < args.max_sends_per_sender:
+            n += 1
+            t0 = now()
+            try:
+                status, t1 = await sender.send(f"{ctx.run_id}.f.{k}.{n}")
+            except BenchError:
+                errors[0] += 1
+                await asyncio.sleep(0.1)
+                continue
+            if status != 200:
+                errors[0] += 1
+                await asyncio.sleep(0.1)
+                continue
+            total[0] += 1
+            if t_measure <= t1 <= t_end:
+                in_window[0] += 1
+                lat.append(t1 - t0)
+
+    async def cpu_probe():
+        await asyncio.sleep(max(0.0, t_measure - now()))
+        c0, w0 = time.process_time(), now()
+        await asyncio.sleep(max(0.0, t_end - now()))
+        return time.process_time() - c0, now() - w0
+
+    log(
+        f"f: {args.shared_senders} senders on one access token, one room, "
+        f"{args.f_warmup}s warm-up + {args.f_duration}s"
+    )
+    r0 = ctx.c.stats.snapshot()
+    probe = asyncio.ensure_future(cpu_probe())
+    await asyncio.gather(*(loop(k) for k in range(args.shared_senders)))
+    cpu, wall = await probe
+    sender.close()
+    r1 = ctx.c.stats.snapshot()
+    ctx.c.stats.errors += errors[0]
+    return {
+        "send_client": args.send_client,
+        "senders": args.shared_senders,
+        "sends_per_s": round(in_window[0] / args.f_duration, 1),
+        "sends_in_window": in_window[0],
+        "sends_total": total[0],
+        "distinct_event_ids": len(sender.event_ids),
+        "put_latency": summary_ms(lat),
+        "client_cpu_share": round(cpu / wall, 3) if wall else None,
+        "client_cpu_ms_per_send": round(cpu * 1000 / in_window[0], 3) if in_window[0] else None,
+        "rate_limited_429": r1[0] - r0[0],
+        "errors": errors[0],
+    }
+
+
 
 # --------------------------------------------------------------------------- main
 
@@ -773,8 +1072,29 @@ def table(results):
                 f"{d['rooms_seen']} / {d['messages_seen']} (expected {d['messages_expected']})",
             ),
         ]
+    e = ok("e")
+    if e:
+        pl = e["put_latency"]
+        rows += [
+            (
+                "e sequential PUT p50 / p90 / p99 (ms)",
+                f"{fmt(pl.get('p50_ms'))} / {fmt(pl.get('p90_ms'))} / {fmt(pl.get('p99_ms'))}",
+            ),
+            ("e sends measured / errors", f"{pl.get('n', 0)} / {e['errors']}"),
+            ("e client CPU per send (ms)", e["client_cpu_ms_per_send"]),
+        ]
+    f = ok("f")
+    if f:
+        rows += [
+            (f"f {f['senders']} senders, one token, one room: sends/s", f["sends_per_s"]),
+            (
+                f"f {f['senders']} senders: PUT p50 / p99 (ms)",
+                f"{fmt(f['put_latency'].get('p50_ms'))} / {fmt(f['put_latency'].get('p99_ms'))}",
+            ),
+            ("f client CPU share of one core", f["client_cpu_share"]),
+        ]
     n429 = 0
-    for k in "abcd":
+    for k in "abcdef":
         r = results.get(k) or {}
         n429 += r.get("rate_limited_429", 0)
         for sub in ("separate_rooms", "shared_room"):
@@ -820,7 +1140,14 @@ async def amain(args):
             await c.call("GET", "/_matrix/client/versions", prefix="")
             rtt.append(now() - t0)
         results["idle_versions_rtt_p50_ms"] = ms(pct(rtt, 50))
-        fns = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d}
+        fns = {
+            "a": scenario_a,
+            "b": scenario_b,
+            "c": scenario_c,
+            "d": scenario_d,
+            "e": scenario_e,
+            "f": scenario_f,
+        }
         for sc in args.scenarios:
             log(f"=== scenario {sc} ===")
             t0 = now()
@@ -842,7 +1169,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--url", default="http://127.0.0.1:18008", help="homeserver base URL")
     p.add_argument("--label", default=None, help="name for this run (e.g. synapse, parley)")
-    p.add_argument("--scenarios", default="a,b,c,d", help="comma list of a,b,c,d")
+    p.add_argument("--scenarios", default="a,b,c,d", help="comma list of a,b,c,d,e,f")
     p.add_argument("--messages", type=int, default=300, help="a: measured messages")
     p.add_argument("--warmup-messages", type=int, default=10, help="a: unmeasured first messages")
     p.add_argument("--gap-ms", type=float, default=50, help="a: pause after the poll is re-armed")
@@ -862,6 +1189,18 @@ def parse_args(argv=None):
     p.add_argument(
         "--initial-sync-runs", type=int, default=7, help="d: timed runs (after 1 cold run)"
     )
+    p.add_argument("--put-messages", type=int, default=500, help="e: measured sequential sends")
+    p.add_argument("--put-warmup", type=int, default=50, help="e: unmeasured first sends")
+    p.add_argument("--put-max-time", type=float, default=90.0, help="e: stop after this long")
+    p.add_argument(
+        "--send-client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="e, f: HTTP client for the PUTs (raw: hand-parsed keep-alive HTTP/1.1)",
+    )
+    p.add_argument("--shared-senders", type=int, default=10, help="f: loops sharing one token")
+    p.add_argument("--f-duration", type=float, default=10.0, help="f: measured seconds")
+    p.add_argument("--f-warmup", type=float, default=3.0, help="f: warm-up seconds")
     p.add_argument("--poll-ms", type=int, default=30000, help="long-poll /sync timeout")
     p.add_argument(
         "--delivery-timeout", type=float, default=30.0, help="give up on one message after"
@@ -875,10 +1214,15 @@ def parse_args(argv=None):
     p.add_argument("--json", dest="json_out", default=None, help="write results JSON here")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --url")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run the client on uvloop (less client CPU per request; a-d were measured without)",
+    )
     a = p.parse_args(argv)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     for s in a.scenarios:
-        if s not in "abcd" or len(s) != 1:
+        if s not in "abcdef" or len(s) != 1:
             p.error(f"unknown scenario {s!r}")
     return a
 
@@ -888,11 +1232,18 @@ def main(argv=None):
     check_loopback(args.url, args.allow_remote)
     if args.seed is not None:
         random.seed(args.seed)
+    if args.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            sys.exit("--uvloop needs uvloop: pip install uvloop")
+        uvloop.install()
     results = asyncio.run(amain(args))
+    results["client_event_loop"] = "uvloop" if args.uvloop else "asyncio"
     md = table(results)
     print(f"\n### {args.label or args.url}  ({results['date']}, {os.cpu_count()} cpus)\n")
     print(md)
-    for k in "abcd":
+    for k in "abcdef":
         if isinstance(results.get(k), dict) and "error" in results[k]:
             print(f"\nscenario {k} error: {results[k]['error']}")
     if args.json_out:
