@@ -48,9 +48,12 @@ def canonical_json_problem(value: Any) -> str | None:
     return None
 
 
-def check_local_event(etype: str, state_key: str | None, content: Any) -> None:
+def check_local_event(etype: str, state_key: str | None, content: Any,
+                      strict_canonical_json: bool = True) -> None:
     """Refuse (400 M_BAD_JSON) an event whose type, state key or content cannot be canonical
-    JSON or stored text. Called at the top of the builder for every local event."""
+    JSON or stored text. Called at the top of the builder for every local event. Rooms before
+    version 6 do not enforce canonical JSON numbers (the spec, and Synapse, allow floats
+    there), so `strict_canonical_json` is the room version's flag."""
     for what, s in (("event type", etype), ("state_key", state_key)):
         if s is not None:
             problem = text_problem(s) if isinstance(s, str) else "is not a string"
@@ -58,7 +61,8 @@ def check_local_event(etype: str, state_key: str | None, content: Any) -> None:
                 raise MatrixError(400, Codes.BAD_JSON, f"The {what} {problem}")
     if not isinstance(content, dict):
         raise MatrixError(400, Codes.BAD_JSON, "Event content must be a JSON object")
-    problem = json_problem(content) or canonical_json_problem(content)
+    problem = json_problem(content) or (
+        canonical_json_problem(content) if strict_canonical_json else None)
     if problem is not None:
         raise MatrixError(400, Codes.BAD_JSON, f"Invalid event content: {problem}")
 

@@ -84,7 +84,8 @@ class RoomService:
     def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
                sender: str, etype: str, content: JsonDict, state_key: str | None = None,
                redacts: str | None = None) -> tuple[str, JsonDict]:
-        check_local_event(etype, state_key, content)  # canonical JSON, storable text: 400
+        # Canonical JSON (v6+) and storable text: 400 before anything is built.
+        check_local_event(etype, state_key, content, rv.strict_canonical_json)
         if room is None:
             return self._builder.build(rv, room_id, sender, etype, content, state=None,
                                        extremities=[], depth=0, state_key=state_key)
