@@ -498,15 +498,17 @@ class RoomWriter:
         its events to the caches and wake their readers. On failure nothing is written and
         the caller must undo the batch in memory (`RoomData.restore` or dropping the room)."""
         try:
-            async with self._db.transaction() as conn:
-                if all(self._is_plain(ev) for ev in batch.events) and batch.events:
+            if extra is None and batch.events and all(self._is_plain(ev) for ev in batch.events):
+                # A group of messages is ONE statement, hence atomic without BEGIN/COMMIT.
+                async with self._db.connection() as conn:
                     await self._events.insert_plain_events(conn, room.room_id, [
                         self._plain_row(ev) for ev in batch.events])
-                else:
+            else:
+                async with self._db.transaction() as conn:
                     for ev in batch.events:
                         await self._write_all(conn, room, ev)
-                if extra is not None:
-                    await extra(conn)
+                    if extra is not None:
+                        await extra(conn)
             for entry in batch.entries:
                 self._publish(room, entry)
         except BaseException:
