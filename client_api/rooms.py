@@ -8,6 +8,7 @@ from client_api.context import ClientContext, auth, ctx
 from client_api.room_state_checks import check_initial_canonical_alias, check_state_content
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.events.auth import AuthError
+from homeserver.events.filter import EventFilter
 from homeserver.events.model import EventEntry
 from homeserver.http import (
     json_response,
@@ -18,7 +19,6 @@ from homeserver.http import (
     validate,
 )
 from homeserver.rooms.state import RoomData
-from homeserver.sync.filter import EventFilter
 from homeserver.types import (
     Requester,
     is_valid_event_id,

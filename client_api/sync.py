@@ -7,9 +7,9 @@ from aiohttp import web
 from client_api import websocket
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.filter import SyncFilter
 from homeserver.http import json_response, parse_json_object, query_bool, query_int, validate
-from homeserver.sync.filter import SyncFilter
-from homeserver.sync.tokens import SyncToken
+from homeserver.streams.tokens import SyncToken
 
 routes = web.RouteTableDef()
 

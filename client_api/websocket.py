@@ -36,9 +36,9 @@ from aiohttp import WSMsgType, web
 from client_api.context import ClientContext, access_token, ctx
 from client_api.room_state_checks import check_state_content
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.filter import SyncFilter
 from homeserver.http import parse_json_object, validate
-from homeserver.sync.filter import SyncFilter
-from homeserver.sync.tokens import SyncToken
+from homeserver.streams.tokens import SyncToken
 from homeserver.types import JsonDict, Requester, is_valid_event_id, is_valid_room_id
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from e2ee.store import ToDeviceStore
 from homeserver.errors import Codes, MatrixError
 from homeserver.storage.database import Database
 from homeserver.storage.streams import Stream
-from homeserver.sync.notifier import Notifier
+from homeserver.streams.notifier import Notifier
 from homeserver.types import JsonDict, Requester
 
 log = logging.getLogger(__name__)

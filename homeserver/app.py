@@ -56,7 +56,7 @@ from homeserver.storage.database import Database
 from homeserver.storage.instances import InstanceRegistry
 from homeserver.storage.migrate import migrate
 from homeserver.storage.streams import IdPool, Stream
-from homeserver.sync.notifier import Notifier
+from homeserver.streams.notifier import Notifier
 from homeserver.sync.service import SyncService
 from homeserver.sync.streams import SyncSources
 from homeserver.uia.service import UIASessionService

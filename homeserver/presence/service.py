@@ -52,7 +52,7 @@ from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import RoomRegistry
 from homeserver.storage.database import Database
 from homeserver.storage.streams import Stream
-from homeserver.sync.notifier import Notifier
+from homeserver.streams.notifier import Notifier
 from homeserver.types import JsonDict
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from homeserver.receipts.store import ReceiptStore
 from homeserver.rooms.state import EventCache, RoomRegistry
 from homeserver.storage.database import Database
 from homeserver.storage.streams import Stream
-from homeserver.sync.notifier import Notifier
+from homeserver.streams.notifier import Notifier
 from homeserver.types import JsonDict, Requester
 from homeserver.users.account_data import AccountDataService
 

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.events.filter import EventFilter
 from homeserver.events.model import EventEntry
 from homeserver.events.store import EventStore
 from homeserver.rooms.members import MembershipIndex
@@ -17,8 +18,7 @@ from homeserver.rooms.state import EventCache, RoomData, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database
-from homeserver.sync.filter import EventFilter
-from homeserver.sync.tokens import PaginationToken, SyncToken
+from homeserver.streams.tokens import PaginationToken, SyncToken
 from homeserver.types import JsonDict, Requester
 
 # Search words for the user directory: runs of word characters, safe to put in a regex.

@@ -20,7 +20,7 @@ import logging
 from homeserver.errors import forbidden
 from homeserver.rooms.state import RoomData, RoomRegistry
 from homeserver.storage.streams import Stream
-from homeserver.sync.notifier import Notifier
+from homeserver.streams.notifier import Notifier
 from homeserver.types import JsonDict
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
+from homeserver.events.filter import EventFilter, SyncFilter
 from homeserver.events.model import EventEntry, stripped_state
 from homeserver.events.store import EventStore
 from homeserver.rooms.members import Membership, MembershipIndex
@@ -18,10 +19,9 @@ from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGrou
 from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database
 from homeserver.storage.streams import Stream
-from homeserver.sync.filter import EventFilter, SyncFilter
-from homeserver.sync.notifier import Notifier
+from homeserver.streams.notifier import Notifier
+from homeserver.streams.tokens import PaginationToken, SyncToken
 from homeserver.sync.streams import SyncSources
-from homeserver.sync.tokens import PaginationToken, SyncToken
 from homeserver.types import JsonDict, Requester
 from homeserver.users.account_data import AccountDataService
 

@@ -15,7 +15,7 @@ import orjson
 from homeserver.errors import not_found
 from homeserver.storage.database import Database
 from homeserver.storage.streams import Stream
-from homeserver.sync.notifier import Notifier
+from homeserver.streams.notifier import Notifier
 from homeserver.types import JsonDict
 from homeserver.users.store import UserStore
 

@@ -110,7 +110,7 @@ def test_identifier_grammar(check: Any, value: str, ok: bool) -> None:
 @pytest.mark.parametrize("token", ["s" + "9" * 30, "s١", "s1 ", "s+1", "s1__2", "t1_" + "9" * 40,
                                    "t" + "0" * 5000 + "_1", "x1"])
 def test_tokens_refuse_positions_sql_cannot_hold(token: str) -> None:
-    from homeserver.sync.tokens import PaginationToken
+    from homeserver.streams.tokens import PaginationToken
 
     with pytest.raises(MatrixError) as e:
         PaginationToken.parse(token)

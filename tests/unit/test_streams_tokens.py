@@ -6,7 +6,7 @@ import pytest
 
 from homeserver.errors import MatrixError
 from homeserver.storage.streams import Stream
-from homeserver.sync.tokens import PaginationToken, SyncToken
+from homeserver.streams.tokens import PaginationToken, SyncToken
 
 
 async def test_current_waits_for_the_oldest_in_flight_position() -> None:
