@@ -35,6 +35,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from homeserver.errors import Codes, MatrixError
@@ -85,7 +86,8 @@ class PresenceService:
                  sweep_interval_ms: int = 1_000, stream: Stream | None = None) -> None:
         self.enabled = enabled
         # Positions from a sequence, so tokens from any process sharing the database compare.
-        self._stream = stream or Stream("presence", "presence_seq", None, 0)
+        self._stream = stream or Stream("presence", "presence_seq", None, 0,
+                                        notifier.notify_users)
         self._db = db
         self._store = store
         self._members = members
@@ -254,12 +256,15 @@ class PresenceService:
             return
         u.presence = state
         pos = await self._stream.allocate()
-        self._stream.finish(pos)
         u.stream_id = pos
         self._changes[user_id] = pos
         self._changes.move_to_end(user_id)
         self._dirty.add(user_id)
-        self._notifier.notify_users(await self._audience(user_id))
+        audience: Iterable[str] = ()
+        try:
+            audience = await self._audience(user_id)
+        finally:  # visible, and its audience woken, once every earlier position is
+            self._stream.finish(pos, wake=audience)
 
     # ------------------------------------------------------------------ reads
 

@@ -95,7 +95,7 @@ class TypingService:
         self._timers = TypingTimers()
         # Positions from a sequence, so tokens from any process sharing the database compare;
         # typing state itself lives in this process's memory.
-        self._stream = stream or Stream("typing", "typing_seq", None, 0)
+        self._stream = stream or Stream("typing", "typing_seq", None, 0, notifier.notify_users)
         self._tasks: set[asyncio.Task[None]] = set()
         self._room_pos: dict[str, int] = {}  # position of each room's latest change
         self._wakeup = asyncio.Event()
@@ -137,8 +137,7 @@ class TypingService:
     async def _changed(self, room_id: str, members: list[str]) -> None:
         pos = await self._stream.allocate()
         self._room_pos[room_id] = pos
-        self._stream.finish(pos)
-        self._notifier.notify_users(members)
+        self._stream.finish(pos, wake=members)
 
     # ------------------------------------------------------------------ sync source
 
