@@ -178,6 +178,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # -- receipts
     receipt_store = ReceiptStore()
     hs.receipts = ReceiptService(db, receipt_store, registry, cache, notifier, receipt_stream)
+    refresher.others["receipts"] = hs.receipts.on_advance
     sources.receipts = hs.receipts
     # -- to-device
     to_device_store = ToDeviceStore()

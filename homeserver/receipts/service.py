@@ -114,6 +114,13 @@ class ReceiptService:
         self._room_pos[room_id] = max(pos, self._room_pos.get(room_id, 0))
         self.stream.finish(pos, wake=wake)
 
+    async def on_advance(self, stream: str, before: int, after: int) -> None:
+        """Receipts another process wrote: note their rooms so sync does not skip them."""
+        async with self._db.connection() as conn:
+            rows = await self._store.rooms_changed_between(conn, before, after)
+        for r in rows:
+            self._room_pos[r["room_id"]] = max(int(r["pos"]), self._room_pos.get(r["room_id"], 0))
+
     async def _thread_of(self, event: EventEntry) -> str | None:
         """'main' or the thread root of `event`, following up to THREAD_HOPS relations;
         None when a related event is unknown to us (then any thread_id is accepted)."""

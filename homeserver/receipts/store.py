@@ -46,3 +46,10 @@ class ReceiptStore:
             " ORDER BY r.stream_id",
             room_ids, upto, viewer, limit,
         ))
+
+    async def rooms_changed_between(self, conn: Conn, after: int,
+                                    upto: int) -> list[asyncpg.Record]:
+        """Each room with receipts in (after, upto], with its newest position there."""
+        return list(await conn.fetch(
+            "SELECT room_id, MAX(stream_id) AS pos FROM receipts WHERE stream_id > $1"
+            " AND stream_id <= $2 GROUP BY room_id", after, upto))

@@ -15,6 +15,7 @@ from homeserver.events.store import EventStore
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomRegistry
 from homeserver.storage.database import Database
+from homeserver.storage.instances import OnAdvance
 from homeserver.storage.streams import Stream
 
 PAGE = 500
@@ -30,8 +31,14 @@ class RoomCacheRefresher:
         self._cache = cache
         self._members = members
 
+        # Other streams whose caches need the same treatment (receipts), by stream name.
+        self.others: dict[str, OnAdvance] = {}
+
     async def on_advance(self, stream: str, before: int, after: int) -> None:
         if stream != "events":
+            handler = self.others.get(stream)
+            if handler is not None:
+                await handler(stream, before, after)
             return
         pos = before
         while pos < after:

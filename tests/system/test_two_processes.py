@@ -127,6 +127,20 @@ async def test_two_processes_share_one_database(fresh_database: str, tmp_path: P
                 assert later in [e["event_id"] for e in events], body
             await _eventually(incremental)
 
+            # A receipt sent through b reaches a sync on a (receipts are a stream of their own).
+            since_a = (await ca.sync(alice))["next_batch"]
+            status, _ = await cb.request("POST", f"/rooms/{room_a}/receipt/m.read/{later}", {},
+                                         bob.access_token)
+            assert status == 200
+
+            async def receipt() -> None:
+                body = await ca.sync(alice, since=since_a)
+                eph = body.get("rooms", {}).get("join", {}).get(room_a, {}).get(
+                    "ephemeral", {}).get("events", [])
+                receipts = [e for e in eph if e["type"] == "m.receipt"]
+                assert receipts and later in receipts[0]["content"], body
+            await _eventually(receipt)
+
             # A logout on one process ends the session on the other too (its token cache
             # trusts an entry only briefly while another process shares the database).
             status, _ = await cb.request("POST", "/logout", {}, bob.access_token)
