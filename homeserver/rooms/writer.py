@@ -121,12 +121,16 @@ PersistHook = Callable[[Conn, RoomData, PersistEvent], Awaitable[None]]
 class _Fetcher:
     """State resolution's view of the events: PDUs by id, from the cache or the database."""
 
-    def __init__(self, cache: EventCache) -> None:
+    def __init__(self, cache: EventCache, pending: Mapping[str, JsonDict] | None = None) -> None:
         self._cache = cache
+        self._pending = pending or {}  # the event being persisted, not yet stored
 
     async def get_events(self, event_ids: Iterable[str]) -> Mapping[str, JsonDict]:
-        got = await self._cache.get_many(list(event_ids))
-        return {k: e.pdu for k, e in got.items() if e.rejected is None}
+        ids = list(event_ids)
+        got = await self._cache.get_many([i for i in ids if i not in self._pending])
+        out = {k: e.pdu for k, e in got.items() if e.rejected is None}
+        out.update({i: self._pending[i] for i in ids if i in self._pending})
+        return out
 
 
 class RoomWriter:
@@ -369,7 +373,8 @@ class RoomWriter:
             for o in others.values():
                 maps.append(dict(await self._groups.state_ids(o.state_group))
                             if o.state_group else {})
-            new_current = await resolve_state(room.version, maps, self._fetcher)
+            new_current = await resolve_state(room.version, maps,
+                                              _Fetcher(self._cache, {ev.event_id: ev.pdu}))
         old = {k: e.event_id for k, e in room.state.items()}
         delta: dict[StateKey, str | None] = {k: v for k, v in new_current.items()
                                               if old.get(k) != v}
@@ -572,21 +577,35 @@ class RoomWriter:
         else:  # current state is a resolution no group holds yet; the next event makes one
             room.state_group, room.chain_len = 0, 0
         if not deferred:
-            self._publish(room, entry)
+            self._publish(room, entry, ev.current_delta)
         if ev.redacts is not None:
             target = self._cache.peek(ev.redacts)
             if target is not None and target.room_id == room.room_id:
                 mark_redacted(target, entry, room.version)
         return entry
 
-    def _publish(self, room: RoomData, entry: EventEntry) -> None:
-        """Make a committed event findable by id and update the members index."""
+    def _publish(self, room: RoomData, entry: EventEntry,
+                 current_delta: Mapping[StateKey, str | None] | None = None) -> None:
+        """Make a committed event findable by id and update the members index, for the event
+        itself and for memberships a merge changed (state resolution picked another branch's
+        member event, or none)."""
         self._cache.put(entry)
         if entry.type == "m.room.member" and entry.membership is not None:
             assert entry.state_key is not None
             self._members.update(entry.state_key, room.room_id,
                                  Membership(entry.membership, entry.stream_ordering,
                                             entry.event_id))
+        for (etype, user_id), eid in (current_delta or {}).items():
+            if etype != "m.room.member" or eid == entry.event_id:
+                continue
+            member = self._cache.peek(eid) if eid is not None else None
+            if member is not None and member.membership is not None:
+                # Shown to sync as a change at this event's position, so it is noticed.
+                self._members.update(user_id, room.room_id, Membership(
+                    member.membership, entry.stream_ordering, member.event_id))
+            else:
+                self._members.update(user_id, room.room_id,
+                                     Membership("leave", entry.stream_ordering, entry.event_id))
 
     def _finish(self, room: RoomData, entry: EventEntry, ev: PersistEvent) -> None:
         """The event is committed and in memory: make its position visible and wake readers."""
@@ -595,6 +614,8 @@ class RoomWriter:
         users = room.joined_members()
         if entry.type == "m.room.member" and entry.state_key is not None:
             users.append(entry.state_key)
+        if ev.current_delta:  # members a merge removed learn it too
+            users += [k for (t, k) in ev.current_delta if t == "m.room.member"]
         self.stream.finish(ev.pos, wake=users)
         if entry.type == "m.room.member" and entry.state_key is not None \
                 and entry.membership is not None:

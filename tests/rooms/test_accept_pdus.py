@@ -307,3 +307,37 @@ async def test_an_outlier_is_deoutliered_when_it_arrives_in_the_dag(
     status, got = await c.request("GET", f"/rooms/{room_id}/event/{event_id}",
                                   token=alice.access_token)
     assert status == 200 and got["content"]["body"] == "first as outlier"
+
+
+@pytest.mark.parametrize("version", ["10", "12"])
+async def test_a_merge_that_drops_a_join_updates_memberships(
+        c: Client, server: Server, remote_key: ServerSigningKey, version: str) -> None:
+    alice, remote, room_id, bob = await _setup(c, server, remote_key, version)
+    carol = f"@carol:{REMOTE}"
+    await remote.send(carol, "m.room.member", {"membership": "join"},
+                      await remote.extremities(), state_key=carol)
+    status, pl = await c.request("GET", f"/rooms/{room_id}/state/m.room.power_levels",
+                                 token=alice.access_token)
+    pl["users"][carol] = 100
+    status, _ = await c.request("PUT", f"/rooms/{room_id}/state/m.room.power_levels", pl,
+                                alice.access_token)
+    assert status == 200
+    fork = await remote.extremities()
+    dave = f"@dave:{REMOTE}"
+    members = server.hs.rooms._members
+    # dave joins the public room on one branch ...
+    join = await remote.send(dave, "m.room.member", {"membership": "join"}, fork, state_key=dave)
+    assert join.rejected is None and not join.soft_failed
+    assert (await members.rooms_of(dave))[room_id].membership == "join"
+    # ... while carol makes the room invite-only on another branch from the same parent.
+    rule = await remote.send(carol, "m.room.join_rules", {"join_rule": "invite"}, fork, "")
+    assert rule.rejected is None and not rule.soft_failed
+    # The join rule is a power event and is ordered first; dave's join then fails against it.
+    status, joined = await c.request("GET", f"/rooms/{room_id}/joined_members",
+                                     token=alice.access_token)
+    assert dave not in joined["joined"]
+    assert (await members.rooms_of(dave))[room_id].membership != "join"
+    server.hs.rooms.rooms.drop(room_id)  # and so it stays when reloaded from the database
+    status, joined = await c.request("GET", f"/rooms/{room_id}/joined_members",
+                                     token=alice.access_token)
+    assert dave not in joined["joined"]
