@@ -113,7 +113,9 @@ async def open_stream(db: Database, name: str, sequence: str, notifier: Notifier
     applied by the instance registry before the server takes requests)."""
     current = await db.fetchval(
         "SELECT COALESCE(pg_sequence_last_value($1::regclass), 0)", sequence)
-    return Stream(name, sequence, db, int(current), notifier.notify_users)
+    stream = Stream(name, sequence, db, int(current), notifier.notify_users)
+    await stream.reserve()  # the first write does not wait for the database
+    return stream
 
 
 async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) -> Homeserver:

@@ -35,7 +35,6 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from homeserver.errors import Codes, MatrixError
@@ -260,11 +259,10 @@ class PresenceService:
         self._changes[user_id] = pos
         self._changes.move_to_end(user_id)
         self._dirty.add(user_id)
-        audience: Iterable[str] = ()
-        try:
-            audience = await self._audience(user_id)
-        finally:  # visible, and its audience woken, once every earlier position is
-            self._stream.finish(pos, wake=audience)
+        # Visible at once (the change is in memory, nothing to commit); the audience, worked
+        # out next, is woken through the stream so it never runs ahead of `current`.
+        self._stream.finish(pos)
+        self._stream.wake_at(pos, await self._audience(user_id))
 
     # ------------------------------------------------------------------ reads
 

@@ -75,6 +75,10 @@ class Stream:
         self.last_handout = time.monotonic()
         return out
 
+    async def reserve(self) -> None:
+        """Fetch a block now, so the next allocations need no round trip."""
+        await self._reserve(self.block)
+
     async def _reserve(self, n: int) -> None:
         if self._db is None:  # a stream of this process only (tests of pure parts)
             start = max(self._max_handed, self._reserved[-1] if self._reserved else 0) + 1
