@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from client_api.context import auth, ctx
-from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.errors import Codes, MatrixError
 from homeserver.http import json_response, query_int, read_json
 from homeserver.types import is_valid_room_alias, is_valid_room_id
 
@@ -43,38 +43,22 @@ async def put_alias(request: web.Request) -> web.Response:
         raise MatrixError(400, Codes.BAD_JSON, "room_id is required")
     if not is_valid_room_id(room_id):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room id")
-    room = await c.rooms.get_room(room_id)
-    if room.membership(requester.user_id) != "join" and not requester.is_admin:
-        raise forbidden("You must be in the room to add an alias")
-    if not await c.rooms.create_alias(alias, room_id, requester.user_id):
-        raise MatrixError(409, Codes.UNKNOWN, "Room alias already exists")
+    await c.rooms.create_alias(requester, alias, room_id)
     return json_response({})
 
 
 @routes.delete(V + "/directory/room/{alias}")
 async def delete_alias(request: web.Request) -> web.Response:
     requester = await auth(request)
-    c = ctx(request)
-    alias = _check_alias(request)
-    row = await c.reader.alias_row(alias)
-    if row is None:
-        raise not_found("Room alias not found")
-    if row["creator"] != requester.user_id and not requester.is_admin:
-        room = await c.rooms.get_room(row["room_id"])
-        if await c.rooms.power_level(room, requester.user_id) < 50:
-            raise forbidden("You may not delete this alias")
-    await c.rooms.delete_alias(alias)
+    await ctx(request).rooms.delete_alias(requester, _check_alias(request))
     return json_response({})
 
 
 @routes.get(V + "/rooms/{room_id}/aliases")
 async def room_aliases(request: web.Request) -> web.Response:
     requester = await auth(request)
-    c = ctx(request)
-    room = await c.rooms.get_room(request.match_info["room_id"])
-    if not c.rooms.may_see_state(room, requester.user_id):
-        raise forbidden("You are not in this room")
-    return json_response({"aliases": await c.reader.aliases(room.room_id)})
+    aliases = await ctx(request).reader.room_aliases(requester, request.match_info["room_id"])
+    return json_response({"aliases": aliases})
 
 
 @routes.get(V + "/directory/list/room/{room_id}")
@@ -93,10 +77,7 @@ async def set_visibility(request: web.Request) -> web.Response:
     vis = body.get("visibility")
     if vis not in ("public", "private"):
         raise MatrixError(400, Codes.BAD_JSON, "visibility must be public or private")
-    room = await c.rooms.get_room(request.match_info["room_id"])
-    if await c.rooms.power_level(room, requester.user_id) < 50 and not requester.is_admin:
-        raise forbidden("You may not change this room's visibility")
-    await c.rooms.set_public(room.room_id, vis == "public")
+    await c.rooms.set_public(requester, request.match_info["room_id"], vis == "public")
     return json_response({})
 
 

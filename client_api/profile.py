@@ -52,13 +52,5 @@ async def set_field(request: web.Request) -> web.Response:
     if value is not None and len(value.encode()) > 1024:
         raise MatrixError(400, Codes.TOO_LARGE, f"{field} is too long")
     await c.profiles.set_profile_field(requester, user_id, field, value)
-    # Mirror the change into the member event of every joined room (spec: profile changes).
-    profile = await c.profiles.profile(user_id)
-    for room_id in await c.reader.joined_rooms(user_id):
-        try:
-            await c.rooms.update_membership(requester, room_id, user_id, "join",
-                                            profile={"displayname": profile.get("displayname"),
-                                                     "avatar_url": profile.get("avatar_url")})
-        except MatrixError:
-            continue
+    await c.rooms.update_profile(requester, user_id)  # into each joined room's member event
     return json_response({})

@@ -5,9 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from client_api.context import ClientContext, auth, ctx
-from client_api.room_state_checks import check_initial_canonical_alias, check_state_content
-from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
-from homeserver.events.auth import AuthError
+from homeserver.errors import Codes, MatrixError, bad_json, invalid_param
 from homeserver.events.filter import EventFilter
 from homeserver.events.model import EventEntry
 from homeserver.http import (
@@ -18,8 +16,11 @@ from homeserver.http import (
     read_json,
     validate,
 )
+from homeserver.rooms.reader import MEMBERSHIPS
 from homeserver.rooms.state import RoomData
+from homeserver.rooms.state_checks import check_initial_canonical_alias
 from homeserver.types import (
+    JsonDict,
     Requester,
     is_valid_event_id,
     is_valid_room_alias,
@@ -28,7 +29,13 @@ from homeserver.types import (
 
 routes = web.RouteTableDef()
 V = "/_matrix/client/{v:(v3|r0)}"
-MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
+
+
+def room_id_param(request: web.Request) -> str:
+    room_id = request.match_info["room_id"]
+    if not is_valid_room_id(room_id):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room id")
+    return room_id
 
 
 async def room_or_404(c: ClientContext, room_id: str) -> RoomData:
@@ -44,21 +51,11 @@ def event_id_param(request: web.Request) -> str:
     return event_id
 
 
-async def room_id_or_alias(c: ClientContext, value: str) -> str:
-    """A room id, or the room an alias of this server's directory names."""
-    if value.startswith("#"):
-        if not is_valid_room_alias(value):
-            raise invalid_param("Invalid room alias")
-        return await c.reader.resolve_alias(value)
-    await room_or_404(c, value)
-    return value
-
-
-async def profile_for(c: ClientContext, user_id: str) -> dict[str, object]:
-    try:
-        return await c.profiles.profile(user_id)
-    except MatrixError:
-        return {}
+def reason_param(body: JsonDict) -> str | None:
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise bad_json("reason must be a string")
+    return reason
 
 
 @routes.post(V + "/createRoom")
@@ -75,8 +72,7 @@ async def create_room(request: web.Request) -> web.Response:
             check_initial_canonical_alias(s["content"], own_alias)
     c.limiter.check("create_room", requester.user_id, c.config.rate_limits.room_creation,
                     requester.is_admin)
-    room_id = await c.rooms.create_room(requester, body,
-                                        await profile_for(c, requester.user_id))
+    room_id = await c.rooms.create_room(requester, body)
     return json_response({"room_id": room_id})
 
 
@@ -87,10 +83,9 @@ async def send(request: web.Request) -> web.Response:
     body = await read_json(request)
     c.limiter.check("message", requester.user_id, c.config.rate_limits.message,
                     requester.is_admin)
-    room_id = request.match_info["room_id"]
-    await room_or_404(c, room_id)
-    event_id = await c.rooms.send_message(requester, room_id, request.match_info["event_type"],
-                                          body, request.match_info["txn_id"])
+    event_id = await c.rooms.send_message(requester, room_id_param(request),
+                                          request.match_info["event_type"], body,
+                                          request.match_info["txn_id"])
     if c.presence is not None:  # sending is activity (spec: presence "last active")
         await c.presence.note_activity(requester.user_id, requester.device_id)
     return json_response({"event_id": event_id})
@@ -104,8 +99,7 @@ async def redact(request: web.Request) -> web.Response:
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise MatrixError(400, Codes.BAD_JSON, "reason must be a string")
-    room_id = request.match_info["room_id"]
-    await room_or_404(c, room_id)
+    room_id = room_id_param(request)
     event_id = await c.rooms.redact(requester, room_id, event_id_param(request), reason,
                                     request.match_info["txn_id"])
     return json_response({"event_id": event_id})
@@ -117,95 +111,48 @@ async def put_state(request: web.Request) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     body = await read_json(request)
-    room_id = request.match_info["room_id"]
-    room = await room_or_404(c, room_id)
+    room_id = room_id_param(request)
     etype, state_key = request.match_info["event_type"], request.match_info.get("state_key", "")
-    await check_state_content(c, room, etype, state_key, body)
     event_id = await c.rooms.set_state(requester, room_id, etype, state_key, body)
     return json_response({"event_id": event_id})
-
-
-async def _visible_state_room(c: ClientContext, requester: Requester,
-                              room_id: str) -> tuple[RoomData, dict[tuple[str, str], str]]:
-    """Current state for members; for former members, the state when they left."""
-    try:
-        room = await room_or_404(c, room_id)
-    except MatrixError as e:
-        if e.errcode != Codes.NOT_FOUND:
-            raise
-        # Spec: 403 to anyone not (previously) in the room, which a room that does not exist
-        # includes; this also keeps room existence private.
-        raise forbidden("You are not in this room") from None
-    if c.rooms.may_see_state(room, requester.user_id):
-        return room, {k: e.event_id for k, e in room.state.items()}
-    member = room.state.get(("m.room.member", requester.user_id))
-    if member is not None and member.membership in ("leave", "ban"):
-        return room, await c.reader.state_ids_at(member)
-    raise forbidden("You are not in this room")
 
 
 @routes.get(V + "/rooms/{room_id}/state/{event_type}/{state_key:.*}")
 @routes.get(V + "/rooms/{room_id}/state/{event_type}")
 async def get_state_event(request: web.Request) -> web.Response:
     requester = await auth(request)
-    c = ctx(request)
-    room, state = await _visible_state_room(c, requester, request.match_info["room_id"])
-    key = (request.match_info["event_type"], request.match_info.get("state_key", ""))
-    event_id = state.get(key)
-    if event_id is None:
-        raise not_found("Event not found")
-    ev = (await c.reader.events([event_id]))[0]
-    if query_choice(request, "format", ("content", "event"), "content") == "event":
-        return json_response(ev.to_client())
-    return json_response(ev.to_client().get("content", {}))
+    ev = await ctx(request).reader.state_event(requester, room_id_param(request),
+                                               request.match_info["event_type"],
+                                               request.match_info.get("state_key", ""))
+    as_event = query_choice(request, "format", ("content", "event"), "content") == "event"
+    return json_response(ev.to_client() if as_event else ev.to_client().get("content", {}))
 
 
 @routes.get(V + "/rooms/{room_id}/state")
 async def get_state(request: web.Request) -> web.Response:
     requester = await auth(request)
-    c = ctx(request)
-    room, state = await _visible_state_room(c, requester, request.match_info["room_id"])
-    events = await c.reader.events(list(state.values()))
+    events = await ctx(request).reader.state_events(requester, room_id_param(request))
     return json_response([e.to_client() for e in events])
 
 
 @routes.get(V + "/rooms/{room_id}/members")
 async def members(request: web.Request) -> web.Response:
     requester = await auth(request)
-    c = ctx(request)
-    room_id = request.match_info["room_id"]
-    at = request.query.get("at")
-    if at is not None:
-        await room_or_404(c, room_id)
-        state = await c.reader.state_ids_at_token(requester, room_id, at)
-    else:
-        _, state = await _visible_state_room(c, requester, room_id)
-    member_ids = [v for (t, _), v in state.items() if t == "m.room.member"]
-    events = await c.reader.events(member_ids)
+    room_id = room_id_param(request)
     want = request.query.get("membership")
     not_want = request.query.get("not_membership")
     for name, value in (("membership", want), ("not_membership", not_want)):
         if value is not None and value not in MEMBERSHIPS:
             raise invalid_param(f"{name} must be one of {', '.join(MEMBERSHIPS)}")
-    out = [e.to_client() for e in events
-           if (want is None or e.membership == want)
-           and (not_want is None or e.membership != not_want)]
-    return json_response({"chunk": out})
+    events = await ctx(request).reader.members(requester, room_id, request.query.get("at"),
+                                               want, not_want)
+    return json_response({"chunk": [e.to_client() for e in events]})
 
 
 @routes.get(V + "/rooms/{room_id}/joined_members")
 async def joined_members(request: web.Request) -> web.Response:
     requester = await auth(request)
-    c = ctx(request)
-    room = await room_or_404(c, request.match_info["room_id"])
-    if not c.rooms.may_see_state(room, requester.user_id):
-        raise forbidden("You are not in this room")
-    joined = {}
-    for (t, k), e in room.state.items():
-        if t == "m.room.member" and e.membership == "join":
-            content = e.pdu.get("content", {})
-            joined[k] = {"display_name": content.get("displayname"),
-                         "avatar_url": content.get("avatar_url")}
+    joined = await ctx(request).reader.joined_members(requester, room_id_param(request))
     return json_response({"joined": joined})
 
 
@@ -224,12 +171,7 @@ async def _join(request: web.Request, room: str) -> web.Response:
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
-    room_id = await room_id_or_alias(c, room)
-    reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise bad_json("reason must be a string")
-    await c.rooms.update_membership(requester, room_id, requester.user_id, "join", reason,
-                                    profile=await profile_for(c, requester.user_id))
+    room_id = await c.rooms.join(requester, room, reason_param(body))
     return json_response({"room_id": room_id})
 
 
@@ -249,76 +191,55 @@ async def knock(request: web.Request) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
-    reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise bad_json("reason must be a string")
+    reason = reason_param(body)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
-    room_id = await room_id_or_alias(c, request.match_info["room"])
-    try:
-        await c.rooms.update_membership(requester, room_id, requester.user_id, "knock", reason,
-                                        profile=await profile_for(c, requester.user_id))
-    except AuthError as e:
-        raise forbidden(str(e)) from e
+    room_id = await c.rooms.knock(requester, request.match_info["room"], reason)
     return json_response({"room_id": room_id})
 
 
-async def _membership(request: web.Request, membership: str, target_required: bool,
-                      own: bool = False) -> web.Response:
+async def _target(request: web.Request) -> tuple[Requester, str, JsonDict]:
+    """The requester, room id and body of a membership change aimed at `body.user_id`."""
     requester = await auth(request)
-    c = ctx(request)
-    body = await read_json(request, "membership" if target_required else None,
-                           allow_empty=not target_required)
-    room_id = request.match_info["room_id"]
-    room = await room_or_404(c, room_id)
-    target = requester.user_id if own else body["user_id"]
-    reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise bad_json("reason must be a string")
-    if membership == "unban":
-        if room.membership(target) != "ban":
-            raise forbidden("User is not banned")
-        membership = "leave"
-    extra = {}
-    profile = None
-    if membership == "invite":
-        if room.membership(target) in ("join", "ban"):
-            raise forbidden(f"{target} is already in the room or banned")
-        extra = {"is_direct": True} if body.get("is_direct") else {}
-        profile = await profile_for(c, target)
-    if membership == "leave" and not own and room.membership(target) not in (
-            "join", "invite", "knock", "ban"):
-        raise forbidden(f"{target} is not in the room")
-    try:
-        await c.rooms.update_membership(requester, room_id, target, membership, reason,
-                                        extra=extra, profile=profile)
-    except AuthError as e:
-        raise forbidden(str(e)) from e
-    return json_response({})
+    body = await read_json(request, "membership")
+    return requester, room_id_param(request), body
 
 
 @routes.post(V + "/rooms/{room_id}/invite")
 async def invite(request: web.Request) -> web.Response:
-    return await _membership(request, "invite", True)
+    requester, room_id, body = await _target(request)
+    await ctx(request).rooms.invite(requester, room_id, body["user_id"], reason_param(body),
+                                    is_direct=bool(body.get("is_direct")))
+    return json_response({})
 
 
 @routes.post(V + "/rooms/{room_id}/leave")
 async def leave(request: web.Request) -> web.Response:
-    return await _membership(request, "leave", False, own=True)
+    requester = await auth(request)
+    body = await read_json(request, allow_empty=True)
+    room_id = room_id_param(request)
+    await ctx(request).rooms.leave(requester, room_id, reason_param(body))
+    return json_response({})
 
 
 @routes.post(V + "/rooms/{room_id}/kick")
 async def kick(request: web.Request) -> web.Response:
-    return await _membership(request, "leave", True)
+    requester, room_id, body = await _target(request)
+    await ctx(request).rooms.kick(requester, room_id, body["user_id"], reason_param(body))
+    return json_response({})
 
 
 @routes.post(V + "/rooms/{room_id}/ban")
 async def ban(request: web.Request) -> web.Response:
-    return await _membership(request, "ban", True)
+    requester, room_id, body = await _target(request)
+    await ctx(request).rooms.ban(requester, room_id, body["user_id"], reason_param(body))
+    return json_response({})
 
 
 @routes.post(V + "/rooms/{room_id}/unban")
 async def unban(request: web.Request) -> web.Response:
-    return await _membership(request, "unban", True)
+    requester, room_id, body = await _target(request)
+    await ctx(request).rooms.unban(requester, room_id, body["user_id"], reason_param(body))
+    return json_response({})
 
 
 @routes.post(V + "/rooms/{room_id}/forget")

@@ -34,7 +34,6 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from client_api.context import ClientContext, access_token, ctx
-from client_api.room_state_checks import check_state_content
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.filter import SyncFilter
 from homeserver.http import parse_json_object, validate
@@ -304,7 +303,6 @@ class WebSocketSession:
         txn_id, content = _string(p, "txn_id"), _object(p, "content")
         c, r = self.c, self.requester
         c.limiter.check("message", r.user_id, c.config.rate_limits.message, r.is_admin)
-        await c.rooms.get_room(room_id)
         event_id = await c.rooms.send_message(r, room_id, etype, content, txn_id)
         if c.presence is not None:  # sending is activity (spec: presence "last active")
             await c.presence.note_activity(r.user_id, r.device_id)
@@ -315,8 +313,6 @@ class WebSocketSession:
         state_key = p.get("state_key", "")
         if not isinstance(state_key, str):
             raise MatrixError(400, Codes.BAD_JSON, "state_key must be a string")
-        room = await self.c.rooms.get_room(room_id)
-        await check_state_content(self.c, room, etype, state_key, content)
         return {"event_id": await self.c.rooms.set_state(self.requester, room_id, etype,
                                                          state_key, content)}
 

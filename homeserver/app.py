@@ -146,14 +146,16 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
                               config.password_min_length)
     account_data = AccountDataService(db, user_store, account_stream, notifier)
     push_rules = PushRuleService(db, PushRuleStore(), account_data)
+    profiles = ProfileService(db, user_store)
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
-                               writer, cache, config.default_room_version, members)
+                               writer, cache, config.default_room_version, members, profiles)
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
     instances = InstanceRegistry(
         db, config.instance_name, [event_stream, account_stream, receipt_stream,
                                    to_device_stream], refresher.on_advance,
         on_peers=[tokens.on_peers])
-    reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members)
+    reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members,
+                        registry)
     sources = SyncSources()
     sync_service = SyncService(db, event_store, registry, members, cache, groups, visibility,
                                event_stream, account_data, notifier, sources)
@@ -161,7 +163,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         await accounts.add_registration_token(token)
     hs = Homeserver(
         config=config, db=db, key=key, accounts=accounts, sessions=sessions, devices=devices,
-        last_seen=last_seen, profiles=ProfileService(db, user_store), account_data=account_data,
+        last_seen=last_seen, profiles=profiles, account_data=account_data,
         filters=FilterService(db, user_store), push_rules=push_rules,
         uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
         sync=sync_service, notifier=notifier)

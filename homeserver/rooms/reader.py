@@ -1,25 +1,28 @@
-"""Reading rooms: single events, /messages paging, /context, relations, aliases, user directory.
+"""Reading rooms: state and members, single events, /messages paging, /context, relations,
+aliases, user directory.
 
 Every path runs the events through `Visibility`, so nobody reads what the room's history
-visibility hides from them.
+visibility hides from them; who may read a room's state is decided here too, so that every
+endpoint that shows state (state, members, joined members, aliases) applies one rule.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.events.filter import EventFilter
 from homeserver.events.model import EventEntry
 from homeserver.events.store import EventStore
 from homeserver.rooms.members import MembershipIndex
-from homeserver.rooms.state import EventCache, RoomData, StateGroups
+from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGroups, StateKey
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database
 from homeserver.streams.tokens import PaginationToken, SyncToken
 from homeserver.types import JsonDict, Requester
+
+MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 
 # Search words for the user directory: runs of word characters, safe to put in a regex.
 _WORD = re.compile(r"\w+")
@@ -27,8 +30,10 @@ _WORD = re.compile(r"\w+")
 
 class RoomReader:
     def __init__(self, db: Database, events: EventStore, rooms: RoomStore, cache: EventCache,
-                 groups: StateGroups, visibility: Visibility, members: MembershipIndex) -> None:
+                 groups: StateGroups, visibility: Visibility, members: MembershipIndex,
+                 registry: RoomRegistry) -> None:
         self._db = db
+        self._registry = registry
         self._events = events
         self._rooms = rooms
         self._cache = cache
@@ -42,6 +47,90 @@ class RoomReader:
 
     async def state_ids_at(self, ev: EventEntry) -> dict[tuple[str, str], str]:
         return dict(await self._groups.state_ids(ev.state_group))
+
+    # ------------------------------------------------------------------ state and members
+
+    async def _room(self, room_id: str) -> RoomData:
+        room = await self._registry.get(room_id)
+        if room is None:
+            raise not_found("Unknown room")
+        return room
+
+    @staticmethod
+    def _may_see_state(room: RoomData, user_id: str) -> bool:
+        """Current state is for members and, in a world-readable room, for everyone."""
+        if room.membership(user_id) == "join":
+            return True
+        hv = room.state.get(("m.room.history_visibility", ""))
+        return hv is not None and hv.pdu["content"].get("history_visibility") == "world_readable"
+
+    async def visible_state(self, requester: Requester, room_id: str) -> dict[StateKey, str]:
+        """State event ids the requester may read: current state for members, and for former
+        members (left or banned) the state when they left.
+
+        Raises:
+            MatrixError: 403 M_FORBIDDEN for anyone else, which (spec: GET /state) includes a
+                room that does not exist, so that room existence stays private.
+        """
+        room = await self._registry.get(room_id)
+        if room is None:
+            raise forbidden("You are not in this room")
+        if self._may_see_state(room, requester.user_id):
+            return {k: e.event_id for k, e in room.state.items()}
+        member = room.state.get(("m.room.member", requester.user_id))
+        if member is not None and member.membership in ("leave", "ban"):
+            return await self.state_ids_at(member)
+        raise forbidden("You are not in this room")
+
+    async def state_events(self, requester: Requester, room_id: str) -> list[EventEntry]:
+        """GET /state: every state event of `visible_state`."""
+        return await self.events(list((await self.visible_state(requester, room_id)).values()))
+
+    async def state_event(self, requester: Requester, room_id: str, etype: str,
+                          state_key: str) -> EventEntry:
+        """GET /state/{type}/{key}: one event of `visible_state`, else 404 M_NOT_FOUND."""
+        event_id = (await self.visible_state(requester, room_id)).get((etype, state_key))
+        if event_id is None:
+            raise not_found("Event not found")
+        return (await self.events([event_id]))[0]
+
+    async def members(self, requester: Requester, room_id: str, at: str | None = None,
+                      membership: str | None = None,
+                      not_membership: str | None = None) -> list[EventEntry]:
+        """GET /members: the member events of `visible_state`, or of the state at token `at`
+        (which the requester must have been in the room at; an unknown room is then 404).
+        `membership` keeps only that membership, `not_membership` drops one."""
+        if at is not None:
+            await self._room(room_id)
+            state = await self.state_ids_at_token(requester, room_id, at)
+        else:
+            state = await self.visible_state(requester, room_id)
+        events = await self.events([v for (t, _), v in state.items() if t == "m.room.member"])
+        return [e for e in events
+                if (membership is None or e.membership == membership)
+                and (not_membership is None or e.membership != not_membership)]
+
+    async def joined_members(self, requester: Requester, room_id: str) -> dict[str, JsonDict]:
+        """GET /joined_members: user id -> display name and avatar, for those who may see
+        current state (404 for an unknown room, 403 for others)."""
+        room = await self._room(room_id)
+        if not self._may_see_state(room, requester.user_id):
+            raise forbidden("You are not in this room")
+        joined: dict[str, JsonDict] = {}
+        for (t, k), e in room.state.items():
+            if t == "m.room.member" and e.membership == "join":
+                content = e.pdu.get("content", {})
+                joined[k] = {"display_name": content.get("displayname"),
+                             "avatar_url": content.get("avatar_url")}
+        return joined
+
+    async def room_aliases(self, requester: Requester, room_id: str) -> list[str]:
+        """GET /rooms/{roomId}/aliases: the room's local aliases, for those who may see its
+        current state (404 for an unknown room, 403 for others)."""
+        room = await self._room(room_id)
+        if not self._may_see_state(room, requester.user_id):
+            raise forbidden("You are not in this room")
+        return await self.aliases(room.room_id)
 
     async def joined_rooms(self, user_id: str) -> list[str]:
         return await self._members.joined_rooms(user_id)
@@ -226,10 +315,6 @@ class RoomReader:
     async def aliases(self, room_id: str) -> list[str]:
         async with self._db.connection() as conn:
             return await self._rooms.aliases_for_room(conn, room_id)
-
-    async def alias_row(self, alias: str) -> Any:
-        async with self._db.connection() as conn:
-            return await self._rooms.get_alias(conn, alias)
 
     async def search_user_directory(self, requester: Requester, term: str,
                                     limit: int) -> tuple[list[JsonDict], bool]:

@@ -2,6 +2,10 @@
 
 Each write takes the room's lock, builds the event (prev_events = forward extremities, auth events
 from current state, depth, hashes, signature) and hands it to `RoomWriter` under the same lock.
+
+The rules the client API states beyond the auth rules (who may be invited, kicked or unbanned,
+which canonical aliases may be set, who may edit the alias directory) live here too, so that
+every transport (HTTP, the sync WebSocket) that makes a change goes through the same method.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.events.auth import AuthError, redact_level, user_power_level
 from homeserver.events.builder import EventBuilder
 from homeserver.events.hashing import room_id_for_create_event
@@ -26,10 +30,18 @@ from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
 from homeserver.events.validation import check_local_event
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
+from homeserver.rooms.state_checks import bad_alias, new_canonical_aliases
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.writer import Batch, PersistEvent, RoomWriter
 from homeserver.storage.database import Conn, Database
-from homeserver.types import JsonDict, Requester, is_valid_user_id
+from homeserver.types import (
+    JsonDict,
+    Requester,
+    is_valid_room_alias,
+    is_valid_room_id,
+    is_valid_user_id,
+)
+from homeserver.users.profiles import ProfileService
 
 PRESETS: dict[str, dict[str, str]] = {
     "private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
@@ -60,9 +72,10 @@ class RoomService:
     def __init__(
         self, db: Database, server_name: str, builder: EventBuilder, rooms: RoomRegistry,
         store: RoomStore, writer: RoomWriter, cache: EventCache, default_version: str,
-        members: MembershipIndex,
+        members: MembershipIndex, profiles: ProfileService,
     ) -> None:
         self._members = members
+        self._profiles = profiles
         self._db = db
         self.server_name = server_name
         self._builder = builder
@@ -80,6 +93,33 @@ class RoomService:
         if room is None:
             raise not_found("Unknown room")
         return room
+
+    async def resolve_room(self, room_id_or_alias: str) -> str:
+        """The id of a known room, given its id or an alias of this server's directory.
+
+        Raises:
+            MatrixError: 400 M_INVALID_PARAM for a malformed id or alias, 404 M_NOT_FOUND for
+                an unknown room or alias.
+        """
+        if room_id_or_alias.startswith("#"):
+            if not is_valid_room_alias(room_id_or_alias):
+                raise invalid_param("Invalid room alias")
+            async with self._db.connection() as conn:
+                row = await self._store.get_alias(conn, room_id_or_alias)
+            if row is None:
+                raise not_found("Room alias not found")
+            return str(row["room_id"])
+        if not is_valid_room_id(room_id_or_alias):
+            raise invalid_param("Invalid room id")
+        await self.get_room(room_id_or_alias)
+        return room_id_or_alias
+
+    async def _profile(self, user_id: str) -> JsonDict:
+        """The display name and avatar a member event of `user_id` carries ({} if unknown)."""
+        try:
+            return await self._profiles.profile(user_id)
+        except MatrixError:
+            return {}
 
     def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
                sender: str, etype: str, content: JsonDict, state_key: str | None = None,
@@ -213,7 +253,13 @@ class RoomService:
     async def send_message(
         self, requester: Requester, room_id: str, etype: str, content: JsonDict, txn_id: str
     ) -> str:
-        """Idempotent per (user, device, txn_id): a resend returns the first event's id."""
+        """Idempotent per (user, device, txn_id): a resend returns the first event's id.
+
+        Raises:
+            MatrixError: 404 for an unknown room, 403 when the auth rules refuse the event
+                (e.g. the sender is not joined), 400 for content the room version refuses.
+        """
+        await self.get_room(room_id)
         return await self._send_once(room_id, requester, txn_id, etype, content)
 
     async def _send_once(self, room_id: str, requester: Requester, txn_id: str, etype: str,
@@ -261,10 +307,23 @@ class RoomService:
     async def set_state(
         self, requester: Requester, room_id: str, etype: str, state_key: str, content: JsonDict
     ) -> str:
+        """Send one state event; re-sending the current content unchanged returns its id.
+
+        Raises:
+            MatrixError: 404 for an unknown room, 400 M_BAD_JSON for m.room.member (which the
+                membership methods send), 400 M_BAD_ALIAS / M_INVALID_PARAM for a canonical
+                alias that is malformed or does not point at this room, 403 from the auth rules.
+        """
+        await self.get_room(room_id)
         if etype == "m.room.member":
             raise bad_json("Use the membership endpoints to change membership")
         async with self.locked(room_id) as room:
             current = room.state.get((etype, state_key))
+            for alias in new_canonical_aliases(current, etype, state_key, content):
+                async with self._db.connection() as conn:
+                    row = await self._store.get_alias(conn, alias)
+                if row is None or row["room_id"] != room.room_id:
+                    raise bad_alias(alias)
             if (current is not None and current.sender == requester.user_id
                     and current.pdu.get("content") == content):
                 return current.event_id
@@ -273,7 +332,76 @@ class RoomService:
 
     # ------------------------------------------------------------------ membership
 
-    async def update_membership(
+    async def join(self, requester: Requester, room_id_or_alias: str,
+                   reason: str | None = None) -> str:
+        """Join a room by id or local alias with the requester's profile; returns the room id."""
+        room_id = await self.resolve_room(room_id_or_alias)
+        await self._update_membership(requester, room_id, requester.user_id, "join", reason,
+                                     profile=await self._profile(requester.user_id))
+        return room_id
+
+    async def knock(self, requester: Requester, room_id_or_alias: str,
+                    reason: str | None = None) -> str:
+        """Knock on a room by id or local alias; returns the room id."""
+        room_id = await self.resolve_room(room_id_or_alias)
+        await self._update_membership(requester, room_id, requester.user_id, "knock", reason,
+                                     profile=await self._profile(requester.user_id))
+        return room_id
+
+    async def invite(self, requester: Requester, room_id: str, target: str,
+                     reason: str | None = None, is_direct: bool = False) -> str:
+        """Invite `target`, whose member event carries their profile; refused (403) for a
+        user who is already joined or is banned, which the auth rules alone would allow or
+        report less clearly."""
+        room = await self.get_room(room_id)
+        if room.membership(target) in ("join", "ban"):
+            raise forbidden(f"{target} is already in the room or banned")
+        return await self._update_membership(
+            requester, room_id, target, "invite", reason,
+            extra={"is_direct": True} if is_direct else None,
+            profile=await self._profile(target))
+
+    async def kick(self, requester: Requester, room_id: str, target: str,
+                   reason: str | None = None) -> str:
+        """Kick `target` (or withdraw their invite or knock); 403 for a user with no
+        membership at all, who there is nothing to kick out of."""
+        room = await self.get_room(room_id)
+        if room.membership(target) not in ("join", "invite", "knock", "ban"):
+            raise forbidden(f"{target} is not in the room")
+        return await self._update_membership(requester, room_id, target, "leave", reason)
+
+    async def ban(self, requester: Requester, room_id: str, target: str,
+                  reason: str | None = None) -> str:
+        return await self._update_membership(requester, room_id, target, "ban", reason)
+
+    async def unban(self, requester: Requester, room_id: str, target: str,
+                    reason: str | None = None) -> str:
+        """Lift a ban (membership back to leave); 403 unless `target` is banned, so that an
+        unban never kicks."""
+        room = await self.get_room(room_id)
+        if room.membership(target) != "ban":
+            raise forbidden("User is not banned")
+        return await self._update_membership(requester, room_id, target, "leave", reason)
+
+    async def leave(self, requester: Requester, room_id: str, reason: str | None = None) -> str:
+        """Leave, or reject an invite or withdraw a knock (403 if never in the room)."""
+        return await self._update_membership(requester, room_id, requester.user_id, "leave",
+                                            reason)
+
+    async def update_profile(self, requester: Requester, user_id: str) -> None:
+        """Mirror `user_id`'s current profile into their member event in every room they are
+        joined to (spec "Profiles"); a room that refuses the change is skipped."""
+        profile = await self._profiles.profile(user_id)
+        for room_id in await self._members.joined_rooms(user_id):
+            try:
+                await self._update_membership(
+                    requester, room_id, user_id, "join",
+                    profile={"displayname": profile.get("displayname"),
+                             "avatar_url": profile.get("avatar_url")})
+            except MatrixError:
+                continue
+
+    async def _update_membership(
         self, requester: Requester, room_id: str, target: str, membership: str,
         reason: str | None = None, extra: JsonDict | None = None,
         profile: JsonDict | None = None,
@@ -306,7 +434,7 @@ class RoomService:
         for room_id, m in list((await self._members.rooms_of(requester.user_id)).items()):
             if m.membership in ("join", "invite", "knock"):
                 try:
-                    await self.update_membership(requester, room_id, requester.user_id, "leave")
+                    await self._update_membership(requester, room_id, requester.user_id, "leave")
                 except MatrixError:
                     pass  # the leave may be refused by the room; deactivation goes on
 
@@ -319,8 +447,8 @@ class RoomService:
 
     # ------------------------------------------------------------------ create
 
-    async def create_room(self, requester: Requester, body: JsonDict,
-                          profile: JsonDict | None = None) -> str:
+    async def create_room(self, requester: Requester, body: JsonDict) -> str:
+        """createRoom: the room with its initial state, the creator joined with their profile."""
         version_id = body.get("room_version", self._default_version)
         rv = ROOM_VERSIONS.get(version_id) if isinstance(version_id, str) else None
         if rv is None:
@@ -346,6 +474,7 @@ class RoomService:
                 if await self._store.get_alias(conn, alias) is not None:
                     raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
 
+        profile = await self._profile(creator)
         create_content: JsonDict = dict(body.get("creation_content") or {})
         create_content["room_version"] = rv.identifier
         if not rv.implicit_room_creator:
@@ -464,17 +593,49 @@ class RoomService:
 
     # ------------------------------------------------------------------ directory
 
-    async def create_alias(self, alias: str, room_id: str, creator: str) -> bool:
-        async with self._db.connection() as conn:
-            return await self._store.create_alias(conn, alias, room_id, creator)
+    async def create_alias(self, requester: Requester, alias: str, room_id: str) -> None:
+        """PUT /directory/room/{alias}: members (and admins) may point a new alias at a room.
 
-    async def delete_alias(self, alias: str) -> None:
+        Raises:
+            MatrixError: 404 unknown room, 403 not joined, 409 alias already exists.
+        """
+        room = await self.get_room(room_id)
+        if room.membership(requester.user_id) != "join" and not requester.is_admin:
+            raise forbidden("You must be in the room to add an alias")
+        async with self._db.connection() as conn:
+            if not await self._store.create_alias(conn, alias, room_id, requester.user_id):
+                raise MatrixError(409, Codes.UNKNOWN, "Room alias already exists")
+
+    async def delete_alias(self, requester: Requester, alias: str) -> None:
+        """DELETE /directory/room/{alias}: its creator, an admin, or a room moderator (power
+        level 50) may delete it.
+
+        Raises:
+            MatrixError: 404 unknown alias, 403 anyone else.
+        """
+        async with self._db.connection() as conn:
+            row = await self._store.get_alias(conn, alias)
+        if row is None:
+            raise not_found("Room alias not found")
+        if row["creator"] != requester.user_id and not requester.is_admin:
+            room = await self.get_room(row["room_id"])
+            if await self.power_level(room, requester.user_id) < 50:
+                raise forbidden("You may not delete this alias")
         async with self._db.connection() as conn:
             await self._store.delete_alias(conn, alias)
 
-    async def set_public(self, room_id: str, is_public: bool) -> None:
+    async def set_public(self, requester: Requester, room_id: str, is_public: bool) -> None:
+        """PUT /directory/list/room/{roomId}: moderators (power level 50) and admins may list
+        or unlist a room.
+
+        Raises:
+            MatrixError: 404 unknown room, 403 anyone else.
+        """
+        room = await self.get_room(room_id)
+        if await self.power_level(room, requester.user_id) < 50 and not requester.is_admin:
+            raise forbidden("You may not change this room's visibility")
         async with self._db.connection() as conn:
-            await self._store.set_public(conn, room_id, is_public)
+            await self._store.set_public(conn, room.room_id, is_public)
 
     def directory_entry(self, room: RoomData) -> JsonDict:
         """A /publicRooms chunk entry, read from current state in memory."""
@@ -500,13 +661,6 @@ class RoomService:
         return {k: v for k, v in entry.items() if v is not None}
 
     # ------------------------------------------------------------------ reads
-
-    def may_see_state(self, room: RoomData, user_id: str) -> bool:
-        m = room.membership(user_id)
-        if m == "join":
-            return True
-        hv = room.state.get(("m.room.history_visibility", ""))
-        return hv is not None and hv.pdu["content"].get("history_visibility") == "world_readable"
 
     async def power_level(self, room: RoomData, user_id: str) -> Any:
         return user_power_level(room.version, user_id, room.state_pdus())

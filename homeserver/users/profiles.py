@@ -1,7 +1,7 @@
 """Profiles (spec "Profiles"): a user's display name and avatar URL.
 
 Changing them here changes only the profile; the matching m.room.member updates in each joined
-room are sent by client_api/profile.py through RoomService.
+room are sent by `RoomService.update_profile`, which client_api/profile.py calls next.
 """
 
 from __future__ import annotations

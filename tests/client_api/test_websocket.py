@@ -175,6 +175,32 @@ async def test_send_with_ack(c: Client, open_ws: Any) -> None:
     assert status == 200 and topic == {"topic": "ws"}
 
 
+async def test_canonical_alias_is_checked_over_the_socket(server: Server, c: Client,
+                                                         open_ws: Any) -> None:
+    """The state method applies the same m.room.canonical_alias rule as PUT /state."""
+    sn = server.config.server_name
+    owner = await c.register()
+    mine, theirs = "wsa" + secrets.token_hex(4), "wsb" + secrets.token_hex(4)
+    room = await c.create_room(owner, preset="public_chat", room_alias_name=mine)
+    await c.create_room(owner, preset="public_chat", room_alias_name=theirs)
+    sock = await open_ws(owner)
+    await sock.batch()
+    for content, errcode in (({"alias": f"#{theirs}:{sn}"}, "M_BAD_ALIAS"),
+                             ({"alias": f"#{mine}:{sn}", "alt_aliases": [f"#x{mine}:{sn}"]},
+                              "M_BAD_ALIAS"),
+                             ({"alias": "no-hash"}, "M_INVALID_PARAM")):
+        reply = await sock.request("state", {"room_id": room, "type": "m.room.canonical_alias",
+                                             "content": content})
+        assert reply["error"]["errcode"] == errcode, (content, reply)
+    status, body = await c.request("GET", f"/rooms/{room}/state/m.room.canonical_alias", None,
+                                   owner.access_token)
+    assert body == {"alias": f"#{mine}:{sn}"}
+    reply = await sock.request("state", {"room_id": room, "type": "m.room.canonical_alias",
+                                         "content": {"alias": f"#{mine}:{sn}",
+                                                     "alt_aliases": [f"#{mine}:{sn}"]}})
+    assert reply["result"]["event_id"].startswith("$"), reply
+
+
 async def test_errors_carry_the_request_id(c: Client, open_ws: Any) -> None:
     alice, bob, room = await pair(c)
     outsider = await c.register()

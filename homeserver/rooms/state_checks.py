@@ -7,41 +7,42 @@ that deleting an alias from the directory never blocks later edits of the event.
 another server cannot be resolved without federation, so it does not "point at this room" as far
 as we can tell and is refused too.
 
-Kept out of RoomService so that the room writer stays free of directory lookups; both the HTTP
-handlers and the WebSocket `state` method call it before `RoomService.set_state`.
+Pure: `RoomService.set_state` looks the new aliases up in the directory, so that the HTTP and
+the WebSocket `state` paths apply the rule in one place.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from client_api.context import ClientContext
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.model import EventEntry
 from homeserver.events.validation import canonical_alias_aliases
-from homeserver.rooms.state import RoomData
 
 CANONICAL_ALIAS = "m.room.canonical_alias"
 
 
-async def check_state_content(c: ClientContext, room: RoomData, etype: str, state_key: str,
-                              content: Any) -> None:
-    """Raise the spec's error for state content the server must refuse; else return."""
+def new_canonical_aliases(current: EventEntry | None, etype: str, state_key: str,
+                          content: Any) -> list[str]:
+    """The aliases of `content` that must point at the room: those the current
+    `m.room.canonical_alias` does not already list (empty for any other state event).
+
+    Raises:
+        MatrixError: M_INVALID_PARAM for a malformed alias in `content`.
+    """
     if etype != CANONICAL_ALIAS or state_key != "":
-        return
-    current = room.state.get((CANONICAL_ALIAS, ""))
+        return []
     known: set[str] = set()
     if current is not None:
         try:
             known = set(canonical_alias_aliases(current.pdu.get("content", {})))
         except MatrixError:
             known = set()
-    for alias in canonical_alias_aliases(content):
-        if alias in known:
-            continue
-        row = await c.reader.alias_row(alias)
-        if row is None or row["room_id"] != room.room_id:
-            raise MatrixError(400, Codes.BAD_ALIAS,
-                              f"The alias {alias!r} does not point to this room")
+    return [a for a in canonical_alias_aliases(content) if a not in known]
+
+
+def bad_alias(alias: str) -> MatrixError:
+    return MatrixError(400, Codes.BAD_ALIAS, f"The alias {alias!r} does not point to this room")
 
 
 def check_initial_canonical_alias(content: Any, own_alias: str | None) -> None:
@@ -49,5 +50,4 @@ def check_initial_canonical_alias(content: Any, own_alias: str | None) -> None:
     at it is the one `room_alias_name` creates with it."""
     for alias in canonical_alias_aliases(content):
         if alias != own_alias:
-            raise MatrixError(400, Codes.BAD_ALIAS,
-                              f"The alias {alias!r} does not point to this room")
+            raise bad_alias(alias)
