@@ -260,12 +260,7 @@ class RoomWriter:
             return existing
         pdu = await check_pdu(room.version, pdu, event_id, keys)
         ev = PersistEvent(event_id, pdu, deoutlier=existing is not None)
-        auth_ids = event_refs(pdu.get("auth_events"))
-        auth = await self._cache.get_many(auth_ids)
-        missing = [a for a in auth_ids if a not in auth]
-        if missing:
-            raise MissingEvents("auth_events", missing)
-        ev.rejected = self._check_against_auth_events(room, pdu, list(auth.values()))
+        ev.rejected = await self._check_against_auth_events(room, pdu)
         prevs = event_refs(pdu.get("prev_events"))
         if state_before is None:
             known = await self._cache.get_many(prevs)
@@ -300,17 +295,19 @@ class RoomWriter:
             return existing
         pdu = await check_pdu(room.version, pdu, event_id, keys)
         ev = PersistEvent(event_id, pdu, outlier=True)
-        auth_ids = event_refs(pdu.get("auth_events"))
-        auth = await self._cache.get_many(auth_ids)
-        missing = [a for a in auth_ids if a not in auth]
-        if missing:
-            raise MissingEvents("auth_events", missing)
-        ev.rejected = self._check_against_auth_events(room, pdu, list(auth.values()))
+        ev.rejected = await self._check_against_auth_events(room, pdu)
         self._describe(room, ev)
         return await self._persist_planned(room, ev, None)
 
-    def _check_against_auth_events(self, room: RoomData, pdu: JsonDict,
-                                   auth: list[EventEntry]) -> str | None:
+    async def _check_against_auth_events(self, room: RoomData, pdu: JsonDict) -> str | None:
+        """Why the event's own auth events do not allow it, or None. Raises MissingEvents if
+        some of them are not known here."""
+        auth_ids = event_refs(pdu.get("auth_events"))
+        found = await self._cache.get_many(auth_ids)
+        missing = [a for a in auth_ids if a not in found]
+        if missing:
+            raise MissingEvents("auth_events", missing)
+        auth = list(found.values())
         if any(a.rejected is not None for a in auth):
             return "cites a rejected auth event"
         try:
