@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from homeserver.events.auth import AuthError, check_auth, check_auth_events_list
-from homeserver.events.checks import KeyFetcher, check_pdu
+from homeserver.events.checks import InvalidPdu, KeyFetcher, check_pdu
 from homeserver.events.format import event_ids_of as event_refs
 from homeserver.events.model import EventEntry, client_format, mark_redacted, relation_of
 from homeserver.events.state_res import resolve_state
@@ -131,6 +131,13 @@ class _Fetcher:
         out = {k: e.pdu for k, e in got.items() if e.rejected is None}
         out.update({i: self._pending[i] for i in ids if i in self._pending})
         return out
+
+
+def _in_room(room: RoomData, pdu: JsonDict) -> JsonDict:
+    """A PDU handed to this room's writer must belong to this room."""
+    if isinstance(pdu, dict) and pdu.get("room_id") != room.room_id:
+        raise InvalidPdu("the PDU belongs to another room")
+    return pdu
 
 
 class RoomWriter:
@@ -258,7 +265,7 @@ class RoomWriter:
         existing = (await self._cache.get_many([event_id])).get(event_id)
         if existing is not None and not existing.outlier:
             return existing
-        pdu = await check_pdu(room.version, pdu, event_id, keys)
+        pdu = await check_pdu(room.version, _in_room(room, pdu), event_id, keys)
         ev = PersistEvent(event_id, pdu, deoutlier=existing is not None)
         ev.rejected = await self._check_against_auth_events(room, pdu)
         prevs = event_refs(pdu.get("prev_events"))
@@ -293,7 +300,7 @@ class RoomWriter:
         existing = (await self._cache.get_many([event_id])).get(event_id)
         if existing is not None:
             return existing
-        pdu = await check_pdu(room.version, pdu, event_id, keys)
+        pdu = await check_pdu(room.version, _in_room(room, pdu), event_id, keys)
         ev = PersistEvent(event_id, pdu, outlier=True)
         ev.rejected = await self._check_against_auth_events(room, pdu)
         self._describe(room, ev)

@@ -260,6 +260,10 @@ async def test_bad_signatures_and_missing_events(c: Client, server: Server,
         await remote.accept(event_id, forged)
     nothing = await server.hs.rooms._cache.get_many([event_id])
     assert event_id not in nothing
+    # A PDU of another room is not this room's writer's business.
+    other_room = dict(pdu, room_id="!elsewhere:remote.test")
+    with pytest.raises(InvalidPdu):
+        await remote.accept(event_id, other_room)
     # A prev event we do not have: federation must fetch it (or the state) first.
     other = ServerSigningKey.generate("elsewhere.test")
     fake_prev, _ = finalize_event({"type": "x", "sender": bob, "room_id": room_id,
