@@ -45,14 +45,23 @@ class Visibility:
             if ev.type == "m.room.member" and ev.state_key == user_id:
                 out.append(ev)  # a user always sees their own membership changes
                 continue
-            state = await self._groups.state_ids(ev.state_group)
-            hv = await self._content_field(state.get(("m.room.history_visibility", "")),
-                                           "history_visibility") or "shared"
-            if hv == "world_readable" or (hv == "shared" and currently_joined):
+            if await self._allowed(user_id, ev.state_group, currently_joined):
                 out.append(ev)
-                continue
-            membership = await self._content_field(state.get(("m.room.member", user_id)),
-                                                   "membership")
-            if may_see(hv, membership, currently_joined):
+            elif (ev.type == "m.room.history_visibility" and ev.state_key == ""
+                  and ev.state_group_before
+                  and await self._allowed(user_id, ev.state_group_before, currently_joined)):
+                # The spec lets a user see a change of the setting if the value before *or*
+                # after it allows them: a room going from shared to joined shows that change
+                # to members who join later, so they know why the history stops there.
                 out.append(ev)
         return out
+
+    async def _allowed(self, user_id: str, group: int, currently_joined: bool) -> bool:
+        state = await self._groups.state_ids(group)
+        hv = await self._content_field(state.get(("m.room.history_visibility", "")),
+                                       "history_visibility") or "shared"
+        if hv == "world_readable" or (hv == "shared" and currently_joined):
+            return True
+        membership = await self._content_field(state.get(("m.room.member", user_id)),
+                                               "membership")
+        return may_see(hv, membership, currently_joined)

@@ -176,12 +176,14 @@ class UserStore:
             " AND stream_id > $2 ORDER BY stream_id", user_id, since,
         ))
 
-    async def insert_filter(self, conn: Conn, user_id: str, filter_json: str) -> int:
-        return int(await conn.fetchval(
+    async def insert_filter(self, conn: Conn, user_id: str, filter_json: str) -> int | None:
+        """The user's next filter id, or None when a concurrent upload took that id first."""
+        got = await conn.fetchval(
             "INSERT INTO filters (user_id, filter_id, filter_json) VALUES ($1,"
             " (SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1), $2)"
-            " RETURNING filter_id", user_id, filter_json,
-        ))
+            " ON CONFLICT DO NOTHING RETURNING filter_id", user_id, filter_json,
+        )
+        return None if got is None else int(got)
 
     async def get_filter(self, conn: Conn, user_id: str, filter_id: int) -> str | None:
         v = await conn.fetchval(

@@ -381,7 +381,7 @@ async def test_websocket_state_checks_canonical_alias(c: Client, server: Server,
 
 @pytest.mark.parametrize("flt", [
     {"room": {"timeline": {"limit": "x"}}},
-    {"room": {"timeline": {"limit": 0}}},
+    {"room": {"timeline": {"limit": -1}}},
     {"room": {"timeline": {"limit": 2**60}}},
     {"room": {"timeline": {"types": "abc"}}},
     {"room": {"state": {"lazy_load_members": 3}}},

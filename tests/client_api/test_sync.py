@@ -161,6 +161,35 @@ async def test_state_filtered_out_of_timeline_reaches_state(c: Client) -> None:
     assert topics(r) == ["after six"]
 
 
+async def test_timeline_limit_zero_gives_state_only(c: Client) -> None:
+    """`timeline.limit` 0 asks for a sync without timeline events (SyTest's "Can pass a JSON
+    filter as a query parameter"); it was refused with M_BAD_JSON once inline filters were
+    checked against the schema. Negative limits stay refused."""
+    alice = await c.register()
+    room = await c.create_room(alice, preset="private_chat", name="Zero")
+    await c.send(alice, room, "not wanted")
+    flt = '{"room": {"state": {"types": ["m.room.member"]}, "timeline": {"limit": 0}}}'
+    r = (await c.sync(alice, filter=flt))["rooms"]["join"][room]
+    assert r.get("timeline", {}).get("events", []) == []
+    assert [(e["type"], e["state_key"]) for e in r["state"]["events"]] == [
+        ("m.room.member", alice.user_id)]
+    # The same filter stored, then used by id.
+    status, body = await c.request("POST", f"/user/{alice.user_id}/filter",
+                                   {"room": {"timeline": {"limit": 0}}},
+                                   token=alice.access_token)
+    assert status == 200, body
+    stored = (await c.sync(alice, filter=body["filter_id"]))["rooms"]["join"][room]
+    assert stored.get("timeline", {}).get("events", []) == []
+    # /messages with a limit-0 room event filter: no events.
+    status, msgs = await c.request("GET", f"/rooms/{room}/messages", token=alice.access_token,
+                                   params={"dir": "b", "filter": '{"limit": 0}'})
+    assert status == 200, msgs
+    assert msgs["chunk"] == []
+    status, err = await c.request("GET", "/sync", token=alice.access_token,
+                                  params={"filter": '{"room": {"timeline": {"limit": -1}}}'})
+    assert status == 400 and err["errcode"] == "M_BAD_JSON", err
+
+
 async def test_long_poll_wakes_on_message(c: Client) -> None:
     alice = await c.register()
     bob = await c.register()
