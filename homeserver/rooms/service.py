@@ -297,7 +297,9 @@ class RoomService:
         if room.version.redacts_in_content:
             content["redacts"] = event_id
         target = (await self._cache.get_many([event_id])).get(event_id)
-        if target is not None and target.room_id == room_id and target.sender != requester.user_id:
+        if target is not None and target.room_id != room_id:
+            raise MatrixError(400, Codes.INVALID_PARAM, "That event is in another room")
+        if target is not None and target.sender != requester.user_id:
             state = room.state_pdus()
             if user_power_level(room.version, requester.user_id, state) < redact_level(state):
                 raise forbidden("You may not redact other users' events")
@@ -364,9 +366,12 @@ class RoomService:
     async def kick(self, requester: Requester, room_id: str, target: str,
                    reason: str | None = None) -> str:
         """Kick `target` (or withdraw their invite or knock); 403 for a user with no
-        membership at all, who there is nothing to kick out of."""
+        membership, and for a banned one (a kick must not lift a ban: that is unban)."""
         room = await self.get_room(room_id)
-        if room.membership(target) not in ("join", "invite", "knock", "ban"):
+        current = room.membership(target)
+        if current == "ban":
+            raise forbidden(f"{target} is banned: unban them instead")
+        if current not in ("join", "invite", "knock"):
             raise forbidden(f"{target} is not in the room")
         return await self._update_membership(requester, room_id, target, "leave", reason)
 

@@ -417,8 +417,9 @@ class SyncService:
         state: list[EventEntry] = []
         if since is None and first is not None:
             ids = await self._state_ids_before(room, first, leave_pos)
-            got = await self._cache.get_many(ids.values())
-            state = [got[v] for v in ids.values() if v in got]
+            wanted = [v for k, v in ids.items() if flt.state.allows_type(k[0])]
+            got = await self._cache.get_many(wanted)
+            state = [got[v] for v in wanted if v in got]
         uid, dev = requester.user_id, requester.device_id
         return {
             "timeline": {

@@ -136,3 +136,30 @@ async def test_directory_visibility_needs_moderator(c: Client, check: Refusals) 
     assert status == 200
     status, body = await c.request("GET", f"/directory/list/room/{room}")
     assert body == {"visibility": "public"}
+
+
+async def test_a_kick_does_not_lift_a_ban(c: Client) -> None:
+    owner, bob = await c.register(), await c.register()
+    room = await c.create_room(owner, preset="public_chat")
+    await c.join(bob, room)
+    status, _ = await c.request("POST", f"/rooms/{room}/ban", {"user_id": bob.user_id},
+                                owner.access_token)
+    assert status == 200
+    status, body = await c.request("POST", f"/rooms/{room}/kick", {"user_id": bob.user_id},
+                                   owner.access_token)
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN", body
+    status, body = await c.request("POST", f"/rooms/{room}/join", {}, bob.access_token)
+    assert status == 403, body  # still banned
+
+
+async def test_redacting_an_event_of_another_room_is_refused(c: Client) -> None:
+    alice = await c.register()
+    first = await c.create_room(alice)
+    second = await c.create_room(alice)
+    event_id = await c.send(alice, first, "stays")
+    status, body = await c.request("PUT", f"/rooms/{second}/redact/{event_id}/t1", {},
+                                   alice.access_token)
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM", body
+    status, got = await c.request("GET", f"/rooms/{first}/event/{event_id}",
+                                  token=alice.access_token)
+    assert status == 200 and got["content"]["body"] == "stays"

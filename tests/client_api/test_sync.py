@@ -308,6 +308,12 @@ async def test_leave_section(c: Client) -> None:
     assert room not in plain.get("rooms", {}).get("leave", {})
     with_leave = await c.sync(bob, filter='{"room": {"include_leave": true}}')
     assert room in with_leave["rooms"]["leave"]
+    # The state filter applies to left rooms too.
+    only_names = await c.sync(bob, filter='{"room": {"include_leave": true,'
+                                          ' "state": {"types": ["m.room.name"]}}}')
+    left_state = only_names["rooms"]["leave"][room]["state"]["events"]
+    assert {e["type"] for e in left_state} <= {"m.room.name"}
+    assert len(with_leave["rooms"]["leave"][room]["state"]["events"]) > len(left_state)
 
 
 async def test_sync_errors(c: Client) -> None:
