@@ -96,8 +96,9 @@ async def _public_rooms(request: web.Request, limit: int, since: str | None,
                    or t in (e.get("topic") or "").lower()
                    or t in (e.get("canonical_alias") or "").lower()]
     entries.sort(key=lambda e: -int(e["num_joined_members"]))
-    start = int(since) if since and since.isascii() and since.isdigit() and len(since) < 16 \
-        else 0
+    start = 0
+    if since and since.isascii() and since.isdigit():  # a position we handed out; a huge
+        start = int(since) if len(since) < 16 else len(entries)  # one is past the end
     chunk = entries[start:start + limit] if limit else entries[start:]
     body: dict[str, object] = {"chunk": chunk, "total_room_count_estimate": len(entries)}
     if limit and start + limit < len(entries):

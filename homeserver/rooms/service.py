@@ -312,13 +312,20 @@ class RoomService:
         """Send one state event; re-sending the current content unchanged returns its id.
 
         Raises:
-            MatrixError: 404 for an unknown room, 400 M_BAD_JSON for m.room.member (which the
-                membership methods send), 400 M_BAD_ALIAS / M_INVALID_PARAM for a canonical
+            MatrixError: 404 for an unknown room, 400 M_BAD_JSON for an m.room.member without
+                a valid membership, 400 M_BAD_ALIAS / M_INVALID_PARAM for a canonical
                 alias that is malformed or does not point at this room, 403 from the auth rules.
         """
         await self.get_room(room_id)
         if etype == "m.room.member":
-            raise bad_json("Use the membership endpoints to change membership")
+            # Allowed by the spec (clients set a per-room display name this way); the auth
+            # rules decide, as for the membership endpoints.
+            membership = content.get("membership")
+            if membership not in ("join", "invite", "leave", "ban", "knock"):
+                raise bad_json("m.room.member content needs a valid 'membership'")
+            extra = {k: v for k, v in content.items() if k != "membership"}
+            return await self._update_membership(requester, room_id, state_key, membership,
+                                                 extra=extra)
         async with self.locked(room_id) as room:
             current = room.state.get((etype, state_key))
             for alias in new_canonical_aliases(current, etype, state_key, content):

@@ -163,3 +163,22 @@ async def test_redacting_an_event_of_another_room_is_refused(c: Client) -> None:
     status, got = await c.request("GET", f"/rooms/{first}/event/{event_id}",
                                   token=alice.access_token)
     assert status == 200 and got["content"]["body"] == "stays"
+
+
+async def test_a_member_event_can_be_put_as_state(c: Client) -> None:
+    """Clients set a per-room display name by PUTting their own m.room.member."""
+    alice = await c.register()
+    room = await c.create_room(alice)
+    path = f"/rooms/{room}/state/m.room.member/{alice.user_id}"
+    status, body = await c.request("PUT", path, {"membership": "join", "displayname": "Al"},
+                                   alice.access_token)
+    assert status == 200, body
+    status, got = await c.request("GET", path, token=alice.access_token)
+    assert status == 200 and got == {"membership": "join", "displayname": "Al"}
+    status, body = await c.request("PUT", path, {"displayname": "no membership"},
+                                   alice.access_token)
+    assert status == 400 and body["errcode"] == "M_BAD_JSON"
+    bob = await c.register()
+    status, body = await c.request("PUT", f"/rooms/{room}/state/m.room.member/{bob.user_id}",
+                                   {"membership": "join"}, alice.access_token)
+    assert status == 403, body  # the auth rules: nobody joins on another's behalf
