@@ -222,6 +222,7 @@ def make_app(hs: Homeserver) -> web.Application:
         app.add_routes(module.routes)
     app.router.add_route("*", "/_matrix/{tail:.*}", _unknown_endpoint)
     setup_websockets(app)  # the set of open sockets, closed on shutdown
+    sync.setup(app)  # the parsed sync filters, shared by the requests that use them
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         for service in hs.background:
