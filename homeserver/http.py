@@ -7,9 +7,10 @@ answers itself (`MatrixAppRunner`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -48,28 +49,47 @@ def error_response(err: MatrixError) -> web.Response:
     return json_response(err.to_dict(), err.status)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method == "OPTIONS":
-        return web.Response(status=204, headers=CORS_HEADERS)
-    try:
-        check_request_text(request)
-        return await handler(request)
-    except MatrixError as e:
-        return error_response(e)
-    except UIARequired as e:
-        return json_response(e.body, 401)
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(MatrixError(413, Codes.TOO_LARGE, "Request body too large"))
-    except web.HTTPNotFound:
-        return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
-    except web.HTTPMethodNotAllowed:
-        return error_response(MatrixError(405, Codes.UNRECOGNIZED, "Unrecognized request"))
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(MatrixError(500, Codes.UNKNOWN, "Internal server error"))
+def matrix_errors(handler: Handler) -> Handler:
+    """Wrap a route handler so that what it raises becomes a Matrix error reply.
+
+    Also answers CORS preflight (OPTIONS) and refuses path and query text PostgreSQL cannot
+    store, before the handler runs. A wrapper per route (see `add_routes`) and not an aiohttp
+    middleware: with any middleware aiohttp adds one of its own to every request, and a parked
+    long-poll keeps each frame of its chain alive (~0.25 kB apiece)."""
+
+    @functools.wraps(handler)
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=CORS_HEADERS)
+        try:
+            check_request_text(request)
+            return await handler(request)
+        except MatrixError as e:
+            return error_response(e)
+        except UIARequired as e:
+            return json_response(e.body, 401)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(MatrixError(413, Codes.TOO_LARGE, "Request body too large"))
+        except web.HTTPNotFound:
+            return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
+        except web.HTTPMethodNotAllowed:
+            return error_response(MatrixError(405, Codes.UNRECOGNIZED, "Unrecognized request"))
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(MatrixError(500, Codes.UNKNOWN, "Internal server error"))
+
+    return handle
+
+
+def add_routes(app: web.Application, routes: Iterable[web.AbstractRouteDef]) -> None:
+    """`app.add_routes`, each handler wrapped in `matrix_errors`."""
+    for route in routes:
+        if not isinstance(route, web.RouteDef):
+            raise TypeError(f"only plain routes are supported, not {route!r}")
+        web.RouteDef(route.method, route.path, matrix_errors(route.handler),
+                     route.kwargs).register(app.router)
 
 
 @cache
@@ -262,6 +282,27 @@ def idle_timer_off(request: web.Request) -> None:
         protocol.keep_alive(True)
 
 
+def _routable(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+              ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """The app's handler, but a request whose target is not a path (`OPTIONS *`, CONNECT's
+    `host:port`), which no route can take, gets a Matrix reply as well: 204 to OPTIONS (CORS
+    preflight, as for every path), else 404 M_UNRECOGNIZED. A plain function that hands back
+    the app's coroutine, so a request costs no extra frame."""
+
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        if request.path.startswith("/"):
+            return handler(request)
+        return _unroutable(request)
+
+    return handle
+
+
+async def _unroutable(request: web.BaseRequest) -> web.StreamResponse:
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=CORS_HEADERS)
+    return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
+
+
 class MatrixServer(web.Server):
     """A `web.Server` whose connections use `MatrixRequestHandler`."""
 
@@ -282,6 +323,7 @@ class MatrixAppRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        return MatrixServer(server.request_handler, request_factory=server.request_factory,
+        return MatrixServer(_routable(server.request_handler),
+                            request_factory=server.request_factory,
                             handler_cancellation=server.handler_cancellation,
                             loop=server._loop, **server._kwargs)
