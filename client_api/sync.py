@@ -11,8 +11,8 @@ from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.filter import SyncFilter
 from homeserver.http import (
-    idle_timer_off,
     json_response,
+    park,
     parse_json_object,
     query_bool,
     query_int,
@@ -98,6 +98,6 @@ async def sync(request: web.Request) -> web.StreamResponse:
         await c.presence.heartbeat(requester.user_id, requester.device_id, set_presence,
                                    grace_ms=timeout)
     if since is not None and timeout > 0 and not full_state:
-        idle_timer_off(request)  # this one may wait long
+        park(request)  # this one may wait long
     result = await c.sync.sync(requester, since, flt, timeout, full_state)
     return json_response(result.body)

@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonschema
 import orjson
-from aiohttp import web
+from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
@@ -221,9 +221,19 @@ class _MessageQueue(list[Any]):
 
     aiohttp keeps it in a `deque`, whose first block alone is ~0.7 kB, for every connection
     for its whole life, though it rarely holds more than one request; a list is 56 bytes.
-    aiohttp uses only append, popleft, len and truth on it, and caps it at 32 entries."""
+    aiohttp uses only append, popleft, len and truth on it, and caps it at 32 entries.
+
+    A request enters without `raw_headers`, the bytes copy of its headers (~0.5 kB for a
+    typical client) that Parley never reads (`request.headers` has them as text): aiohttp
+    keeps the message until the request is done, and a long-poll may take minutes."""
 
     __slots__ = ()
+
+    def append(self, item: Any) -> None:
+        message, payload = item
+        if getattr(message, "raw_headers", None):
+            item = (message._replace(raw_headers=()), payload)
+        super().append(item)
 
     def popleft(self) -> Any:
         return self.pop(0)
@@ -237,14 +247,47 @@ class MatrixRequestHandler(RequestHandler):
     `{"errcode": "M_TOO_LARGE"}` with 414 (line) or 431 (headers) instead, and any other
     unparseable request as 400 M_UNKNOWN.
 
-    It also keeps a connection smaller (see `_MessageQueue`): a server with thousands of
-    parked long-polls holds one of these per poll."""
+    It also keeps a connection small while its request waits (`park`): a server with
+    thousands of parked long-polls holds one of these per poll."""
 
-    __slots__ = ()
+    __slots__ = ("_at_boundary",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._messages = _MessageQueue()  # type: ignore[assignment]
+        self._at_boundary = False  # the bytes received so far end where a request's head ended
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._at_boundary = data.endswith(b"\r\n\r\n")
+
+    def park(self, request: web.BaseRequest) -> None:
+        """`request` is about to wait long (a /sync long-poll): drop what the connection keeps
+        that it will not need before the next request.
+
+        - The idle (keep-alive) timer: aiohttp arms it when a connection opens and again after
+          each response; while a request is handled it only re-arms itself, yet costs a timer
+          (~0.5 kB). `keep_alive(True)` cancels it without changing the connection (one that is
+          handling a request is a keep-alive one); aiohttp arms it again after the response.
+        - The HTTP parser's copy of the last request's headers (as text and as bytes, ~1 kB),
+          which it only lets go when the next request begins: a fresh parser replaces it, but
+          only when it provably holds nothing else: the request has no unread body, no other
+          request is queued, and the last bytes received ended a request's head (so no part
+          of a next request is inside the parser). (The bytes copy of the request's headers
+          is already gone, see `_MessageQueue`.)"""
+        self.keep_alive(True)
+        parser = self._parser
+        if (self._at_boundary and not self._messages and request.content.is_eof()
+                and self._payload_parser is None and not self._upgraded
+                and type(parser) is web_protocol.HttpRequestParser):
+            manager = self._manager
+            self._parser = web_protocol.HttpRequestParser(
+                self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
+                max_field_size=self.max_field_size, max_headers=self.max_headers,
+                payload_exception=web_protocol.RequestPayloadError,
+                auto_decompress=(manager._kwargs.get("auto_decompress", True)
+                                 if manager is not None else True),
+                max_msg_queue_size=self._max_msg_queue_size)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -269,17 +312,11 @@ class MatrixRequestHandler(RequestHandler):
         return resp
 
 
-def idle_timer_off(request: web.Request) -> None:
-    """Stop the connection's idle (keep-alive) timer while a request that may wait long, a
-    /sync long-poll, is being handled.
-
-    aiohttp arms that timer when a connection opens and again after each response; while a
-    request is in progress it only re-arms itself, yet it costs a timer (~0.5 kB) per parked
-    poll. `keep_alive(True)` cancels it without changing the connection (a connection that is
-    handling a request is a keep-alive one), and aiohttp arms it again after the response."""
+def park(request: web.Request) -> None:
+    """Tell the connection that `request` may now wait long (see `MatrixRequestHandler.park`)."""
     protocol = request.protocol
-    if protocol is not None:
-        protocol.keep_alive(True)
+    if isinstance(protocol, MatrixRequestHandler):
+        protocol.park(request)
 
 
 def _routable(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
