@@ -276,10 +276,12 @@ class MatrixRequestHandler(RequestHandler):
           of a next request is inside the parser). (The bytes copy of the request's headers
           is already gone, see `_MessageQueue`.)"""
         self.keep_alive(True)
-        parser = self._parser
-        if (self._at_boundary and not self._messages and request.content.is_eof()
-                and self._payload_parser is None and not self._upgraded
-                and type(parser) is web_protocol.HttpRequestParser):
+        # The parser's arguments as RequestHandler passes them (aiohttp 3.14; older ones, whose
+        # parser takes no queue size, keep their parser).
+        queue_size = getattr(self, "_max_msg_queue_size", None)
+        if (queue_size is not None and self._at_boundary and not self._messages
+                and request.content.is_eof() and self._payload_parser is None
+                and not self._upgraded and type(self._parser) is web_protocol.HttpRequestParser):
             manager = self._manager
             self._parser = web_protocol.HttpRequestParser(
                 self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
@@ -287,7 +289,7 @@ class MatrixRequestHandler(RequestHandler):
                 payload_exception=web_protocol.RequestPayloadError,
                 auto_decompress=(manager._kwargs.get("auto_decompress", True)
                                  if manager is not None else True),
-                max_msg_queue_size=self._max_msg_queue_size)
+                max_msg_queue_size=queue_size)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
