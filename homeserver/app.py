@@ -34,7 +34,7 @@ from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
-from homeserver.http import MatrixAppRunner, error_middleware, error_response
+from homeserver.http import MatrixAppRunner, add_routes, error_response, matrix_errors
 from homeserver.presence.service import PresenceService
 from homeserver.presence.store import PresenceStore
 from homeserver.push.service import PushRuleService
@@ -203,18 +203,21 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     return hs
 
 
+CATCH_ALL: web.AppKey[tuple[web.AbstractResource, ...]] = web.AppKey("parley_catch_all", tuple)
+
+
 async def _unknown_endpoint(request: web.Request) -> web.Response:
     # A known path asked with the wrong method is 405, an unknown path 404 (both M_UNRECOGNIZED).
-    this = request.match_info.route.resource
+    skip = request.app[CATCH_ALL]
     for resource in request.app.router.resources():
-        if resource is not this and (await resource.resolve(request))[1]:
+        if resource not in skip and (await resource.resolve(request))[1]:
             return error_response(MatrixError(405, Codes.UNRECOGNIZED, "Method not allowed"))
     return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
 
 
 def make_app(hs: Homeserver) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
-                          client_max_size=hs.config.max_request_bytes)
+    # No middlewares: every route's handler is wrapped in `matrix_errors` instead (see there).
+    app = web.Application(client_max_size=hs.config.max_request_bytes)
     app[CTX] = ClientContext(
         config=hs.config, accounts=hs.accounts, sessions=hs.sessions, devices=hs.devices,
         profiles=hs.profiles, account_data=hs.account_data, filters=hs.filters,
@@ -224,9 +227,16 @@ def make_app(hs: Homeserver) -> web.Application:
     )
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules):
-        app.add_routes(module.routes)
-    app.router.add_route("*", "/_matrix/{tail:.*}", _unknown_endpoint)
+        add_routes(app, module.routes)
+    # Last, so they only see what no route took (and every path gets a Matrix error).
+    catch_all: list[web.AbstractResource] = []
+    for path in ("/_matrix/{tail:[\\s\\S]*}", "/{tail:[\\s\\S]*}"):  # newlines too
+        resource = app.router.add_route("*", path, matrix_errors(_unknown_endpoint)).resource
+        assert resource is not None
+        catch_all.append(resource)
+    app[CATCH_ALL] = tuple(catch_all)
     setup_websockets(app)  # the set of open sockets, closed on shutdown
+    sync.setup(app)  # the parsed sync filters, shared by the requests that use them
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         for service in hs.background:

@@ -7,16 +7,17 @@ answers itself (`MatrixAppRunner`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
 from importlib.resources import files
 from typing import Any
 
 import jsonschema
 import orjson
-from aiohttp import web
+from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
@@ -48,28 +49,47 @@ def error_response(err: MatrixError) -> web.Response:
     return json_response(err.to_dict(), err.status)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method == "OPTIONS":
-        return web.Response(status=204, headers=CORS_HEADERS)
-    try:
-        check_request_text(request)
-        return await handler(request)
-    except MatrixError as e:
-        return error_response(e)
-    except UIARequired as e:
-        return json_response(e.body, 401)
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(MatrixError(413, Codes.TOO_LARGE, "Request body too large"))
-    except web.HTTPNotFound:
-        return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
-    except web.HTTPMethodNotAllowed:
-        return error_response(MatrixError(405, Codes.UNRECOGNIZED, "Unrecognized request"))
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(MatrixError(500, Codes.UNKNOWN, "Internal server error"))
+def matrix_errors(handler: Handler) -> Handler:
+    """Wrap a route handler so that what it raises becomes a Matrix error reply.
+
+    Also answers CORS preflight (OPTIONS) and refuses path and query text PostgreSQL cannot
+    store, before the handler runs. A wrapper per route (see `add_routes`) and not an aiohttp
+    middleware: with any middleware aiohttp adds one of its own to every request, and a parked
+    long-poll keeps each frame of its chain alive (~0.25 kB apiece)."""
+
+    @functools.wraps(handler)
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=CORS_HEADERS)
+        try:
+            check_request_text(request)
+            return await handler(request)
+        except MatrixError as e:
+            return error_response(e)
+        except UIARequired as e:
+            return json_response(e.body, 401)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(MatrixError(413, Codes.TOO_LARGE, "Request body too large"))
+        except web.HTTPNotFound:
+            return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
+        except web.HTTPMethodNotAllowed:
+            return error_response(MatrixError(405, Codes.UNRECOGNIZED, "Unrecognized request"))
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(MatrixError(500, Codes.UNKNOWN, "Internal server error"))
+
+    return handle
+
+
+def add_routes(app: web.Application, routes: Iterable[web.AbstractRouteDef]) -> None:
+    """`app.add_routes`, each handler wrapped in `matrix_errors`."""
+    for route in routes:
+        if not isinstance(route, web.RouteDef):
+            raise TypeError(f"only plain routes are supported, not {route!r}")
+        web.RouteDef(route.method, route.path, matrix_errors(route.handler),
+                     route.kwargs).register(app.router)
 
 
 @cache
@@ -196,13 +216,80 @@ MAX_HEADER_FIELD_BYTES = 16384  # one header, name and value; kept different fro
 # so that the limit an error names tells which of the two was exceeded.
 
 
+class _MessageQueue(list[Any]):
+    """The connection's queue of parsed requests not yet handled (pipelining), as a list.
+
+    aiohttp keeps it in a `deque`, whose first block alone is ~0.7 kB, for every connection
+    for its whole life, though it rarely holds more than one request; a list is 56 bytes.
+    aiohttp uses only append, popleft, len and truth on it, and caps it at 32 entries.
+
+    A request enters without `raw_headers`, the bytes copy of its headers (~0.5 kB for a
+    typical client) that Parley never reads (`request.headers` has them as text): aiohttp
+    keeps the message until the request is done, and a long-poll may take minutes."""
+
+    __slots__ = ()
+
+    def append(self, item: Any) -> None:
+        message, payload = item
+        if getattr(message, "raw_headers", None):
+            item = (message._replace(raw_headers=()), payload)
+        super().append(item)
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
 class MatrixRequestHandler(RequestHandler):
     """aiohttp's connection handler, but its own error replies are Matrix JSON as well.
 
     The HTTP parser rejects an over-long request line or header before a request exists, and
     aiohttp then writes a plain-text 400 from `handle_error`; this override writes
     `{"errcode": "M_TOO_LARGE"}` with 414 (line) or 431 (headers) instead, and any other
-    unparseable request as 400 M_UNKNOWN."""
+    unparseable request as 400 M_UNKNOWN.
+
+    It also keeps a connection small while its request waits (`park`): a server with
+    thousands of parked long-polls holds one of these per poll."""
+
+    __slots__ = ("_at_boundary",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._messages = _MessageQueue()  # type: ignore[assignment]
+        self._at_boundary = False  # the bytes received so far end where a request's head ended
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._at_boundary = data.endswith(b"\r\n\r\n")
+
+    def park(self, request: web.BaseRequest) -> None:
+        """`request` is about to wait long (a /sync long-poll): drop what the connection keeps
+        that it will not need before the next request.
+
+        - The idle (keep-alive) timer: aiohttp arms it when a connection opens and again after
+          each response; while a request is handled it only re-arms itself, yet costs a timer
+          (~0.5 kB). `keep_alive(True)` cancels it without changing the connection (one that is
+          handling a request is a keep-alive one); aiohttp arms it again after the response.
+        - The HTTP parser's copy of the last request's headers (as text and as bytes, ~1 kB),
+          which it only lets go when the next request begins: a fresh parser replaces it, but
+          only when it provably holds nothing else: the request has no unread body, no other
+          request is queued, and the last bytes received ended a request's head (so no part
+          of a next request is inside the parser). (The bytes copy of the request's headers
+          is already gone, see `_MessageQueue`.)"""
+        self.keep_alive(True)
+        # The parser's arguments as RequestHandler passes them (aiohttp 3.14; older ones, whose
+        # parser takes no queue size, keep their parser).
+        queue_size = getattr(self, "_max_msg_queue_size", None)
+        if (queue_size is not None and self._at_boundary and not self._messages
+                and request.content.is_eof() and self._payload_parser is None
+                and not self._upgraded and type(self._parser) is web_protocol.HttpRequestParser):
+            manager = self._manager
+            self._parser = web_protocol.HttpRequestParser(
+                self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
+                max_field_size=self.max_field_size, max_headers=self.max_headers,
+                payload_exception=web_protocol.RequestPayloadError,
+                auto_decompress=(manager._kwargs.get("auto_decompress", True)
+                                 if manager is not None else True),
+                max_msg_queue_size=queue_size)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -227,6 +314,34 @@ class MatrixRequestHandler(RequestHandler):
         return resp
 
 
+def park(request: web.Request) -> None:
+    """Tell the connection that `request` may now wait long (see `MatrixRequestHandler.park`)."""
+    protocol = request.protocol
+    if isinstance(protocol, MatrixRequestHandler):
+        protocol.park(request)
+
+
+def _routable(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+              ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """The app's handler, but a request whose target is not a path (`OPTIONS *`, CONNECT's
+    `host:port`), which no route can take, gets a Matrix reply as well: 204 to OPTIONS (CORS
+    preflight, as for every path), else 404 M_UNRECOGNIZED. A plain function that hands back
+    the app's coroutine, so a request costs no extra frame."""
+
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        if request.path.startswith("/"):
+            return handler(request)
+        return _unroutable(request)
+
+    return handle
+
+
+async def _unroutable(request: web.BaseRequest) -> web.StreamResponse:
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=CORS_HEADERS)
+    return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
+
+
 class MatrixServer(web.Server):
     """A `web.Server` whose connections use `MatrixRequestHandler`."""
 
@@ -247,6 +362,7 @@ class MatrixAppRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        return MatrixServer(server.request_handler, request_factory=server.request_factory,
+        return MatrixServer(_routable(server.request_handler),
+                            request_factory=server.request_factory,
                             handler_cancellation=server.handler_cancellation,
                             loop=server._loop, **server._kwargs)

@@ -8,7 +8,6 @@ otherwise. Only positions at or below the streams' `current` mark are ever shown
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, replace
 
 from homeserver.events.filter import EventFilter, SyncFilter
@@ -71,23 +70,28 @@ class SyncService:
 
     async def sync(self, requester: Requester, since: SyncToken | None, flt: SyncFilter,
                    timeout_ms: int, full_state: bool = False) -> SyncResult:
-        """Compute at once; if nothing is new, wait up to timeout for a wake-up and recompute."""
-        deadline = time.monotonic() + max(0, timeout_ms) / 1000
+        """Compute at once; if nothing is new, wait up to timeout for a wake-up and recompute.
+
+        While it waits (a parked long-poll, perhaps thousands at once) it holds no more than
+        its arguments and the notifier's future: the empty result is dropped, and the deadline
+        is the notifier's, not a timer of its own."""
+        user_id = requester.user_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0, timeout_ms) / 1000
+        # Only an incremental sync can wait; the others need no place in the notifier's timer.
+        waits = since is not None and not full_state and timeout_ms > 0
         while True:
-            fut = self._notifier.subscribe(requester.user_id)
+            fut = self._notifier.subscribe(user_id, deadline if waits else None)
             try:
                 result = await self.compute(requester, since, flt, full_state)
-                remaining = deadline - time.monotonic()
-                if not result.empty or since is None or full_state or remaining <= 0:
+                if not result.empty or not waits or loop.time() >= deadline:
                     return result
-                try:
-                    await asyncio.wait_for(fut, remaining)
-                except TimeoutError:
-                    return await self.compute(requester, since, flt, full_state)
-                if self._notifier.closed:  # shutting down: answer with what there is
+                del result
+                if not await fut or self._notifier.closed:
+                    # timed out, or shutting down: answer with what there is
                     return await self.compute(requester, since, flt, full_state)
             finally:
-                self._notifier.unsubscribe(requester.user_id, fut)
+                self._notifier.unsubscribe(user_id, fut, deadline if waits else None)
 
     async def compute(self, requester: Requester, since: SyncToken | None, flt: SyncFilter,
                       full_state: bool) -> SyncResult:

@@ -208,9 +208,11 @@ async def test_long_poll_wakes_on_message(c: Client) -> None:
     eid = await sender
     assert elapsed < 3.0
     assert [e["event_id"] for e in nxt["rooms"]["join"][room]["timeline"]["events"]] == [eid]
-    # With nothing happening the poll waits out its timeout and returns empty.
+    # With nothing happening the poll waits out its timeout and returns empty. (Alice's
+    # presence, online since her send, may have come after the message: catch up first.)
+    caught_up = await c.sync(bob, nxt["next_batch"])
     started = time.monotonic()
-    idle = await c.sync(bob, nxt["next_batch"], timeout=500)
+    idle = await c.sync(bob, caught_up["next_batch"], timeout=500)
     assert time.monotonic() - started >= 0.45
     assert "join" not in idle.get("rooms", {})
 
@@ -389,3 +391,36 @@ async def test_long_poll_wakes_on_invite(c: Client) -> None:
     await task
     assert time.monotonic() - started < 3.0
     assert room in nxt["rooms"]["invite"]
+
+
+async def test_parsed_filters_are_per_user_and_errors_repeat(c: Client) -> None:
+    """Parsed filters are shared between requests: a filter id still means the caller's own
+    filter, and a bad inline filter is refused every time, not only the first."""
+    alice = await c.register()
+    bob = await c.register()
+    eve = await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    for text in ("one", "two", "three"):
+        await c.send(alice, room, text)
+    ids = {}
+    for user, limit in ((alice, 1), (bob, 2)):
+        status, body = await c.request("POST", f"/user/{user.user_id}/filter",
+                                       {"room": {"timeline": {"limit": limit}}},
+                                       token=user.access_token)
+        assert status == 200
+        ids[user.user_id] = body["filter_id"]
+    assert ids[alice.user_id] == ids[bob.user_id]  # per-user ids: the same number
+    fid = ids[alice.user_id]
+    for _ in range(2):
+        a = await c.sync(alice, filter=fid)
+        b = await c.sync(bob, filter=fid)
+        assert len(a["rooms"]["join"][room]["timeline"]["events"]) == 1
+        assert len(b["rooms"]["join"][room]["timeline"]["events"]) == 2
+    status, body = await c.request("GET", "/sync", token=eve.access_token,
+                                   params={"filter": fid})
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND"
+    for _ in range(2):
+        status, body = await c.request("GET", "/sync", token=alice.access_token,
+                                       params={"filter": '{"room": {"timeline": {"limit": "x"}}}'})
+        assert status == 400 and body["errcode"] == "M_BAD_JSON"
