@@ -31,6 +31,7 @@ class EventBuilder:
         self, rv: RoomVersion, room_id: str | None, sender: str, etype: str, content: JsonDict,
         *, state: Mapping[tuple[str, str], EventEntry] | None, extremities: Sequence[str],
         depth: int, state_key: str | None = None, redacts: str | None = None,
+        origin_server_ts: int | None = None,
     ) -> JsonDict:
         """The unsigned PDU. `state` is the state it is authorised against (None for the
         create event); prev_events are the newest forward extremities."""
@@ -38,7 +39,8 @@ class EventBuilder:
             "type": etype,
             "sender": sender,
             "content": content,
-            "origin_server_ts": int(time.time() * 1000),
+            "origin_server_ts": (origin_server_ts if origin_server_ts is not None
+                                 else int(time.time() * 1000)),
         }
         if room_id is not None:
             pdu["room_id"] = room_id
@@ -78,12 +80,12 @@ class EventBuilder:
         self, rv: RoomVersion, room_id: str | None, sender: str, etype: str, content: JsonDict,
         *, state: Mapping[tuple[str, str], EventEntry] | None, extremities: Sequence[str],
         depth: int, state_key: str | None = None, redacts: str | None = None,
-        known: Mapping[str, EventEntry] | None = None,
+        known: Mapping[str, EventEntry] | None = None, origin_server_ts: int | None = None,
     ) -> tuple[str, JsonDict]:
         """`known`: events by id, for the hashes v1/v2 rooms cite prev and auth events with."""
         pdu = self.template(rv, room_id, sender, etype, content, state=state,
                             extremities=extremities, depth=depth, state_key=state_key,
-                            redacts=redacts)
+                            redacts=redacts, origin_server_ts=origin_server_ts)
         hashes = None
         if not rv.reference_hash_event_ids and known is not None:
             cited = event_ids_of(pdu["prev_events"]) + event_ids_of(pdu["auth_events"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import string
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,6 +64,11 @@ class _Pending:
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+class _RoomIdTaken(Exception):
+    """The create event's hash names a room that exists already (built again with a later
+    timestamp)."""
+
+
 def _fail(item: _Pending, e: BaseException) -> None:
     if not item.fut.done():
         item.fut.set_exception(e if isinstance(e, Exception) else RuntimeError("cancelled"))
@@ -85,6 +91,7 @@ class RoomService:
         self._cache = cache
         self._default_version = default_version
         self._txns: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._last_create_ts = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -460,7 +467,18 @@ class RoomService:
     # ------------------------------------------------------------------ create
 
     async def create_room(self, requester: Requester, body: JsonDict) -> str:
-        """createRoom: the room with its initial state, the creator joined with their profile."""
+        """createRoom: the room with its initial state, the creator joined with their profile.
+
+        A v12 room id is its create event's hash; in the unlikely case another process made
+        the same create event (same creator, content and millisecond), it is built again."""
+        for _ in range(3):
+            try:
+                return await self._create_room_once(requester, body)
+            except _RoomIdTaken:
+                continue
+        raise MatrixError(503, Codes.UNKNOWN, "Could not allocate a room id; please retry")
+
+    async def _create_room_once(self, requester: Requester, body: JsonDict) -> str:
         version_id = body.get("room_version", self._default_version)
         rv = ROOM_VERSIONS.get(version_id) if isinstance(version_id, str) else None
         if rv is None:
@@ -497,9 +515,18 @@ class RoomService:
                 create_content.setdefault("additional_creators", extra)
 
         if rv.room_id_is_create_event_hash:
-            create_id, create_pdu = self._build(None, rv, None, creator, "m.room.create",
-                                                create_content, "")
+            # The room id is the create event's hash: two rooms created by one user with the
+            # same content in the same millisecond would get one id, so every create event of
+            # this process takes a later timestamp than the one before.
+            ts = max(int(time.time() * 1000), self._last_create_ts + 1)
+            self._last_create_ts = ts
+            check_local_event("m.room.create", "", create_content, rv.strict_canonical_json)
+            create_id, create_pdu = self._builder.build(
+                rv, None, creator, "m.room.create", create_content, state=None, extremities=[],
+                depth=0, state_key="", origin_server_ts=ts)
             room_id = room_id_for_create_event(create_id)
+            if self.rooms.loaded(room_id) is not None:
+                raise _RoomIdTaken
         else:
             room_id = "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) \
                 + ":" + self.server_name
@@ -523,9 +550,13 @@ class RoomService:
                                           visibility == "public", batch)
                 self.rooms.add(room)
                 await self._writer.commit(room, batch, add_alias)
-            except BaseException:
+            except BaseException as e:
                 self._writer.abort(batch)
-                self.rooms.drop(room_id)
+                if self.rooms.loaded(room_id) is room:
+                    self.rooms.drop(room_id)
+                if isinstance(e, asyncpg.UniqueViolationError) and \
+                        e.constraint_name == "rooms_pkey":
+                    raise _RoomIdTaken from e
                 raise
         return room_id
 

@@ -663,3 +663,13 @@ async def test_failed_create_room_leaves_nothing_behind(c: Client) -> None:
     status, alias = await c.request(
         "GET", f"/directory/room/%23doomed{alice.user_id[2:8]}:parley.test")
     assert status == 200 and alias["room_id"] == room
+
+
+async def test_identical_rooms_created_at_once_get_distinct_ids(c: Client) -> None:
+    """A v12 room id is its create event's hash: the same user creating the same room many
+    times in one millisecond must still get a new room each time (not a 500)."""
+    import asyncio
+
+    alice = await c.register()
+    ids = await asyncio.gather(*(c.create_room(alice) for _ in range(20)))
+    assert len(set(ids)) == 20
