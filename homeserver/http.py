@@ -76,6 +76,11 @@ def matrix_errors(handler: Handler) -> Handler:
             return error_response(MatrixError(405, Codes.UNRECOGNIZED, "Unrecognized request"))
         except web.HTTPException:
             raise
+        except ConnectionResetError:
+            # The client went away (e.g. while its body was being read): nothing is wrong
+            # here and nobody is left to answer; not an error worth a traceback.
+            log.debug("client disconnected during %s %s", request.method, request.path)
+            return error_response(MatrixError(400, Codes.UNKNOWN, "Connection reset"))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return error_response(MatrixError(500, Codes.UNKNOWN, "Internal server error"))

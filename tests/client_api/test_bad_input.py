@@ -533,3 +533,29 @@ async def test_long_path_parameter_is_invalid_param(check: Checker,
                         token=u.access_token, errcode="M_INVALID_PARAM")
     await check.refused("PUT", f"/user/{u.user_id}/rooms/{r}/account_data/{'😀' * 300}", {},
                         token=u.access_token, errcode="M_INVALID_PARAM")
+
+
+async def test_a_client_leaving_mid_body_is_not_a_server_error(
+        c: Client, server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    """A request whose client disconnects before its body is complete changes nothing and is
+    not logged as an unhandled error."""
+    import asyncio
+    import logging
+
+    u = await c.register()
+    room = await c.create_room(u)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    caplog.set_level(logging.INFO)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write((f"PUT /_matrix/client/v3/rooms/{room}/state/m.room.topic HTTP/1.1\r\n"
+                  f"Host: x\r\nAuthorization: Bearer {u.access_token}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                  '{"topic": "half').encode())
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    await asyncio.sleep(0.5)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    status, _ = await c.request("GET", f"/rooms/{room}/state/m.room.topic",
+                                token=u.access_token)
+    assert status == 404  # no topic was set
