@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from homeserver.errors import Codes, MatrixError, bad_json
+from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth import auth_event_types
-from homeserver.events.format import NotCanonicalJson, check_event_values, event_ids_of
+from homeserver.events.format import event_ids_of
 from homeserver.events.hashing import EventTooLarge, check_event_size, finalize_event
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import RoomVersion
+from homeserver.events.validation import check_local_event
 from homeserver.signing import ServerSigningKey
 from homeserver.types import JsonDict
 
@@ -64,16 +65,12 @@ class EventBuilder:
     def finalize(self, rv: RoomVersion, pdu: JsonDict,
                  event_hashes: Mapping[str, str] | None = None) -> tuple[str, JsonDict]:
         """Hash and sign; (event_id, PDU). v1/v2 cite prev and auth events with their
-        content hashes (`event_hashes`). Raises MatrixError M_TOO_LARGE past the size limits
-        and M_BAD_JSON for values Canonical JSON cannot carry (v6+)."""
+        content hashes (`event_hashes`). Raises MatrixError M_TOO_LARGE past the size limits."""
         try:
             event_id, signed = finalize_event(pdu, rv, self._key, event_hashes=event_hashes)
             check_event_size(signed)
-            check_event_values(rv, signed)
         except EventTooLarge as e:
             raise MatrixError(413, Codes.TOO_LARGE, f"Event too large: {e}") from e
-        except NotCanonicalJson as e:
-            raise bad_json(f"Room version {rv.identifier} needs Canonical JSON: {e}") from e
         return event_id, signed
 
     def build(
@@ -82,7 +79,11 @@ class EventBuilder:
         depth: int, state_key: str | None = None, redacts: str | None = None,
         known: Mapping[str, EventEntry] | None = None, origin_server_ts: int | None = None,
     ) -> tuple[str, JsonDict]:
-        """`known`: events by id, for the hashes v1/v2 rooms cite prev and auth events with."""
+        """`known`: events by id, for the hashes v1/v2 rooms cite prev and auth events with.
+
+        The content is checked first, once (canonical JSON numbers from v6, storable text):
+        every other field of the PDU is the builder's own."""
+        check_local_event(etype, state_key, content, rv.strict_canonical_json)
         pdu = self.template(rv, room_id, sender, etype, content, state=state,
                             extremities=extremities, depth=depth, state_key=state_key,
                             redacts=redacts, origin_server_ts=origin_server_ts)

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from homeserver.events.auth import AuthError, auth_event_types, check_auth, user_power_level
+from homeserver.events.format import event_ids_of as referenced_ids  # either PDU format
 from homeserver.events.hashing import create_event_id_for_room
 from homeserver.events.room_versions import RoomVersion
 
@@ -50,23 +51,6 @@ class EventFetcher(Protocol):
 
 
 # ----------------------------------------------------------------------------- PDU helpers
-
-
-def referenced_ids(refs: object) -> list[str]:
-    """Event IDs of ``auth_events``/``prev_events`` in either PDU format.
-
-    Room versions 1 and 2 list ``[event_id, {"sha256": ...}]`` pairs, 3+ plain ID strings;
-    anything else in the list is ignored rather than trusted.
-    """
-    if not isinstance(refs, list):
-        return []
-    ids: list[str] = []
-    for ref in refs:
-        if isinstance(ref, str):
-            ids.append(ref)
-        elif isinstance(ref, list | tuple) and ref and isinstance(ref[0], str):
-            ids.append(ref[0])
-    return ids
 
 
 def state_key_of(pdu: Mapping[str, Any]) -> StateKey | None:

@@ -28,7 +28,6 @@ from homeserver.events.builder import EventBuilder
 from homeserver.events.hashing import room_id_for_create_event
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
-from homeserver.events.validation import check_local_event
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.state_checks import bad_alias, new_canonical_aliases
@@ -131,8 +130,6 @@ class RoomService:
     def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
                sender: str, etype: str, content: JsonDict, state_key: str | None = None,
                redacts: str | None = None) -> tuple[str, JsonDict]:
-        # Canonical JSON (v6+) and storable text: 400 before anything is built.
-        check_local_event(etype, state_key, content, rv.strict_canonical_json)
         if room is None:
             return self._builder.build(rv, room_id, sender, etype, content, state=None,
                                        extremities=[], depth=0, state_key=state_key)
@@ -520,7 +517,6 @@ class RoomService:
             # this process takes a later timestamp than the one before.
             ts = max(int(time.time() * 1000), self._last_create_ts + 1)
             self._last_create_ts = ts
-            check_local_event("m.room.create", "", create_content, rv.strict_canonical_json)
             create_id, create_pdu = self._builder.build(
                 rv, None, creator, "m.room.create", create_content, state=None, extremities=[],
                 depth=0, state_key="", origin_server_ts=ts)

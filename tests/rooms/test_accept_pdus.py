@@ -106,14 +106,19 @@ async def _setup(c: Client, server: Server, key: ServerSigningKey, version: str
                              await remote.extremities(), state_key=bob)
     assert join.rejected is None and not join.soft_failed
     # Alice gives bob power 50, so his topic changes are allowed.
-    status, pl = await c.request("GET", f"/rooms/{room_id}/state/m.room.power_levels",
-                                 token=alice.access_token)
-    assert status == 200
-    pl["users"] = {**pl.get("users", {}), bob: 50}
-    status, _ = await c.request("PUT", f"/rooms/{room_id}/state/m.room.power_levels", pl,
-                                alice.access_token)
-    assert status == 200
+    await _set_power(c, alice, room_id, bob, 50)
     return alice, remote, room_id, bob
+
+
+async def _set_power(c: Client, admin: User, room_id: str, user: str, level: int) -> None:
+    """`admin` (a local user) sets `user`'s power level in the room over HTTP."""
+    status, pl = await c.request("GET", f"/rooms/{room_id}/state/m.room.power_levels",
+                                 token=admin.access_token)
+    assert status == 200
+    pl["users"] = {**pl.get("users", {}), user: level}
+    status, _ = await c.request("PUT", f"/rooms/{room_id}/state/m.room.power_levels", pl,
+                                admin.access_token)
+    assert status == 200
 
 
 async def _topic(c: Client, user: User, room_id: str) -> str:
@@ -175,12 +180,7 @@ async def test_a_concurrent_ban_wins_over_the_banned_users_state(
     join = await remote.send(carol, "m.room.member", {"membership": "join"},
                              await remote.extremities(), state_key=carol)
     assert join.rejected is None
-    status, pl = await c.request("GET", f"/rooms/{room_id}/state/m.room.power_levels",
-                                 token=alice.access_token)
-    pl["users"][carol] = 100
-    status, _ = await c.request("PUT", f"/rooms/{room_id}/state/m.room.power_levels", pl,
-                                alice.access_token)
-    assert status == 200
+    await _set_power(c, alice, room_id, carol, 100)
     status, _ = await c.request("PUT", f"/rooms/{room_id}/state/m.room.topic",
                                 {"topic": "original"}, alice.access_token)
     assert status == 200
@@ -320,12 +320,7 @@ async def test_a_merge_that_drops_a_join_updates_memberships(
     carol = f"@carol:{REMOTE}"
     await remote.send(carol, "m.room.member", {"membership": "join"},
                       await remote.extremities(), state_key=carol)
-    status, pl = await c.request("GET", f"/rooms/{room_id}/state/m.room.power_levels",
-                                 token=alice.access_token)
-    pl["users"][carol] = 100
-    status, _ = await c.request("PUT", f"/rooms/{room_id}/state/m.room.power_levels", pl,
-                                alice.access_token)
-    assert status == 200
+    await _set_power(c, alice, room_id, carol, 100)
     fork = await remote.extremities()
     dave = f"@dave:{REMOTE}"
     members = server.hs.rooms._members
