@@ -194,3 +194,18 @@ class KeyStore:
                 " WHERE stream_id > $1 AND stream_id <= $2 AND user_id = ANY($3::text[])",
                 since, upto, user_ids)
         return {r["user_id"] for r in rows}
+
+    # -- dehydrated devices (MSC3814)
+    async def dehydrated_device(self, conn: Conn, user_id: str) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            "SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = $1", user_id)
+
+    async def set_dehydrated_device(self, conn: Conn, user_id: str, device_id: str,
+                                    device_data: str) -> None:
+        await conn.execute(
+            "INSERT INTO dehydrated_devices (user_id, device_id, device_data) VALUES ($1, $2, $3)",
+            user_id, device_id, device_data)
+
+    async def lock_user_dehydration(self, conn: Conn, user_id: str) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('e2e_dehydrated:' || $1))",
+                           user_id)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from client_api import (
     account_data,
+    dehydrated,
     devices,
     directory,
     keys,
@@ -30,6 +31,7 @@ from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
 from client_api.websocket import setup as setup_websockets
 from e2ee.cross_signing import CrossSigningService
+from e2ee.dehydrated import DehydratedDeviceService
 from e2ee.device_keys import DeviceKeyService
 from e2ee.device_lists import DeviceListService
 from e2ee.keys_store import KeyStore
@@ -114,6 +116,7 @@ class Homeserver:
     keys: DeviceKeyService | None = None
     cross_signing: CrossSigningService | None = None
     device_lists: DeviceListService | None = None
+    dehydrated: DehydratedDeviceService | None = None
 
 
 async def open_stream(db: Database, name: str, sequence: str, notifier: Notifier) -> Stream:
@@ -205,6 +208,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     to_device_store = ToDeviceStore()
     hs.to_device = ToDeviceService(db, to_device_store, notifier, to_device_stream)
     sources.to_device = hs.to_device
+    hs.dehydrated = DehydratedDeviceService(db, key_store, user_store, device_keys,
+                                            device_lists, hs.to_device)
     # -- presence
     presence_stream = await open_stream(db, "presence", "presence_seq", notifier)
     presence_stream.block = 1000
@@ -242,9 +247,11 @@ def make_app(hs: Homeserver) -> web.Application:
         limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(hs.uia),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
         keys=hs.keys, cross_signing=hs.cross_signing, device_lists=hs.device_lists,
+        dehydrated=hs.dehydrated,
     )
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
-                   to_device, receipts, presence, tags, user_directory, pushrules, keys):
+                   to_device, receipts, presence, tags, user_directory, pushrules, keys,
+                   dehydrated):
         add_routes(app, module.routes)
     # Last, so they only see what no route took (and every path gets a Matrix error).
     catch_all: list[web.AbstractResource] = []

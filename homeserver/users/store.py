@@ -110,8 +110,10 @@ class UserStore:
 
     async def devices(self, conn: Conn, user_id: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(
-            "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
-            " WHERE user_id = $1 ORDER BY device_id", user_id,
+            "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices d"
+            " WHERE user_id = $1 AND NOT EXISTS (SELECT 1 FROM dehydrated_devices h"
+            " WHERE h.user_id = d.user_id AND h.device_id = d.device_id)"
+            " ORDER BY device_id", user_id,
         ))
 
     async def device(self, conn: Conn, user_id: str, device_id: str) -> asyncpg.Record | None:
