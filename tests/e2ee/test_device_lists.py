@@ -148,3 +148,17 @@ async def test_sync_carries_key_counts_for_the_syncing_device(c: Client) -> None
     assert (await upload(c, alice, {"one_time_keys": dev.one_time_keys(4)}))[0] == 200
     assert (await c.sync(alice))["device_one_time_keys_count"] == {"signed_curve25519": 4}
     assert (await c.sync(phone))["device_one_time_keys_count"] == {"signed_curve25519": 0}
+
+
+async def test_a_new_login_is_a_change_for_own_devices_and_room_members(c: Client) -> None:
+    alice, bob = await c.register(), await c.register()
+    await shared_room(c, alice, bob)
+    a0 = (await c.sync(alice))["next_batch"]
+    b0 = (await c.sync(bob))["next_batch"]
+    await login(c, bob, "TABLET")
+    assert lists(await c.sync(alice, since=a0))[0] == [bob.user_id]
+    assert bob.user_id in lists(await c.sync(bob, since=b0))[0]
+    # logging in again on the same device is no change
+    a1 = (await c.sync(alice))["next_batch"]
+    await login(c, bob, "TABLET")
+    assert lists(await c.sync(alice, since=a1)) == ([], [])
