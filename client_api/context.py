@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from e2ee.backup import KeyBackupService
 from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
@@ -51,6 +52,7 @@ class ClientContext:
     receipts: ReceiptService | None = None
     to_device: ToDeviceService | None = None
     presence: PresenceService | None = None
+    key_backup: KeyBackupService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -19,6 +19,7 @@ from client_api import (
     pushrules,
     receipts,
     register,
+    room_keys,
     rooms,
     sync,
     tags,
@@ -28,6 +29,8 @@ from client_api import (
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
 from client_api.websocket import setup as setup_websockets
+from e2ee.backup import KeyBackupService
+from e2ee.backup_store import KeyBackupStore
 from e2ee.store import ToDeviceStore
 from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
@@ -104,6 +107,7 @@ class Homeserver:
     receipts: ReceiptService | None = None
     to_device: ToDeviceService | None = None
     presence: PresenceService | None = None
+    key_backup: KeyBackupService | None = None
     writer: RoomWriter | None = None
     event_stream: Stream | None = None
 
@@ -200,6 +204,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     if config.presence_enabled:
         sources.presence = hs.presence
     hs.background.append(hs.presence)
+    # -- server-side key backup
+    hs.key_backup = KeyBackupService(db, KeyBackupStore())
     return hs
 
 
@@ -225,8 +231,9 @@ def make_app(hs: Homeserver) -> web.Application:
         limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(hs.uia),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
     )
+    app[CTX].key_backup = hs.key_backup
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
-                   to_device, receipts, presence, tags, user_directory, pushrules):
+                   to_device, receipts, presence, tags, user_directory, pushrules, room_keys):
         add_routes(app, module.routes)
     # Last, so they only see what no route took (and every path gets a Matrix error).
     catch_all: list[web.AbstractResource] = []

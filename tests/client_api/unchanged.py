@@ -14,6 +14,7 @@ TABLES = (
     "current_state", "state_groups", "state_group_entries", "room_memberships",
     "forgotten_rooms", "room_aliases", "event_txn_ids", "account_data", "filters", "receipts",
     "to_device_inbox", "to_device_txns", "push_rule_changes",
+    "room_key_backup_versions", "room_key_backup_sessions",
 )
 
 
