@@ -180,6 +180,17 @@ def test_uploads_refused(body: dict[str, Any], room_id: str | None, session_id: 
     assert _err(parse_uploads, body, ALG, room_id, session_id)[1] == errcode
 
 
+def test_uploads_are_bounded_per_request() -> None:
+    from e2ee.backup_rules import MAX_SESSIONS_PER_REQUEST
+
+    half = MAX_SESSIONS_PER_REQUEST // 2
+    ok = {"rooms": {"!a:x": {"sessions": {str(i): good() for i in range(half)}},
+                    "!b:x": {"sessions": {str(i): good() for i in range(half)}}}}
+    assert len(parse_uploads(ok, ALG)) == MAX_SESSIONS_PER_REQUEST
+    ok["rooms"]["!c:x"] = {"sessions": {"one": good()}}
+    assert _err(parse_uploads, ok, ALG) == (413, "M_TOO_LARGE")
+
+
 def test_uploads_three_forms_are_one_shape() -> None:
     k = parse_room_key(good(), "body", ALG)
     assert parse_uploads(good(), ALG, "!r:x", "s/1+") == {("!r:x", "s/1+"): k}
