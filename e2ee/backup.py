@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 
 from e2ee.backup_rules import (
-    ALGORITHMS,
     RoomKey,
+    algorithm_of,
     check_room_id,
     check_session_id,
     parse_uploads,
@@ -127,7 +127,7 @@ class KeyBackupService:
         if info is None:
             raise _unknown(version)
         # The algorithm of a version never changes, so the body is checked before the lock.
-        uploads = parse_uploads(body, ALGORITHMS[info["algorithm"]], room_id, session_id)
+        uploads = parse_uploads(body, algorithm_of(info["algorithm"]), room_id, session_id)
         async with self._db.transaction() as conn:
             row = await self._store.lock_version(conn, user_id, number)
             if row is None:  # deleted meanwhile

@@ -112,12 +112,25 @@ def _check_session_data_curve25519(session_data: JsonDict, where: str) -> None:
 class Algorithm:
     check_auth_data: Callable[[JsonDict], None]
     check_session_data: Callable[[JsonDict, str], None]
+    opaque: bool = False  # an algorithm the spec does not define: its data are stored as sent
 
 
-# The spec's algorithms; Synapse accepts any string, the spec's schema lists this one.
+def _no_check(*_: Any) -> None:
+    return None
+
+
+# The spec defines one algorithm, and its data are checked. Others (a client's own, or a test
+# suite's) are stored as opaque JSON, as the reference server does: the server has nothing to
+# check in data whose format no spec gives, and refusing them would break such clients.
 ALGORITHMS: dict[str, Algorithm] = {
     CURVE25519_AES_SHA2: Algorithm(_check_auth_data_curve25519, _check_session_data_curve25519),
 }
+OPAQUE = Algorithm(_no_check, _no_check, opaque=True)
+MAX_ALGORITHM_LENGTH = 255
+
+
+def algorithm_of(name: str) -> Algorithm:
+    return ALGORITHMS.get(name, OPAQUE)
 
 
 # ------------------------------------------------------------------ request bodies
@@ -133,12 +146,12 @@ def parse_version_info(body: JsonDict) -> tuple[str, str]:
         raise bad_json("algorithm must be a string")
     if "auth_data" not in body:
         raise bad_json("auth_data is required")
+    if not algorithm or len(algorithm) > MAX_ALGORITHM_LENGTH:
+        raise invalid(f"algorithm must be 1 to {MAX_ALGORITHM_LENGTH} characters")
     auth_data = body["auth_data"]
-    if not isinstance(auth_data, dict):
+    spec = algorithm_of(algorithm)
+    if not isinstance(auth_data, dict) and not spec.opaque:
         raise bad_json("auth_data must be an object")
-    spec = ALGORITHMS.get(algorithm)
-    if spec is None:
-        raise invalid(f"Unsupported backup algorithm (supported: {', '.join(ALGORITHMS)})")
     raw = orjson.dumps(auth_data).decode()
     if len(raw) > MAX_AUTH_DATA_BYTES:
         raise MatrixError(413, Codes.TOO_LARGE, "auth_data is too large")
@@ -166,12 +179,13 @@ def parse_room_key(body: Any, where: str, algorithm: Algorithm) -> RoomKey:
     if not isinstance(body["is_verified"], bool):
         raise bad_json(f"{where}.is_verified must be a boolean")
     session_data = body["session_data"]
-    if not isinstance(session_data, dict):
+    if not isinstance(session_data, dict) and not algorithm.opaque:
         raise bad_json(f"{where}.session_data must be an object")
     raw = orjson.dumps(session_data).decode()
     if len(raw) > MAX_SESSION_DATA_BYTES:
         raise MatrixError(413, Codes.TOO_LARGE, f"{where}.session_data is too large")
-    algorithm.check_session_data(session_data, where)
+    if isinstance(session_data, dict):
+        algorithm.check_session_data(session_data, where)
     return RoomKey(first, forwarded, body["is_verified"], raw)
 
 

@@ -14,6 +14,7 @@ from e2ee.backup_rules import (
     CURVE25519_AES_SHA2,
     MAX_SESSION_DATA_BYTES,
     RoomKey,
+    algorithm_of,
     parse_room_key,
     parse_uploads,
     parse_version,
@@ -104,8 +105,9 @@ def _err(fn: Any, *args: Any) -> tuple[int, str]:
     ({"algorithm": CURVE25519_AES_SHA2,
       "auth_data": {"public_key": PUBLIC_KEY, "signatures": {"@a:b": {"ed25519:D": 1}}}},
      "M_BAD_JSON"),
-    ({"algorithm": "m.megolm_backup.v2", "auth_data": {"public_key": PUBLIC_KEY}},
-     "M_INVALID_PARAM"),
+    ({"algorithm": "", "auth_data": {}}, "M_INVALID_PARAM"),
+    ({"algorithm": "x" * 256, "auth_data": {}}, "M_INVALID_PARAM"),
+    ({"algorithm": "m.other", "auth_data": "x" * 70_000}, "M_TOO_LARGE"),
     ({"algorithm": CURVE25519_AES_SHA2,
       "auth_data": {"public_key": PUBLIC_KEY, "x": "y" * 70_000}}, "M_TOO_LARGE"),
 ])
@@ -197,3 +199,19 @@ def test_uploads_three_forms_are_one_shape() -> None:
     assert parse_uploads({"sessions": {"s/1+": good()}}, ALG, "!r:x") == {("!r:x", "s/1+"): k}
     assert parse_uploads({"rooms": {"!r:x": {"sessions": {"s/1+": good()}},
                                     "!q:x": {"sessions": {}}}}, ALG) == {("!r:x", "s/1+"): k}
+
+
+@pytest.mark.parametrize("auth_data", ["anopaquestring", {"any": ["thing"]}, 5, None])
+def test_unknown_algorithms_keep_opaque_auth_data(auth_data: Any) -> None:
+    algorithm, raw = parse_version_info({"algorithm": "m.megolm_backup.v1",
+                                         "auth_data": auth_data})
+    assert algorithm == "m.megolm_backup.v1" and orjson.loads(raw) == auth_data
+
+
+def test_unknown_algorithms_keep_opaque_session_data() -> None:
+    key = parse_room_key({"first_message_index": 1, "forwarded_count": 0, "is_verified": False,
+                          "session_data": "anopaquestring"}, "body", algorithm_of("m.x"))
+    assert orjson.loads(key.session_data) == "anopaquestring"
+    with pytest.raises(MatrixError):  # the spec's algorithm still needs its object
+        parse_room_key({"first_message_index": 1, "forwarded_count": 0, "is_verified": False,
+                        "session_data": "anopaquestring"}, "body", ALG)
