@@ -54,23 +54,26 @@ class DeviceListService:
         return out
 
     @asynccontextmanager
-    async def change(self, user_id: str) -> AsyncIterator[int]:
+    async def change(self, user_id: str, only_self: bool = False) -> AsyncIterator[int]:
         """A stream position for a change of `user_id`'s devices or keys: write it with
         `record` inside the transaction that makes the change. When the block ends (committed
-        or not), the position is finished and the user's co-members are woken."""
+        or not), the position is finished and the user's co-members (only the user, for a
+        change only they may hear of) are woken."""
         pos = await self.stream.allocate()
         wake: set[str] = {user_id}
         try:
             yield pos
         finally:
             try:
-                wake = await self.co_members(user_id)
+                if not only_self:
+                    wake = await self.co_members(user_id)
             except Exception:  # waking fewer users must not lose the position
                 log.exception("could not compute who shares a room with %s", user_id)
             self.stream.finish(pos, wake=wake)
 
-    async def record(self, conn: Conn, pos: int, user_id: str, device_ids: list[str]) -> None:
-        await self._store.add_device_list_changes(conn, pos, user_id, device_ids)
+    async def record(self, conn: Conn, pos: int, user_id: str, device_ids: list[str],
+                     only_self: bool = False) -> None:
+        await self._store.add_device_list_changes(conn, pos, user_id, device_ids, only_self)
 
     async def for_sync(self, user_id: str, memberships: Mapping[str, Membership],
                        since_lists: int, upto_lists: int, since_events: int,
@@ -91,8 +94,8 @@ class DeviceListService:
         if since_lists < upto_lists:
             async with self._db.connection() as conn:
                 users = await self._store.users_changed_between(conn, since_lists, upto_lists)
-            for other in users:
-                if await shares(other):
+            for other, public in users.items():
+                if (public or other == user_id) and await shares(other):
                     changed.add(other)
         if since_events < upto_events:
             for other, membership in await self._member_changes(

@@ -137,7 +137,8 @@ class DeviceChanges(Protocol):
     """The device list stream (e2ee/device_lists.py): others' clients learn from it that a
     device went or was renamed, in the same transaction as the change."""
 
-    def change(self, user_id: str) -> AbstractAsyncContextManager[int]: ...
+    def change(self, user_id: str, only_self: bool = False
+               ) -> AbstractAsyncContextManager[int]: ...
 
     async def record(self, conn: Conn, pos: int, user_id: str,
                      device_ids: list[str]) -> None: ...
