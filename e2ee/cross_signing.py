@@ -90,8 +90,9 @@ class CrossSigningService:
                                                                [old["public_key"]])
                 await self._store.set_cross_signing_key(conn, user_id, usage, pub,
                                                         orjson.dumps(key).decode(), pos)
-            await self._lists.record(conn, pos, user_id, [CROSS_SIGNING],
-                                     only_self=set(changed) == {"user_signing"})
+            await self._lists.record(
+                conn, pos, user_id, [CROSS_SIGNING],
+                only_for=user_id if set(changed) == {"user_signing"} else None)
         return True
 
     async def upload_signatures(self, requester: Requester, body: JsonDict) -> JsonDict:
@@ -108,7 +109,7 @@ class CrossSigningService:
         failures: dict[str, JsonDict] = {}
         rows: list[tuple[str, str, str, str, str]] = []
         changed_devices: set[str] = set()  # of ours that others are told about
-        signed_others = False  # our verification of other users: our own devices' business
+        signed_others: set[str] = set()  # users we verified: a change only we hear of
 
         def fail(user_id: str, key_id: str, code: str, msg: str) -> None:
             failures.setdefault(user_id, {})[key_id] = _failure(code, msg)
@@ -165,7 +166,7 @@ class CrossSigningService:
                 for kid, sig in good:
                     rows.append((me, kid, user_id, key_id, sig))
                 if user_id != me:
-                    signed_others = True
+                    signed_others.add(user_id)
                 else:
                     changed_devices.add(key_id if key_id in my_devices else CROSS_SIGNING)
         if rows:
@@ -174,7 +175,7 @@ class CrossSigningService:
                 await self._store.add_signatures(conn, rows)
                 if changed_devices:
                     await self._lists.record(conn, pos, me, sorted(changed_devices))
-                elif signed_others:
-                    await self._lists.record(conn, pos, me, [CROSS_SIGNING], only_self=True)
+                for other in sorted(signed_others):
+                    await self._lists.record(conn, pos, other, [CROSS_SIGNING], only_for=me)
         return {"failures": failures}
 

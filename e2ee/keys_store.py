@@ -176,18 +176,19 @@ class KeyStore:
 
     # -- the device list stream
     async def add_device_list_changes(self, conn: Conn, stream_id: int, user_id: str,
-                                      device_ids: list[str], only_self: bool = False) -> None:
+                                      device_ids: list[str], only_for: str | None = None) -> None:
         await conn.execute(
-            "INSERT INTO device_list_changes (stream_id, user_id, device_id, only_self)"
+            "INSERT INTO device_list_changes (stream_id, user_id, device_id, only_for)"
             " SELECT $1, $2, d, $4 FROM unnest($3::text[]) AS d ON CONFLICT DO NOTHING",
-            stream_id, user_id, device_ids, only_self)
+            stream_id, user_id, device_ids, only_for)
 
-    async def users_changed_between(self, conn: Conn, since: int, upto: int) -> dict[str, bool]:
-        """{user_id: whether others may hear of it} for the changes in (since, upto]."""
+    async def users_changed_between(self, conn: Conn, since: int,
+                                    upto: int) -> list[tuple[str, str | None]]:
+        """Distinct (user_id, only_for) of the changes in (since, upto]."""
         rows = await conn.fetch(
-            "SELECT user_id, bool_or(NOT only_self) AS public FROM device_list_changes"
-            " WHERE stream_id > $1 AND stream_id <= $2 GROUP BY user_id", since, upto)
-        return {r["user_id"]: bool(r["public"]) for r in rows}
+            "SELECT DISTINCT user_id, only_for FROM device_list_changes"
+            " WHERE stream_id > $1 AND stream_id <= $2", since, upto)
+        return [(r["user_id"], r["only_for"]) for r in rows]
 
     # -- dehydrated devices (MSC3814)
     async def dehydrated_device(self, conn: Conn, user_id: str) -> asyncpg.Record | None:
