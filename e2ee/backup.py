@@ -113,6 +113,11 @@ class KeyBackupService:
             if not deleted:
                 await self._store.delete_version(conn, user_id, number)
 
+    async def forget_user(self, user_id: str) -> None:
+        """A deactivated account keeps no backup: its keys are of no use to anyone."""
+        async with self._db.transaction() as conn:
+            await self._store.delete_all(conn, user_id)
+
     # ------------------------------------------------------------------ keys
 
     async def put_keys(self, user_id: str, version: str, body: JsonDict,

@@ -108,6 +108,13 @@ class KeyBackupStore:
             "UPDATE room_key_backup_versions SET deleted = TRUE, auth_data = '{}', key_count = 0"
             " WHERE user_id = $1 AND version = $2", user_id, version)
 
+    async def delete_all(self, conn: Conn, user_id: str) -> None:
+        """Every version of the user deleted, with its keys (account deactivation)."""
+        await conn.execute("DELETE FROM room_key_backup_sessions WHERE user_id = $1", user_id)
+        await conn.execute(
+            "UPDATE room_key_backup_versions SET deleted = TRUE, auth_data = '{}', key_count = 0"
+            " WHERE user_id = $1 AND NOT deleted", user_id)
+
     async def set_counts(self, conn: Conn, user_id: str, version: int, etag: int,
                          key_count: int) -> None:
         await conn.execute("UPDATE room_key_backup_versions SET etag = $3, key_count = $4"

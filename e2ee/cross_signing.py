@@ -95,6 +95,13 @@ class CrossSigningService:
                 only_for=user_id if set(changed) == {"user_signing"} else None)
         return True
 
+    async def forget_user(self, user_id: str) -> None:
+        """A deactivated account's cross-signing keys go, and its signatures with them; users
+        sharing a room are told (their clients stop trusting the old identity)."""
+        async with self._lists.change(user_id) as pos, self._db.transaction() as conn:
+            await self._store.delete_cross_signing(conn, user_id)
+            await self._lists.record(conn, pos, user_id, [CROSS_SIGNING])
+
     async def upload_signatures(self, requester: Requester, body: JsonDict) -> JsonDict:
         """Verify and store each signature; what fails is reported per key, not raised."""
         me = requester.user_id

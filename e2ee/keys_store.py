@@ -145,6 +145,11 @@ class KeyStore:
             " key_json = EXCLUDED.key_json, stream_id = EXCLUDED.stream_id",
             user_id, key_type, public_key, key_json, stream_id)
 
+    async def delete_cross_signing(self, conn: Conn, user_id: str) -> None:
+        await conn.execute("DELETE FROM e2e_cross_signing_keys WHERE user_id = $1", user_id)
+        await conn.execute("DELETE FROM e2e_signatures WHERE signer_user_id = $1"
+                           " OR target_user_id = $1", user_id)
+
     async def delete_signatures_by(self, conn: Conn, signer_user_id: str,
                                    signer_key_id: str) -> None:
         await conn.execute(

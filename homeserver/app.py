@@ -228,6 +228,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(hs.presence)
     # -- server-side key backup
     hs.key_backup = KeyBackupService(db, KeyBackupStore())
+    accounts.on_deactivate += [hs.key_backup.forget_user, cross_signing.forget_user]
     return hs
 
 
