@@ -42,11 +42,13 @@ async def events_post(request: web.Request) -> web.Response:
     requester = await auth(request)
     body = await read_json(request, allow_empty=True)
     return json_response(await _svc(request).events(
-        requester, request.match_info["device_id"], body.get("next_batch")))
+        requester, request.match_info["device_id"], body.get("next_batch"), always_next=True))
 
 
 @routes.get(U + "/{device_id}/events")
 async def events_get(request: web.Request) -> web.Response:
     requester = await auth(request)
+    # MSC3814 as matrix-js-sdk and recent Synapse use it: the token comes as `from`.
     return json_response(await _svc(request).events(
-        requester, request.match_info["device_id"], request.query.get("next_batch")))
+        requester, request.match_info["device_id"], request.query.get("from"),
+        always_next=False))

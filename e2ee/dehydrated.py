@@ -103,11 +103,18 @@ class DehydratedDeviceService:
             await self._lists.record(conn, pos, user_id, gone)
         return str(row["device_id"])
 
-    async def events(self, requester: Requester, device_id: str, next_batch: object) -> JsonDict:
-        after = parse_batch(next_batch)
+    async def events(self, requester: Requester, device_id: str, token: object,
+                     always_next: bool) -> JsonDict:
+        """A batch of the dehydrated device's to-device messages after `token`. The first
+        draft's POST always names the next batch (an empty batch ends it); the GET that
+        matrix-js-sdk pages with names it only while more may follow."""
+        after = parse_batch(token)
         async with self._db.connection() as conn:
             row = await self._store.dehydrated_device(conn, requester.user_id)
         if row is None or row["device_id"] != device_id:
             raise MatrixError(403, Codes.FORBIDDEN, "That is not your dehydrated device")
-        events, pos = await self._to_device.peek(requester.user_id, device_id, after)
-        return {"events": events, "next_batch": str(pos)}
+        events, pos, more = await self._to_device.peek(requester.user_id, device_id, after)
+        body: JsonDict = {"events": events}
+        if always_next or more:
+            body["next_batch"] = str(pos)
+        return body

@@ -132,14 +132,17 @@ class ToDeviceService:
         return events, (rows[-1]["stream_id"] if more else upto)
 
     async def peek(self, user_id: str, device_id: str, after: int,
-                   limit: int = LIMIT) -> tuple[list[JsonDict], int]:
+                   limit: int = LIMIT) -> tuple[list[JsonDict], int, bool]:
         """Messages for a device after `after`, deleting none (a dehydrated device's inbox is
-        read by another device, which may fail half way and start again). Returns them and the
-        position to continue from; only positions below which everything committed are read."""
+        read by another device, which may fail half way and start again). Returns them, the
+        position to continue from and whether more may follow; only positions below which
+        everything committed are read."""
         upto = self._stream.current
         async with self._db.connection() as conn:
-            rows = await self._store.fetch_after(conn, user_id, device_id, after, limit)
+            rows = await self._store.fetch_after(conn, user_id, device_id, after, limit + 1)
         rows = [r for r in rows if r["stream_id"] <= upto]
+        more = len(rows) > limit
+        rows = rows[:limit]
         events = [{"type": r["type"], "sender": r["sender"],
                    "content": orjson.loads(r["content"])} for r in rows]
-        return events, (rows[-1]["stream_id"] if rows else max(after, 0))
+        return events, (rows[-1]["stream_id"] if rows else max(after, 0)), more

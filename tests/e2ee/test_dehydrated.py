@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.e2ee.keys import claim, new_device, query
 from tests.helpers import Client, User
 
@@ -55,34 +53,53 @@ async def test_lifecycle(c: Client) -> None:
     assert q["device_keys"][alice.user_id] == {}
 
 
-@pytest.mark.parametrize("method", ["POST", "GET"])
-async def test_events_are_read_in_batches_and_not_consumed(c: Client, method: str) -> None:
+async def test_events_are_read_in_batches_and_not_consumed(c: Client) -> None:
     alice, bob = await c.register(), await c.register()
     assert (await c.request("PUT", U, body_for(alice, "DH"), alice.access_token))[0] == 200
-    for i in range(3):
+    n = 105  # more than one batch
+    for i in range(n):
         status, _ = await c.request(
             "PUT", f"/sendToDevice/m.room_key_test/t{i}",
             {"messages": {alice.user_id: {"DH": {"i": i}}}}, bob.access_token)
         assert status == 200
 
-    async def read(next_batch: str | None) -> dict[str, Any]:
-        if method == "POST":
-            body = {"next_batch": next_batch} if next_batch else {}
-            status, got = await c.request("POST", f"{U}/DH/events", body, alice.access_token)
-        else:
-            params = {"next_batch": next_batch} if next_batch else None
-            status, got = await c.request("GET", f"{U}/DH/events", token=alice.access_token,
-                                          params=params)
+    async def post(next_batch: str | None) -> dict[str, Any]:
+        body = {"next_batch": next_batch} if next_batch else {}
+        status, got = await c.request("POST", f"{U}/DH/events", body, alice.access_token)
         assert status == 200, got
         return dict(got)
 
-    first = await read(None)
-    assert [e["content"]["i"] for e in first["events"]] == [0, 1, 2]
-    assert first["events"][0]["sender"] == bob.user_id
-    last = await read(first["next_batch"])
-    assert last["events"] == []
+    async def get(start: str | None) -> dict[str, Any]:
+        params = {"from": start} if start else None
+        status, got = await c.request("GET", f"{U}/DH/events", token=alice.access_token,
+                                      params=params)
+        assert status == 200, got
+        return dict(got)
+
+    # POST (the first draft): always a next_batch; an empty batch says it is over
+    seen: list[int] = []
+    token = None
+    while True:
+        got = await post(token)
+        assert "next_batch" in got
+        if not got["events"]:
+            break
+        seen += [e["content"]["i"] for e in got["events"]]
+        token = got["next_batch"]
+    assert seen == list(range(n))
+    assert (await post(None))["events"][0]["sender"] == bob.user_id
+
+    # GET (what matrix-js-sdk pages with): next_batch only while more may follow
+    seen, start = [], None
+    for _ in range(10):
+        got = await get(start)
+        seen += [e["content"]["i"] for e in got["events"]]
+        if "next_batch" not in got:
+            break
+        start = got["next_batch"]
+    assert seen == list(range(n))
     # reading again from the start gives them again (an interrupted rehydration restarts)
-    assert len((await read(None))["events"]) == 3
+    assert len((await get(None))["events"]) == 100
 
 
 async def test_errors(c: Client) -> None:
@@ -94,6 +111,9 @@ async def test_errors(c: Client) -> None:
     assert status == 403
     status, body = await c.request("POST", f"{U}/DH/events", {"next_batch": "x"},
                                    alice.access_token)
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    status, body = await c.request("GET", f"{U}/DH/events", token=alice.access_token,
+                                   params={"from": "-1"})
     assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
     bad_bodies = [
         {k: v for k, v in body_for(alice, "D3").items() if k != "device_keys"},
