@@ -1,0 +1,212 @@
+// matrix-js-sdk with its Rust crypto (matrix-sdk-crypto-wasm) against Parley: the E2EE check.
+// Usage: npm ci && node crypto.mjs http://127.0.0.1:8008   (the server needs open registration)
+// Steps: two clients with initRustCrypto, an encrypted DM that decrypts both ways, cross-signing
+// and secret storage bootstrapped on alice's device, a key backup made from it, then a new device
+// of alice (the first one stopped, so no key can come by gossip) restores the backup from secret
+// storage, decrypts the old messages and cross-signs itself. Prints OK; exits 1 on the first
+// failure with the step that failed.
+if (!Promise.withResolvers) { Promise.withResolvers = function () { let resolve, reject; const promise = new Promise((r, j) => { resolve = r; reject = j; }); return { promise, resolve, reject }; }; }
+import * as sdk from "matrix-js-sdk";
+// The SDK's own debug and info chatter (its loggers call console.debug/info); PARLEY_JS_DEBUG=1 keeps it.
+if (!process.env.PARLEY_JS_DEBUG) { console.debug = () => {}; console.info = () => {}; }
+
+const base = process.argv[2] ?? "http://127.0.0.1:8008";
+const host = new URL(base).hostname;
+if (!["127.0.0.1", "localhost", "::1", "[::1]"].includes(host)) { console.error("loopback URLs only"); process.exit(2); }
+const TOTAL_MS = Number(process.env.PARLEY_JS_TIMEOUT_MS ?? 80000);
+const t0 = Date.now();
+const log = (...a) => console.log(`${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s`, ...a);
+const fail = (msg) => { console.log("FAIL:", msg); process.exit(1); };
+setTimeout(() => fail(`did not finish in ${TOTAL_MS} ms (last step: ${current})`), TOTAL_MS).unref();
+process.on("unhandledRejection", (e) => fail(`unhandled rejection during "${current}": ${e?.stack ?? e}`));
+
+let current = "start";
+async function step(name, fn) {
+  current = name;
+  try {
+    const r = await fn();
+    log("ok:", name);
+    return r;
+  } catch (e) {
+    fail(`${name}: ${e?.stack ?? e}${e?.data ? " " + JSON.stringify(e.data) : ""}`);
+  }
+}
+function check(cond, msg) { if (!cond) throw new Error(msg); }
+async function until(what, fn, ms = 15000) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}${last instanceof Error ? ": " + last.message : ""}`);
+}
+
+const PASSWORD = "pw-" + Math.random().toString(36).slice(2);
+async function api(method, path, token, body) {
+  const r = await fetch(base + "/_matrix/client/v3" + path, {
+    method, headers: {"Content-Type": "application/json", ...(token ? {Authorization: "Bearer " + token} : {})},
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const j = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`${method} ${path} -> ${r.status} ${JSON.stringify(j)}`);
+  return j;
+}
+const register = (name) => api("POST", "/register", null, {username: name, password: PASSWORD, auth: {type: "m.login.dummy"}});
+const login = (user) => api("POST", "/login", null, {type: "m.login.password", identifier: {type: "m.id.user", user}, password: PASSWORD});
+
+// Errors from the SDK's logger are shown (they explain most failures); the rest is quiet.
+const quiet = {debug() {}, info() {}, warn() {}, error(...x) { console.log("  sdk error:", ...x.map(String)); }, trace() {}, getChild() { return quiet; }};
+
+// The secret storage key lives only in memory, as if the user kept their recovery key at hand.
+const ssKeys = new Map();
+const cryptoCallbacks = {
+  getSecretStorageKey: async ({keys}) => {
+    for (const id of Object.keys(keys)) if (ssKeys.has(id)) return [id, ssKeys.get(id)];
+    return null;
+  },
+  cacheSecretStorageKey: (keyId, _info, key) => { ssKeys.set(keyId, key); },
+};
+
+// Answers the user-interactive auth of /keys/device_signing/upload with the password, if asked.
+let uiaAsked = 0;
+function uia(userId) {
+  return async (makeRequest) => {
+    try { await makeRequest(null); } catch (e) {
+      if (e?.httpStatus !== 401 || !e?.data?.flows) throw e;
+      uiaAsked++;
+      await makeRequest({type: "m.login.password", identifier: {type: "m.id.user", user: userId}, password: PASSWORD, session: e.data.session});
+    }
+  };
+}
+
+async function start(r) {
+  const c = sdk.createClient({baseUrl: base, accessToken: r.access_token, userId: r.user_id, deviceId: r.device_id, logger: quiet, cryptoCallbacks});
+  await c.initRustCrypto({useIndexedDB: false});
+  const prepared = new Promise((res) => c.on(sdk.ClientEvent.Sync, (s) => { if (s === "PREPARED") res(); }));
+  await c.startClient({initialSyncLimit: 20});
+  await Promise.race([prepared, new Promise((_, rej) => setTimeout(() => rej(new Error("no PREPARED sync in 20 s")), 20000))]);
+  return c;
+}
+
+// An event of the room's live timeline that arrived encrypted and decrypted to `body`.
+function decrypted(c, roomId, body) {
+  const evs = c.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [];
+  return evs.find((e) => e.isEncrypted() && e.getWireType() === "m.room.encrypted" && e.getType() === "m.room.message" && e.getContent().body === body);
+}
+function utds(c, roomId) {
+  const evs = c.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [];
+  return evs.filter((e) => e.isDecryptionFailure()).map((e) => `${e.getId()}: ${e.decryptionFailureReason}`);
+}
+async function waitDecrypted(c, roomId, body, ms = 15000) {
+  try {
+    return await until(`"${body}" decrypted on ${c.getUserId()}/${c.getDeviceId()}`, () => decrypted(c, roomId, body), ms);
+  } catch (e) {
+    throw new Error(`${e.message}; undecryptable: [${utds(c, roomId).join(", ")}]`);
+  }
+}
+
+const suffix = Math.random().toString(36).slice(2, 8);
+const [a, b] = await step("register alice and bob", () => Promise.all([register("jsca" + suffix), register("jscb" + suffix)]));
+const [ca, cb] = await step("initRustCrypto and first sync on both", () => Promise.all([start(a), start(b)]));
+log(`  crypto ${ca.getCrypto().getVersion()}`);
+
+const roomId = await step("alice creates an encrypted DM with bob, bob joins", async () => {
+  const {room_id} = await ca.createRoom({
+    preset: sdk.Preset.TrustedPrivateChat, is_direct: true, invite: [b.user_id],
+    initial_state: [{type: "m.room.encryption", state_key: "", content: {algorithm: "m.megolm.v1.aes-sha2"}}],
+  });
+  await until("bob's invite", () => cb.getRoom(room_id)?.getMyMembership() === "invite");
+  await cb.joinRoom(room_id);
+  await until("alice sees bob joined", () => ca.getRoom(room_id)?.getMember(b.user_id)?.membership === "join");
+  check(await ca.getCrypto().isEncryptionEnabledInRoom(room_id), "alice's crypto does not see the room as encrypted");
+  return room_id;
+});
+
+await step("alice -> bob: encrypted, bob decrypts", async () => {
+  const {event_id} = await ca.sendTextMessage(roomId, "hello bob, secretly");
+  const raw = await api("GET", `/rooms/${encodeURIComponent(roomId)}/event/${encodeURIComponent(event_id)}`, b.access_token);
+  check(raw.type === "m.room.encrypted" && raw.content.algorithm === "m.megolm.v1.aes-sha2" && !("body" in raw.content),
+    `the server holds a non-megolm event: ${JSON.stringify(raw)}`);
+  await waitDecrypted(cb, roomId, "hello bob, secretly");
+});
+await step("bob -> alice: encrypted, alice decrypts", async () => {
+  await cb.sendTextMessage(roomId, "hello alice, secretly");
+  await waitDecrypted(ca, roomId, "hello alice, secretly");
+});
+
+await step("alice: bootstrapCrossSigning", async () => {
+  await ca.getCrypto().bootstrapCrossSigning({authUploadDeviceSigningKeys: uia(a.user_id)});
+  check(await ca.getCrypto().isCrossSigningReady(), "isCrossSigningReady() is false after bootstrap");
+  log(`  user-interactive auth asked ${uiaAsked} time(s) on the first upload`);
+});
+await step("alice: bootstrapSecretStorage with a new key backup", async () => {
+  await ca.getCrypto().bootstrapSecretStorage({
+    createSecretStorageKey: () => ca.getCrypto().createRecoveryKeyFromPassphrase(),
+    setupNewKeyBackup: true,
+  });
+  check(ssKeys.size === 1, `expected one cached secret storage key, have ${ssKeys.size}`);
+  check(await ca.getCrypto().isSecretStorageReady(), "isSecretStorageReady() is false after bootstrap");
+  const status = await ca.getCrypto().getCrossSigningStatus();
+  check(status.privateKeysInSecretStorage, `cross-signing keys not in secret storage: ${JSON.stringify(status)}`);
+});
+const version = await step("key backup is active and trusted; both sessions reach the server", async () => {
+  const check1 = await ca.getCrypto().checkKeyBackupAndEnable();
+  check(check1 && check1.trustInfo.trusted && check1.trustInfo.matchesDecryptionKey, `backup not trusted: ${JSON.stringify(check1)}`);
+  const v = await ca.getCrypto().getActiveSessionBackupVersion();
+  check(v === check1.backupInfo.version, `active backup ${v} is not the server's latest ${check1.backupInfo.version}`);
+  await until("two sessions of the DM in the backup", async () => {
+    const keys = await api("GET", `/room_keys/keys?version=${encodeURIComponent(v)}`, a.access_token);
+    return Object.keys(keys.rooms?.[roomId]?.sessions ?? {}).length >= 2;
+  });
+  return v;
+});
+await step("bob sees alice's cross-signing keys, and her device signed by them", async () => {
+  check(await cb.getCrypto().userHasCrossSigningKeys(a.user_id, true), "bob's crypto finds no cross-signing keys for alice");
+  const q = await api("POST", "/keys/query", b.access_token, {device_keys: {[a.user_id]: []}});
+  const ssk = Object.keys(q.self_signing_keys?.[a.user_id]?.keys ?? {})[0];
+  check(q.master_keys?.[a.user_id] && ssk, `no master/self-signing key for alice in /keys/query: ${JSON.stringify(q)}`);
+  const sigs = q.device_keys?.[a.user_id]?.[a.device_id]?.signatures?.[a.user_id] ?? {};
+  check(ssk in sigs, `alice's device carries no self-signing signature: ${JSON.stringify(sigs)}`);
+});
+
+ca.stopClient();  // from here alice's first device is gone: keys can only come from the backup
+const a2 = await step("alice logs in on a new device", () => login(a.user_id));
+const ca2 = await step("new device: initRustCrypto and first sync", () => start(a2));
+await step("new device: backup key from secret storage, restoreKeyBackup", async () => {
+  await ca2.getCrypto().loadSessionBackupPrivateKeyFromSecretStorage();
+  const res = await ca2.getCrypto().restoreKeyBackup();
+  check(res.imported >= 2 && res.total === res.imported, `restored ${JSON.stringify(res)}, want 2 or more, all imported`);
+});
+await step("new device decrypts the messages sent before it existed", async () => {
+  await waitDecrypted(ca2, roomId, "hello bob, secretly");
+  await waitDecrypted(ca2, roomId, "hello alice, secretly");
+});
+await step("new device: bootstrapCrossSigning from secret storage signs it", async () => {
+  const before = uiaAsked;
+  // The import needs the public keys from /keys/query first (else it fails without saying why).
+  check(await ca2.getCrypto().userHasCrossSigningKeys(a.user_id, true), "the new device finds no cross-signing keys for alice");
+  await ca2.getCrypto().bootstrapCrossSigning({authUploadDeviceSigningKeys: uia(a.user_id)});
+  check(uiaAsked === before, "the new device uploaded new cross-signing keys instead of reusing them");
+  check(await ca2.getCrypto().isCrossSigningReady(), "isCrossSigningReady() is false on the new device");
+  const q = await until("the new device's self-signing signature in bob's /keys/query", async () => {
+    const q = await api("POST", "/keys/query", b.access_token, {device_keys: {[a.user_id]: [a2.device_id]}});
+    const ssk = Object.keys(q.self_signing_keys?.[a.user_id]?.keys ?? {})[0];
+    return ssk in (q.device_keys?.[a.user_id]?.[a2.device_id]?.signatures?.[a.user_id] ?? {}) ? q : null;
+  });
+  check(Object.keys(q.device_keys[a.user_id]).length === 1, "/keys/query returned devices that were not asked for");
+  // Now cross-signed, the new device trusts the backup (signed by alice's master key) and uses it.
+  const c2 = await ca2.getCrypto().checkKeyBackupAndEnable();
+  check(c2?.trustInfo.trusted && c2.backupInfo.version === version, `new device does not trust backup ${version}: ${JSON.stringify(c2)}`);
+  check(await ca2.getCrypto().getActiveSessionBackupVersion() === version, "the new device does not back up to the same version");
+});
+await step("bob -> both alice devices: a new message decrypts on the new one", async () => {
+  await until("bob's crypto knows alice's new device", async () =>
+    (await cb.getCrypto().getUserDeviceInfo([a.user_id], true)).get(a.user_id)?.has(a2.device_id));
+  await cb.sendTextMessage(roomId, "welcome, new device");
+  await waitDecrypted(ca2, roomId, "welcome, new device");
+});
+
+ca2.stopClient(); cb.stopClient();
+log("OK");
+process.exit(0);
