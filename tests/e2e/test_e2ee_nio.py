@@ -14,6 +14,7 @@ from nio import (
     JoinResponse,
     MegolmEvent,
     RoomInviteResponse,
+    RoomLeaveResponse,
 )
 
 from tests.e2e.conftest import PASSWORD
@@ -53,18 +54,21 @@ async def test_messages_decrypt_both_ways_and_the_server_keeps_only_ciphertext(
 
 
 async def test_a_device_that_logs_in_later_gets_the_next_room_key(
-        e2ee: CryptoFactory) -> None:
+        e2ee: CryptoFactory, raw: Client) -> None:
     alice, bob = await e2ee("alice"), await e2ee("bob")
     room_id = await encrypted_room(alice, bob)
     await alice.send(room_id, "before the second device")
     await bob.decrypted(room_id, "before the second device")
-    await alice.sync()
+    before = (await alice.sync()).next_batch
 
     bob2 = await e2ee(user_id=bob.user_id)
     assert bob2.device_id != bob.device_id
     # Alice's next sync says bob's device list changed, so nio asks for his keys again.
     resp = await alice.sync()
     assert bob.user_id in resp.device_list.changed, resp.device_list
+    status, changes = await raw.request("GET", "/keys/changes", token=alice.c.access_token,
+                                        params={"from": before, "to": resp.next_batch})
+    assert status == 200 and bob.user_id in changes["changed"], changes
     query = await alice.query_keys()
     assert set(query.device_keys[bob.user_id]) == {bob.device_id, bob2.device_id}
     assert {d.id for d in alice.c.device_store.active_user_devices(bob.user_id)} == {
@@ -143,3 +147,27 @@ async def test_one_time_keys_are_topped_up_and_never_handed_out_twice(
 
     assert len(bobs_keys(alice)) == 1 and len(bobs_keys(carol)) == 1
     assert bobs_keys(alice) != bobs_keys(carol)
+
+
+async def test_device_lists_follow_who_shares_an_encrypted_room(e2ee: CryptoFactory) -> None:
+    """A user who starts sharing a room shows up in device_lists.changed (so nio fetches the
+    keys before its next room key goes out), one who no longer shares any room in .left."""
+    alice, bob = await e2ee("alice"), await e2ee("bob")
+    carol = await e2ee("carol")
+    room_id = await encrypted_room(alice, bob)
+    await alice.sync()
+    invited = await alice.c.room_invite(room_id, carol.user_id)
+    assert isinstance(invited, RoomInviteResponse), invited
+    assert isinstance(await carol.c.join(room_id), JoinResponse)
+    resp = await alice.sync()
+    assert carol.user_id in resp.device_list.changed, resp.device_list
+    await carol.sync()
+    await alice.send(room_id, "hello carol")
+    await carol.decrypted(room_id, "hello carol")
+
+    assert isinstance(await carol.c.room_leave(room_id), RoomLeaveResponse)
+    resp = await alice.sync()
+    assert carol.user_id in resp.device_list.left, resp.device_list
+    assert bob.user_id not in resp.device_list.left
+    await alice.send(room_id, "carol has gone")
+    await bob.decrypted(room_id, "carol has gone")
