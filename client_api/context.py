@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from e2ee.cross_signing import CrossSigningService
+from e2ee.device_keys import DeviceKeyService
+from e2ee.device_lists import DeviceListService
 from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
@@ -51,6 +54,10 @@ class ClientContext:
     receipts: ReceiptService | None = None
     to_device: ToDeviceService | None = None
     presence: PresenceService | None = None
+    # End-to-end encryption keys (e2ee/).
+    keys: DeviceKeyService | None = None
+    cross_signing: CrossSigningService | None = None
+    device_lists: DeviceListService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -13,6 +13,7 @@ from client_api import (
     account_data,
     devices,
     directory,
+    keys,
     login,
     presence,
     profile,
@@ -28,6 +29,10 @@ from client_api import (
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
 from client_api.websocket import setup as setup_websockets
+from e2ee.cross_signing import CrossSigningService
+from e2ee.device_keys import DeviceKeyService
+from e2ee.device_lists import DeviceListService
+from e2ee.keys_store import KeyStore
 from e2ee.store import ToDeviceStore
 from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
@@ -106,6 +111,9 @@ class Homeserver:
     presence: PresenceService | None = None
     writer: RoomWriter | None = None
     event_stream: Stream | None = None
+    keys: DeviceKeyService | None = None
+    cross_signing: CrossSigningService | None = None
+    device_lists: DeviceListService | None = None
 
 
 async def open_stream(db: Database, name: str, sequence: str, notifier: Notifier) -> Stream:
@@ -128,6 +136,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     account_stream = await open_stream(db, "account_data", "account_data_seq", notifier)
     receipt_stream = await open_stream(db, "receipts", "receipts_seq", notifier)
     to_device_stream = await open_stream(db, "to_device", "to_device_seq", notifier)
+    device_list_stream = await open_stream(db, "device_lists", "device_lists_seq", notifier)
     cache = EventCache(db, event_store, room_store)
     groups = StateGroups(db, groups_store)
     registry = RoomRegistry(db, room_store, event_store, cache, groups)
@@ -140,10 +149,17 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # values are shared by the services that end sessions.
     tokens = TokenCache()
     last_seen = LastSeen(db, user_store)
-    devices = DeviceService(db, user_store, tokens, last_seen)
+    # -- e2ee keys: the device list stream is written by the device service too (a deleted
+    # or renamed device is a change others' clients must hear of).
+    key_store = KeyStore()
+    device_lists = DeviceListService(db, key_store, room_store, device_list_stream, members,
+                                     registry)
+    device_keys = DeviceKeyService(db, key_store, device_lists, config.server_name)
+    cross_signing = CrossSigningService(db, key_store, device_lists)
+    devices = DeviceService(db, user_store, tokens, last_seen, device_lists)
     sessions = SessionService(db, user_store, tokens, last_seen, devices)
     accounts = AccountService(db, user_store, config.server_name, tokens, last_seen,
-                              config.password_min_length)
+                              config.password_min_length, devices)
     account_data = AccountDataService(db, user_store, account_stream, notifier)
     push_rules = PushRuleService(db, PushRuleStore(), account_data)
     profiles = ProfileService(db, user_store)
@@ -152,11 +168,11 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
     instances = InstanceRegistry(
         db, config.instance_name, [event_stream, account_stream, receipt_stream,
-                                   to_device_stream], refresher.on_advance,
-        on_peers=[tokens.on_peers])
+                                   to_device_stream, device_list_stream], refresher.on_advance,
+        on_peers=[tokens.on_peers, device_keys.on_peers])
     reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members,
                         registry)
-    sources = SyncSources()
+    sources = SyncSources(device_lists=device_lists, key_counts=device_keys)
     sync_service = SyncService(db, event_store, registry, members, cache, groups, visibility,
                                event_stream, account_data, notifier, sources)
     for token in config.registration_tokens:
@@ -168,6 +184,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
         sync=sync_service, notifier=notifier)
     hs.writer, hs.event_stream = writer, event_stream
+    hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
 
@@ -224,9 +241,10 @@ def make_app(hs: Homeserver) -> web.Application:
         push_rules=hs.push_rules, rooms=hs.rooms, sync=hs.sync, reader=hs.reader,
         limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(hs.uia),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
+        keys=hs.keys, cross_signing=hs.cross_signing, device_lists=hs.device_lists,
     )
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
-                   to_device, receipts, presence, tags, user_directory, pushrules):
+                   to_device, receipts, presence, tags, user_directory, pushrules, keys):
         add_routes(app, module.routes)
     # Last, so they only see what no route took (and every path gets a Matrix error).
     catch_all: list[web.AbstractResource] = []

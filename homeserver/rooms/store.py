@@ -73,6 +73,14 @@ class RoomStore:
             " WHERE c.type = 'm.room.member' AND c.state_key = $1", user_id,
         ))
 
+    async def membership_changes_between(self, conn: Conn, room_ids: list[str], after: int,
+                                         upto: int) -> list[asyncpg.Record]:
+        """room_id, user_id, membership of the member events in these rooms in (after, upto]."""
+        return list(await conn.fetch(
+            "SELECT room_id, user_id, membership FROM room_memberships"
+            " WHERE room_id = ANY($1::text[]) AND stream_ordering > $2 AND stream_ordering <= $3"
+            " ORDER BY stream_ordering", room_ids, after, upto))
+
     async def forget(self, conn: Conn, user_id: str, room_id: str) -> None:
         await conn.execute(
             "INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2)"

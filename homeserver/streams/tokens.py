@@ -1,8 +1,8 @@
 """Sync and pagination tokens.
 
 A sync token holds one position per stream: "s<events>_<account_data>_<receipts>_<to_device>_
-<presence>_<typing>" (shorter tokens from older versions read as zeros for the missing
-streams). A pagination token points between two events in topological order
+<presence>_<typing>_<device_lists>" (shorter tokens from older versions read as zeros for the
+missing streams). A pagination token points between two events in topological order
 ("t<depth>_<stream>"). /messages accepts both.
 """
 
@@ -34,10 +34,11 @@ class SyncToken:
     to_device: int = 0
     presence: int = 0
     typing: int = 0
+    device_lists: int = 0
 
     def serialize(self) -> str:
         return (f"s{self.events}_{self.account_data}_{self.receipts}_{self.to_device}_"
-                f"{self.presence}_{self.typing}")
+                f"{self.presence}_{self.typing}_{self.device_lists}")
 
     @classmethod
     def parse(cls, token: str) -> SyncToken:

@@ -66,6 +66,7 @@ class SyncService:
             to_device=src.to_device.current() if src.to_device else 0,
             presence=src.presence.current() if src.presence else 0,
             typing=src.typing.current() if src.typing else 0,
+            device_lists=src.device_lists.current() if src.device_lists else 0,
         )
 
     async def sync(self, requester: Requester, since: SyncToken | None, flt: SyncFilter,
@@ -197,6 +198,19 @@ class SyncService:
             if presence:
                 body_out["presence"] = {"events": presence}
                 empty = False
+        if src.device_lists is not None and since is not None and (
+                since.device_lists < now.device_lists or since.events < now.events):
+            dl_changed, dl_left = await src.device_lists.for_sync(
+                user_id, memberships, since.device_lists, now.device_lists, since.events,
+                now.events)
+            if dl_changed or dl_left:
+                body_out["device_lists"] = {"changed": sorted(dl_changed),
+                                            "left": sorted(dl_left)}
+                empty = False
+        if src.key_counts is not None:
+            counts, fallback = await src.key_counts.counts(user_id, requester.device_id)
+            body_out["device_one_time_keys_count"] = counts
+            body_out["device_unused_fallback_key_types"] = fallback
         return SyncResult(body_out, empty, now)
 
     async def _ephemeral(self, user_id: str, memberships: dict[str, Membership],

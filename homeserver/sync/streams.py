@@ -7,9 +7,11 @@ homeserver/app.py. A source with nothing new returns empty and costs no query.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from homeserver.rooms.members import Membership
 from homeserver.types import JsonDict
 
 
@@ -42,9 +44,27 @@ class PresenceSource(Protocol):
         ...
 
 
+class DeviceListSource(Protocol):
+    def current(self) -> int: ...
+
+    async def for_sync(self, user_id: str, memberships: Mapping[str, Membership],
+                       since_lists: int, upto_lists: int, since_events: int,
+                       upto_events: int) -> tuple[set[str], set[str]]:
+        """(changed, left): users whose device lists the syncing user must re-read or drop."""
+        ...
+
+
+class KeyCountSource(Protocol):
+    async def counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
+        """The device's unclaimed one-time keys per algorithm and unused fallback key types."""
+        ...
+
+
 @dataclass(slots=True)
 class SyncSources:
     typing: RoomEphemeralSource | None = None
     receipts: RoomEphemeralSource | None = None
     to_device: ToDeviceSource | None = None
     presence: PresenceSource | None = None
+    device_lists: DeviceListSource | None = None
+    key_counts: KeyCountSource | None = None

@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from homeserver.errors import Codes, MatrixError
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict, Requester, is_valid_new_localpart
-from homeserver.users.devices import LastSeen
+from homeserver.users.devices import DeviceService, LastSeen
 from homeserver.users.store import UserStore
 from homeserver.users.tokens import TokenCache
 
@@ -33,8 +33,10 @@ def _now() -> int:
 
 class AccountService:
     def __init__(self, db: Database, store: UserStore, server_name: str, tokens: TokenCache,
-                 last_seen: LastSeen, password_min_length: int = 0) -> None:
+                 last_seen: LastSeen, password_min_length: int = 0,
+                 devices: DeviceService | None = None) -> None:
         self._db = db
+        self._devices = devices
         self._store = store
         self.server_name = server_name
         self._tokens = tokens
@@ -140,6 +142,8 @@ class AccountService:
 
     async def deactivate(self, user_id: str) -> None:
         """Lock the account for good: no password, no profile, no devices or sessions."""
+        if self._devices is not None:  # first, so that others learn the devices are gone
+            await self._devices.delete_devices(user_id, None)
         async with self._db.transaction() as conn:
             await self._store.deactivate(conn, user_id)
         self._tokens.forget_devices(user_id, None)

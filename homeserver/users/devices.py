@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import asyncpg
 
 from homeserver.errors import not_found
-from homeserver.storage.database import Database
+from homeserver.storage.database import Conn, Database
 from homeserver.types import JsonDict, Requester
 from homeserver.users.store import UserStore
 from homeserver.users.tokens import TokenCache
@@ -131,13 +133,24 @@ class LastSeen:
                 await asyncio.sleep(tick)
 
 
+class DeviceChanges(Protocol):
+    """The device list stream (e2ee/device_lists.py): others' clients learn from it that a
+    device went or was renamed, in the same transaction as the change."""
+
+    def change(self, user_id: str) -> AbstractAsyncContextManager[int]: ...
+
+    async def record(self, conn: Conn, pos: int, user_id: str,
+                     device_ids: list[str]) -> None: ...
+
+
 class DeviceService:
     def __init__(self, db: Database, store: UserStore, tokens: TokenCache,
-                 last_seen: LastSeen) -> None:
+                 last_seen: LastSeen, changes: DeviceChanges | None = None) -> None:
         self._db = db
         self._store = store
         self._tokens = tokens
         self._last_seen = last_seen
+        self._changes = changes
 
     async def devices(self, user_id: str) -> list[JsonDict]:
         async with self._db.connection() as conn:
@@ -152,14 +165,28 @@ class DeviceService:
         return self._last_seen.overlay(user_id, _device_json(user_id, row))
 
     async def rename_device(self, user_id: str, device_id: str, name: str) -> None:
-        async with self._db.connection() as conn:
+        if self._changes is None:
+            async with self._db.connection() as conn:
+                if not await self._store.rename_device(conn, user_id, device_id, name):
+                    raise not_found("Unknown device")
+            return
+        # The display name is part of what /keys/query shows, so a rename is a change.
+        async with self._changes.change(user_id) as pos, self._db.transaction() as conn:
             if not await self._store.rename_device(conn, user_id, device_id, name):
                 raise not_found("Unknown device")
+            await self._changes.record(conn, pos, user_id, [device_id])
 
     async def delete_devices(self, user_id: str, device_ids: list[str] | None) -> None:
-        """Delete these devices of the user (None: all of them), ending their sessions."""
-        async with self._db.transaction() as conn:
-            await self._store.delete_devices(conn, user_id, device_ids)
+        """Delete these devices of the user (None: all of them), ending their sessions; their
+        keys go with them, and users sharing a room are told."""
+        if self._changes is None:
+            async with self._db.transaction() as conn:
+                await self._store.delete_devices(conn, user_id, device_ids)
+        else:
+            async with self._changes.change(user_id) as pos, self._db.transaction() as conn:
+                gone = await self._store.delete_devices(conn, user_id, device_ids)
+                if gone:
+                    await self._changes.record(conn, pos, user_id, gone)
         self._tokens.forget_devices(user_id, device_ids)
         self._last_seen.forget(user_id, device_ids)
 

@@ -91,15 +91,18 @@ class UserStore:
         return [bytes(r["token_hash"]) for r in rows]
 
     async def delete_devices(self, conn: Conn, user_id: str, device_ids: list[str] | None,
-                             except_token: int | None = None) -> None:
-        """Delete devices (their tokens go with them by cascade)."""
+                             except_token: int | None = None) -> list[str]:
+        """Delete devices (their tokens and keys go with them by cascade); returns the ids of
+        those that existed."""
         if device_ids is None:
-            await conn.execute("DELETE FROM devices WHERE user_id = $1", user_id)
+            rows = await conn.fetch("DELETE FROM devices WHERE user_id = $1 RETURNING device_id",
+                                    user_id)
         else:
-            await conn.execute(
-                "DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2::text[])",
-                user_id, device_ids,
+            rows = await conn.fetch(
+                "DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2::text[])"
+                " RETURNING device_id", user_id, device_ids,
             )
+        return [r["device_id"] for r in rows]
 
     async def delete_tokens_except(self, conn: Conn, user_id: str, keep_token_id: int) -> None:
         await conn.execute("DELETE FROM access_tokens WHERE user_id = $1 AND id <> $2",

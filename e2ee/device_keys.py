@@ -1,0 +1,269 @@
+"""Device keys, one-time keys and fallback keys: /keys/upload, /keys/query, /keys/claim, and the
+key counts every sync reports to the syncing device.
+
+Claims must never hand a one-time key out twice (two Olm sessions on one key break
+decryption for both senders), so a claim deletes the key in the statement that picks it, and
+concurrent claims skip each other's locked rows instead of blocking on them.
+
+The counts are read on every sync, so they are cached per device and dropped whenever an upload or
+a claim in this process changes them. With other processes on the same database (whose claims this
+one would not see) the cache is not used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from e2ee.device_lists import DeviceListService
+from e2ee.key_format import (
+    MAX_ID_LEN,
+    check_device_keys,
+    check_one_time_keys,
+)
+from e2ee.keys_store import KeyStore
+from homeserver.errors import Codes, MatrixError
+from homeserver.storage.database import Database
+from homeserver.types import JsonDict, Requester
+
+MAX_QUERY_USERS = 5_000  # users in one /keys/query
+MAX_CLAIM_DEVICES = 10_000  # devices in one /keys/claim
+COUNTS_CACHE_MAX = 100_000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def server_of(user_id: str) -> str:
+    return user_id.partition(":")[2]
+
+
+def check_user_id(user_id: Any, where: str) -> str:
+    if not isinstance(user_id, str) or not user_id.startswith("@") or ":" not in user_id \
+            or len(user_id) > MAX_ID_LEN:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"{where}: invalid user id")
+    return user_id
+
+
+class _NoChange:
+    """Stands in for a device-list position when an upload changes no device keys."""
+
+    @asynccontextmanager
+    async def change(self, user_id: str) -> AsyncIterator[int]:
+        yield 0
+
+
+class DeviceKeyService:
+    def __init__(self, db: Database, store: KeyStore, device_lists: DeviceListService,
+                 server_name: str) -> None:
+        self._db = db
+        self._store = store
+        self._lists = device_lists
+        self._server_name = server_name
+        self._counts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
+        self._cache_counts = True
+
+    def on_peers(self, peers: list[str]) -> None:
+        self._cache_counts = not peers
+        if peers:
+            self._counts.clear()
+
+    # ------------------------------------------------------------------ upload
+    async def upload(self, requester: Requester, body: JsonDict) -> dict[str, int]:
+        user_id, device_id = requester.user_id, requester.device_id
+        device_keys = body.get("device_keys")
+        if device_keys is not None:
+            device_keys = check_device_keys(device_keys, user_id, device_id)
+        otks = check_one_time_keys(body.get("one_time_keys"), "one_time_keys")
+        fallback_field = "fallback_keys" if "fallback_keys" in body else \
+            "org.matrix.msc2732.fallback_keys"
+        fallbacks = check_one_time_keys(body.get(fallback_field), fallback_field)
+        if len({alg for alg, _, _ in fallbacks}) != len(fallbacks):
+            raise MatrixError(400, Codes.INVALID_PARAM,
+                              "At most one fallback key per algorithm may be uploaded")
+
+        lists: DeviceListService | _NoChange = \
+            self._lists if device_keys is not None else _NoChange()
+        try:
+            async with lists.change(user_id) as pos, self._db.transaction() as conn:
+                if not await self._store.device_exists(conn, user_id, device_id):
+                    raise MatrixError(401, Codes.UNKNOWN_TOKEN, "This device no longer exists",
+                                      soft_logout=False)
+                if device_keys is not None:
+                    old = await self._store.device_keys(conn, user_id, device_id)
+                    if old is None:
+                        await self._store.set_device_keys(conn, user_id, device_id,
+                                                          _dumps(device_keys), _now_ms())
+                        await self._lists.record(conn, pos, user_id, [device_id])
+                    elif orjson.loads(old) != device_keys:
+                        raise MatrixError(
+                            400, Codes.INVALID_PARAM,
+                            "This device already has different identity keys; a device's keys "
+                            "cannot be replaced (log in as a new device instead)")
+                if otks:
+                    await self._add_one_time_keys(conn, user_id, device_id, otks)
+                for alg, kid, key in fallbacks:
+                    await self._store.set_fallback_key(conn, user_id, device_id, alg, kid,
+                                                       _dumps(key))
+                counts = await self._store.one_time_key_counts(conn, user_id, device_id)
+        finally:
+            self._counts.pop((user_id, device_id), None)
+        return counts
+
+    async def _add_one_time_keys(self, conn: Any, user_id: str, device_id: str,
+                                 otks: list[tuple[str, str, Any]]) -> None:
+        algs = [a for a, _, _ in otks]
+        kids = [k for _, k, _ in otks]
+        jsons = [_dumps(v) for _, _, v in otks]
+        existing = await self._store.existing_one_time_keys(conn, user_id, device_id, algs, kids)
+        for alg, kid, key in otks:
+            old = existing.get((alg, kid))
+            if old is not None and orjson.loads(old) != key:
+                raise MatrixError(400, Codes.INVALID_PARAM,
+                                  f"One-time key {alg}:{kid} already exists with another value")
+        await self._store.add_one_time_keys(conn, user_id, device_id, algs, kids, jsons,
+                                            _now_ms())
+
+    # ------------------------------------------------------------------ counts (sync)
+    async def counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
+        """(device_one_time_keys_count, device_unused_fallback_key_types) for sync."""
+        key = (user_id, device_id)
+        got = self._counts.get(key)
+        if got is not None:
+            return got
+        async with self._db.connection() as conn:
+            counts = await self._store.one_time_key_counts(conn, user_id, device_id)
+            fallback = await self._store.unused_fallback_algorithms(conn, user_id, device_id)
+        # Clients expect the count of the Olm key algorithm even when it is zero.
+        counts.setdefault("signed_curve25519", 0)
+        got = (counts, fallback)
+        if self._cache_counts:
+            if len(self._counts) >= COUNTS_CACHE_MAX:
+                self._counts.clear()
+            self._counts[key] = got
+        return got
+
+    # ------------------------------------------------------------------ query
+    async def query(self, requester: Requester, body: JsonDict) -> JsonDict:
+        wanted = body.get("device_keys")
+        if not isinstance(wanted, dict):
+            raise MatrixError(400, Codes.BAD_JSON, "device_keys must be an object")
+        if len(wanted) > MAX_QUERY_USERS:
+            raise MatrixError(413, Codes.TOO_LARGE, "Too many users in one query")
+        local: dict[str, set[str] | None] = {}
+        failures: JsonDict = {}
+        for user_id, devices in wanted.items():
+            check_user_id(user_id, "device_keys")
+            if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+                raise MatrixError(400, Codes.BAD_JSON,
+                                  "device_keys values must be lists of device ids")
+            if server_of(user_id) != self._server_name:
+                failures[server_of(user_id)] = {
+                    "errcode": Codes.UNKNOWN, "error": "Federation is not available yet"}
+                continue
+            local[user_id] = set(devices) if devices else None
+        users = list(local)
+        out_devices: JsonDict = {u: {} for u in users}
+        master: JsonDict = {}
+        self_signing: JsonDict = {}
+        user_signing: JsonDict = {}
+        if users:
+            async with self._db.connection() as conn:
+                rows = await self._store.query_device_keys(conn, users)
+                cs_rows = await self._store.cross_signing_keys(conn, users)
+                sig_rows = await self._store.signatures_of(conn, users)
+            sigs: dict[tuple[str, str], list[Any]] = defaultdict(list)
+            for s in sig_rows:
+                sigs[(s["target_user_id"], s["target_key_id"])].append(s)
+            for r in rows:
+                only = local[r["user_id"]]
+                if only is not None and r["device_id"] not in only:
+                    continue
+                obj = orjson.loads(r["key_json"])
+                _merge_signatures(obj, sigs.get((r["user_id"], r["device_id"]), ()))
+                if r["display_name"] is not None:
+                    obj["unsigned"] = {"device_display_name": r["display_name"]}
+                else:
+                    obj["unsigned"] = {}
+                out_devices[r["user_id"]][r["device_id"]] = obj
+            for r in cs_rows:
+                obj = orjson.loads(r["key_json"])
+                uid = r["user_id"]
+                if r["key_type"] == "master":
+                    # Others' signatures of a master key are shown only to their signer (each
+                    # user's verification of someone is their own business).
+                    mine = [s for s in sigs.get((uid, r["public_key"]), ())
+                            if s["signer_user_id"] in (uid, requester.user_id)]
+                    _merge_signatures(obj, mine)
+                    master[uid] = obj
+                elif r["key_type"] == "self_signing":
+                    self_signing[uid] = obj
+                elif uid == requester.user_id:
+                    user_signing[uid] = obj
+        resp: JsonDict = {"device_keys": out_devices, "failures": failures,
+                          "master_keys": master, "self_signing_keys": self_signing}
+        if user_signing:
+            resp["user_signing_keys"] = user_signing
+        return resp
+
+    # ------------------------------------------------------------------ claim
+    async def claim(self, requester: Requester, body: JsonDict) -> JsonDict:
+        wanted = body.get("one_time_keys")
+        if not isinstance(wanted, dict):
+            raise MatrixError(400, Codes.BAD_JSON, "one_time_keys must be an object")
+        users: list[str] = []
+        devices: list[str] = []
+        algs: list[str] = []
+        failures: JsonDict = {}
+        for user_id, by_device in wanted.items():
+            check_user_id(user_id, "one_time_keys")
+            if not isinstance(by_device, dict):
+                raise MatrixError(400, Codes.BAD_JSON,
+                                  "one_time_keys values must map device ids to algorithms")
+            for alg in by_device.values():
+                if not isinstance(alg, str) or not alg or len(alg) > MAX_ID_LEN:
+                    raise MatrixError(400, Codes.BAD_JSON, "algorithms must be strings")
+            if server_of(user_id) != self._server_name:
+                failures[server_of(user_id)] = {
+                    "errcode": Codes.UNKNOWN, "error": "Federation is not available yet"}
+                continue
+            for device_id, alg in by_device.items():
+                users.append(user_id)
+                devices.append(device_id)
+                algs.append(alg)
+        if len(users) > MAX_CLAIM_DEVICES:
+            raise MatrixError(413, Codes.TOO_LARGE, "Too many devices in one claim")
+        out: JsonDict = {}
+        if users:
+            async with self._db.transaction() as conn:
+                got = await self._store.claim_one_time_keys(conn, users, devices, algs)
+                have = {(r["user_id"], r["device_id"]) for r in got}
+                missing = [(u, d, a) for u, d, a in zip(users, devices, algs, strict=True)
+                           if (u, d) not in have]
+                if missing:
+                    got += await self._store.claim_fallback_keys(
+                        conn, [m[0] for m in missing], [m[1] for m in missing],
+                        [m[2] for m in missing])
+            for r in got:
+                out.setdefault(r["user_id"], {}).setdefault(r["device_id"], {})[
+                    f"{r['algorithm']}:{r['key_id']}"] = orjson.loads(r["key_json"])
+                self._counts.pop((r["user_id"], r["device_id"]), None)
+        return {"one_time_keys": out, "failures": failures}
+
+
+def _merge_signatures(obj: JsonDict, rows: Any) -> None:
+    if not rows:
+        return
+    sigs = obj.setdefault("signatures", {})
+    for s in rows:
+        sigs.setdefault(s["signer_user_id"], {})[s["signer_key_id"]] = s["signature"]
