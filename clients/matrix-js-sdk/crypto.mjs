@@ -7,6 +7,7 @@
 // failure with the step that failed.
 if (!Promise.withResolvers) { Promise.withResolvers = function () { let resolve, reject; const promise = new Promise((r, j) => { resolve = r; reject = j; }); return { promise, resolve, reject }; }; }
 import * as sdk from "matrix-js-sdk";
+import {CryptoEvent, VerificationPhase, VerifierEvent} from "matrix-js-sdk/lib/crypto-api/index.js";
 // The SDK's own debug and info chatter (its loggers call console.debug/info); PARLEY_JS_DEBUG=1 keeps it.
 if (!process.env.PARLEY_JS_DEBUG) { console.debug = () => {}; console.info = () => {}; }
 
@@ -205,6 +206,43 @@ await step("bob -> both alice devices: a new message decrypts on the new one", a
     (await cb.getCrypto().getUserDeviceInfo([a.user_id], true)).get(a.user_id)?.has(a2.device_id));
   await cb.sendTextMessage(roomId, "welcome, new device");
   await waitDecrypted(ca2, roomId, "welcome, new device");
+});
+
+await step("bob verifies alice's new device by emoji (SAS over to-device), then trusts alice", async () => {
+  await cb.getCrypto().bootstrapCrossSigning({authUploadDeviceSigningKeys: uia(b.user_id)});
+  const shown = {};
+  // Each side compares the emoji it computed with the other's, as two people would.
+  const confirmOn = (who, verifier) => verifier.on(VerifierEvent.ShowSas, (sas) => {
+    shown[who] = sas.sas.emoji.map((e) => e[1]).join(" ");
+    sas.confirm();
+  });
+  const aliceDone = new Promise((resolve, reject) => {
+    ca2.on(CryptoEvent.VerificationRequestReceived, async (req) => {
+      try {
+        await req.accept();
+        await until("bob's m.key.verification.start on alice's side", () => req.phase === VerificationPhase.Started && req.verifier);
+        confirmOn("alice", req.verifier);
+        await req.verifier.verify();
+        resolve();
+      } catch (e) { reject(e); }
+    });
+  });
+  const req = await cb.getCrypto().requestDeviceVerification(a.user_id, a2.device_id);
+  await until("alice's m.key.verification.ready", () => req.phase === VerificationPhase.Ready, 20000);
+  const verifier = await req.startVerification("m.sas.v1");
+  confirmOn("bob", verifier);
+  await Promise.all([verifier.verify(), aliceDone]);
+  check(shown.alice && shown.alice === shown.bob, `the emoji differ: alice saw "${shown.alice}", bob "${shown.bob}"`);
+  log(`  both saw: ${shown.bob}`);
+  await until("bob trusts alice through cross-signing", async () =>
+    (await cb.getCrypto().getUserVerificationStatus(a.user_id)).isCrossSigningVerified());
+  const dev = await cb.getCrypto().getDeviceVerificationStatus(a.user_id, a2.device_id);
+  check(dev?.crossSigningVerified, `bob does not see alice's new device as cross-signed: ${JSON.stringify(dev)}`);
+  // bob's user-signing key signed alice's master key, uploaded through /keys/signatures/upload.
+  const q = await api("POST", "/keys/query", b.access_token, {device_keys: {[a.user_id]: []}});
+  const usk = Object.keys((await api("POST", "/keys/query", b.access_token, {device_keys: {[b.user_id]: []}})).user_signing_keys?.[b.user_id]?.keys ?? {})[0];
+  check(usk && usk in (q.master_keys?.[a.user_id]?.signatures?.[b.user_id] ?? {}),
+    `alice's master key carries no signature by bob's user-signing key ${usk}: ${JSON.stringify(q.master_keys?.[a.user_id])}`);
 });
 
 ca2.stopClient(); cb.stopClient();

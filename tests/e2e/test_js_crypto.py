@@ -1,6 +1,6 @@
 """matrix-js-sdk with its Rust crypto (the stack Element Web runs) against this test run's server:
-clients/matrix-js-sdk/crypto.mjs does an encrypted DM both ways, cross-signing, secret storage and
-a key backup restored on a new device, and prints OK.
+clients/matrix-js-sdk/crypto.mjs does an encrypted DM both ways, cross-signing, secret storage, a
+key backup restored on a new device and an emoji verification over to-device, and prints OK.
 
 It needs Node 20+ and npm with registry access (npm ci installs the locked versions into
 clients/matrix-js-sdk/node_modules, which git ignores). Without them the test fails and says so:
@@ -61,5 +61,6 @@ async def test_matrix_js_sdk_rust_crypto(server: Server, js_sdk_installed: str) 
     assert lines and lines[-1].endswith(" OK"), out[-6000:]
     for step in ("bob decrypts", "alice decrypts", "bootstrapCrossSigning",
                  "bootstrapSecretStorage", "restoreKeyBackup",
-                 "new device decrypts the messages sent before it existed"):
+                 "new device decrypts the messages sent before it existed",
+                 "bob verifies alice's new device by emoji"):
         assert any("ok:" in line and step in line for line in lines), (step, out[-6000:])
