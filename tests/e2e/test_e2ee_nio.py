@@ -12,6 +12,7 @@ from nio import (
     DeleteDevicesAuthResponse,
     DeleteDevicesResponse,
     JoinResponse,
+    LogoutResponse,
     MegolmEvent,
     RoomInviteResponse,
     RoomLeaveResponse,
@@ -118,6 +119,23 @@ async def test_a_deleted_device_disappears_from_key_queries(e2ee: CryptoFactory,
     # The next room key goes to the device that is left, and it still decrypts.
     await alice.send(room_id, "only one device now")
     await bob.decrypted(room_id, "only one device now")
+
+
+async def test_a_device_that_logs_out_disappears_from_key_queries(e2ee: CryptoFactory) -> None:
+    alice, bob = await e2ee("alice"), await e2ee("bob")
+    room_id = await encrypted_room(alice, bob)
+    bob2 = await e2ee(user_id=bob.user_id)
+    await alice.sync()
+    await alice.query_keys()
+    assert bob2.device_id in alice.c.device_store[bob.user_id]
+
+    assert isinstance(await bob2.c.logout(), LogoutResponse)
+    resp = await alice.sync()
+    assert bob.user_id in resp.device_list.changed, resp.device_list
+    query = await alice.query_keys()
+    assert list(query.device_keys[bob.user_id]) == [bob.device_id]
+    await alice.send(room_id, "after the logout")
+    await bob.decrypted(room_id, "after the logout")
 
 
 async def test_one_time_keys_are_topped_up_and_never_handed_out_twice(
