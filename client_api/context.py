@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from e2ee.backup import KeyBackupService
 from e2ee.cross_signing import CrossSigningService
+from e2ee.dehydrated import DehydratedDeviceService
 from e2ee.device_keys import DeviceKeyService
 from e2ee.device_lists import DeviceListService
 from e2ee.to_device import ToDeviceService
@@ -58,6 +60,8 @@ class ClientContext:
     keys: DeviceKeyService | None = None
     cross_signing: CrossSigningService | None = None
     device_lists: DeviceListService | None = None
+    dehydrated: DehydratedDeviceService | None = None
+    key_backup: KeyBackupService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

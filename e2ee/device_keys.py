@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from e2ee.key_format import (
 )
 from e2ee.keys_store import KeyStore
 from homeserver.errors import Codes, MatrixError
-from homeserver.storage.database import Database
+from homeserver.storage.database import Conn, Database
 from homeserver.types import JsonDict, Requester
 
 MAX_QUERY_USERS = 5_000  # users in one /keys/query
@@ -53,6 +54,28 @@ def check_user_id(user_id: Any, where: str) -> str:
             or len(user_id) > MAX_ID_LEN:
         raise MatrixError(400, Codes.INVALID_PARAM, f"{where}: invalid user id")
     return user_id
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedKeys:
+    device_keys: JsonDict | None
+    one_time_keys: list[tuple[str, str, Any]]
+    fallback_keys: list[tuple[str, str, Any]]
+
+
+def parse_upload(body: JsonDict, user_id: str, device_id: str) -> UploadedKeys:
+    """The keys of a /keys/upload body (or a dehydrated device's), each checked."""
+    device_keys = body.get("device_keys")
+    if device_keys is not None:
+        device_keys = check_device_keys(device_keys, user_id, device_id)
+    otks = check_one_time_keys(body.get("one_time_keys"), "one_time_keys")
+    fallback_field = "fallback_keys" if "fallback_keys" in body else \
+        "org.matrix.msc2732.fallback_keys"
+    fallbacks = check_one_time_keys(body.get(fallback_field), fallback_field)
+    if len({alg for alg, _, _ in fallbacks}) != len(fallbacks):
+        raise MatrixError(400, Codes.INVALID_PARAM,
+                          "At most one fallback key per algorithm may be uploaded")
+    return UploadedKeys(device_keys, otks, fallbacks)
 
 
 class _NoChange:
@@ -81,46 +104,43 @@ class DeviceKeyService:
     # ------------------------------------------------------------------ upload
     async def upload(self, requester: Requester, body: JsonDict) -> dict[str, int]:
         user_id, device_id = requester.user_id, requester.device_id
-        device_keys = body.get("device_keys")
-        if device_keys is not None:
-            device_keys = check_device_keys(device_keys, user_id, device_id)
-        otks = check_one_time_keys(body.get("one_time_keys"), "one_time_keys")
-        fallback_field = "fallback_keys" if "fallback_keys" in body else \
-            "org.matrix.msc2732.fallback_keys"
-        fallbacks = check_one_time_keys(body.get(fallback_field), fallback_field)
-        if len({alg for alg, _, _ in fallbacks}) != len(fallbacks):
-            raise MatrixError(400, Codes.INVALID_PARAM,
-                              "At most one fallback key per algorithm may be uploaded")
-
+        keys = parse_upload(body, user_id, device_id)
         lists: DeviceListService | _NoChange = \
-            self._lists if device_keys is not None else _NoChange()
+            self._lists if keys.device_keys is not None else _NoChange()
         try:
             async with lists.change(user_id) as pos, self._db.transaction() as conn:
                 if not await self._store.device_exists(conn, user_id, device_id):
                     raise MatrixError(401, Codes.UNKNOWN_TOKEN, "This device no longer exists",
                                       soft_logout=False)
-                if device_keys is not None:
-                    old = await self._store.device_keys(conn, user_id, device_id)
-                    if old is None:
-                        await self._store.set_device_keys(conn, user_id, device_id,
-                                                          _dumps(device_keys), _now_ms())
-                        await self._lists.record(conn, pos, user_id, [device_id])
-                    elif orjson.loads(old) != device_keys:
-                        raise MatrixError(
-                            400, Codes.INVALID_PARAM,
-                            "This device already has different identity keys; a device's keys "
-                            "cannot be replaced (log in as a new device instead)")
-                if otks:
-                    await self._add_one_time_keys(conn, user_id, device_id, otks)
-                for alg, kid, key in fallbacks:
-                    await self._store.set_fallback_key(conn, user_id, device_id, alg, kid,
-                                                       _dumps(key))
+                await self.store_keys(conn, pos, user_id, device_id, keys)
                 counts = await self._store.one_time_key_counts(conn, user_id, device_id)
         finally:
             self._counts.pop((user_id, device_id), None)
+        counts.setdefault("signed_curve25519", 0)  # as in sync: the Olm algorithm is always there
         return counts
 
-    async def _add_one_time_keys(self, conn: Any, user_id: str, device_id: str,
+    async def store_keys(self, conn: Conn, pos: int, user_id: str, device_id: str,
+                         keys: UploadedKeys) -> None:
+        """Store an upload's keys for an existing device in the caller's transaction; `pos` is
+        the device-list position announcing new device keys (unused if there are none)."""
+        if keys.device_keys is not None:
+            old = await self._store.device_keys(conn, user_id, device_id)
+            if old is None:
+                await self._store.set_device_keys(conn, user_id, device_id,
+                                                  _dumps(keys.device_keys), _now_ms())
+                await self._lists.record(conn, pos, user_id, [device_id])
+            elif orjson.loads(old) != keys.device_keys:
+                raise MatrixError(
+                    400, Codes.INVALID_PARAM,
+                    "This device already has different identity keys; a device's keys "
+                    "cannot be replaced (log in as a new device instead)")
+        if keys.one_time_keys:
+            await self._add_one_time_keys(conn, user_id, device_id, keys.one_time_keys)
+        for alg, kid, key in keys.fallback_keys:
+            await self._store.set_fallback_key(conn, user_id, device_id, alg, kid, _dumps(key))
+        self._counts.pop((user_id, device_id), None)
+
+    async def _add_one_time_keys(self, conn: Conn, user_id: str, device_id: str,
                                  otks: list[tuple[str, str, Any]]) -> None:
         algs = [a for a, _, _ in otks]
         kids = [k for _, k, _ in otks]

@@ -68,3 +68,11 @@ class ToDeviceStore:
                     limit: int) -> list[asyncpg.Record]:
         """The device's pending messages up to `upto`, deleting nothing (initial sync)."""
         return list(await conn.fetch(_FETCH, user_id, device_id, upto, limit))
+
+    async def fetch_after(self, conn: Conn, user_id: str, device_id: str, after: int,
+                          limit: int) -> list[asyncpg.Record]:
+        """The device's messages after `after`, deleting nothing (a dehydrated device's)."""
+        return list(await conn.fetch(
+            "SELECT stream_id, sender, type, content FROM to_device_inbox"
+            " WHERE user_id = $1 AND device_id = $2 AND stream_id > $3"
+            " ORDER BY stream_id LIMIT $4", user_id, device_id, after, limit))

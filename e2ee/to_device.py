@@ -130,3 +130,16 @@ class ToDeviceService:
         events = [{"type": r["type"], "sender": r["sender"],
                    "content": orjson.loads(r["content"])} for r in rows]
         return events, (rows[-1]["stream_id"] if more else upto)
+
+    async def peek(self, user_id: str, device_id: str, after: int,
+                   limit: int = LIMIT) -> tuple[list[JsonDict], int]:
+        """Messages for a device after `after`, deleting none (a dehydrated device's inbox is
+        read by another device, which may fail half way and start again). Returns them and the
+        position to continue from; only positions below which everything committed are read."""
+        upto = self._stream.current
+        async with self._db.connection() as conn:
+            rows = await self._store.fetch_after(conn, user_id, device_id, after, limit)
+        rows = [r for r in rows if r["stream_id"] <= upto]
+        events = [{"type": r["type"], "sender": r["sender"],
+                   "content": orjson.loads(r["content"])} for r in rows]
+        return events, (rows[-1]["stream_id"] if rows else max(after, 0))

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from client_api import (
     account_data,
+    dehydrated,
     devices,
     directory,
     keys,
@@ -20,6 +21,7 @@ from client_api import (
     pushrules,
     receipts,
     register,
+    room_keys,
     rooms,
     sync,
     tags,
@@ -29,7 +31,10 @@ from client_api import (
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
 from client_api.websocket import setup as setup_websockets
+from e2ee.backup import KeyBackupService
+from e2ee.backup_store import KeyBackupStore
 from e2ee.cross_signing import CrossSigningService
+from e2ee.dehydrated import DehydratedDeviceService
 from e2ee.device_keys import DeviceKeyService
 from e2ee.device_lists import DeviceListService
 from e2ee.keys_store import KeyStore
@@ -109,11 +114,13 @@ class Homeserver:
     receipts: ReceiptService | None = None
     to_device: ToDeviceService | None = None
     presence: PresenceService | None = None
+    key_backup: KeyBackupService | None = None
     writer: RoomWriter | None = None
     event_stream: Stream | None = None
     keys: DeviceKeyService | None = None
     cross_signing: CrossSigningService | None = None
     device_lists: DeviceListService | None = None
+    dehydrated: DehydratedDeviceService | None = None
 
 
 async def open_stream(db: Database, name: str, sequence: str, notifier: Notifier) -> Stream:
@@ -205,6 +212,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     to_device_store = ToDeviceStore()
     hs.to_device = ToDeviceService(db, to_device_store, notifier, to_device_stream)
     sources.to_device = hs.to_device
+    hs.dehydrated = DehydratedDeviceService(db, key_store, user_store, device_keys,
+                                            device_lists, hs.to_device)
     # -- presence
     presence_stream = await open_stream(db, "presence", "presence_seq", notifier)
     presence_stream.block = 1000
@@ -217,6 +226,9 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     if config.presence_enabled:
         sources.presence = hs.presence
     hs.background.append(hs.presence)
+    # -- server-side key backup
+    hs.key_backup = KeyBackupService(db, KeyBackupStore())
+    accounts.on_deactivate += [hs.key_backup.forget_user, cross_signing.forget_user]
     return hs
 
 
@@ -242,9 +254,12 @@ def make_app(hs: Homeserver) -> web.Application:
         limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(hs.uia),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
         keys=hs.keys, cross_signing=hs.cross_signing, device_lists=hs.device_lists,
+        dehydrated=hs.dehydrated,
     )
+    app[CTX].key_backup = hs.key_backup
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
-                   to_device, receipts, presence, tags, user_directory, pushrules, keys):
+                   to_device, receipts, presence, tags, user_directory, pushrules, keys,
+                   dehydrated, room_keys):
         add_routes(app, module.routes)
     # Last, so they only see what no route took (and every path gets a Matrix error).
     catch_all: list[web.AbstractResource] = []
