@@ -62,6 +62,7 @@ async def test_a_device_that_logs_in_later_gets_the_next_room_key(
     await bob.decrypted(room_id, "before the second device")
     before = (await alice.sync()).next_batch
 
+    bob_syncs_before = len(bob.syncs)
     bob2 = await e2ee(user_id=bob.user_id)
     assert bob2.device_id != bob.device_id
     # Alice's next sync says bob's device list changed, so nio asks for his keys again.
@@ -86,6 +87,17 @@ async def test_a_device_that_logs_in_later_gets_the_next_room_key(
     bodies = [getattr(e, "body", None) for e in hist.chunk]
     assert "before the second device" not in bodies
     assert any(isinstance(e, MegolmEvent) for e in hist.chunk)
+
+    # Bob's first device learns of his new one the same way (his own user is in
+    # device_lists.changed) and shares its own room key with it.
+    later = bob.syncs[bob_syncs_before:]
+    assert any(bob.user_id in r.device_list.changed for r in later), [
+        r.device_list for r in later]
+    await bob.query_keys()
+    assert bob2.device_id in bob.c.device_store[bob.user_id]
+    await bob.send(room_id, "from bob's first device")
+    await bob2.decrypted(room_id, "from bob's first device")
+    await alice.decrypted(room_id, "from bob's first device")
 
 
 async def test_a_deleted_device_disappears_from_key_queries(e2ee: CryptoFactory,
