@@ -202,8 +202,9 @@ await step("new device: bootstrapCrossSigning from secret storage signs it", asy
   check(await ca2.getCrypto().getActiveSessionBackupVersion() === version, "the new device does not back up to the same version");
 });
 await step("bob -> both alice devices: a new message decrypts on the new one", async () => {
-  await until("bob's crypto knows alice's new device", async () =>
-    (await cb.getCrypto().getUserDeviceInfo([a.user_id], true)).get(a.user_id)?.has(a2.device_id));
+  // No forced download: bob's sync must say alice's devices changed, so his crypto re-queries.
+  await until("bob's crypto learns of alice's new device from device_lists", async () =>
+    (await cb.getCrypto().getUserDeviceInfo([a.user_id], false)).get(a.user_id)?.has(a2.device_id));
   await cb.sendTextMessage(roomId, "welcome, new device");
   await waitDecrypted(ca2, roomId, "welcome, new device");
 });
