@@ -1,6 +1,7 @@
 """matrix-js-sdk with its Rust crypto (the stack Element Web runs) against this test run's server:
 clients/matrix-js-sdk/crypto.mjs does an encrypted DM both ways, cross-signing, secret storage, a
-key backup restored on a new device and an emoji verification over to-device, and prints OK.
+key backup restored on a new device and an emoji verification over to-device, and prints OK;
+when /versions advertises org.matrix.msc3814, also dehydrated devices (--dehydration).
 
 It needs Node 20+ and npm with registry access (npm ci installs the locked versions into
 clients/matrix-js-sdk/node_modules, which git ignores). Without them the test fails and says so:
@@ -17,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Server
+from tests.helpers import Client
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "matrix-js-sdk"
 NPM_TIMEOUT = 240
 SCRIPT_TIMEOUT_MS = 80_000
+MSC3814 = "org.matrix.msc3814"
 
 
 async def run(*cmd: str, timeout: float, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -52,10 +55,16 @@ async def js_sdk_installed() -> str:
     return node
 
 
-async def test_matrix_js_sdk_rust_crypto(server: Server, js_sdk_installed: str) -> None:
+async def test_matrix_js_sdk_rust_crypto(server: Server, js_sdk_installed: str,
+                                         raw: Client) -> None:
+    # Dehydrated devices are checked as soon as /versions advertises them: advertising MSC3814
+    # is the server's promise that matrix-js-sdk's dehydration works against it.
+    status, versions = await raw.request("GET", "/_matrix/client/versions")
+    assert status == 200, versions
+    dehydration = versions["unstable_features"].get(MSC3814) is True
     env = {**os.environ, "PARLEY_JS_TIMEOUT_MS": str(SCRIPT_TIMEOUT_MS)}
-    rc, out = await run(js_sdk_installed, "crypto.mjs", server.url,
-                        timeout=SCRIPT_TIMEOUT_MS / 1000 + 10, env=env)
+    args = ["crypto.mjs", server.url] + (["--dehydration"] if dehydration else [])
+    rc, out = await run(js_sdk_installed, *args, timeout=SCRIPT_TIMEOUT_MS / 1000 + 10, env=env)
     assert rc == 0, f"crypto.mjs exited {rc}:\n{out[-6000:]}"
     lines = out.strip().splitlines()
     assert lines and lines[-1].endswith(" OK"), out[-6000:]
@@ -64,3 +73,5 @@ async def test_matrix_js_sdk_rust_crypto(server: Server, js_sdk_installed: str) 
                  "new device decrypts the messages sent before it existed",
                  "bob verifies alice's new device by emoji"):
         assert any("ok:" in line and step in line for line in lines), (step, out[-6000:])
+    if dehydration:
+        assert any("ok:" in line and "rehydrates and decrypts" in line for line in lines), out
