@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,6 +13,7 @@ import pytest
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, RegisterResponse
 
 from tests.conftest import Server
+from tests.e2e.nio_crypto import Crypto, CryptoFactory, e2ee_config
 from tests.helpers import Client
 
 PASSWORD = "e2e-password-1"
@@ -72,6 +74,34 @@ async def nio_login(nio_client: Callable[..., AsyncClient], user_id: str, device
     assert isinstance(resp, LoginResponse), resp
     assert resp.device_id == device_id
     return c
+
+
+@pytest.fixture
+async def e2ee(server: Server, tmp_path: Path) -> AsyncIterator[CryptoFactory]:
+    """Makes nio devices with encryption on: a new user (register) or a new device of an existing
+    user (login); each uploads its device and one-time keys before it is handed out."""
+    clients: list[AsyncClient] = []
+
+    async def make(prefix: str = "e", user_id: str = "") -> Crypto:
+        store = tmp_path / f"store{len(clients)}"
+        store.mkdir()
+        c = AsyncClient(server.url, user_id, store_path=str(store), config=e2ee_config())
+        clients.append(c)
+        if user_id:
+            resp: Any = await c.login(PASSWORD, device_name="second device")
+            assert isinstance(resp, LoginResponse), resp
+        else:
+            resp = await c.register(new_name(prefix), PASSWORD)
+            assert isinstance(resp, RegisterResponse), resp
+        assert c.olm is not None, "nio did not load its crypto store"
+        d = Crypto(c)
+        up = await d.upload_keys()
+        assert up.signed_curve25519_count == c.olm.account.max_one_time_keys, up
+        return d
+
+    yield make
+    for c in clients:
+        await c.close()
 
 
 def body_of(ev: Any) -> str:
