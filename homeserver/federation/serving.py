@@ -22,7 +22,12 @@ from homeserver.events.auth import AuthError, check_auth
 from homeserver.events.builder import EventBuilder
 from homeserver.events.checks import InvalidPdu, KeyFetcher, check_format, check_signatures
 from homeserver.events.format import event_ids_of, event_references
-from homeserver.events.hashing import compute_content_hash, compute_event_id, prune_event
+from homeserver.events.hashing import (
+    compute_content_hash,
+    compute_event_id,
+    create_event_id_for_room,
+    prune_event,
+)
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
 from homeserver.rooms.service import RoomService
@@ -115,11 +120,16 @@ class FederationRooms:
 
     async def auth_chain(self, event_ids: Iterable[str]) -> list[EventEntry]:
         """Every event in the auth chains of `event_ids` (not those events themselves unless
-        they are in another's chain), oldest first by depth."""
+        they are in another's chain), oldest first by depth. In v12 rooms, whose events do
+        not cite the create event, it is added: every auth chain rests on it."""
         seen: dict[str, EventEntry] = {}
         frontier = set()
         for e in (await self._cache.get_many(list(event_ids))).values():
             frontier.update(event_ids_of(e.pdu.get("auth_events")))
+            room = await self._rooms.rooms.get(e.room_id)
+            if room is not None and room.version.room_id_is_create_event_hash \
+                    and e.type != "m.room.create":
+                frontier.add(create_event_id_for_room(e.room_id))
         while frontier:
             got = await self._cache.get_many([i for i in frontier if i not in seen])
             frontier = set()

@@ -95,6 +95,9 @@ class PersistEvent:
     # Whether the room's current state afterwards is the state after this event (so its group
     # is the room's current group); False after a merge whose resolution no group holds yet.
     current_is_after: bool = True
+    # Whether a state event is the current value of its key afterwards (False when state
+    # resolution of a merge keeps the other branch's event for that key).
+    current_own: bool = True
 
     @property
     def served(self) -> bool:
@@ -443,6 +446,7 @@ class RoomWriter:
             ev.prev_state = room.state.get(own)
         ev.current_delta = delta or None
         ev.current_is_after = new_current == after
+        ev.current_own = own is None or new_current.get(own) == ev.event_id
         if ev.current_delta:
             needed = [v for v in ev.current_delta.values() if v is not None]
             await self._cache.get_many(needed)  # warm: _apply reads them synchronously
@@ -530,7 +534,8 @@ class RoomWriter:
                 await self._rooms.insert_membership(
                     conn, ev.event_id, room.room_id, state_key, pdu["sender"], membership,
                     ev.pos)
-            if ev.current_delta is None or (pdu["type"], state_key) not in ev.current_delta:
+            if ev.current_own and (ev.current_delta is None
+                                   or (pdu["type"], state_key) not in ev.current_delta):
                 await self._rooms.upsert_current_state(
                     conn, room.room_id, pdu["type"], state_key, ev.event_id, membership)
         if ev.current_delta:
@@ -624,7 +629,7 @@ class RoomWriter:
                     e = self._cache.peek(eid)
                     if e is not None:
                         room.state[key] = e
-        if ev.state_key is not None and (
+        if ev.state_key is not None and ev.current_own and (
                 ev.current_delta is None or (entry.type, ev.state_key) not in ev.current_delta):
             room.state[(entry.type, ev.state_key)] = entry
         if ev.current_is_after:
@@ -633,7 +638,7 @@ class RoomWriter:
         else:  # current state is a resolution no group holds yet; the next event makes one
             room.state_group, room.chain_len = 0, 0
         if not deferred:
-            self._publish(room, entry, ev.current_delta)
+            self._publish(room, entry, ev.current_delta, ev.current_own)
         if ev.redacts is not None:
             target = self._cache.peek(ev.redacts)
             if target is not None and target.room_id == room.room_id:
@@ -641,12 +646,13 @@ class RoomWriter:
         return entry
 
     def _publish(self, room: RoomData, entry: EventEntry,
-                 current_delta: Mapping[StateKey, str | None] | None = None) -> None:
+                 current_delta: Mapping[StateKey, str | None] | None = None,
+                 current_own: bool = True) -> None:
         """Make a committed event findable by id and update the members index, for the event
         itself and for memberships a merge changed (state resolution picked another branch's
         member event, or none)."""
         self._cache.put(entry)
-        if entry.type == "m.room.member" and entry.membership is not None:
+        if entry.type == "m.room.member" and entry.membership is not None and current_own:
             assert entry.state_key is not None
             self._members.update(entry.state_key, room.room_id,
                                  Membership(entry.membership, entry.stream_ordering,
@@ -673,7 +679,7 @@ class RoomWriter:
         if ev.current_delta:  # members a merge removed learn it too
             users += [k for (t, k) in ev.current_delta if t == "m.room.member"]
         self.stream.finish(ev.pos, wake=users)
-        if entry.type == "m.room.member" and entry.state_key is not None \
+        if entry.type == "m.room.member" and entry.state_key is not None and ev.current_own \
                 and entry.membership is not None:
             for hook in self._on_membership:
                 hook(room, entry.state_key, entry.membership)
