@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from tests.federation.conftest import Factory, FedServer
 from tests.helpers import Client, User
 
@@ -169,3 +171,20 @@ async def test_invite_to_an_unreachable_server_is_refused(make_server: Factory) 
                                           {"user_id": "@bob:127.0.0.1:1"}, alice.access_token)
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     assert await membership_of(a, room_id, "@bob:127.0.0.1:1") is None
+
+
+@pytest.mark.parametrize("version", ["1", "2", "5", "9", "11"])
+async def test_join_and_chat_in_older_room_versions(make_server: Factory, version: str) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob = await a.client.register("alice"), await b.client.register("bob")
+    room_id = await b.client.create_room(bob, preset="public_chat", room_version=version)
+    status, body = await a.client.request("POST", f"/join/{room_id}", {}, alice.access_token,
+                                          params={"via": b.name})
+    assert status == 200, body
+    room = await a.hs.rooms.rooms.get(room_id)
+    assert room.version.identifier == version
+    await a.client.send(alice, room_id, f"v{version} from A")
+    await eventually(lambda: _has(b.client, bob, room_id, f"v{version} from A"))
+    await b.client.send(bob, room_id, f"v{version} from B")
+    await eventually(lambda: _has(a.client, alice, room_id, f"v{version} from B"))
