@@ -271,7 +271,9 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     hs.rooms.remote = RemoteMembership(name, db, hs.rooms, parts.store, parts.writer, builder,
                                        keyring, client)
     context = FederationContext(name, keyring, hs.profiles, hs.reader,
-                                config.well_known_server, rooms=serving, inbound=inbound)
+                                config.well_known_server, rooms=serving, inbound=inbound,
+                                limiter=RateLimiter(config.rate_limits.enabled),
+                                rate_limit=config.rate_limits.federation)
     return Federation(keys=keyring, client=client, context=context, sender=sender)
 
 

@@ -202,3 +202,24 @@ async def test_unknown_federation_endpoint_is_matrix_json(make_server: Factory) 
         assert e.status == 404
     else:
         raise AssertionError("expected a FederationError")
+
+
+async def test_inbound_requests_are_rate_limited_per_origin(make_server: Factory) -> None:
+    from homeserver.config import RateLimit, RateLimits
+
+    b: FedServer = await make_server(
+        rate_limits=RateLimits(enabled=True, federation=RateLimit(0.01, 3)))
+    a: FedServer = await make_server()
+    c: FedServer = await make_server()
+    uri = "/_matrix/federation/v1/query/profile?user_id=%40x%3Ay"
+    for _ in range(3):
+        with pytest.raises(FederationError) as e:
+            await a.hs.federation.client.request(b.name, "GET", uri)
+        assert e.value.status == 404  # allowed through, and no such user
+    with pytest.raises(FederationError) as e:
+        await a.hs.federation.client.request(b.name, "GET", uri)
+    assert (e.value.status, e.value.errcode) == (429, "M_LIMIT_EXCEEDED")
+    assert e.value.body["retry_after_ms"] > 0
+    with pytest.raises(FederationError) as e:  # another origin has its own budget
+        await c.hs.federation.client.request(b.name, "GET", uri)
+    assert e.value.status == 404
