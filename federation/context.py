@@ -45,7 +45,7 @@ def fed(request: web.Request) -> FederationContext:
     return request.app[FED]
 
 
-async def signed(request: web.Request, with_body: bool = False) -> tuple[str, Any]:
+async def signed(request: web.Request) -> tuple[str, Any]:
     """The verified origin of the request, and its JSON body (None for none).
 
     The body is parsed before the signature is checked because the signature covers it; a
@@ -54,8 +54,6 @@ async def signed(request: web.Request, with_body: bool = False) -> tuple[str, An
     raw = await request.read()
     if raw.strip():
         content = parse_json_object(raw, "Content")
-    elif with_body:
-        content = None
     ctx = fed(request)
     origin = await authenticate(request, content, ctx.server_name, ctx.keys)
     if ctx.limiter is not None:  # per origin, once it is known to be that origin

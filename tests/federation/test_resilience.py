@@ -37,9 +37,13 @@ async def _pair(make_server: Factory, **b_overrides: Any) -> tuple[
     return a, b, alice, bob, room_id
 
 
+@pytest.mark.parametrize("missed", [9, 45])
 async def test_down_server_gets_what_it_missed_across_restarts(
         pg_admin: PgAdmin, tmp_path_factory: pytest.TempPathFactory, server_cert: Cert,
-        local_ca: LocalCA) -> None:
+        local_ca: LocalCA, missed: int) -> None:
+    """9 missed messages: the 5 resent and 4 fetched with get_missing_events. 45: more than
+    get_missing_events reaches (20), so B asks for the state at the gap and accepts the
+    newest events with it; it has the latest ones, in order, and the room goes on."""
     names = [await pg_admin.create(), await pg_admin.create()]
     dsn_a, dsn_b = (pg_admin.dsn_for(n) for n in names)
     cfg_a = fed_config(tmp_path_factory.mktemp("a"), server_cert, local_ca.ca_file)
@@ -58,7 +62,7 @@ async def test_down_server_gets_what_it_missed_across_restarts(
             await b_stack.aclose()  # B goes down
             a.hs.federation.sender.backoff_base_ms = 100
             a.hs.federation.sender.backoff_max_ms = 300
-            sent = [await a.client.send(alice, room_id, f"missed {i}") for i in range(9)]
+            sent = [await a.client.send(alice, room_id, f"missed {i}") for i in range(missed)]
 
             async def queued() -> bool:
                 n = await a.hs.db.fetchval("SELECT count(*) FROM federation_outbox")
@@ -76,16 +80,25 @@ async def test_down_server_gets_what_it_missed_across_restarts(
             bob = await b.client.register("bob2")
             await eventually(lambda: _is(b, room_id, alice.user_id, "join"))
             # Only the latest events of the room are resent after the failures; B fetches
-            # the rest from A (get_missing_events), so it ends with all nine, in order.
+            # the rest from A (get_missing_events, then the state at a remaining gap).
             status, _ = await b.client.request("POST", f"/join/{room_id}", {},
                                                bob.access_token)
             assert status == 200
-            await eventually(lambda: _has(b.client, bob, room_id, "missed 8"), timeout=30)
+            last = f"missed {missed - 1}"
+            await eventually(lambda: _has(b.client, bob, room_id, last), timeout=60)
             got = [m for m in await messages(b.client, bob, room_id) if m.startswith("missed")]
-            assert got == [f"missed {i}" for i in range(9)]
+            if missed <= 20:
+                assert got == [f"missed {i}" for i in range(missed)]
+            else:
+                numbers = [int(m.split()[1]) for m in got]
+                assert numbers == sorted(numbers) and numbers[-5:] == list(
+                    range(missed - 5, missed))
             rb = await b.hs.rooms.rooms.get(room_id)
-            assert rb.extremities == [sent[-1]] or sent[-1] in rb.extremities
+            assert sent[-1] in rb.extremities
             await eventually(lambda: _outbox_empty(a))
+            # The room goes on both ways.
+            await b.client.send(bob, room_id, "welcome back")
+            await eventually(lambda: _has(a.client, alice, room_id, "welcome back"))
     finally:
         for n in names:
             await pg_admin.drop(n)
