@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.errors import forbidden, not_found
 from homeserver.events.builder import EventBuilder
 from homeserver.events.checks import InvalidPdu, KeyFetcher
 from homeserver.events.hashing import compute_event_id, prune_event
@@ -34,7 +34,7 @@ from homeserver.rooms.store import RoomStore
 from homeserver.rooms.writer import MissingEvents, RoomWriter
 from homeserver.signing import SignatureError, verify_signed_json
 from homeserver.storage.database import Database
-from homeserver.types import JsonDict, Requester, is_valid_room_alias, is_valid_room_id
+from homeserver.types import JsonDict, Requester, is_valid_room_id
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class RemoteMembership:
 
     # ------------------------------------------------------------------ join
 
-    async def _resolve_alias(self, alias: str) -> tuple[str, list[str]]:
+    async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
+        """A remote alias's room id and servers (GET /query/directory at its server)."""
         try:
             resp = await self._t.request(domain(alias), "GET",
                                          "/_matrix/federation/v1/query/directory",
@@ -79,17 +80,10 @@ class RemoteMembership:
         return room_id, [s for s in servers if isinstance(s, str)] if isinstance(
             servers, list) else []
 
-    async def join(self, requester: Requester, room_id_or_alias: str, servers: Sequence[str],
+    async def join(self, requester: Requester, room_id: str, servers: Sequence[str],
                    content: JsonDict) -> str:
         """Join a room this server is not in; returns the room id."""
         candidates = list(servers)
-        if room_id_or_alias.startswith("#"):
-            if not is_valid_room_alias(room_id_or_alias):
-                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias")
-            room_id, more = await self._resolve_alias(room_id_or_alias)
-            candidates += more + [domain(room_id_or_alias)]
-        else:
-            room_id = room_id_or_alias
         room = await self._rooms.rooms.get(room_id)
         if room is not None:  # invited: the inviting server is in the room
             invite = room.state.get(("m.room.member", requester.user_id))
@@ -165,7 +159,10 @@ class RemoteMembership:
             if room.version.identifier != rv.identifier:
                 raise RemoteError(502, {"error": "room version differs from the known one"})
             if ("m.room.create", "") in room.state:  # joined meanwhile (another user)
-                await self._writer.accept(room, event_id, pdu, self._keys)
+                try:
+                    await self._writer.accept(room, event_id, pdu, self._keys)
+                except (InvalidPdu, MissingEvents) as e:
+                    raise RemoteError(502, {"error": f"join could not be stored: {e}"}) from e
                 return
             if room.state:
                 await self._writer.forget_out_of_band(room)

@@ -67,7 +67,9 @@ class RemoteRooms(Protocol):
     """Membership through other servers (homeserver/federation/membership.py), for rooms this
     server is not in and users of other servers."""
 
-    async def join(self, requester: Requester, room_id_or_alias: str, servers: Sequence[str],
+    async def resolve_alias(self, alias: str) -> tuple[str, list[str]]: ...
+
+    async def join(self, requester: Requester, room_id: str, servers: Sequence[str],
                    content: JsonDict) -> str: ...
 
     async def leave(self, requester: Requester, room_id: str, content: JsonDict) -> str: ...
@@ -358,28 +360,32 @@ class RoomService:
 
     # ------------------------------------------------------------------ membership
 
-    async def _is_remote(self, room_id_or_alias: str) -> bool:
-        """Whether joining needs another server: a remote alias, or a room this server is
-        not in (unknown, or known only through an invite)."""
-        if self.remote is None:
+    async def _is_remote(self, room_id: str) -> bool:
+        """Whether joining needs another server: a room this server is not in (unknown, or
+        known only through an invite)."""
+        if self.remote is None or not is_valid_room_id(room_id):
             return False
-        if room_id_or_alias.startswith("#"):
-            return room_id_or_alias.partition(":")[2] != self.server_name
-        if not is_valid_room_id(room_id_or_alias):
-            return False
-        room = await self.rooms.get(room_id_or_alias)
+        room = await self.rooms.get(room_id)
         return room is None or ("m.room.create", "") not in room.state
 
     async def join(self, requester: Requester, room_id_or_alias: str,
                    reason: str | None = None, servers: Sequence[str] = ()) -> str:
         """Join a room by id or alias with the requester's profile; returns the room id.
         A room this server is not in is joined through another server (federation)."""
-        if self.remote is not None and await self._is_remote(room_id_or_alias):
-            content: JsonDict = {k: v for k, v in (await self._profile(
-                requester.user_id)).items() if v is not None}
-            if reason is not None:
-                content["reason"] = reason
-            return await self.remote.join(requester, room_id_or_alias, servers, content)
+        if self.remote is not None:
+            via = list(servers)
+            alias_server = room_id_or_alias.partition(":")[2]
+            if room_id_or_alias.startswith("#") and alias_server != self.server_name:
+                if not is_valid_room_alias(room_id_or_alias):
+                    raise invalid_param("Invalid room alias")
+                room_id_or_alias, more = await self.remote.resolve_alias(room_id_or_alias)
+                via += more + [alias_server]
+            if await self._is_remote(room_id_or_alias):
+                content: JsonDict = {k: v for k, v in (await self._profile(
+                    requester.user_id)).items() if v is not None}
+                if reason is not None:
+                    content["reason"] = reason
+                return await self.remote.join(requester, room_id_or_alias, via, content)
         room_id = await self.resolve_room(room_id_or_alias)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      profile=await self._profile(requester.user_id))

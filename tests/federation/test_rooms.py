@@ -63,6 +63,14 @@ async def test_join_remote_room_by_alias_chat_and_leave(make_server: Factory) ->
     assert (status, name) == (200, {"name": "Lobby"})
     assert (await members(a.client, alice, room_id)) == {bob.user_id: "join",
                                                         alice.user_id: "join"}
+    # A second user of A joins by the alias: A is in the room, so the join is local, and B
+    # learns it through A's sender.
+    dave = await a.client.register("dave")
+    await a.client.join(dave, quote(f"#lobby:{b.name}", safe=""))
+    await eventually(lambda: _is(b, room_id, dave.user_id, "join"))
+    status, body = await a.client.request("POST", "/join/" + quote("#nope:" + b.name, safe=""),
+                                          {}, dave.access_token)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     # Messages both ways, seen in /sync and /messages.
     await a.client.send(alice, room_id, "hello from A")
     await eventually(lambda: _has(b.client, bob, room_id, "hello from A"))
