@@ -25,6 +25,7 @@ from homeserver.types import (
     is_valid_event_id,
     is_valid_room_alias,
     is_valid_room_id,
+    is_valid_server_name,
 )
 
 routes = web.RouteTableDef()
@@ -171,7 +172,10 @@ async def _join(request: web.Request, room: str) -> web.Response:
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
-    room_id = await c.rooms.join(requester, room, reason_param(body))
+    # Servers to join a remote room through (`via`, and the older `server_name`).
+    via = [s for s in request.query.getall("via", []) + request.query.getall("server_name", [])
+           if is_valid_server_name(s)][:20]
+    room_id = await c.rooms.join(requester, room, reason_param(body), servers=via)
     return json_response({"room_id": room_id})
 
 

@@ -29,6 +29,7 @@ from federation.discovery import (
     split_server_name,
 )
 from federation.xmatrix import sign_request
+from homeserver.federation.transport import RemoteError, Unreachable
 from homeserver.outbound import OutboundPolicy
 from homeserver.signing import ServerSigningKey
 
@@ -38,23 +39,12 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 ADDRESS_CACHE_S = 600.0
 
 
-class FederationError(Exception):
+class FederationError(RemoteError):
     """The remote answered with an error (`status` >= 300) or with a body that is not JSON."""
 
-    def __init__(self, status: int, body: Any) -> None:
-        self.status = status
-        self.body = body
-        self.errcode = body.get("errcode") if isinstance(body, dict) else None
-        super().__init__(f"{status} {self.errcode or ''} {str(body)[:200]}")
 
-
-class FederationUnreachable(Exception):
+class FederationUnreachable(Unreachable):
     """No permitted address answered (refused by policy, DNS, connection, TLS, timeout)."""
-
-
-def path(template: str, *args: str) -> str:
-    """A request path with each argument percent-encoded as one path segment."""
-    return template % tuple(quote(a, safe="") for a in args)
 
 
 class FederationClient:

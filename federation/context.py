@@ -8,8 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from federation.auth import authenticate
+from homeserver.config import RateLimit
 from homeserver.federation.keys import KeyRing
 from homeserver.http import parse_json_object
+from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.reader import RoomReader
 from homeserver.users.profiles import ProfileService
 
@@ -21,6 +23,8 @@ class FederationContext:
     profiles: ProfileService
     reader: RoomReader
     well_known_server: str = ""
+    limiter: RateLimiter | None = None
+    rate_limit: RateLimit = RateLimit(50.0, 500)
     # Room services (federation/rooms.py etc.), set when wired.
     rooms: Any = None  # homeserver.federation.serving.FederationRooms
     inbound: Any = None  # homeserver.federation.inbound.Inbound
@@ -41,7 +45,7 @@ def fed(request: web.Request) -> FederationContext:
     return request.app[FED]
 
 
-async def signed(request: web.Request, with_body: bool = False) -> tuple[str, Any]:
+async def signed(request: web.Request) -> tuple[str, Any]:
     """The verified origin of the request, and its JSON body (None for none).
 
     The body is parsed before the signature is checked because the signature covers it; a
@@ -50,8 +54,8 @@ async def signed(request: web.Request, with_body: bool = False) -> tuple[str, An
     raw = await request.read()
     if raw.strip():
         content = parse_json_object(raw, "Content")
-    elif with_body:
-        content = None
     ctx = fed(request)
     origin = await authenticate(request, content, ctx.server_name, ctx.keys)
+    if ctx.limiter is not None:  # per origin, once it is known to be that origin
+        ctx.limiter.check("federation", origin, ctx.rate_limit)
     return origin, content

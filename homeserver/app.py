@@ -48,7 +48,11 @@ from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
+from homeserver.federation.inbound import Inbound
 from homeserver.federation.keys import KeyRing
+from homeserver.federation.membership import RemoteMembership
+from homeserver.federation.sender import FederationSender
+from homeserver.federation.serving import FederationRooms
 from homeserver.federation.store import FederationStore
 from homeserver.http import MatrixAppRunner, add_routes, error_response, matrix_errors
 from homeserver.outbound import OutboundPolicy, parse_ranges
@@ -59,6 +63,7 @@ from homeserver.push.store import PushRuleStore
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.receipts.store import ReceiptStore
+from homeserver.rooms.feed import EventConsumer
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.refresh import RoomCacheRefresher
@@ -138,11 +143,13 @@ class Federation:
     keys: KeyRing
     client: FederationClient
     context: FederationContext
+    sender: FederationSender
 
     async def start(self) -> None:
-        pass
+        await self.sender.start()
 
     async def stop(self) -> None:
+        await self.sender.stop()
         await self.client.close()
 
 
@@ -253,13 +260,27 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.key_backup = KeyBackupService(db, KeyBackupStore())
     accounts.on_deactivate += [hs.key_backup.forget_user, cross_signing.forget_user]
     if config.federation_enabled:
-        hs.federation = build_federation(hs, config, db, key)
+        hs.federation = build_federation(hs, key, RoomParts(
+            room_store, event_store, cache, groups, registry, writer, event_stream))
         hs.background.append(hs.federation)
     return hs
 
 
-def build_federation(hs: Homeserver, config: Config, db: Database,
-                     key: ServerSigningKey) -> Federation:
+@dataclass(frozen=True, slots=True)
+class RoomParts:
+    """The room engine's parts federation works with."""
+
+    store: RoomStore
+    events: EventStore
+    cache: EventCache
+    groups: StateGroups
+    registry: RoomRegistry
+    writer: RoomWriter
+    stream: Stream
+
+
+def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) -> Federation:
+    config, db = hs.config, hs.db
     store = FederationStore()
     keyring = KeyRing(db, store, key, load_old_keys(config.old_signing_keys_path),
                       config.trusted_key_servers, config.key_validity_ms)
@@ -267,9 +288,22 @@ def build_federation(hs: Homeserver, config: Config, db: Database,
                             parse_ranges(config.outbound_deny))
     client = FederationClient(key, policy, client_context(config.federation_ca_file))
     keyring.source = client
-    context = FederationContext(config.server_name, keyring, hs.profiles, hs.reader,
-                                config.well_known_server)
-    return Federation(keys=keyring, client=client, context=context)
+    builder = EventBuilder(key)
+    name = config.server_name
+    serving = FederationRooms(name, db, hs.rooms, parts.store, parts.writer, builder,
+                              parts.cache, parts.groups, keyring, key)
+    inbound = Inbound(name, db, store, hs.rooms, parts.writer, parts.cache, keyring, client)
+    consumer = EventConsumer("federation-sender", db, parts.events, parts.cache, parts.stream)
+    sender = FederationSender(name, db, store, consumer, parts.registry, parts.cache, client)
+    serving.forward = sender.forward
+    inbound.on_origin = sender.remote_alive
+    hs.rooms.remote = RemoteMembership(name, db, hs.rooms, parts.store, parts.writer, builder,
+                                       keyring, client)
+    context = FederationContext(name, keyring, hs.profiles, hs.reader,
+                                config.well_known_server, rooms=serving, inbound=inbound,
+                                limiter=RateLimiter(config.rate_limits.enabled),
+                                rate_limit=config.rate_limits.federation)
+    return Federation(keys=keyring, client=client, context=context, sender=sender)
 
 
 CATCH_ALL: web.AppKey[tuple[web.AbstractResource, ...]] = web.AppKey("parley_catch_all", tuple)

@@ -42,6 +42,7 @@ class RateLimits:
     login: RateLimit = RateLimit(0.5, 10)
     room_creation: RateLimit = RateLimit(1.0, 20)
     joins: RateLimit = RateLimit(2.0, 20)
+    federation: RateLimit = RateLimit(50.0, 500)  # signed requests per origin server
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,7 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         login=_rate(rl.get("login"), d.login),
         room_creation=_rate(rl.get("room_creation"), d.room_creation),
         joins=_rate(rl.get("joins"), d.joins),
+        federation=_rate(rl.get("federation"), d.federation),
     )
     key_path = Path(raw.get("signing_key_path", data_dir / "signing.key"))
     if not key_path.is_absolute():

@@ -15,15 +15,15 @@ import secrets
 import string
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
-from homeserver.events.auth import AuthError, redact_level, user_power_level
+from homeserver.events.auth import AuthError, check_auth, redact_level, user_power_level
 from homeserver.events.builder import EventBuilder
 from homeserver.events.hashing import room_id_for_create_event
 from homeserver.events.model import EventEntry
@@ -63,6 +63,20 @@ class _Pending:
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+class RemoteRooms(Protocol):
+    """Membership through other servers (homeserver/federation/membership.py), for rooms this
+    server is not in and users of other servers."""
+
+    async def resolve_alias(self, alias: str) -> tuple[str, list[str]]: ...
+
+    async def join(self, requester: Requester, room_id: str, servers: Sequence[str],
+                   content: JsonDict) -> str: ...
+
+    async def leave(self, requester: Requester, room_id: str, content: JsonDict) -> str: ...
+
+    async def sign_invite(self, room: RoomData, event_id: str, pdu: JsonDict) -> JsonDict: ...
+
+
 class _RoomIdTaken(Exception):
     """The create event's hash names a room that exists already (built again with a later
     timestamp)."""
@@ -91,6 +105,7 @@ class RoomService:
         self._default_version = default_version
         self._txns: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._last_create_ts = 0
+        self.remote: RemoteRooms | None = None  # set when federation is on
 
     # ------------------------------------------------------------------ helpers
 
@@ -345,9 +360,32 @@ class RoomService:
 
     # ------------------------------------------------------------------ membership
 
+    async def _is_remote(self, room_id: str) -> bool:
+        """Whether joining needs another server: a room this server is not in (unknown, or
+        known only through an invite)."""
+        if self.remote is None or not is_valid_room_id(room_id):
+            return False
+        room = await self.rooms.get(room_id)
+        return room is None or ("m.room.create", "") not in room.state
+
     async def join(self, requester: Requester, room_id_or_alias: str,
-                   reason: str | None = None) -> str:
-        """Join a room by id or local alias with the requester's profile; returns the room id."""
+                   reason: str | None = None, servers: Sequence[str] = ()) -> str:
+        """Join a room by id or alias with the requester's profile; returns the room id.
+        A room this server is not in is joined through another server (federation)."""
+        if self.remote is not None:
+            via = list(servers)
+            alias_server = room_id_or_alias.partition(":")[2]
+            if room_id_or_alias.startswith("#") and alias_server != self.server_name:
+                if not is_valid_room_alias(room_id_or_alias):
+                    raise invalid_param("Invalid room alias")
+                room_id_or_alias, more = await self.remote.resolve_alias(room_id_or_alias)
+                via += more + [alias_server]
+            if await self._is_remote(room_id_or_alias):
+                content: JsonDict = {k: v for k, v in (await self._profile(
+                    requester.user_id)).items() if v is not None}
+                if reason is not None:
+                    content["reason"] = reason
+                return await self.remote.join(requester, room_id_or_alias, via, content)
         room_id = await self.resolve_room(room_id_or_alias)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      profile=await self._profile(requester.user_id))
@@ -369,10 +407,39 @@ class RoomService:
         room = await self.get_room(room_id)
         if room.membership(target) in ("join", "ban"):
             raise forbidden(f"{target} is already in the room or banned")
+        if self.remote is not None and target.partition(":")[2] != self.server_name:
+            return await self._invite_remote(requester, room_id, target, reason, is_direct)
         return await self._update_membership(
             requester, room_id, target, "invite", reason,
             extra={"is_direct": True} if is_direct else None,
             profile=await self._profile(target))
+
+    async def _invite_remote(self, requester: Requester, room_id: str, target: str,
+                             reason: str | None, is_direct: bool) -> str:
+        """The invited user's server counter-signs the invite before it is persisted; the
+        room's lock is not held while it is asked."""
+        assert self.remote is not None
+        if not is_valid_user_id(target):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user id")
+        content: JsonDict = {"membership": "invite"}
+        if reason is not None:
+            content["reason"] = reason
+        if is_direct:
+            content["is_direct"] = True
+        async with self.locked(room_id) as room:
+            event_id, pdu = self._build(room, room.version, room_id, requester.user_id,
+                                        "m.room.member", content, target)
+            try:
+                check_auth(room.version, pdu, room.state_pdus())
+            except AuthError as e:
+                raise forbidden(str(e)) from e
+        signed = await self.remote.sign_invite(room, event_id, pdu)
+        async with self.locked(room_id) as room:
+            try:
+                entry = await self._writer.persist(room, PersistEvent(event_id, signed))
+            except AuthError as e:
+                raise forbidden(str(e)) from e
+        return entry.event_id
 
     async def kick(self, requester: Requester, room_id: str, target: str,
                    reason: str | None = None) -> str:
@@ -400,7 +467,13 @@ class RoomService:
         return await self._update_membership(requester, room_id, target, "leave", reason)
 
     async def leave(self, requester: Requester, room_id: str, reason: str | None = None) -> str:
-        """Leave, or reject an invite or withdraw a knock (403 if never in the room)."""
+        """Leave, or reject an invite or withdraw a knock (403 if never in the room). An
+        invite to a room this server is not in is rejected through the inviting server."""
+        if self.remote is not None and is_valid_room_id(room_id):
+            room = await self.rooms.get(room_id)
+            if room is not None and ("m.room.create", "") not in room.state:
+                content: JsonDict = {} if reason is None else {"reason": reason}
+                return await self.remote.leave(requester, room_id, content)
         return await self._update_membership(requester, room_id, requester.user_id, "leave",
                                             reason)
 

@@ -16,6 +16,20 @@ class RoomStore:
             " VALUES ($1,$2,$3,$4,$5)", room_id, version, creator, is_public, ts,
         )
 
+    async def ensure_room(self, conn: Conn, room_id: str, version: str, creator: str,
+                          ts: int) -> None:
+        """A room first known through federation (a join, an invite): not public here."""
+        await conn.execute(
+            "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+            " VALUES ($1,$2,$3,FALSE,$4) ON CONFLICT (room_id) DO NOTHING",
+            room_id, version, creator, ts)
+
+    async def clear_current_state(self, conn: Conn, room_id: str) -> None:
+        await conn.execute("DELETE FROM current_state WHERE room_id = $1", room_id)
+
+    async def clear_extremities(self, conn: Conn, room_id: str) -> None:
+        await conn.execute("DELETE FROM forward_extremities WHERE room_id = $1", room_id)
+
     async def get_room(self, conn: Conn, room_id: str) -> asyncpg.Record | None:
         return await conn.fetchrow(
             "SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1",

@@ -10,6 +10,9 @@
   not an extremity and not served to clients).
 - `store_outlier` keeps an event known without its state (an auth chain, an invite or knock
   over federation); `accept` later de-outliers it.
+- `store_out_of_band` keeps a membership event of a room this server is not in (an invite
+  from another server, or the local rejection of one) as the room's only state, so that the
+  user sees it in sync; `forget_out_of_band` drops that state when the server joins.
 
 The state before an event is computed from its prev_events: the state after each of them,
 resolved with state resolution when they differ; current state is the resolution of the forward
@@ -27,12 +30,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from homeserver.events.auth import AuthError, check_auth, check_auth_events_list
 from homeserver.events.checks import InvalidPdu, KeyFetcher, check_pdu
 from homeserver.events.format import event_ids_of as event_refs
+from homeserver.events.hashing import create_event_id_for_room, room_id_for_create_event
 from homeserver.events.model import EventEntry, client_format, mark_redacted, relation_of
 from homeserver.events.state_res import resolve_state
 from homeserver.events.store import EventStore, StateGroupStore
@@ -90,6 +95,9 @@ class PersistEvent:
     # Whether the room's current state afterwards is the state after this event (so its group
     # is the room's current group); False after a merge whose resolution no group holds yet.
     current_is_after: bool = True
+    # Whether a state event is the current value of its key afterwards (False when state
+    # resolution of a merge keeps the other branch's event for that key).
+    current_own: bool = True
 
     @property
     def served(self) -> bool:
@@ -133,9 +141,17 @@ class _Fetcher:
         return out
 
 
-def _in_room(room: RoomData, pdu: JsonDict) -> JsonDict:
-    """A PDU handed to this room's writer must belong to this room."""
-    if isinstance(pdu, dict) and pdu.get("room_id") != room.room_id:
+def _in_room(room: RoomData, pdu: Any, event_id: str) -> JsonDict:
+    """A PDU handed to this room's writer must belong to this room (a v12 create event has no
+    room_id: its id is the room's)."""
+    if not isinstance(pdu, dict):
+        raise InvalidPdu("PDU is not an object")
+    if room.version.room_id_is_create_event_hash and pdu.get("type") == "m.room.create" \
+            and "room_id" not in pdu:
+        if room_id_for_create_event(event_id) != room.room_id:
+            raise InvalidPdu("the create event belongs to another room")
+        return pdu
+    if pdu.get("room_id") != room.room_id:
         raise InvalidPdu("the PDU belongs to another room")
     return pdu
 
@@ -265,7 +281,7 @@ class RoomWriter:
         existing = (await self._cache.get_many([event_id])).get(event_id)
         if existing is not None and not existing.outlier:
             return existing
-        pdu = await check_pdu(room.version, _in_room(room, pdu), event_id, keys)
+        pdu = await check_pdu(room.version, _in_room(room, pdu, event_id), event_id, keys)
         ev = PersistEvent(event_id, pdu, deoutlier=existing is not None)
         ev.rejected = await self._check_against_auth_events(room, pdu)
         prevs = event_refs(pdu.get("prev_events"))
@@ -285,10 +301,11 @@ class RoomWriter:
         if ev.rejected is not None:
             self._describe(room, ev)
             return await self._persist_planned(room, ev, None)
-        try:
-            check_auth(room.version, pdu, room.state_pdus())
-        except AuthError:
-            ev.soft_failed = True
+        if ("m.room.create", "") in room.state:  # else: joining, no current state yet
+            try:
+                check_auth(room.version, pdu, room.state_pdus())
+            except AuthError:
+                ev.soft_failed = True
         await self._plan_general(room, ev, before, prevs)
         return await self._persist_planned(room, ev, None)
 
@@ -300,11 +317,46 @@ class RoomWriter:
         existing = (await self._cache.get_many([event_id])).get(event_id)
         if existing is not None:
             return existing
-        pdu = await check_pdu(room.version, _in_room(room, pdu), event_id, keys)
+        pdu = await check_pdu(room.version, _in_room(room, pdu, event_id), event_id, keys)
         ev = PersistEvent(event_id, pdu, outlier=True)
         ev.rejected = await self._check_against_auth_events(room, pdu)
         self._describe(room, ev)
         return await self._persist_planned(room, ev, None)
+
+    async def store_out_of_band(self, room: RoomData, event_id: str,
+                                pdu: JsonDict) -> EventEntry:
+        """A membership event of a room this server is not in (no create event in its
+        current state): served, so the user sees it in sync, and the room's only state beside
+        the other such events. Its signatures are the caller's to check; the auth rules cannot
+        be, without the room's state."""
+        assert room.lock.locked()
+        if ("m.room.create", "") in room.state:
+            raise ValueError("the server is in this room: not an out-of-band membership")
+        existing = (await self._cache.get_many([event_id])).get(event_id)
+        if existing is not None:
+            return existing
+        ev = PersistEvent(event_id, _in_room(room, pdu, event_id))
+        before = {k: e.event_id for k, e in room.state.items()}
+        await self._drop_extremities(room)
+        await self._plan_general(room, ev, before, [])
+        return await self._persist_planned(room, ev, None)
+
+    async def forget_out_of_band(self, room: RoomData) -> None:
+        """Before joining a room known only through out-of-band memberships: its current state
+        and extremities are dropped (the events stay), so the join's state is the room's."""
+        assert room.lock.locked()
+        if ("m.room.create", "") in room.state:
+            raise ValueError("the server is in this room")
+        await self._drop_extremities(room)
+        async with self._db.connection() as conn:
+            await self._rooms.clear_current_state(conn, room.room_id)
+        room.state.clear()
+        room.state_group, room.chain_len = 0, 0
+
+    async def _drop_extremities(self, room: RoomData) -> None:
+        async with self._db.connection() as conn:
+            await self._rooms.clear_extremities(conn, room.room_id)
+        room.extremities = []
 
     async def _check_against_auth_events(self, room: RoomData, pdu: JsonDict) -> str | None:
         """Why the event's own auth events do not allow it, or None. Raises MissingEvents if
@@ -322,6 +374,9 @@ class RoomWriter:
             state = {(a.type, a.state_key or ""): a.pdu for a in auth}
             if room.version.room_id_is_create_event_hash and pdu.get("type") != "m.room.create":
                 create = room.state.get(("m.room.create", ""))
+                if create is None:  # a room being joined: its create event is its id
+                    create_id = create_event_id_for_room(room.room_id)
+                    create = (await self._cache.get_many([create_id])).get(create_id)
                 if create is not None:
                     state[("m.room.create", "")] = create.pdu
             check_auth(room.version, pdu, state)
@@ -360,7 +415,7 @@ class RoomWriter:
             ev.delta, ev.chain_len, ev.prev_group = ({(ev.pdu["type"], state_key): ev.event_id},
                                                       self._chain_of(ev, room) + 1,
                                                       ev.group_before)
-            if ev.chain_len >= SNAPSHOT_EVERY:
+            if ev.chain_len >= SNAPSHOT_EVERY or not ev.group_before:  # no group to chain to
                 ev.delta, ev.chain_len, ev.prev_group = after, 0, None
         else:
             ev.group = ev.group_before
@@ -391,6 +446,7 @@ class RoomWriter:
             ev.prev_state = room.state.get(own)
         ev.current_delta = delta or None
         ev.current_is_after = new_current == after
+        ev.current_own = own is None or new_current.get(own) == ev.event_id
         if ev.current_delta:
             needed = [v for v in ev.current_delta.values() if v is not None]
             await self._cache.get_many(needed)  # warm: _apply reads them synchronously
@@ -478,7 +534,8 @@ class RoomWriter:
                 await self._rooms.insert_membership(
                     conn, ev.event_id, room.room_id, state_key, pdu["sender"], membership,
                     ev.pos)
-            if ev.current_delta is None or (pdu["type"], state_key) not in ev.current_delta:
+            if ev.current_own and (ev.current_delta is None
+                                   or (pdu["type"], state_key) not in ev.current_delta):
                 await self._rooms.upsert_current_state(
                     conn, room.room_id, pdu["type"], state_key, ev.event_id, membership)
         if ev.current_delta:
@@ -572,7 +629,7 @@ class RoomWriter:
                     e = self._cache.peek(eid)
                     if e is not None:
                         room.state[key] = e
-        if ev.state_key is not None and (
+        if ev.state_key is not None and ev.current_own and (
                 ev.current_delta is None or (entry.type, ev.state_key) not in ev.current_delta):
             room.state[(entry.type, ev.state_key)] = entry
         if ev.current_is_after:
@@ -581,7 +638,7 @@ class RoomWriter:
         else:  # current state is a resolution no group holds yet; the next event makes one
             room.state_group, room.chain_len = 0, 0
         if not deferred:
-            self._publish(room, entry, ev.current_delta)
+            self._publish(room, entry, ev.current_delta, ev.current_own)
         if ev.redacts is not None:
             target = self._cache.peek(ev.redacts)
             if target is not None and target.room_id == room.room_id:
@@ -589,12 +646,13 @@ class RoomWriter:
         return entry
 
     def _publish(self, room: RoomData, entry: EventEntry,
-                 current_delta: Mapping[StateKey, str | None] | None = None) -> None:
+                 current_delta: Mapping[StateKey, str | None] | None = None,
+                 current_own: bool = True) -> None:
         """Make a committed event findable by id and update the members index, for the event
         itself and for memberships a merge changed (state resolution picked another branch's
         member event, or none)."""
         self._cache.put(entry)
-        if entry.type == "m.room.member" and entry.membership is not None:
+        if entry.type == "m.room.member" and entry.membership is not None and current_own:
             assert entry.state_key is not None
             self._members.update(entry.state_key, room.room_id,
                                  Membership(entry.membership, entry.stream_ordering,
@@ -621,7 +679,7 @@ class RoomWriter:
         if ev.current_delta:  # members a merge removed learn it too
             users += [k for (t, k) in ev.current_delta if t == "m.room.member"]
         self.stream.finish(ev.pos, wake=users)
-        if entry.type == "m.room.member" and entry.state_key is not None \
+        if entry.type == "m.room.member" and entry.state_key is not None and ev.current_own \
                 and entry.membership is not None:
             for hook in self._on_membership:
                 hook(room, entry.state_key, entry.membership)

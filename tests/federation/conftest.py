@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from homeserver.config import Config
-from homeserver.signing import ServerSigningKey, load_old_keys
+from homeserver.signing import ServerSigningKey
 from tests.conftest import PgAdmin, free_port, test_config
 from tests.federation.pki import Cert, LocalCA
 from tests.helpers import Client
@@ -121,5 +121,3 @@ async def make_server(pg_admin: PgAdmin, tmp_path_factory: pytest.TempPathFactor
             for name in made:
                 await pg_admin.drop(name)
 
-
-__all__ = ["FedServer", "fed_config", "load_old_keys", "run_server"]

@@ -4,12 +4,12 @@ outbound address policy, the shared listener and the server well-known."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from yarl import URL
 
@@ -139,9 +139,8 @@ async def test_shared_listener_serves_client_and_federation(
             # No SNI (as Synapse connects to an IP-literal name): still served.
             raw = ssl.create_default_context(cafile=str(local_ca.ca_file))
             raw.check_hostname = False
-            reader_writer = await __import__("asyncio").open_connection(
-                "127.0.0.1", port, ssl=raw, server_hostname="")
-            reader, writer = reader_writer
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=raw,
+                                                           server_hostname="")
             writer.write(b"GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: x\r\n"
                          b"Connection: close\r\n\r\n")
             assert (await reader.read()).startswith(b"HTTP/1.1 200")
@@ -203,4 +202,24 @@ async def test_unknown_federation_endpoint_is_matrix_json(make_server: Factory) 
         assert e.status == 404
     else:
         raise AssertionError("expected a FederationError")
-    assert aiohttp  # used for the session type of FedServer
+
+
+async def test_inbound_requests_are_rate_limited_per_origin(make_server: Factory) -> None:
+    from homeserver.config import RateLimit, RateLimits
+
+    b: FedServer = await make_server(
+        rate_limits=RateLimits(enabled=True, federation=RateLimit(0.01, 3)))
+    a: FedServer = await make_server()
+    c: FedServer = await make_server()
+    uri = "/_matrix/federation/v1/query/profile?user_id=%40x%3Ay"
+    for _ in range(3):
+        with pytest.raises(FederationError) as e:
+            await a.hs.federation.client.request(b.name, "GET", uri)
+        assert e.value.status == 404  # allowed through, and no such user
+    with pytest.raises(FederationError) as e:
+        await a.hs.federation.client.request(b.name, "GET", uri)
+    assert (e.value.status, e.value.errcode) == (429, "M_LIMIT_EXCEEDED")
+    assert e.value.body["retry_after_ms"] > 0
+    with pytest.raises(FederationError) as e:  # another origin has its own budget
+        await c.hs.federation.client.request(b.name, "GET", uri)
+    assert e.value.status == 404

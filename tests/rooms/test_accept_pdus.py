@@ -173,6 +173,20 @@ async def test_a_fork_is_merged_by_state_resolution(c: Client, server: Server,
 
 
 @pytest.mark.parametrize("version", ["3", "10", "12"])
+async def test_a_state_event_losing_the_resolution_does_not_become_current(
+        c: Client, server: Server, remote_key: ServerSigningKey, version: str) -> None:
+    """Found by two servers setting the topic at once: the branch arriving second lost the
+    resolution but was written as current state anyway."""
+    alice, remote, room_id, bob = await _setup(c, server, remote_key, version)
+    base = await remote.extremities()
+    await remote.send(bob, "m.room.topic", {"topic": "late"}, base, "", ts=2000)
+    await remote.send(bob, "m.room.topic", {"topic": "early"}, base, "", ts=1000)
+    assert await _topic(c, alice, room_id) == "late"
+    server.hs.rooms.rooms.drop(room_id)  # the database agrees
+    assert await _topic(c, alice, room_id) == "late"
+
+
+@pytest.mark.parametrize("version", ["3", "10", "12"])
 async def test_a_concurrent_ban_wins_over_the_banned_users_state(
         c: Client, server: Server, remote_key: ServerSigningKey, version: str) -> None:
     alice, remote, room_id, bob = await _setup(c, server, remote_key, version)

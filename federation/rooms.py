@@ -1,0 +1,72 @@
+"""Membership handshake routes: make_join/send_join, make_leave/send_leave, invite (v2);
+the v1 send_join/send_leave forms answer in their older shape."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from federation.context import fed, signed
+from homeserver.http import json_response
+
+routes = web.RouteTableDef()
+F = "/_matrix/federation"
+
+
+@routes.get(F + "/v1/make_join/{room_id}/{user_id}")
+async def make_join(request: web.Request) -> web.Response:
+    origin, _ = await signed(request)
+    versions = request.query.getall("ver", ["1"])
+    return json_response(await fed(request).rooms.make_membership(
+        origin, request.match_info["room_id"], request.match_info["user_id"], "join",
+        versions))
+
+
+@routes.get(F + "/v1/make_leave/{room_id}/{user_id}")
+async def make_leave(request: web.Request) -> web.Response:
+    origin, _ = await signed(request)
+    return json_response(await fed(request).rooms.make_membership(
+        origin, request.match_info["room_id"], request.match_info["user_id"], "leave", None))
+
+
+async def _send_join(request: web.Request) -> dict[str, object]:
+    origin, body = await signed(request)
+    rooms = fed(request).rooms
+    entry = await rooms.send_membership(origin, request.match_info["room_id"],
+                                        request.match_info["event_id"], body, "join")
+    result: dict[str, object] = await rooms.join_response(entry)
+    return result
+
+
+@routes.put(F + "/v2/send_join/{room_id}/{event_id}")
+async def send_join_v2(request: web.Request) -> web.Response:
+    return json_response(await _send_join(request))
+
+
+@routes.put(F + "/v1/send_join/{room_id}/{event_id}")
+async def send_join_v1(request: web.Request) -> web.Response:
+    return json_response([200, await _send_join(request)])
+
+
+async def _send_leave(request: web.Request) -> None:
+    origin, body = await signed(request)
+    await fed(request).rooms.send_membership(origin, request.match_info["room_id"],
+                                             request.match_info["event_id"], body, "leave")
+
+
+@routes.put(F + "/v2/send_leave/{room_id}/{event_id}")
+async def send_leave_v2(request: web.Request) -> web.Response:
+    await _send_leave(request)
+    return json_response({})
+
+
+@routes.put(F + "/v1/send_leave/{room_id}/{event_id}")
+async def send_leave_v1(request: web.Request) -> web.Response:
+    await _send_leave(request)
+    return json_response([200, {}])
+
+
+@routes.put(F + "/v2/invite/{room_id}/{event_id}")
+async def invite_v2(request: web.Request) -> web.Response:
+    origin, body = await signed(request)
+    return json_response(await fed(request).rooms.receive_invite(
+        origin, request.match_info["room_id"], request.match_info["event_id"], body))

@@ -1,0 +1,198 @@
+"""Two Parley servers on loopback over TLS: joining a room on the other server (by alias and by
+invite), messages both ways, leaving, invites both ways and their rejection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.federation.conftest import Factory, FedServer
+from tests.helpers import Client, User
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    """Poll until `check` returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def messages(c: Client, user: User, room_id: str) -> list[str]:
+    status, body = await c.request("GET", f"/rooms/{room_id}/messages", token=user.access_token,
+                                   params={"dir": "b", "limit": "50"})
+    assert status == 200, body
+    return [e["content"].get("body") for e in reversed(body["chunk"])
+            if e["type"] == "m.room.message"]
+
+
+async def members(c: Client, user: User, room_id: str) -> dict[str, str]:
+    status, body = await c.request("GET", f"/rooms/{room_id}/members", token=user.access_token)
+    if status != 200:
+        return {}
+    return {e["state_key"]: e["content"]["membership"] for e in body["chunk"]}
+
+
+async def membership_of(server: FedServer, room_id: str, user_id: str) -> str | None:
+    room = await server.hs.rooms.rooms.get(room_id)
+    return room.membership(user_id) if room is not None else None
+
+
+async def test_join_remote_room_by_alias_chat_and_leave(make_server: Factory) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    room_id = await b.client.create_room(bob, preset="public_chat", room_alias_name="lobby",
+                                         name="Lobby")
+    await b.client.send(bob, room_id, "before alice")
+    # Alice joins through B by its alias; A learns the room from B's send_join answer.
+    await a.client.join(alice, quote(f"#lobby:{b.name}", safe=""))
+    assert await membership_of(b, room_id, alice.user_id) == "join"
+    status, name = await a.client.request("GET", f"/rooms/{room_id}/state/m.room.name",
+                                          token=alice.access_token)
+    assert (status, name) == (200, {"name": "Lobby"})
+    assert (await members(a.client, alice, room_id)) == {bob.user_id: "join",
+                                                        alice.user_id: "join"}
+    # A second user of A joins by the alias: A is in the room, so the join is local, and B
+    # learns it through A's sender.
+    dave = await a.client.register("dave")
+    await a.client.join(dave, quote(f"#lobby:{b.name}", safe=""))
+    await eventually(lambda: _is(b, room_id, dave.user_id, "join"))
+    status, body = await a.client.request("POST", "/join/" + quote("#nope:" + b.name, safe=""),
+                                          {}, dave.access_token)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    # Messages both ways, seen in /sync and /messages.
+    await a.client.send(alice, room_id, "hello from A")
+    await eventually(lambda: _has(b.client, bob, room_id, "hello from A"))
+    await b.client.send(bob, room_id, "hello from B")
+    await eventually(lambda: _has(a.client, alice, room_id, "hello from B"))
+    sync = await a.client.sync(alice)
+    timeline = [e.get("content", {}).get("body")
+                for e in sync["rooms"]["join"][room_id]["timeline"]["events"]]
+    assert "hello from B" in timeline
+    # Many messages keep their order on the other side.
+    for i in range(12):
+        await a.client.send(alice, room_id, f"burst {i}")
+    await eventually(lambda: _has(b.client, bob, room_id, "burst 11"))
+    got = [m for m in await messages(b.client, bob, room_id) if m.startswith("burst")]
+    assert got == [f"burst {i}" for i in range(12)]
+    # Alice leaves: B sees it, and messages after it no longer reach A.
+    status, _ = await a.client.request("POST", f"/rooms/{room_id}/leave", {},
+                                       alice.access_token)
+    assert status == 200
+    await eventually(lambda: _is(b, room_id, alice.user_id, "leave"))
+    # Both servers agree on the room's state.
+    ra, rb = await a.hs.rooms.rooms.get(room_id), await b.hs.rooms.rooms.get(room_id)
+    assert {k: e.event_id for k, e in ra.state.items()} == {
+        k: e.event_id for k, e in rb.state.items()}
+
+
+async def _has(c: Client, user: User, room_id: str, text: str) -> bool:
+    return text in await messages(c, user, room_id)
+
+
+async def _is(server: FedServer, room_id: str, user_id: str, membership: str) -> bool:
+    return await membership_of(server, room_id, user_id) == membership
+
+
+async def test_third_server_learns_of_a_join_through_the_resident(make_server: Factory) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server()
+    c: FedServer = await make_server(host="localhost")
+    alice, bob, carol = (await a.client.register("alice"), await b.client.register("bob"),
+                         await c.client.register("carol"))
+    room_id = await b.client.create_room(bob, preset="public_chat")
+    status, _ = await a.client.request("POST", f"/join/{room_id}", {}, alice.access_token,
+                                       params={"via": b.name})
+    assert status == 200
+    status, _ = await c.client.request("POST", f"/join/{room_id}", {}, carol.access_token,
+                                       params={"via": b.name})
+    assert status == 200
+    # B forwarded carol's join to A (carol's server sent it only to B).
+    await eventually(lambda: _is(a, room_id, carol.user_id, "join"))
+    await c.client.send(carol, room_id, "hi all")
+    await eventually(lambda: _has(a.client, alice, room_id, "hi all"))
+    await eventually(lambda: _has(b.client, bob, room_id, "hi all"))
+
+
+async def test_invites_both_ways_and_rejection(make_server: Factory) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    # B invites alice into a private room; she sees the invite in sync and joins.
+    room_id = await b.client.create_room(bob, preset="private_chat")
+    status, body = await b.client.request("POST", f"/rooms/{room_id}/invite",
+                                          {"user_id": alice.user_id}, bob.access_token)
+    assert status == 200, body
+
+    async def invited() -> Any:
+        sync = await a.client.sync(alice)
+        return sync.get("rooms", {}).get("invite", {}).get(room_id)
+
+    inv = await eventually(invited)
+    events = inv["invite_state"]["events"]
+    assert any(e["type"] == "m.room.member" and e["state_key"] == alice.user_id and
+               e["content"]["membership"] == "invite" for e in events)
+    await a.client.join(alice, room_id)
+    assert await membership_of(b, room_id, alice.user_id) == "join"
+    await a.client.send(alice, room_id, "thanks for the invite")
+    await eventually(lambda: _has(b.client, bob, room_id, "thanks for the invite"))
+
+    # A invites bob into a room on A; bob joins through A.
+    room2 = await a.client.create_room(alice, preset="private_chat")
+    status, body = await a.client.request("POST", f"/rooms/{room2}/invite",
+                                          {"user_id": bob.user_id}, alice.access_token)
+    assert status == 200, body
+    await eventually(lambda: _is(b, room2, bob.user_id, "invite"))
+    await b.client.join(bob, room2)
+    assert await membership_of(a, room2, bob.user_id) == "join"
+
+    # An invite rejected: B invites alice again elsewhere, she declines.
+    room3 = await b.client.create_room(bob, preset="private_chat")
+    status, _ = await b.client.request("POST", f"/rooms/{room3}/invite",
+                                       {"user_id": alice.user_id}, bob.access_token)
+    assert status == 200
+    await eventually(lambda: _is(a, room3, alice.user_id, "invite"))
+    status, body = await a.client.request("POST", f"/rooms/{room3}/leave", {},
+                                          alice.access_token)
+    assert status == 200, body
+    assert await membership_of(b, room3, alice.user_id) == "leave"
+    assert await membership_of(a, room3, alice.user_id) == "leave"
+
+
+async def test_invite_to_an_unreachable_server_is_refused(make_server: Factory) -> None:
+    a: FedServer = await make_server()
+    alice = await a.client.register("alice")
+    room_id = await a.client.create_room(alice, preset="private_chat")
+    status, body = await a.client.request("POST", f"/rooms/{room_id}/invite",
+                                          {"user_id": "@bob:127.0.0.1:1"}, alice.access_token)
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    assert await membership_of(a, room_id, "@bob:127.0.0.1:1") is None
+
+
+@pytest.mark.parametrize("version", ["1", "2", "5", "9", "11"])
+async def test_join_and_chat_in_older_room_versions(make_server: Factory, version: str) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob = await a.client.register("alice"), await b.client.register("bob")
+    room_id = await b.client.create_room(bob, preset="public_chat", room_version=version)
+    status, body = await a.client.request("POST", f"/join/{room_id}", {}, alice.access_token,
+                                          params={"via": b.name})
+    assert status == 200, body
+    room = await a.hs.rooms.rooms.get(room_id)
+    assert room.version.identifier == version
+    await a.client.send(alice, room_id, f"v{version} from A")
+    await eventually(lambda: _has(b.client, bob, room_id, f"v{version} from A"))
+    await b.client.send(bob, room_id, f"v{version} from B")
+    await eventually(lambda: _has(a.client, alice, room_id, f"v{version} from B"))

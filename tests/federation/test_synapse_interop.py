@@ -1,0 +1,144 @@
+"""Interop with Synapse, the reference homeserver, over real TLS on loopback: a Parley user
+joins a Synapse room and a Synapse user joins a Parley room (by invite), with messages both
+ways and leaves. Synapse is installed from PyPI into its own venv on first use."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from federation.tls import client_context
+from tests.federation.conftest import Factory, FedServer
+from tests.federation.pki import Cert, LocalCA
+from tests.federation.synapse_peer import Synapse, start_synapse, wait_until_up
+from tests.federation.test_rooms import _has, _is, eventually, messages
+from tests.helpers import Client, User
+
+
+@pytest.fixture
+async def synapse(tmp_path: Path, server_cert: Cert, local_ca: LocalCA) -> AsyncIterator[
+        tuple[Synapse, Client]]:
+    loop = asyncio.get_running_loop()
+    s = await loop.run_in_executor(None, start_synapse, tmp_path, server_cert,
+                                   local_ca.ca_file)
+    try:
+        await loop.run_in_executor(None, wait_until_up, s, local_ca.ca_file)
+        connector = aiohttp.TCPConnector(ssl=client_context(local_ca.ca_file))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            yield s, Client(s.url, http)
+    finally:
+        await loop.run_in_executor(None, s.stop)
+
+
+async def _register(c: Client, name: str) -> User:
+    return await c.register(name + secrets.token_hex(3))
+
+
+async def _synapse_messages(c: Client, user: User, room_id: str) -> list[str]:
+    return await messages(c, user, room_id)
+
+
+async def _synapse_membership(c: Client, user: User, room_id: str, who: str) -> str | None:
+    status, body = await c.request("GET", f"/rooms/{room_id}/state/m.room.member/{who}",
+                                   token=user.access_token)
+    return body.get("membership") if status == 200 else None
+
+
+async def test_parley_user_joins_a_synapse_room(make_server: Factory,
+                                               synapse: tuple[Synapse, Client]) -> None:
+    syn, sc = synapse
+    a: FedServer = await make_server()
+    alice = await a.client.register("alice")
+    sam = await _register(sc, "sam")
+    room_id = await sc.create_room(sam, preset="public_chat", name="Synapse room")
+    await sc.send(sam, room_id, "before alice")
+    status, body = await a.client.request("POST", f"/join/{room_id}", {}, alice.access_token,
+                                          params={"via": syn.name})
+    assert status == 200, (body, syn.log_tail())
+    assert await eventually(lambda: _joined_on_synapse(sc, sam, room_id, alice.user_id))
+    await a.client.send(alice, room_id, "hello synapse")
+    await eventually(lambda: _has(sc, sam, room_id, "hello synapse"), timeout=30)
+    await sc.send(sam, room_id, "hello parley")
+    await eventually(lambda: _has(a.client, alice, room_id, "hello parley"), timeout=30)
+    status, _ = await a.client.request("POST", f"/rooms/{room_id}/leave", {},
+                                       alice.access_token)
+    assert status == 200
+    await eventually(lambda: _left_on_synapse(sc, sam, room_id, alice.user_id), timeout=30)
+
+
+async def _joined_on_synapse(c: Client, u: User, room_id: str, who: str) -> bool:
+    return await _synapse_membership(c, u, room_id, who) == "join"
+
+
+async def _left_on_synapse(c: Client, u: User, room_id: str, who: str) -> bool:
+    return await _synapse_membership(c, u, room_id, who) == "leave"
+
+
+async def test_synapse_user_joins_a_parley_room_by_invite(
+        make_server: Factory, synapse: tuple[Synapse, Client]) -> None:
+    syn, sc = synapse
+    a: FedServer = await make_server()
+    alice = await a.client.register("alice")
+    sam = await _register(sc, "sam")
+    room_id = await a.client.create_room(alice, preset="private_chat")
+    await a.client.send(alice, room_id, "history before sam")
+    status, body = await a.client.request("POST", f"/rooms/{room_id}/invite",
+                                          {"user_id": sam.user_id}, alice.access_token)
+    assert status == 200, (body, syn.log_tail())
+
+    async def invited() -> Any:
+        sync = await sc.sync(sam)
+        return sync.get("rooms", {}).get("invite", {}).get(room_id)
+
+    await eventually(invited, timeout=30)
+    status, body = await sc.request("POST", f"/join/{room_id}", {}, sam.access_token,
+                                    params={"server_name": a.name})
+    assert status == 200, (body, syn.log_tail())
+    assert await _is(a, room_id, sam.user_id, "join")
+    await sc.send(sam, room_id, "hi from synapse")
+    await eventually(lambda: _has(a.client, alice, room_id, "hi from synapse"), timeout=30)
+    await a.client.send(alice, room_id, "hi from parley")
+    await eventually(lambda: _has(sc, sam, room_id, "hi from parley"), timeout=30)
+    # Shared history: Synapse pages back past the join into what came before.
+    assert "history before sam" in await _synapse_messages(sc, sam, room_id)
+    status, _ = await sc.request("POST", f"/rooms/{room_id}/leave", {}, sam.access_token)
+    assert status == 200
+    await eventually(lambda: _is(a, room_id, sam.user_id, "leave"), timeout=30)
+
+
+async def test_synapse_invites_a_parley_user_who_joins_and_rejects(
+        make_server: Factory, synapse: tuple[Synapse, Client]) -> None:
+    syn, sc = synapse
+    a: FedServer = await make_server()
+    alice = await a.client.register("alice")
+    sam = await _register(sc, "sam")
+    room_id = await sc.create_room(sam, preset="private_chat")
+    status, body = await sc.request("POST", f"/rooms/{room_id}/invite",
+                                    {"user_id": alice.user_id}, sam.access_token)
+    assert status == 200, (body, syn.log_tail())
+
+    async def invited(rid: str) -> Any:
+        sync = await a.client.sync(alice)
+        return sync.get("rooms", {}).get("invite", {}).get(rid)
+
+    await eventually(lambda: invited(room_id), timeout=30)
+    await a.client.join(alice, room_id)
+    assert await eventually(lambda: _joined_on_synapse(sc, sam, room_id, alice.user_id))
+    await a.client.send(alice, room_id, "joined by invite")
+    await eventually(lambda: _has(sc, sam, room_id, "joined by invite"), timeout=30)
+    # A second invite, rejected through Synapse.
+    other = await sc.create_room(sam, preset="private_chat")
+    status, _ = await sc.request("POST", f"/rooms/{other}/invite", {"user_id": alice.user_id},
+                                 sam.access_token)
+    assert status == 200
+    await eventually(lambda: invited(other), timeout=30)
+    status, body = await a.client.request("POST", f"/rooms/{other}/leave", {},
+                                          alice.access_token)
+    assert status == 200, body
+    await eventually(lambda: _left_on_synapse(sc, sam, other, alice.user_id), timeout=30)
