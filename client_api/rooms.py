@@ -167,15 +167,19 @@ async def joined_rooms(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- membership
 
 
+def _via(request: web.Request) -> list[str]:
+    """Servers to join or knock on a remote room through (`via`, and the older
+    `server_name`)."""
+    return [s for s in request.query.getall("via", []) + request.query.getall("server_name", [])
+            if is_valid_server_name(s)][:20]
+
+
 async def _join(request: web.Request, room: str) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
-    # Servers to join a remote room through (`via`, and the older `server_name`).
-    via = [s for s in request.query.getall("via", []) + request.query.getall("server_name", [])
-           if is_valid_server_name(s)][:20]
-    room_id = await c.rooms.join(requester, room, reason_param(body), servers=via)
+    room_id = await c.rooms.join(requester, room, reason_param(body), servers=_via(request))
     return json_response({"room_id": room_id})
 
 
@@ -197,7 +201,8 @@ async def knock(request: web.Request) -> web.Response:
     body = await read_json(request, allow_empty=True)
     reason = reason_param(body)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
-    room_id = await c.rooms.knock(requester, request.match_info["room"], reason)
+    room_id = await c.rooms.knock(requester, request.match_info["room"], reason,
+                                  servers=_via(request))
     return json_response({"room_id": room_id})
 
 

@@ -1,4 +1,5 @@
-"""Membership handshake routes: make_join/send_join, make_leave/send_leave, invite (v2);
+"""Membership handshake routes: make_join/send_join, make_leave/send_leave,
+make_knock/send_knock, invite (v2);
 the v1 send_join/send_leave forms answer in their older shape."""
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from federation.context import fed, signed
+from homeserver.errors import Codes, MatrixError
 from homeserver.http import json_response
 
 routes = web.RouteTableDef()
@@ -63,6 +65,26 @@ async def send_leave_v2(request: web.Request) -> web.Response:
 async def send_leave_v1(request: web.Request) -> web.Response:
     await _send_leave(request)
     return json_response([200, {}])
+
+
+@routes.get(F + "/v1/make_knock/{room_id}/{user_id}")
+async def make_knock(request: web.Request) -> web.Response:
+    origin, _ = await signed(request)
+    versions = request.query.getall("ver", [])
+    if not versions:
+        raise MatrixError(400, Codes.MISSING_PARAM, "ver is required")
+    return json_response(await fed(request).rooms.make_membership(
+        origin, request.match_info["room_id"], request.match_info["user_id"], "knock",
+        versions))
+
+
+@routes.put(F + "/v1/send_knock/{room_id}/{event_id}")
+async def send_knock(request: web.Request) -> web.Response:
+    origin, body = await signed(request)
+    rooms = fed(request).rooms
+    entry = await rooms.send_membership(origin, request.match_info["room_id"],
+                                        request.match_info["event_id"], body, "knock")
+    return json_response(await rooms.knock_response(entry))
 
 
 @routes.put(F + "/v2/invite/{room_id}/{event_id}")

@@ -91,6 +91,21 @@ def stripped_state(pdu: JsonDict) -> JsonDict:
     }
 
 
+def remote_stripped_state(value: Any, limit: int = 50) -> list[JsonDict]:
+    """invite_room_state / knock_room_state from another server (full PDUs since spec v1.16,
+    stripped events before) in stripped form; entries that are not state events are
+    dropped, so a bad entry cannot break the invitee's sync."""
+    if not isinstance(value, list):
+        return []
+    out = []
+    for e in value[:limit]:
+        if isinstance(e, dict) and isinstance(e.get("type"), str) and isinstance(
+                e.get("state_key"), str) and isinstance(e.get("content"), dict) and isinstance(
+                e.get("sender"), str):
+            out.append(stripped_state(e))
+    return out
+
+
 def relation_of(content: Any) -> tuple[str | None, str | None]:
     rel = content.get("m.relates_to") if isinstance(content, dict) else None
     if isinstance(rel, dict):

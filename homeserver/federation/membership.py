@@ -5,9 +5,11 @@
   checked: signatures, hashes, auth against its own auth events), then the join is accepted
   with that state as the state before it. A room known only through an invite has its
   out-of-band state dropped first.
-- leave of a room known only through an invite (rejecting it): make_leave / send_leave through
-  the inviting server; if that server is down, a leave signed by us is kept locally, so the
-  user can always reject.
+- knock: make_knock / send_knock, the knock kept as an out-of-band membership (with the
+  knock_room_state the resident sent) until an invite or a join follows.
+- leave of a room known only through an invite or a knock (rejecting, withdrawing):
+  make_leave / send_leave through the inviting (or knocked-on) server; if that server is
+  down, a leave signed by us is kept locally, so the user can always reject.
 - invite of a user of another server: their server counter-signs the event (v2 invite) before
   we persist it.
 """
@@ -23,10 +25,10 @@ from homeserver.errors import forbidden, not_found
 from homeserver.events.builder import EventBuilder
 from homeserver.events.checks import InvalidPdu, KeyFetcher
 from homeserver.events.hashing import compute_event_id, prune_event
-from homeserver.events.model import stripped_state
+from homeserver.events.model import remote_stripped_state
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
 from homeserver.federation.outliers import store_outliers
-from homeserver.federation.serving import domain
+from homeserver.federation.serving import domain, room_state_pdus
 from homeserver.federation.transport import RemoteError, Transport, Unreachable, fed_path
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import RoomData
@@ -38,9 +40,8 @@ from homeserver.types import JsonDict, Requester, is_valid_room_id
 
 log = logging.getLogger(__name__)
 
-INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
-                      "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 MAX_JOIN_EVENTS = 100_000
+KNOCK_VERSIONS = [v for v, rv in ROOM_VERSIONS.items() if rv.knock_join_rule]
 
 
 def _events_list(value: Any, what: str) -> list[JsonDict]:
@@ -89,11 +90,7 @@ class RemoteMembership:
             invite = room.state.get(("m.room.member", requester.user_id))
             if invite is not None:
                 candidates.insert(0, domain(invite.sender))
-        if domain(room_id):
-            candidates.append(domain(room_id))
-        tried = [s for s in dict.fromkeys(candidates) if s and s != self.server_name]
-        if not tried:
-            raise not_found("No server to join this room through")
+        tried = self._candidates(candidates, room_id)
         last: Exception | None = None
         for server in tried:
             try:
@@ -106,16 +103,31 @@ class RemoteMembership:
             raise forbidden(f"Join refused: {why}")
         raise not_found("Could not join the room through any of its servers")
 
-    async def _join_via(self, server: str, room_id: str, user_id: str,
-                        content: JsonDict) -> str:
+    async def _make(self, server: str, room_id: str, user_id: str, membership: str,
+                    content: JsonDict, versions: list[str]) -> tuple[RoomVersion, str, JsonDict]:
+        """make_join / make_knock at `server`: the room version and our signed event."""
         resp = await self._t.request(
-            server, "GET", fed_path("/_matrix/federation/v1/make_join/%s/%s", room_id, user_id),
-            query={"ver": list(ROOM_VERSIONS)})
+            server, "GET", fed_path(f"/_matrix/federation/v1/make_{membership}/%s/%s",
+                                    room_id, user_id), query={"ver": versions})
         version = resp.get("room_version", "1")
         rv = ROOM_VERSIONS.get(version) if isinstance(version, str) else None
-        if rv is None:
+        if rv is None or version not in versions:
             raise RemoteError(400, {"error": f"unsupported room version {version!r}"})
-        event_id, pdu = self._fill(rv, resp.get("event"), room_id, user_id, "join", content)
+        event_id, pdu = self._fill(rv, resp.get("event"), room_id, user_id, membership,
+                                   content)
+        return rv, event_id, pdu
+
+    def _candidates(self, servers: Sequence[str], room_id: str) -> list[str]:
+        tried = [s for s in dict.fromkeys([*servers, domain(room_id)])
+                 if s and s != self.server_name]
+        if not tried:
+            raise not_found("No server to reach this room through")
+        return tried
+
+    async def _join_via(self, server: str, room_id: str, user_id: str,
+                        content: JsonDict) -> str:
+        rv, event_id, pdu = await self._make(server, room_id, user_id, "join", content,
+                                             list(ROOM_VERSIONS))
         answer = await self._t.request(
             server, "PUT", fed_path("/_matrix/federation/v2/send_join/%s/%s", room_id,
                                     event_id), body=pdu, timeout=300.0)
@@ -191,6 +203,47 @@ class RemoteMembership:
             if entry.rejected is not None:
                 raise RemoteError(403, {"error": f"join rejected: {entry.rejected}"})
 
+    # ------------------------------------------------------------------ knock
+
+    async def knock(self, requester: Requester, room_id: str, servers: Sequence[str],
+                    content: JsonDict) -> str:
+        """Knock on a room this server is not in (make_knock / send_knock at the first server
+        that answers); the knock is kept as an out-of-band membership with the room's
+        knock_room_state in its `unsigned`, for the user's sync."""
+        user_id = requester.user_id
+        last: Exception | None = None
+        for server in self._candidates(servers, room_id):
+            try:
+                rv, event_id, pdu = await self._make(server, room_id, user_id, "knock", content,
+                                                     KNOCK_VERSIONS)
+                answer = await self._t.request(server, "PUT", fed_path(
+                    "/_matrix/federation/v1/send_knock/%s/%s", room_id, event_id), body=pdu)
+            except (RemoteError, Unreachable) as e:
+                log.info("knocking on %s via %s failed: %s", room_id, server, e)
+                last = e
+                continue
+            state = remote_stripped_state(answer.get("knock_room_state")) if isinstance(
+                answer, dict) else []
+            await self._keep_out_of_band(rv, room_id, event_id,
+                                         {**pdu, "unsigned": {"knock_room_state": state}})
+            return room_id
+        if isinstance(last, RemoteError) and last.status in (400, 403):
+            why = last.body.get("error") if isinstance(last.body, dict) else last.body
+            raise forbidden(f"Knock refused: {why}")
+        raise not_found("Could not knock on the room through any of its servers")
+
+    async def _keep_out_of_band(self, rv: RoomVersion, room_id: str, event_id: str,
+                                pdu: JsonDict) -> None:
+        async with self._db.connection() as conn:
+            await self._store.ensure_room(conn, room_id, rv.identifier, pdu["sender"],
+                                          int(time.time() * 1000))
+        async with self._rooms.locked(room_id) as room:
+            if room.version.identifier != rv.identifier:
+                raise forbidden("The room's version differs from the one known here")
+            if ("m.room.create", "") in room.state:
+                raise forbidden("This server joined the room meanwhile")
+            await self._writer.store_out_of_band(room, event_id, pdu)
+
     # ------------------------------------------------------------------ leave (reject)
 
     async def leave(self, requester: Requester, room_id: str, content: JsonDict) -> str:
@@ -202,6 +255,11 @@ class RemoteMembership:
             raise forbidden("You are not invited to this room")
         rv = room.version
         server = domain(invite.sender)
+        if invite.membership == "knock":  # withdrawn through a server of the room
+            senders = [e["sender"] for e in remote_stripped_state(
+                invite.pdu.get("unsigned", {}).get("knock_room_state"))]
+            server = next((domain(u) for u in senders if domain(u) != self.server_name),
+                          domain(room_id) or self.server_name)
         pdu: JsonDict | None = None
         event_id = ""
         if server != self.server_name:
@@ -235,13 +293,8 @@ class RemoteMembership:
         """Have the invited user's server counter-sign our invite (PUT /v2/invite)."""
         target = str(pdu["state_key"])
         server = domain(target)
-        stripped = [stripped_state(e.pdu) for t in INVITE_STATE_TYPES
-                    if (e := room.state.get((t, ""))) is not None]
-        sender = room.state.get(("m.room.member", pdu["sender"]))
-        if sender is not None:
-            stripped.append(stripped_state(sender.pdu))
         body = {"event": pdu, "room_version": room.version.identifier,
-                "invite_room_state": stripped}
+                "invite_room_state": room_state_pdus(room, pdu["sender"])}
         try:
             resp = await self._t.request(server, "PUT", fed_path(
                 "/_matrix/federation/v2/invite/%s/%s", room.room_id, event_id), body=body)

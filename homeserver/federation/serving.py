@@ -28,7 +28,7 @@ from homeserver.events.hashing import (
     create_event_id_for_room,
     prune_event,
 )
-from homeserver.events.model import EventEntry
+from homeserver.events.model import EventEntry, remote_stripped_state
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import EventCache, RoomData, StateGroups
@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 MAX_MISSING = 20
 MAX_BACKFILL = 100
 
+# The state that lets an invited or knocking user identify a room (invite_room_state,
+# knock_room_state); the create event first, as the spec requires it.
+ROOM_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+                    "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
+
 # Called with an event accepted for another server, and the servers not to send it to.
 Forward = Callable[[EventEntry, set[str]], Awaitable[None]]
 
@@ -55,6 +60,15 @@ def servers_of(room: RoomData) -> list[str]:
     """Servers with a joined member in the room's current state."""
     return sorted({domain(k) for (t, k), e in room.state.items()
                    if t == "m.room.member" and e.membership == "join"})
+
+
+def room_state_pdus(room: RoomData, user_id: str) -> list[JsonDict]:
+    """The identifying state (full PDUs, as the spec asks since v1.16) and `user_id`'s
+    member event."""
+    pdus = [e.pdu for t in ROOM_STATE_TYPES if (e := room.state.get((t, ""))) is not None]
+    if (member := room.state.get(("m.room.member", user_id))) is not None:
+        pdus.append(member.pdu)
+    return pdus
 
 
 def add_signature(pdu: JsonDict, rv: RoomVersion, key: ServerSigningKey) -> JsonDict:
@@ -145,11 +159,13 @@ class FederationRooms:
 
     async def make_membership(self, origin: str, room_id: str, user_id: str,
                               membership: str, versions: list[str] | None) -> JsonDict:
-        """A make_join / make_leave template for `user_id` of `origin`."""
+        """A make_join / make_leave / make_knock template for `user_id` of `origin`."""
         room = await self._joined_room(room_id)
-        if versions is not None and room.version.identifier not in versions:
+        if versions is not None and room.version.identifier not in versions or (
+                membership == "knock" and not room.version.knock_join_rule):
             raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
-                              "Your server does not support this room's version",
+                              "Your server does not support this room's version"
+                              if membership != "knock" else "This room's version has no knocking",
                               room_version=room.version.identifier)
         if not is_valid_user_id(user_id) or domain(user_id) != origin:
             raise forbidden("The user is not of the requesting server")
@@ -195,7 +211,8 @@ class FederationRooms:
 
     async def send_membership(self, origin: str, room_id: str, event_id: str, pdu: Any,
                               membership: str) -> EventEntry:
-        """send_join / send_leave: accept the event and forward it to the room's others."""
+        """send_join / send_leave / send_knock: accept the event and forward it to the room's
+        others."""
         room = await self._joined_room(room_id)
         pdu = self._check_membership_pdu(origin, room, event_id, pdu, membership)
         async with self._rooms.locked(room_id) as room:
@@ -227,6 +244,11 @@ class FederationRooms:
             "members_omitted": False,
             "servers_in_room": servers_of(room),
         }
+
+    async def knock_response(self, entry: EventEntry) -> JsonDict:
+        """send_knock: the state that lets the knocking user identify the room."""
+        room = await self._joined_room(entry.room_id)
+        return {"knock_room_state": room_state_pdus(room, "")}
 
     # ------------------------------------------------------------------ invites
 
@@ -261,6 +283,11 @@ class FederationRooms:
         if compute_content_hash(pdu) != pdu["hashes"]["sha256"]:
             raise bad_json("The invite's content hash does not match")
         signed = add_signature(pdu, rv, self._key)
+        # What the inviter sent to identify the room, shown in the invitee's sync while this
+        # server is not in the room (kept in `unsigned`, which no signature covers).
+        sent = remote_stripped_state(body.get("invite_room_state"))
+        stored = {**signed, "unsigned": {**(signed.get("unsigned") or {}),
+                                         "invite_room_state": sent}} if sent else signed
         room = await self._rooms.rooms.get(room_id)
         if room is None or ("m.room.create", "") not in room.state:
             # Not in the room: keep the invite as the room's out-of-band state.
@@ -271,7 +298,7 @@ class FederationRooms:
                 if room.version.identifier != rv.identifier:
                     raise bad_json("Room version differs from the one known here")
                 if ("m.room.create", "") not in room.state:
-                    await self._writer.store_out_of_band(room, event_id, signed)
+                    await self._writer.store_out_of_band(room, event_id, stored)
         # In the room already: the invite arrives in a transaction like any event.
         return {"event": signed}
 

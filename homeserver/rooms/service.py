@@ -74,6 +74,9 @@ class RemoteRooms(Protocol):
 
     async def leave(self, requester: Requester, room_id: str, content: JsonDict) -> str: ...
 
+    async def knock(self, requester: Requester, room_id: str, servers: Sequence[str],
+                    content: JsonDict) -> str: ...
+
     async def sign_invite(self, room: RoomData, event_id: str, pdu: JsonDict) -> JsonDict: ...
 
 
@@ -372,28 +375,47 @@ class RoomService:
                    reason: str | None = None, servers: Sequence[str] = ()) -> str:
         """Join a room by id or alias with the requester's profile; returns the room id.
         A room this server is not in is joined through another server (federation)."""
-        if self.remote is not None:
-            via = list(servers)
-            alias_server = room_id_or_alias.partition(":")[2]
-            if room_id_or_alias.startswith("#") and alias_server != self.server_name:
-                if not is_valid_room_alias(room_id_or_alias):
-                    raise invalid_param("Invalid room alias")
-                room_id_or_alias, more = await self.remote.resolve_alias(room_id_or_alias)
-                via += more + [alias_server]
-            if await self._is_remote(room_id_or_alias):
-                content: JsonDict = {k: v for k, v in (await self._profile(
-                    requester.user_id)).items() if v is not None}
-                if reason is not None:
-                    content["reason"] = reason
-                return await self.remote.join(requester, room_id_or_alias, via, content)
+        room_id_or_alias, via, content = await self._remotely(requester, room_id_or_alias,
+                                                              reason, servers)
+        if content is not None:
+            assert self.remote is not None
+            return await self.remote.join(requester, room_id_or_alias, via, content)
         room_id = await self.resolve_room(room_id_or_alias)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      profile=await self._profile(requester.user_id))
         return room_id
 
+    async def _remotely(self, requester: Requester, room_id_or_alias: str, reason: str | None,
+                        servers: Sequence[str]) -> tuple[str, list[str], JsonDict | None]:
+        """For a join or knock: the room id (a remote alias resolved) or local alias, the
+        servers to try, and the member event's content when another server is needed (None
+        for a room this server is in)."""
+        via = list(servers)
+        if self.remote is None:
+            return room_id_or_alias, via, None
+        alias_server = room_id_or_alias.partition(":")[2]
+        if room_id_or_alias.startswith("#") and alias_server != self.server_name:
+            if not is_valid_room_alias(room_id_or_alias):
+                raise invalid_param("Invalid room alias")
+            room_id_or_alias, more = await self.remote.resolve_alias(room_id_or_alias)
+            via += more + [alias_server]
+        if not await self._is_remote(room_id_or_alias):
+            return room_id_or_alias, via, None
+        content: JsonDict = {k: v for k, v in (await self._profile(
+            requester.user_id)).items() if v is not None}
+        if reason is not None:
+            content["reason"] = reason
+        return room_id_or_alias, via, content
+
     async def knock(self, requester: Requester, room_id_or_alias: str,
-                    reason: str | None = None) -> str:
-        """Knock on a room by id or local alias; returns the room id."""
+                    reason: str | None = None, servers: Sequence[str] = ()) -> str:
+        """Knock on a room by id or alias; returns the room id. A room this server is not in
+        is knocked on through another server (federation)."""
+        room_id_or_alias, via, content = await self._remotely(requester, room_id_or_alias,
+                                                              reason, servers)
+        if content is not None:
+            assert self.remote is not None
+            return await self.remote.knock(requester, room_id_or_alias, via, content)
         room_id = await self.resolve_room(room_id_or_alias)
         await self._update_membership(requester, room_id, requester.user_id, "knock", reason,
                                      profile=await self._profile(requester.user_id))

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, replace
 
 from homeserver.events.filter import EventFilter, SyncFilter
-from homeserver.events.model import EventEntry, stripped_state
+from homeserver.events.model import EventEntry, remote_stripped_state, stripped_state
 from homeserver.events.store import EventStore
 from homeserver.rooms.members import Membership, MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGroups
@@ -409,6 +409,8 @@ class SyncService:
     async def _invited_room(self, room_id: str, invite_event_id: str) -> JsonDict:
         room, events = await self._stripped_room_state(room_id)
         inv = (await self._cache.get_many([invite_event_id])).get(invite_event_id)
+        if inv is not None and not events:  # a room on another server: what it sent
+            events = _sent_state(inv, "invite_room_state")
         if inv is not None:
             events.append(inv.to_client(with_room_id=False))
             sender = room.state.get(("m.room.member", inv.sender)) if room else None
@@ -419,6 +421,8 @@ class SyncService:
     async def _knocked_room(self, room_id: str, knock_event_id: str) -> JsonDict:
         _, events = await self._stripped_room_state(room_id)
         ev = (await self._cache.get_many([knock_event_id])).get(knock_event_id)
+        if ev is not None and not events:  # a room on another server: what it sent
+            events = _sent_state(ev, "knock_room_state")
         if ev is not None:
             events.append(stripped_state(ev.pdu))  # the user's own knock
         return {"knock_state": {"events": events}}
@@ -449,3 +453,13 @@ class SyncService:
             "state": {"events": [e.to_client(uid, dev, with_room_id=False) for e in state]},
             "account_data": {"events": []},
         }
+
+
+def _sent_state(membership: EventEntry, key: str) -> list[JsonDict]:
+    """The invite_room_state / knock_room_state another server sent with an invite or knock
+    (kept in the event's `unsigned`), without the user's own member event, which the caller
+    adds."""
+    unsigned = membership.pdu.get("unsigned")
+    sent = unsigned.get(key) if isinstance(unsigned, dict) else None
+    return [e for e in remote_stripped_state(sent)
+            if (e["type"], e["state_key"]) != ("m.room.member", membership.state_key)]
