@@ -8,7 +8,8 @@ events unknown here gets them fetched, outside the room's lock so local writes g
 - unknown prev events: /get_missing_events back to our forward extremities, each accepted in
   turn; if a gap remains, the state before the PDU is asked for (/state at each missing prev
   event, plus the event itself) and the PDU is accepted with it.
-EDUs are not processed yet (federation, part 2).
+A PDU from a server the room's server ACL denies is refused (an error for it in the answer).
+EDUs are not processed yet (federation, part 2); room EDUs will need the same ACL check.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from homeserver.errors import bad_json
+from homeserver.errors import MatrixError, bad_json
 from homeserver.events.checks import InvalidPdu, KeyFetcher
 from homeserver.events.hashing import compute_event_id
 from homeserver.events.model import EventEntry
 from homeserver.events.state_res import resolve_state
 from homeserver.federation.outliers import store_outliers
+from homeserver.federation.serving import check_acl
 from homeserver.federation.store import FederationStore
 from homeserver.federation.transport import RemoteError, Transport, Unreachable, fed_path
 from homeserver.rooms.service import RoomService
@@ -105,6 +107,10 @@ class Inbound:
             event_id = compute_event_id(pdu, room.version)
         except ValueError:
             return None
+        try:
+            check_acl(origin, room)
+        except MatrixError:
+            return event_id, {"error": "The origin is denied by the room's server ACL"}
         try:
             entry = await self.receive_pdu(origin, room.room_id, event_id, pdu)
         except (InvalidPdu, MissingEvents, RemoteError, Unreachable) as e:

@@ -8,6 +8,8 @@
 - Reads for a server that is in the room (now, or at the event asked about): /event, /state,
   /state_ids, /event_auth, /get_missing_events, /backfill. Rejected and soft-failed events are
   never served.
+- The room's server ACL (current state) is applied to every one of these: a denied server
+  gets 403 M_FORBIDDEN.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from homeserver.events.hashing import (
 )
 from homeserver.events.model import EventEntry, remote_stripped_state
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.federation.acl import server_allowed
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import EventCache, RoomData, StateGroups
 from homeserver.rooms.store import RoomStore
@@ -60,6 +63,13 @@ def servers_of(room: RoomData) -> list[str]:
     """Servers with a joined member in the room's current state."""
     return sorted({domain(k) for (t, k), e in room.state.items()
                    if t == "m.room.member" and e.membership == "join"})
+
+
+def check_acl(origin: str, room: RoomData) -> None:
+    """403 M_FORBIDDEN for a server the room's `m.room.server_acl` denies."""
+    acl = room.state.get(("m.room.server_acl", ""))
+    if acl is not None and not server_allowed(origin, acl.pdu.get("content")):
+        raise forbidden("Your server is denied by this room's server ACL")
 
 
 def room_state_pdus(room: RoomData, user_id: str) -> list[JsonDict]:
@@ -161,6 +171,7 @@ class FederationRooms:
                               membership: str, versions: list[str] | None) -> JsonDict:
         """A make_join / make_leave / make_knock template for `user_id` of `origin`."""
         room = await self._joined_room(room_id)
+        check_acl(origin, room)
         if versions is not None and room.version.identifier not in versions or (
                 membership == "knock" and not room.version.knock_join_rule):
             raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
@@ -214,6 +225,7 @@ class FederationRooms:
         """send_join / send_leave / send_knock: accept the event and forward it to the room's
         others."""
         room = await self._joined_room(room_id)
+        check_acl(origin, room)
         pdu = self._check_membership_pdu(origin, room, event_id, pdu, membership)
         async with self._rooms.locked(room_id) as room:
             try:
@@ -282,6 +294,9 @@ class FederationRooms:
             raise forbidden("The invite is not from the requesting server, or another room")
         if compute_content_hash(pdu) != pdu["hashes"]["sha256"]:
             raise bad_json("The invite's content hash does not match")
+        known = await self._rooms.rooms.get(room_id)
+        if known is not None:
+            check_acl(origin, known)
         signed = add_signature(pdu, rv, self._key)
         # What the inviter sent to identify the room, shown in the invitee's sync while this
         # server is not in the room (kept in `unsigned`, which no signature covers).
@@ -310,12 +325,15 @@ class FederationRooms:
             raise not_found("Unknown event")
         entry = got[0]
         room = await self._rooms.rooms.get(entry.room_id)
+        if room is not None:
+            check_acl(origin, room)
         if room is None or not await self._may_see(origin, room, entry):
             raise forbidden("Your server may not see this event")
         return entry.pdu
 
     async def _event_in(self, origin: str, room_id: str, event_id: str) -> EventEntry:
         room = await self._joined_room(room_id)
+        check_acl(origin, room)
         got = await self._servable([event_id])
         if not got or got[0].room_id != room_id:
             raise not_found("Unknown event in this room")
@@ -340,6 +358,7 @@ class FederationRooms:
                              latest: list[str], limit: int, min_depth: int) -> list[EventEntry]:
         """Walk back from `latest` along prev_events, not past `earliest` nor `min_depth`."""
         room = await self._joined_room(room_id)
+        check_acl(origin, room)
         if not await self._may_see(origin, room, None):
             raise forbidden("Your server is not in this room")
         stop = set(earliest) | set(latest)
@@ -362,6 +381,7 @@ class FederationRooms:
                        limit: int) -> list[EventEntry]:
         """Up to `limit` events from `start` backwards (the start events included)."""
         room = await self._joined_room(room_id)
+        check_acl(origin, room)
         if not await self._may_see(origin, room, None):
             raise forbidden("Your server is not in this room")
         found: dict[str, EventEntry] = {}
