@@ -48,6 +48,7 @@ from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
+from homeserver.federation.backfill import Backfiller
 from homeserver.federation.inbound import Inbound
 from homeserver.federation.keys import KeyRing
 from homeserver.federation.membership import RemoteMembership
@@ -297,6 +298,8 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     sender = FederationSender(name, db, store, consumer, parts.registry, parts.cache, client)
     serving.forward = sender.forward
     inbound.on_origin = sender.remote_alive
+    hs.reader.backfill = Backfiller(name, db, store, hs.rooms, parts.writer, parts.cache,
+                                    keyring, client, inbound).backfill
     hs.rooms.remote = RemoteMembership(name, db, hs.rooms, parts.store, parts.writer, builder,
                                        keyring, client)
     context = FederationContext(name, keyring, hs.profiles, hs.reader,

@@ -25,25 +25,25 @@ class EventStore:
         state_group: int | None, state_group_before: int | None, relates_to: str | None,
         rel_type: str | None, json: str, prev_events: list[str], auth_events: list[str],
         outlier: bool = False, rejected: str | None = None, soft_failed: bool = False,
-        replace: bool = False,
+        replace: bool = False, backfilled: bool = False,
     ) -> None:
         """Insert an event with its edges; `replace` de-outliers an event stored as outlier."""
         if replace:
             await conn.execute(
                 "UPDATE events SET stream_ordering = $1, state_group = $3,"
                 " state_group_before = $4, outlier = $5, rejected = $6, soft_failed = $7,"
-                " json = $8 WHERE event_id = $2",
+                " json = $8, backfilled = $9 WHERE event_id = $2",
                 stream_ordering, event_id, state_group, state_group_before, outlier, rejected,
-                soft_failed, json)
+                soft_failed, json, backfilled)
             return
         await conn.execute(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
             " depth, origin_server_ts, state_group, state_group_before, relates_to, rel_type,"
-            " json, outlier, rejected, soft_failed)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+            " json, outlier, rejected, soft_failed, backfilled)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
             stream_ordering, event_id, room_id, type, state_key, sender, depth,
             origin_server_ts, state_group, state_group_before, relates_to, rel_type, json,
-            outlier, rejected, soft_failed,
+            outlier, rejected, soft_failed, backfilled,
         )
         # Edges and auth edges in one statement each, whatever their number.
         await conn.execute(
@@ -179,14 +179,15 @@ class EventStore:
         types: list[str] | None = None, not_types: list[str] | None = None,
         senders: list[str] | None = None,
     ) -> list[asyncpg.Record]:
-        """Events strictly before (backwards) or at/after (forwards) the (depth, stream) point."""
+        """Events strictly before (backwards) or at/after (forwards) the (depth, stream) point:
+        served and backfilled ones."""
         if backwards:
             cond, order = "(depth, stream_ordering) < ($2, $3)", "DESC"
         else:
             cond, order = "(depth, stream_ordering) >= ($2, $3)", "ASC"
         return list(await conn.fetch(
             f"SELECT {EVENT_COLS} FROM events WHERE room_id = $1 AND {cond}"
-            " AND stream_ordering > 0"
+            " AND (stream_ordering > 0 OR backfilled)"
             " AND ($5::text[] IS NULL OR type = ANY($5::text[]))"
             " AND ($6::text[] IS NULL OR NOT (type = ANY($6::text[])))"
             " AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"

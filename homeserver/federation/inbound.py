@@ -135,12 +135,12 @@ class Inbound:
             if depth >= MAX_FETCH_DEPTH:
                 raise missing
             if missing.kind == "auth_events":
-                await self._fetch_auth(origin, room_id, event_id)
+                await self.fetch_auth(origin, room_id, event_id)
             elif not fetched_prevs:
                 fetched_prevs = True
                 await self._fetch_missing(origin, room_id, event_id, extremities, depth)
             else:
-                state_before = await self._state_at(origin, room_id, missing.event_ids)
+                state_before = await self.state_at(origin, room_id, missing.event_ids)
         raise MissingEvents("events", [event_id])
 
     async def _store_fetched(self, room_id: str, pdus: Any) -> set[str]:
@@ -156,7 +156,7 @@ class Inbound:
                         continue
             return await store_outliers(self._writer, room, events, self._keys)
 
-    async def _fetch_auth(self, origin: str, room_id: str, event_id: str) -> None:
+    async def fetch_auth(self, origin: str, room_id: str, event_id: str) -> None:
         resp = await self._t.request(origin, "GET", fed_path(
             "/_matrix/federation/v1/event_auth/%s/%s", room_id, event_id))
         await self._store_fetched(room_id, resp.get("auth_chain"))
@@ -190,7 +190,7 @@ class Inbound:
             except (InvalidPdu, MissingEvents, RemoteError, Unreachable) as e:
                 log.info("missing event %s could not be accepted: %s", eid, e)
 
-    async def _state_at(self, origin: str, room_id: str,
+    async def state_at(self, origin: str, room_id: str,
                         prev_ids: list[str]) -> dict[StateKey, str]:
         """The state before an event whose prev events are unknown: the state after each of
         them (asked of the origin), resolved when they differ."""

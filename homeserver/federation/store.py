@@ -99,3 +99,20 @@ class FederationStore:
             "INSERT INTO federation_inbound_txns (origin, txn_id, response, received_ts)"
             " VALUES ($1,$2,$3::jsonb,$4) ON CONFLICT DO NOTHING", origin, txn_id,
             orjson.dumps(response).decode(), now)
+
+    # ------------------------------------------------------------------ backfill
+
+    async def backward_extremities(self, conn: Conn, room_id: str, below_depth: int,
+                                   limit: int) -> list[str]:
+        """Prev events of the room's events (served or backfilled, below `below_depth`) that
+        this server does not have in the DAG (unknown, or only known as outliers): where
+        its history stops. Deepest first."""
+        rows = await conn.fetch(
+            "SELECT ed.prev_event_id, max(e.depth) AS d FROM events e"
+            " JOIN event_edges ed ON ed.event_id = e.event_id"
+            " WHERE e.room_id = $1 AND e.depth <= $2 AND (e.stream_ordering > 0 OR e.backfilled)"
+            " AND NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = ed.prev_event_id"
+            "                 AND NOT p.outlier)"
+            " GROUP BY ed.prev_event_id ORDER BY d DESC LIMIT $3",
+            room_id, below_depth, limit)
+        return [str(r["prev_event_id"]) for r in rows]

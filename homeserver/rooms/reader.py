@@ -9,6 +9,8 @@ endpoint that shows state (state, members, joined members, aliases) applies one 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.events.filter import EventFilter
@@ -40,6 +42,10 @@ class RoomReader:
         self._groups = groups
         self._visibility = visibility
         self._members = members
+        # Fetches history from other servers (federation: homeserver/federation/backfill.py)
+        # when /messages pages past what this server has: (room, below depth, how many) ->
+        # whether any was added.
+        self.backfill: Callable[[RoomData, int, int], Awaitable[bool]] | None = None
 
     async def events(self, event_ids: list[str]) -> list[EventEntry]:
         got = await self._cache.get_many(event_ids)
@@ -215,12 +221,10 @@ class RoomReader:
             limit = min(limit, flt.limit)
         depth, stream = await self._point(room, from_token, backwards)
         to_point = await self._point(room, to_token, not backwards) if to_token else None
-        async with self._db.connection() as conn:
-            rows = await self._events.paginate(
-                conn, room.room_id, depth, stream, backwards, limit,
-                list(flt.types) if flt.types is not None else None,
-                list(flt.not_types) or None,
-                list(flt.senders) if flt.senders is not None else None)
+        rows = await self._page(room, depth, stream, backwards, limit, flt)
+        if backwards and len(rows) < limit and self.backfill is not None and await \
+                self.backfill(room, min(depth, room.depth + 1), limit - len(rows)):
+            rows = await self._page(room, depth, stream, backwards, limit, flt)
         events = await self._cache.entries_from_rows(list(rows))
         if to_point is not None:
             if backwards:
@@ -244,6 +248,15 @@ class RoomReader:
         if flt.lazy_load_members and visible:
             body["state"] = await self._member_state(visible)
         return body
+
+    async def _page(self, room: RoomData, depth: int, stream: int, backwards: bool,
+                    limit: int, flt: EventFilter) -> list[Any]:
+        async with self._db.connection() as conn:
+            return list(await self._events.paginate(
+                conn, room.room_id, depth, stream, backwards, limit,
+                list(flt.types) if flt.types is not None else None,
+                list(flt.not_types) or None,
+                list(flt.senders) if flt.senders is not None else None))
 
     async def _member_state(self, events: list[EventEntry]) -> list[JsonDict]:
         senders = {e.sender for e in events}

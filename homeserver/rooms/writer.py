@@ -90,6 +90,9 @@ class PersistEvent:
     soft_failed: bool = False
     outlier: bool = False
     deoutlier: bool = False
+    # History fetched with /backfill: state at its place in the DAG, shown by /messages, but
+    # never current state, an extremity, nor in the events stream (so not synced or pushed).
+    backfilled: bool = False
     # Current-state changes beyond the event itself (a merge resolved by state resolution).
     current_delta: dict[StateKey, str | None] | None = None
     # Whether the room's current state afterwards is the state after this event (so its group
@@ -101,7 +104,8 @@ class PersistEvent:
 
     @property
     def served(self) -> bool:
-        return self.rejected is None and not self.soft_failed and not self.outlier
+        return (self.rejected is None and not self.soft_failed and not self.outlier
+                and not self.backfilled)
 
     @property
     def state_key(self) -> str | None:
@@ -268,10 +272,12 @@ class RoomWriter:
     # ------------------------------------------------------------------ the remote door
 
     async def accept(self, room: RoomData, event_id: str, pdu: JsonDict, keys: KeyFetcher,
-                     state_before: Mapping[StateKey, str] | None = None) -> EventEntry:
+                     state_before: Mapping[StateKey, str] | None = None,
+                     backfilled: bool = False) -> EventEntry:
         """Run the receipt checks on a PDU from elsewhere and store it as accepted, rejected
         or soft-failed. `state_before` (state ids at the event, e.g. from /state_ids) is needed
-        only when its prev_events are unknown here.
+        only when its prev_events are unknown here. A `backfilled` event (history) is not
+        checked against current state and does not change it (see PersistEvent).
 
         Raises:
             InvalidPdu: malformed or badly signed (nothing stored).
@@ -282,7 +288,7 @@ class RoomWriter:
         if existing is not None and not existing.outlier:
             return existing
         pdu = await check_pdu(room.version, _in_room(room, pdu, event_id), event_id, keys)
-        ev = PersistEvent(event_id, pdu, deoutlier=existing is not None)
+        ev = PersistEvent(event_id, pdu, deoutlier=existing is not None, backfilled=backfilled)
         ev.rejected = await self._check_against_auth_events(room, pdu)
         prevs = event_refs(pdu.get("prev_events"))
         if state_before is None:
@@ -299,9 +305,10 @@ class RoomWriter:
             except AuthError as e:
                 ev.rejected = f"not allowed by the state before it: {e}"
         if ev.rejected is not None:
+            ev.backfilled = False
             self._describe(room, ev)
             return await self._persist_planned(room, ev, None)
-        if ("m.room.create", "") in room.state:  # else: joining, no current state yet
+        if ("m.room.create", "") in room.state and not backfilled:  # else: joining
             try:
                 check_auth(room.version, pdu, room.state_pdus())
             except AuthError:
@@ -420,7 +427,7 @@ class RoomWriter:
         else:
             ev.group = ev.group_before
             ev.chain_len = self._chain_of(ev, room)
-        if ev.soft_failed:
+        if ev.soft_failed or ev.backfilled:
             return
         # Current state: the event replaces its prev events among the extremities.
         extremities = [e for e in room.extremities if e not in set(prevs)] + [ev.event_id]
@@ -521,6 +528,7 @@ class RoomWriter:
             json=orjson.dumps(pdu).decode(), prev_events=event_refs(pdu.get("prev_events")),
             auth_events=event_refs(pdu.get("auth_events")), outlier=ev.outlier,
             rejected=ev.rejected, soft_failed=ev.soft_failed, replace=ev.deoutlier,
+            backfilled=ev.backfilled,
         )
         if not ev.served:
             return
