@@ -57,6 +57,10 @@ class Synapse:
             self.proc.kill()
             self.proc.wait()
 
+    def restart(self) -> None:
+        """Start it again on the same port, configuration and database (after `stop`)."""
+        self.proc = _launch(self.folder)
+
     def log_tail(self) -> str:
         p = self.folder / "homeserver.log"
         return p.read_text()[-4000:] if p.exists() else ""
@@ -99,6 +103,10 @@ def start_synapse(folder: Path, cert: Cert, ca_file: Path) -> Synapse:
         "rc_invites": {"per_room": big, "per_user": big, "per_sender": big},
         "rc_federation": {"window_size": 1000, "sleep_limit": 1000000, "sleep_delay": 0,
                           "reject_limit": 1000000, "concurrent": 1000000},
+        # Retry a server that was down within seconds (the default waits 10 minutes), so the
+        # restart tests do not wait for it.
+        "federation": {"destination_min_retry_interval": 500,
+                       "destination_max_retry_interval": 2000},
     })
     log_cfg = folder / "log.config"
     log_cfg.write_text(yaml.safe_dump({
@@ -111,10 +119,14 @@ def start_synapse(folder: Path, cert: Cert, ca_file: Path) -> Synapse:
     }))
     cfg["log_config"] = str(log_cfg)
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = subprocess.Popen([str(py), "-m", "synapse.app.homeserver", "--config-path",
-                             str(cfg_path)], cwd=folder, stdout=subprocess.DEVNULL,
-                            stderr=open(folder / "stderr.log", "wb"))  # noqa: SIM115
-    return Synapse(name, f"https://{name}", proc, folder)
+    return Synapse(name, f"https://{name}", _launch(folder), folder)
+
+
+def _launch(folder: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([str(synapse_python()), "-m", "synapse.app.homeserver",
+                             "--config-path", str(folder / "homeserver.yaml")], cwd=folder,
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(folder / "stderr.log", "ab"))  # noqa: SIM115
 
 
 def wait_until_up(s: Synapse, ca_file: Path, timeout: float = 90.0) -> None:
