@@ -66,7 +66,9 @@ class Synapse:
         return p.read_text()[-4000:] if p.exists() else ""
 
 
-def start_synapse(folder: Path, cert: Cert, ca_file: Path) -> Synapse:
+def start_synapse(folder: Path, cert: Cert, ca_file: Path,
+                  database: dict[str, object] | None = None) -> Synapse:
+    """`database`: Synapse's `database` setting (default SQLite in `folder`)."""
     py = synapse_python()
     port = free_port()
     name = f"127.0.0.1:{port}"
@@ -82,7 +84,8 @@ def start_synapse(folder: Path, cert: Cert, ca_file: Path) -> Synapse:
                        "resources": [{"names": ["client", "federation"], "compress": False}]}],
         "tls_certificate_path": str(cert.cert),
         "tls_private_key_path": str(cert.key),
-        "database": {"name": "sqlite3", "args": {"database": str(folder / "homeserver.db")}},
+        "database": database or {"name": "sqlite3",
+                                 "args": {"database": str(folder / "homeserver.db")}},
         "federation_verify_certificates": True,
         "federation_custom_ca_list": [str(ca_file)],
         "trusted_key_servers": [],
