@@ -65,6 +65,9 @@ async def test_parley_user_joins_a_synapse_room(make_server: Factory,
                                           params={"via": syn.name})
     assert status == 200, (body, syn.log_tail())
     assert await eventually(lambda: _joined_on_synapse(sc, sam, room_id, alice.user_id))
+    # Shared history from before the join: Parley backfills it from Synapse, in its place.
+    got = await messages(a.client, alice, room_id)
+    assert got == ["before alice"], got
     await a.client.send(alice, room_id, "hello synapse")
     await eventually(lambda: _has(sc, sam, room_id, "hello synapse"), timeout=30)
     await sc.send(sam, room_id, "hello parley")
