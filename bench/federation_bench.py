@@ -88,7 +88,7 @@ def start_parley(folder: Path, cert: Cert, ca: Path, dsn: str, db: str) -> Serve
            "PARLEY_TLS_CERT": str(cert.cert), "PARLEY_TLS_KEY": str(cert.key),
            "PARLEY_FEDERATION_CA_FILE": str(ca), "PARLEY_OUTBOUND_ALLOW": "127.0.0.0/8,::1/128",
            "PARLEY_DATABASE_URL": dsn, "PARLEY_REGISTRATION": "open",
-           "PARLEY_RATE_LIMITS": "off", "PARLEY_LOG_LEVEL": "WARNING"}
+           "PARLEY_RATE_LIMITS": "off", "PARLEY_LOG_LEVEL": "INFO"}
     proc = subprocess.Popen([sys.executable, "-m", "homeserver", "run"], env=env,
                             stdout=subprocess.DEVNULL,
                             stderr=open(folder / "stderr.log", "wb"))  # noqa: SIM115
@@ -186,7 +186,12 @@ async def run_kind(kind: str, args: argparse.Namespace, tmp: Path, cert: Cert,
             status, body = await ca_.request("POST", f"/join/{room_id}", {},
                                              joiner.access_token, params={"via": b.name})
             joins.append((time.perf_counter() - t0) * 1000)
-            assert status == 200, body
+            if status != 200:
+                for label in ("a", "b"):
+                    log = tmp / f"{kind}-{label}" / "stderr.log"
+                    if log.exists():
+                        print(f"--- {kind}-{label}", log.read_text()[-3000:], file=sys.stderr)
+                raise RuntimeError(f"join failed: {status} {body}")
         b_to_a = await _latency(cb, members[0], ca_, joiner, rooms[0], args.messages)
         a_to_b = await _latency(ca_, joiner, cb, members[0], rooms[0], args.messages)
         return {"kind": kind, "members": args.members, "join_ms": [round(j, 1) for j in joins],

@@ -139,9 +139,16 @@ class FederationClient:
                         method, url, data=body, headers=headers, allow_redirects=False,
                         server_hostname=addr.tls_name,
                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                    raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-                    if len(raw) > MAX_RESPONSE_BYTES:
-                        raise FederationError(resp.status, {"error": "response too large"})
+                    # read(n) gives what has arrived (up to n), not the whole body: a large
+                    # answer (a send_join of a big room) comes in many chunks.
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > MAX_RESPONSE_BYTES:
+                            raise FederationError(resp.status, {"error": "response too large"})
+                        chunks.append(chunk)
+                    raw = b"".join(chunks)
                     try:
                         data = orjson.loads(raw) if raw else None
                     except orjson.JSONDecodeError:

@@ -196,3 +196,22 @@ async def test_join_and_chat_in_older_room_versions(make_server: Factory, versio
     await eventually(lambda: _has(b.client, bob, room_id, f"v{version} from A"))
     await b.client.send(bob, room_id, f"v{version} from B")
     await eventually(lambda: _has(a.client, alice, room_id, f"v{version} from B"))
+
+
+async def test_join_a_room_whose_state_is_large(make_server: Factory) -> None:
+    """A send_join answer of several hundred KB arrives in many chunks: read to its end."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob = await a.client.register("alice"), await b.client.register("bob")
+    room_id = await b.client.create_room(bob, preset="public_chat")
+    for i in range(6):
+        status, body = await b.client.request(
+            "PUT", f"/rooms/{room_id}/state/org.example.big/k{i}", {"blob": f"{i}" * 50_000},
+            bob.access_token)
+        assert status == 200, body
+    status, body = await a.client.request("POST", f"/join/{room_id}", {}, alice.access_token,
+                                          params={"via": b.name})
+    assert status == 200, body
+    room = await a.hs.rooms.rooms.get(room_id)
+    assert [room.state[("org.example.big", f"k{i}")].pdu["content"]["blob"][:1]
+            for i in range(6)] == [str(i) for i in range(6)]
