@@ -8,7 +8,8 @@
      check that no one-time key is ever handed out twice (plus one round where all 100 claim
      from the SAME user's devices at once)
   m  sequential message PUT latency (as bench.py e) alone, then while 4 loops hammer
-     /keys/query (100 users) and 1 loop uploads one-time keys: both p50s and their ratio
+     /keys/query (100 users) and 1 loop uploads one-time keys (each claimed back): both p50s
+     and their ratio
 
 Keys are real: each device has an ed25519 key (signedjson + pynacl) that signs its device keys
 and its signed_curve25519 one-time keys, as clients do; the harness checks the signatures of
@@ -431,43 +432,40 @@ async def scenario_m(ctx: KCtx):
     qhdrs = {"Authorization": f"Bearer {ctx.querier.token}", "Content-Type": "application/json"}
     qlat: list[float] = []
     ulat: list[float] = []
-    bg_err = [0]
+    bg_err: dict[str, int] = {}  # "path status: body start" -> count
+    uhdrs = {"Authorization": f"Bearer {up.token}", "Content-Type": "application/json"}
+
+    async def post(path: str, body: bytes, headers: dict, lat: list[float]) -> None:
+        t = now()
+        try:
+            async with c.s.post(c.base + API + path, data=body, headers=headers) as r:
+                raw = await r.read()  # not parsed: keep the client's CPU for the sender
+                status = r.status
+        except aiohttp.ClientError as e:
+            status, raw = -1, repr(e).encode()
+        if status == 200:
+            lat.append(now() - t)
+            return
+        key = f"{path} {status}: {raw[:120].decode('utf-8', 'replace')}"
+        bg_err[key] = bg_err.get(key, 0) + 1
+        await asyncio.sleep(0.1)
 
     async def query_loop():
         while not stop.is_set():
-            t = now()
-            try:
-                async with c.s.post(c.base + API + "/keys/query", data=qbody, headers=qhdrs) as r:
-                    await r.read()  # not parsed: keep the client's CPU for the sender
-                    ok = r.status == 200
-            except aiohttp.ClientError:
-                ok = False
-            if ok:
-                qlat.append(now() - t)
-            else:
-                bg_err[0] += 1
-                await asyncio.sleep(0.1)
+            await post("/keys/query", qbody, qhdrs, qlat)
+
+    # Uploads, each followed by as many claims of the uploader's keys (by the querier): the
+    # device's count stays level, as a client's does that tops up what others take (Synapse
+    # refuses an upload that would leave a device with more than 500 one-time keys).
+    clat: list[float] = []
+    cbody = json.dumps({"one_time_keys": {up.user_id: {up.device_id: OTK_ALG}}}).encode()
 
     async def upload_loop():
         while not stop.is_set():
             body = json.dumps({"one_time_keys": uploader.one_time_keys(a.upload_batch)}).encode()
-            t = now()
-            try:
-                async with c.s.post(
-                    c.base + API + "/keys/upload",
-                    data=body,
-                    headers={"Authorization": f"Bearer {up.token}",
-                             "Content-Type": "application/json"},
-                ) as r:
-                    await r.read()
-                    ok = r.status == 200
-            except aiohttp.ClientError:
-                ok = False
-            if ok:
-                ulat.append(now() - t)
-            else:
-                bg_err[0] += 1
-                await asyncio.sleep(0.1)
+            await post("/keys/upload", body, uhdrs, ulat)
+            for _ in range(a.upload_batch):
+                await post("/keys/claim", cbody, qhdrs, clat)
 
     log(f"m: the same sends with {a.query_loops} /keys/query loops and 1 upload loop running")
     bg = [asyncio.ensure_future(query_loop()) for _ in range(a.query_loops)]
@@ -477,10 +475,12 @@ async def scenario_m(ctx: KCtx):
     t0 = now()
     cpu0 = proc_cpu_s(a.server_pid)
     q0, u0 = len(qlat), len(ulat)
+    c0 = len(clat)
     loaded, err_loaded = await sends("loaded")
     window = now() - t0
     cpu1 = proc_cpu_s(a.server_pid)
     q1, u1 = len(qlat), len(ulat)
+    n_claims = len(clat)
     stop.set()
     await asyncio.gather(*bg)
     sender.close()
@@ -500,12 +500,15 @@ async def scenario_m(ctx: KCtx):
         "uploads_during_sends": u1 - u0,
         "upload_batch": a.upload_batch,
         "upload_latency_under_load": summary_ms(ulat[u0:u1]),
+        "claims_of_uploaded_keys_during_sends": n_claims - c0,
+        "claim_latency_under_load": summary_ms(clat[c0:n_claims]),
         "server_cpu_share_during_sends": round((cpu1 - cpu0) / window, 2)
         if cpu0 is not None and cpu1 is not None and window else None,
         "loaded_window_s": round(window, 2),
         "loadavg_loaded": la,
         "loadavg": loadavg(),
-        "errors": err_alone + err_loaded + bg_err[0],
+        "errors": err_alone + err_loaded + sum(bg_err.values()),
+        "background_errors": bg_err,
         "rate_limited_429": r1[0] - r0[0],
     }
 
@@ -544,7 +547,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("m ratio loaded / alone (p50)", "m.p50_ratio_loaded_vs_alone", "lat"),
     ("m /keys/query during the sends: per s", "m.queries_per_s_during_sends", "rate"),
     ("m /keys/query p50 under load (ms)", "m.query_latency_under_load.p50_ms", "lat"),
-    ("m OTK uploads during the sends", "m.uploads_during_sends", "rate"),
+    ("m OTK uploads (+ as many claims) during the sends", "m.uploads_during_sends", "rate"),
     ("m server CPU during the sends (cores)", "m.server_cpu_share_during_sends", ""),
     ("idle GET /versions p50 (ms)", "idle_versions_rtt_p50_ms", ""),
     ("load average at k / l / m", "loadavgs", ""),
@@ -684,7 +687,8 @@ def parse_args(argv=None):
     p.add_argument("--put-warmup", type=int, default=30, help="m: unmeasured first sends")
     p.add_argument("--put-max-time", type=float, default=120.0, help="m: bound per phase")
     p.add_argument("--query-loops", type=int, default=4, help="m: concurrent /keys/query loops")
-    p.add_argument("--upload-batch", type=int, default=5, help="m: one-time keys per upload")
+    p.add_argument("--upload-batch", type=int, default=1,
+                   help="m: one-time keys per upload (each upload is followed by as many claims)")
     p.add_argument("--load-warmup", type=float, default=1.0,
                    help="m: seconds the key loops run before the loaded sends start")
     p.add_argument("--send-client", choices=("raw", "aiohttp"), default="raw",

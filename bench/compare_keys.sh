@@ -11,7 +11,8 @@
 #      /keys/query for all 100 users (after 3 warm-up), each checked for 300 devices
 #   l  10 rounds (after 1 warm-up) of 100 concurrent /keys/claim, 100 claimers on distinct
 #      targets, then one round all on one user; no key may be handed out twice
-#   m  300 sequential message PUTs alone, then with 4 /keys/query loops + 1 upload loop
+#   m  300 sequential message PUTs alone, then with 4 /keys/query loops + 1 loop uploading
+#      one-time keys (each claimed back, so the count stays under Synapse's cap of 500)
 # The client runs on uvloop (bench_keys.py --uvloop; m's PUTs use bench.py's lean sender) and
 # is given the server's pid, so server CPU per query is reported too.
 # Writes bench/results/<tag>-<UTC stamp>-{synapse,parley-<sha>}.json, -meta.tsv (commit, load
