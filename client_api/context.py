@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from e2ee.backup import KeyBackupService
 from e2ee.cross_signing import CrossSigningService
 from e2ee.dehydrated import DehydratedDeviceService
 from e2ee.device_keys import DeviceKeyService
@@ -60,6 +61,7 @@ class ClientContext:
     cross_signing: CrossSigningService | None = None
     device_lists: DeviceListService | None = None
     dehydrated: DehydratedDeviceService | None = None
+    key_backup: KeyBackupService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -16,6 +16,8 @@ from homeserver.streams.tokens import SyncToken
 
 routes = web.RouteTableDef()
 V = "/_matrix/client/{v:(v3|r0)}"
+# Cross-signing was first served under /unstable (MSC1756); clients and SyTest still call it there.
+VU = "/_matrix/client/{v:(v3|r0|unstable)}"
 
 
 def _keys(request: web.Request) -> DeviceKeyService:
@@ -71,7 +73,7 @@ async def changes(request: web.Request) -> web.Response:
     return json_response({"changed": sorted(changed), "left": sorted(left)})
 
 
-@routes.post(V + "/keys/device_signing/upload")
+@routes.post(VU + "/keys/device_signing/upload")
 async def upload_cross_signing_keys(request: web.Request) -> web.Response:
     requester = await auth(request)
     body = await read_json(request)
@@ -82,7 +84,7 @@ async def upload_cross_signing_keys(request: web.Request) -> web.Response:
     return json_response({})
 
 
-@routes.post(V + "/keys/signatures/upload")
+@routes.post(VU + "/keys/signatures/upload")
 async def upload_signatures(request: web.Request) -> web.Response:
     requester = await auth(request)
     body = await read_json(request)

@@ -53,7 +53,11 @@ class CrossSigningService:
                 new[usage] = (cross_signing_public_key(key, user_id, usage), key)
         if not new:
             raise MatrixError(400, Codes.MISSING_PARAM, "No cross-signing keys were given")
-        async with self._lists.change(user_id) as pos, self._db.transaction() as conn:
+        # A new user-signing key alone concerns only the user's own devices (it signs whom
+        # they verified); others are told of master and self-signing keys.
+        only_self = set(new) == {"user_signing"}
+        async with self._lists.change(user_id, only_self) as pos, \
+                self._db.transaction() as conn:
             existing = await self._store.lock_cross_signing_keys(conn, user_id)
             changed = {u: v for u, v in new.items()
                        if u not in existing
@@ -86,8 +90,17 @@ class CrossSigningService:
                                                                [old["public_key"]])
                 await self._store.set_cross_signing_key(conn, user_id, usage, pub,
                                                         orjson.dumps(key).decode(), pos)
-            await self._lists.record(conn, pos, user_id, [CROSS_SIGNING])
+            await self._lists.record(
+                conn, pos, user_id, [CROSS_SIGNING],
+                only_for=user_id if set(changed) == {"user_signing"} else None)
         return True
+
+    async def forget_user(self, user_id: str) -> None:
+        """A deactivated account's cross-signing keys go, and its signatures with them; users
+        sharing a room are told (their clients stop trusting the old identity)."""
+        async with self._lists.change(user_id) as pos, self._db.transaction() as conn:
+            await self._store.delete_cross_signing(conn, user_id)
+            await self._lists.record(conn, pos, user_id, [CROSS_SIGNING])
 
     async def upload_signatures(self, requester: Requester, body: JsonDict) -> JsonDict:
         """Verify and store each signature; what fails is reported per key, not raised."""
@@ -102,7 +115,8 @@ class CrossSigningService:
                                   "Expected {user_id: {key_id: signed object}}")
         failures: dict[str, JsonDict] = {}
         rows: list[tuple[str, str, str, str, str]] = []
-        changed_devices: set[str] = set()
+        changed_devices: set[str] = set()  # of ours that others are told about
+        signed_others: set[str] = set()  # users we verified: a change only we hear of
 
         def fail(user_id: str, key_id: str, code: str, msg: str) -> None:
             failures.setdefault(user_id, {})[key_id] = _failure(code, msg)
@@ -158,11 +172,17 @@ class CrossSigningService:
                     continue
                 for kid, sig in good:
                     rows.append((me, kid, user_id, key_id, sig))
-                changed_devices.add(key_id if user_id == me and key_id in my_devices
-                                    else CROSS_SIGNING)
+                if user_id != me:
+                    signed_others.add(user_id)
+                else:
+                    changed_devices.add(key_id if key_id in my_devices else CROSS_SIGNING)
         if rows:
-            async with self._lists.change(me) as pos, self._db.transaction() as conn:
+            async with self._lists.change(me, only_self=not changed_devices) as pos, \
+                    self._db.transaction() as conn:
                 await self._store.add_signatures(conn, rows)
-                await self._lists.record(conn, pos, me, sorted(changed_devices))
+                if changed_devices:
+                    await self._lists.record(conn, pos, me, sorted(changed_devices))
+                for other in sorted(signed_others):
+                    await self._lists.record(conn, pos, other, [CROSS_SIGNING], only_for=me)
         return {"failures": failures}
 

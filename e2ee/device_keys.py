@@ -116,6 +116,7 @@ class DeviceKeyService:
                 counts = await self._store.one_time_key_counts(conn, user_id, device_id)
         finally:
             self._counts.pop((user_id, device_id), None)
+        counts.setdefault("signed_curve25519", 0)  # as in sync: the Olm algorithm is always there
         return counts
 
     async def store_keys(self, conn: Conn, pos: int, user_id: str, device_id: str,

@@ -54,23 +54,28 @@ class DeviceListService:
         return out
 
     @asynccontextmanager
-    async def change(self, user_id: str) -> AsyncIterator[int]:
-        """A stream position for a change of `user_id`'s devices or keys: write it with
-        `record` inside the transaction that makes the change. When the block ends (committed
-        or not), the position is finished and the user's co-members are woken."""
+    async def change(self, user_id: str, only_self: bool = False) -> AsyncIterator[int]:
+        """A stream position for a change of `user_id`'s devices or keys (or, `only_self`, of
+        what only `user_id` may hear of): write it with `record` inside the transaction that
+        makes the change. When the block ends (committed or not), the position is finished and
+        the user's co-members (only the user, with `only_self`) are woken."""
         pos = await self.stream.allocate()
         wake: set[str] = {user_id}
         try:
             yield pos
         finally:
             try:
-                wake = await self.co_members(user_id)
+                if not only_self:
+                    wake = await self.co_members(user_id)
             except Exception:  # waking fewer users must not lose the position
                 log.exception("could not compute who shares a room with %s", user_id)
             self.stream.finish(pos, wake=wake)
 
-    async def record(self, conn: Conn, pos: int, user_id: str, device_ids: list[str]) -> None:
-        await self._store.add_device_list_changes(conn, pos, user_id, device_ids)
+    async def record(self, conn: Conn, pos: int, user_id: str, device_ids: list[str],
+                     only_for: str | None = None) -> None:
+        """A change of `user_id`'s devices (`device_ids`; CROSS_SIGNING for their keys), for
+        everyone sharing a room with them, or only for the user `only_for`."""
+        await self._store.add_device_list_changes(conn, pos, user_id, device_ids, only_for)
 
     async def for_sync(self, user_id: str, memberships: Mapping[str, Membership],
                        since_lists: int, upto_lists: int, since_events: int,
@@ -91,8 +96,8 @@ class DeviceListService:
         if since_lists < upto_lists:
             async with self._db.connection() as conn:
                 users = await self._store.users_changed_between(conn, since_lists, upto_lists)
-            for other in users:
-                if await shares(other):
+            for other, only_for in users:
+                if only_for == user_id or (only_for is None and await shares(other)):
                     changed.add(other)
         if since_events < upto_events:
             for other, membership in await self._member_changes(

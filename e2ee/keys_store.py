@@ -145,6 +145,11 @@ class KeyStore:
             " key_json = EXCLUDED.key_json, stream_id = EXCLUDED.stream_id",
             user_id, key_type, public_key, key_json, stream_id)
 
+    async def delete_cross_signing(self, conn: Conn, user_id: str) -> None:
+        await conn.execute("DELETE FROM e2e_cross_signing_keys WHERE user_id = $1", user_id)
+        await conn.execute("DELETE FROM e2e_signatures WHERE signer_user_id = $1"
+                           " OR target_user_id = $1", user_id)
+
     async def delete_signatures_by(self, conn: Conn, signer_user_id: str,
                                    signer_key_id: str) -> None:
         await conn.execute(
@@ -176,24 +181,19 @@ class KeyStore:
 
     # -- the device list stream
     async def add_device_list_changes(self, conn: Conn, stream_id: int, user_id: str,
-                                      device_ids: list[str]) -> None:
+                                      device_ids: list[str], only_for: str | None = None) -> None:
         await conn.execute(
-            "INSERT INTO device_list_changes (stream_id, user_id, device_id)"
-            " SELECT $1, $2, d FROM unnest($3::text[]) AS d ON CONFLICT DO NOTHING",
-            stream_id, user_id, device_ids)
+            "INSERT INTO device_list_changes (stream_id, user_id, device_id, only_for)"
+            " SELECT $1, $2, d, $4 FROM unnest($3::text[]) AS d ON CONFLICT DO NOTHING",
+            stream_id, user_id, device_ids, only_for)
 
-    async def users_changed_between(self, conn: Conn, since: int, upto: int,
-                                    user_ids: list[str] | None = None) -> set[str]:
-        if user_ids is None:
-            rows = await conn.fetch(
-                "SELECT DISTINCT user_id FROM device_list_changes"
-                " WHERE stream_id > $1 AND stream_id <= $2", since, upto)
-        else:
-            rows = await conn.fetch(
-                "SELECT DISTINCT user_id FROM device_list_changes"
-                " WHERE stream_id > $1 AND stream_id <= $2 AND user_id = ANY($3::text[])",
-                since, upto, user_ids)
-        return {r["user_id"] for r in rows}
+    async def users_changed_between(self, conn: Conn, since: int,
+                                    upto: int) -> list[tuple[str, str | None]]:
+        """Distinct (user_id, only_for) of the changes in (since, upto]."""
+        rows = await conn.fetch(
+            "SELECT DISTINCT user_id, only_for FROM device_list_changes"
+            " WHERE stream_id > $1 AND stream_id <= $2", since, upto)
+        return [(r["user_id"], r["only_for"]) for r in rows]
 
     # -- dehydrated devices (MSC3814)
     async def dehydrated_device(self, conn: Conn, user_id: str) -> asyncpg.Record | None:

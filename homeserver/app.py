@@ -21,6 +21,7 @@ from client_api import (
     pushrules,
     receipts,
     register,
+    room_keys,
     rooms,
     sync,
     tags,
@@ -30,6 +31,8 @@ from client_api import (
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
 from client_api.websocket import setup as setup_websockets
+from e2ee.backup import KeyBackupService
+from e2ee.backup_store import KeyBackupStore
 from e2ee.cross_signing import CrossSigningService
 from e2ee.dehydrated import DehydratedDeviceService
 from e2ee.device_keys import DeviceKeyService
@@ -111,6 +114,7 @@ class Homeserver:
     receipts: ReceiptService | None = None
     to_device: ToDeviceService | None = None
     presence: PresenceService | None = None
+    key_backup: KeyBackupService | None = None
     writer: RoomWriter | None = None
     event_stream: Stream | None = None
     keys: DeviceKeyService | None = None
@@ -222,6 +226,9 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     if config.presence_enabled:
         sources.presence = hs.presence
     hs.background.append(hs.presence)
+    # -- server-side key backup
+    hs.key_backup = KeyBackupService(db, KeyBackupStore())
+    accounts.on_deactivate += [hs.key_backup.forget_user, cross_signing.forget_user]
     return hs
 
 
@@ -249,9 +256,10 @@ def make_app(hs: Homeserver) -> web.Application:
         keys=hs.keys, cross_signing=hs.cross_signing, device_lists=hs.device_lists,
         dehydrated=hs.dehydrated,
     )
+    app[CTX].key_backup = hs.key_backup
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated):
+                   dehydrated, room_keys):
         add_routes(app, module.routes)
     # Last, so they only see what no route took (and every path gets a Matrix error).
     catch_all: list[web.AbstractResource] = []

@@ -57,11 +57,14 @@ CREATE TABLE e2e_signatures (
 );
 
 -- The device list stream: a row per change of a user's devices or cross-signing keys
--- (device_id '' for the latter), which sync's device_lists and /keys/changes read.
+-- (device_id '' for the latter), which sync's device_lists and /keys/changes read. A change
+-- only one user may hear of names them in `only_for` (a user-signing key concerns only its
+-- owner; a signature of someone's master key, only the signer); NULL: everyone sharing a room.
 CREATE TABLE device_list_changes (
     stream_id  BIGINT NOT NULL,
     user_id    TEXT NOT NULL,
     device_id  TEXT NOT NULL,
+    only_for   TEXT,
     PRIMARY KEY (stream_id, user_id, device_id)
 );
 CREATE INDEX device_list_changes_user ON device_list_changes (user_id, stream_id);

@@ -12,6 +12,7 @@ import asyncio
 import secrets
 import string
 import time
+from collections.abc import Awaitable, Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -37,6 +38,8 @@ class AccountService:
                  devices: DeviceService | None = None) -> None:
         self._db = db
         self._devices = devices
+        # What other areas drop of a deactivated account (key backups, cross-signing keys).
+        self.on_deactivate: list[Callable[[str], Awaitable[None]]] = []
         self._store = store
         self.server_name = server_name
         self._tokens = tokens
@@ -144,6 +147,8 @@ class AccountService:
         """Lock the account for good: no password, no profile, no devices or sessions."""
         if self._devices is not None:  # first, so that others learn the devices are gone
             await self._devices.delete_devices(user_id, None)
+        for forget in self.on_deactivate:
+            await forget(user_id)
         async with self._db.transaction() as conn:
             await self._store.deactivate(conn, user_id)
         self._tokens.forget_devices(user_id, None)

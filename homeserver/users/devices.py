@@ -137,7 +137,8 @@ class DeviceChanges(Protocol):
     """The device list stream (e2ee/device_lists.py): others' clients learn from it that a
     device went or was renamed, in the same transaction as the change."""
 
-    def change(self, user_id: str) -> AbstractAsyncContextManager[int]: ...
+    def change(self, user_id: str, only_self: bool = False
+               ) -> AbstractAsyncContextManager[int]: ...
 
     async def record(self, conn: Conn, pos: int, user_id: str,
                      device_ids: list[str]) -> None: ...
@@ -150,7 +151,7 @@ class DeviceService:
         self._store = store
         self._tokens = tokens
         self._last_seen = last_seen
-        self._changes = changes
+        self.changes = changes
 
     async def devices(self, user_id: str) -> list[JsonDict]:
         async with self._db.connection() as conn:
@@ -165,28 +166,28 @@ class DeviceService:
         return self._last_seen.overlay(user_id, _device_json(user_id, row))
 
     async def rename_device(self, user_id: str, device_id: str, name: str) -> None:
-        if self._changes is None:
+        if self.changes is None:
             async with self._db.connection() as conn:
                 if not await self._store.rename_device(conn, user_id, device_id, name):
                     raise not_found("Unknown device")
             return
         # The display name is part of what /keys/query shows, so a rename is a change.
-        async with self._changes.change(user_id) as pos, self._db.transaction() as conn:
+        async with self.changes.change(user_id) as pos, self._db.transaction() as conn:
             if not await self._store.rename_device(conn, user_id, device_id, name):
                 raise not_found("Unknown device")
-            await self._changes.record(conn, pos, user_id, [device_id])
+            await self.changes.record(conn, pos, user_id, [device_id])
 
     async def delete_devices(self, user_id: str, device_ids: list[str] | None) -> None:
         """Delete these devices of the user (None: all of them), ending their sessions; their
         keys go with them, and users sharing a room are told."""
-        if self._changes is None:
+        if self.changes is None:
             async with self._db.transaction() as conn:
                 await self._store.delete_devices(conn, user_id, device_ids)
         else:
-            async with self._changes.change(user_id) as pos, self._db.transaction() as conn:
+            async with self.changes.change(user_id) as pos, self._db.transaction() as conn:
                 gone = await self._store.delete_devices(conn, user_id, device_ids)
                 if gone:
-                    await self._changes.record(conn, pos, user_id, gone)
+                    await self.changes.record(conn, pos, user_id, gone)
         self._tokens.forget_devices(user_id, device_ids)
         self._last_seen.forget(user_id, device_ids)
 

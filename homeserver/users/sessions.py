@@ -8,9 +8,11 @@ time in LastSeen, so a request costs no database write and, once cached, no read
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import string
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from homeserver.errors import Codes, MatrixError
@@ -21,6 +23,11 @@ from homeserver.users.store import UserStore
 from homeserver.users.tokens import TokenCache, new_access_token, new_refresh_token, token_hash
 
 REFRESHABLE_TOKEN_LIFETIME_MS = 3_600_000
+
+
+@contextlib.asynccontextmanager
+async def _no_position() -> AsyncIterator[int]:
+    yield 0
 
 
 def _now() -> int:
@@ -54,8 +61,15 @@ class SessionService:
         token = new_access_token()
         refresh_token = new_refresh_token() if refresh else None
         expires = REFRESHABLE_TOKEN_LIFETIME_MS if refresh else None
-        async with self._db.transaction() as conn:
-            await self._store.upsert_device(conn, user_id, device_id, display_name, _now(), ip)
+        changes = self._devices.changes
+        # A new device is a device list change (its owner's other devices and everyone sharing
+        # a room with them are told), in the transaction that creates it.
+        async with (changes.change(user_id) if changes is not None else _no_position()) as pos, \
+                self._db.transaction() as conn:
+            new = await self._store.upsert_device(conn, user_id, device_id, display_name, _now(),
+                                                  ip)
+            if new and changes is not None:
+                await changes.record(conn, pos, user_id, [device_id])
             await self._store.insert_token(
                 conn, token_hash(token), user_id, device_id, _now(),
                 _now() + expires if expires else None,

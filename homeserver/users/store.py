@@ -48,14 +48,16 @@ class UserStore:
     # ---------------------------------------------------------------- devices and tokens
 
     async def upsert_device(self, conn: Conn, user_id: str, device_id: str,
-                            display_name: str | None, ts: int, ip: str | None) -> None:
-        await conn.execute(
+                            display_name: str | None, ts: int, ip: str | None) -> bool:
+        """Create or touch a device; True if it is new."""
+        return bool(await conn.fetchval(
             "INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ts,"
             " last_seen_ip) VALUES ($1,$2,$3,$4,$4,$5) ON CONFLICT (user_id, device_id) DO UPDATE"
             " SET display_name = COALESCE(EXCLUDED.display_name, devices.display_name),"
-            " last_seen_ts = EXCLUDED.last_seen_ts, last_seen_ip = EXCLUDED.last_seen_ip",
+            " last_seen_ts = EXCLUDED.last_seen_ts, last_seen_ip = EXCLUDED.last_seen_ip"
+            " RETURNING (xmax = 0)",
             user_id, device_id, display_name, ts, ip,
-        )
+        ))
 
     async def insert_token(self, conn: Conn, token_hash: bytes, user_id: str, device_id: str,
                            ts: int, valid_until_ms: int | None = None,

@@ -92,6 +92,11 @@ async def test_deeply_nested_bodies_are_bad_json(check: Checker, room: tuple[Use
         ("POST", f"/rooms/{r}/invite"),
         ("PUT", f"/sendToDevice/m.custom/{txn()}"),
         ("PUT", f"/profile/{u.user_id}/displayname"),
+        ("POST", "/room_keys/version"),
+        ("PUT", "/room_keys/version/1"),
+        ("PUT", "/room_keys/keys?version=1"),
+        ("PUT", f"/room_keys/keys/{quote(r)}?version=1"),
+        ("PUT", f"/room_keys/keys/{quote(r)}/sess?version=1"),
     ]:
         await check.refused(method, path, raw=raw, token=u.access_token, errcode="M_BAD_JSON")
 
@@ -178,6 +183,11 @@ async def test_nul_in_path_identifiers_is_invalid_param(check: Checker,
         ("PUT", f"/user/{u.user_id}/rooms/{rq}/tags/t{nul}", {}),
         ("PUT", f"/devices/D{nul}", {"display_name": "x"}),
         ("PUT", f"/sendToDevice/m.x/{txn()}{nul}", {"messages": {}}),
+        ("GET", f"/room_keys/version/1{nul}", None),
+        ("DELETE", f"/room_keys/version/1{nul}", None),
+        ("GET", f"/room_keys/keys/!a{nul}b:parley.test?version=1", None),
+        ("PUT", f"/room_keys/keys/{rq}/s{nul}?version=1", {}),
+        ("DELETE", f"/room_keys/keys/{rq}/s{nul}?version=1", None),
     ]:
         await check.refused(method, path, body, token=u.access_token, errcode="M_INVALID_PARAM")
 
@@ -191,6 +201,7 @@ async def test_nul_in_query_parameters_is_invalid_param(check: Checker,
         (f"/rooms/{r}/messages", {"dir": "b", "from": "t1_1\x00"}),
         ("/publicRooms", {"since": "\x00"}),
         ("/sync", {"access_token": "x\x00y"}),
+        ("/room_keys/keys", {"version": "1\x00"}),
     ]:
         await check.refused("GET", path, token=u.access_token, errcode="M_INVALID_PARAM",
                             params=params)
@@ -216,6 +227,9 @@ async def test_nul_in_bodies_is_bad_json(check: Checker, room: tuple[User, str])
         ("POST", f"/rooms/{r}/read_markers", {"m.fully_read": "$a\x00"}),
         ("PUT", f"/sendToDevice/m.x/{txn()}",
          {"messages": {u.user_id: {"D\x00": {"a": 1}}}}),
+        ("POST", "/room_keys/version", {"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+                                        "auth_data": {"public_key": "k\x00"}}),
+        ("PUT", "/room_keys/keys?version=1", {"rooms": {r: {"sessions": {"s\x00": {}}}}}),
     ]:
         await check.refused(method, path, body, token=u.access_token, errcode="M_BAD_JSON")
 
@@ -532,6 +546,8 @@ async def test_long_path_parameter_is_invalid_param(check: Checker,
     await check.refused("PUT", f"/user/{u.user_id}/account_data/{'m' * 3000}", {},
                         token=u.access_token, errcode="M_INVALID_PARAM")
     await check.refused("PUT", f"/user/{u.user_id}/rooms/{r}/account_data/{'😀' * 300}", {},
+                        token=u.access_token, errcode="M_INVALID_PARAM")
+    await check.refused("PUT", f"/room_keys/keys/{quote(r)}/{'s' * 3000}?version=1", {},
                         token=u.access_token, errcode="M_INVALID_PARAM")
 
 

@@ -118,6 +118,10 @@ def _dumps(value: Any) -> bytes:
 # ---------------------------------------------------------------------- templates
 
 
+ROOM_KEY = {"first_message_index": 0, "forwarded_count": 0, "is_verified": False,
+            "session_data": {"ephemeral": "e", "ciphertext": "c", "mac": "m"}}
+
+
 def templates(w: World) -> list[tuple[str, Any]]:
     """(path regex, a valid body) for the endpoints that take one."""
     u, o, room = w.user, w.other, w.rooms[0]
@@ -149,6 +153,25 @@ def templates(w: World) -> list[tuple[str, Any]]:
         (r"/directory/room/", {"room_id": room}),
         (r"/directory/list/room/", {"visibility": "public"}),
         (r"/sendToDevice/", {"messages": {o.user_id: {"*": {"a": 1}}}}),
+        (r"/keys/upload$", {"one_time_keys": {"curve25519:F1": "abc",
+                                              "signed_curve25519:F2": {"key": "k"}},
+                            "fallback_keys": {"signed_curve25519:FB": {"key": "k",
+                                                                       "fallback": True}}}),
+        (r"/keys/query$", {"device_keys": {u.user_id: [], o.user_id: ["X"]}, "timeout": 10}),
+        (r"/keys/claim$", {"one_time_keys": {o.user_id: {"D": "signed_curve25519"}}}),
+        (r"/keys/device_signing/upload$", {"master_key": {
+            "user_id": u.user_id, "usage": ["master"], "keys": {"ed25519:abc": "abc"}}}),
+        (r"/keys/signatures/upload$", {u.user_id: {u.device_id: {"signatures": {}}}}),
+        (r"/dehydrated_device/[^/]+/events$", {"next_batch": "0"}),
+        (r"/dehydrated_device$", {"device_id": "DH", "device_data": {"algorithm": "x"},
+                                  "device_keys": {"user_id": u.user_id, "device_id": "DH"}}),
+        (r"/room_keys/version", {"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+                                 "auth_data": {"public_key": "A" * 43,
+                                               "signatures": {u.user_id: {"ed25519:D": "s"}}},
+                                 "version": "1"}),
+        (r"/room_keys/keys/[^/]+/[^/]+$", ROOM_KEY),
+        (r"/room_keys/keys/[^/]+$", {"sessions": {"s1": ROOM_KEY}}),
+        (r"/room_keys/keys$", {"rooms": {room: {"sessions": {"s1": ROOM_KEY}}}}),
         (r"/publicRooms$", {"limit": 5, "since": "1", "filter": {"generic_search_term": "n"}}),
         (r"/pushrules/", {"actions": ["notify"], "pattern": "x", "enabled": True,
                           "conditions": [{"kind": "event_match", "key": "type",
@@ -204,13 +227,14 @@ def param_values(w: World, name: str) -> st.SearchStrategy[str]:
         "receipt_type": ["m.read", "m.fully_read", "m.read.private"], "rel_type": ["m.thread"],
         "scope": ["global"], "kind": ["override", "content", "room", "sender", "underride"],
         "rule_id": [".m.rule.master", "mine"],
+        "version": ["1"], "session_id": ["s1"],
     }.get(name, ["x"])
     return st.one_of(st.sampled_from(real), st.sampled_from(real), TEXT)
 
 
 QUERY_NAMES = ["limit", "timeout", "from", "to", "dir", "filter", "since", "full_state",
                "set_presence", "at", "membership", "not_membership", "format", "kind", "before",
-               "after", "server", "access_token", "username", "token", "x"]
+               "after", "server", "access_token", "username", "token", "version", "x"]
 
 
 FILTER = {"room": {"timeline": {"limit": 5, "types": ["m.room.message"], "not_senders": []},
@@ -223,7 +247,7 @@ FILTER = {"room": {"timeline": {"limit": 5, "types": ["m.room.message"], "not_se
 @st.composite
 def query_strings(draw: st.DrawFn) -> str:
     params = draw(st.lists(st.tuples(st.sampled_from(QUERY_NAMES), st.one_of(
-        TEXT, st.sampled_from(["b", "f", "true", "false", "5", "0"]),
+        TEXT, st.sampled_from(["b", "f", "true", "false", "5", "0", "1"]),
         st.builds(lambda v: json.dumps(v), JSON),
         st.builds(lambda v: json.dumps(v), mutated(FILTER)),
         st.builds(lambda v: json.dumps(v), mutated(FILTER["room"]["timeline"])),
@@ -283,6 +307,10 @@ async def _world(c: Client) -> World:
                                        {"room_id": r}, u.access_token)
         assert status == 200, data
         aliases.append(alias)
+    status, data = await c.request("POST", "/room_keys/version", {  # backup version "1"
+        "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+        "auth_data": {"public_key": "A" * 43}}, u.access_token)
+    assert status == 200, data
     return World(u, o, rooms, event_ids, aliases)
 
 

@@ -14,6 +14,9 @@ TABLES = (
     "current_state", "state_groups", "state_group_entries", "room_memberships",
     "forgotten_rooms", "room_aliases", "event_txn_ids", "account_data", "filters", "receipts",
     "to_device_inbox", "to_device_txns", "push_rule_changes",
+    "e2e_device_keys", "e2e_one_time_keys", "e2e_fallback_keys", "e2e_cross_signing_keys",
+    "e2e_signatures", "device_list_changes", "dehydrated_devices",
+    "room_key_backup_versions", "room_key_backup_sessions",
 )
 
 

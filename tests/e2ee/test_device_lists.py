@@ -148,3 +148,46 @@ async def test_sync_carries_key_counts_for_the_syncing_device(c: Client) -> None
     assert (await upload(c, alice, {"one_time_keys": dev.one_time_keys(4)}))[0] == 200
     assert (await c.sync(alice))["device_one_time_keys_count"] == {"signed_curve25519": 4}
     assert (await c.sync(phone))["device_one_time_keys_count"] == {"signed_curve25519": 0}
+
+
+async def test_a_new_login_is_a_change_for_own_devices_and_room_members(c: Client) -> None:
+    alice, bob = await c.register(), await c.register()
+    await shared_room(c, alice, bob)
+    a0 = (await c.sync(alice))["next_batch"]
+    b0 = (await c.sync(bob))["next_batch"]
+    await login(c, bob, "TABLET")
+    assert lists(await c.sync(alice, since=a0))[0] == [bob.user_id]
+    assert bob.user_id in lists(await c.sync(bob, since=b0))[0]
+    # logging in again on the same device is no change
+    a1 = (await c.sync(alice))["next_batch"]
+    await login(c, bob, "TABLET")
+    assert lists(await c.sync(alice, since=a1)) == ([], [])
+
+
+async def test_user_signing_changes_reach_only_the_users_own_devices(c: Client) -> None:
+    from tests.e2ee.keys import sign_with
+    alice, bob = await c.register(), await c.register()
+    alice_phone = await login(c, alice, "APHONE")
+    await shared_room(c, alice, bob)
+    a_cs, b_cs = new_cross_signing(alice.user_id), new_cross_signing(bob.user_id)
+    body = a_cs.upload_body()
+    usk = body.pop("user_signing_key")
+    for u, b in ((alice, body), (bob, b_cs.upload_body())):
+        status, got = await c.request("POST", "/keys/device_signing/upload", b, u.access_token)
+        assert status == 200, got
+    b0 = (await c.sync(bob))["next_batch"]
+    p0 = (await c.sync(alice_phone))["next_batch"]
+    status, got = await c.request("POST", "/keys/device_signing/upload", {
+        "user_signing_key": usk,
+        "auth": {"type": "m.login.password", "password": "pw-secret-1",
+                 "identifier": {"type": "m.id.user", "user": alice.user_id}}},
+        alice.access_token)
+    assert status == 200, got
+    signed = sign_with(b_cs.key_obj("master"), alice.user_id, a_cs.user_signing)
+    status, got = await c.request("POST", "/keys/signatures/upload", {
+        bob.user_id: {b_cs.pub(b_cs.master): signed}}, alice.access_token)
+    assert status == 200 and got == {"failures": {}}, got
+    # alice's devices hear of her new user-signing key and of bob, whom she verified
+    assert {alice.user_id, bob.user_id} <= set(lists(await c.sync(alice_phone, since=p0))[0])
+    # bob hears of neither
+    assert lists(await c.sync(bob, since=b0))[0] == []

@@ -59,7 +59,7 @@ async def test_identical_reupload_is_fine_different_is_refused(c: Client) -> Non
     served = (await query(c, alice, {alice.user_id: []}))["device_keys"][alice.user_id]
     assert {k: v for k, v in served[alice.device_id].items() if k != "unsigned"} == keys
     # the one-time keys of the refused request were not stored either
-    assert (await upload(c, alice, {}))[1] == {"one_time_key_counts": {}}
+    assert (await upload(c, alice, {}))[1] == {"one_time_key_counts": {"signed_curve25519": 0}}
 
 
 def _bad_device_keys(kind: str, keys: dict[str, Any], user_id: str) -> Any:
@@ -103,7 +103,7 @@ async def test_bad_device_keys_are_refused_and_change_nothing(c: Client, kind: s
                                            "one_time_keys": dev.one_time_keys(3)})
     assert status == 400 and body["errcode"] == code, body
     assert (await query(c, alice, {alice.user_id: []}))["device_keys"][alice.user_id] == {}
-    assert (await upload(c, alice, {}))[1] == {"one_time_key_counts": {}}
+    assert (await upload(c, alice, {}))[1] == {"one_time_key_counts": {"signed_curve25519": 0}}
 
 
 @pytest.mark.parametrize("otks,code", [
@@ -118,7 +118,7 @@ async def test_malformed_one_time_keys(c: Client, otks: Any, code: str) -> None:
     alice = await c.register()
     status, body = await upload(c, alice, {"one_time_keys": otks})
     assert status == 400 and body["errcode"] == code, body
-    assert (await upload(c, alice, {}))[1] == {"one_time_key_counts": {}}
+    assert (await upload(c, alice, {}))[1] == {"one_time_key_counts": {"signed_curve25519": 0}}
 
 
 async def test_too_many_one_time_keys(c: Client) -> None:
@@ -150,7 +150,8 @@ async def test_old_style_and_unknown_algorithm_keys(c: Client) -> None:
     status, body = await upload(c, alice, {"one_time_keys": {
         "curve25519:A": b64(), "my_algorithm:my_id_1": "my+base64+key"}})
     assert status == 200
-    assert body == {"one_time_key_counts": {"curve25519": 1, "my_algorithm": 1}}
+    assert body == {"one_time_key_counts": {"curve25519": 1, "my_algorithm": 1,
+                                           "signed_curve25519": 0}}
 
 
 async def test_claim_hands_each_key_out_once_then_the_fallback(c: Client) -> None:
