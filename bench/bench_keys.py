@@ -427,13 +427,11 @@ async def scenario_m(ctx: KCtx):
     alone, err_alone = await sends("alone")
     await asyncio.sleep(1.0)
 
-    stop = asyncio.Event()
     qbody = ctx.query_body()
     qhdrs = {"Authorization": f"Bearer {ctx.querier.token}", "Content-Type": "application/json"}
-    qlat: list[float] = []
-    ulat: list[float] = []
-    bg_err: dict[str, int] = {}  # "path status: body start" -> count
     uhdrs = {"Authorization": f"Bearer {up.token}", "Content-Type": "application/json"}
+    cbody = json.dumps({"one_time_keys": {up.user_id: {up.device_id: OTK_ALG}}}).encode()
+    bg_err: dict[str, int] = {}  # "path status: body start" -> count
 
     async def post(path: str, body: bytes, headers: dict, lat: list[float]) -> None:
         t = now()
@@ -450,64 +448,91 @@ async def scenario_m(ctx: KCtx):
         bg_err[key] = bg_err.get(key, 0) + 1
         await asyncio.sleep(0.1)
 
-    async def query_loop():
-        while not stop.is_set():
+    async def loaded_phase(tag: str, query_rate: float, upload_rate: float):
+        """The sends again, with the key loops running; a rate of 0 = as fast as they go,
+        else that many per second in all (each loop paced to its share)."""
+        stop = asyncio.Event()
+        qlat: list[float] = []
+        ulat: list[float] = []
+        clat: list[float] = []
+
+        async def paced(step, rate: float):
+            nxt = now()
+            while not stop.is_set():
+                await step()
+                if rate > 0:
+                    nxt += 1.0 / rate
+                    await asyncio.sleep(max(0.0, nxt - now()))
+
+        async def query_step():
             await post("/keys/query", qbody, qhdrs, qlat)
 
-    # Uploads, each followed by as many claims of the uploader's keys (by the querier): the
-    # device's count stays level, as a client's does that tops up what others take (Synapse
-    # refuses an upload that would leave a device with more than 500 one-time keys).
-    clat: list[float] = []
-    cbody = json.dumps({"one_time_keys": {up.user_id: {up.device_id: OTK_ALG}}}).encode()
-
-    async def upload_loop():
-        while not stop.is_set():
+        # Uploads, each followed by as many claims of the uploader's keys (by the querier):
+        # the device's count stays level, as a client's does that tops up what others take
+        # (Synapse refuses an upload that would leave a device with more than 500 keys).
+        async def upload_step():
             body = json.dumps({"one_time_keys": uploader.one_time_keys(a.upload_batch)}).encode()
             await post("/keys/upload", body, uhdrs, ulat)
             for _ in range(a.upload_batch):
                 await post("/keys/claim", cbody, qhdrs, clat)
 
-    log(f"m: the same sends with {a.query_loops} /keys/query loops and 1 upload loop running")
-    bg = [asyncio.ensure_future(query_loop()) for _ in range(a.query_loops)]
-    bg.append(asyncio.ensure_future(upload_loop()))
-    await asyncio.sleep(a.load_warmup)
-    la = loadavg()
-    t0 = now()
-    cpu0 = proc_cpu_s(a.server_pid)
-    q0, u0 = len(qlat), len(ulat)
-    c0 = len(clat)
-    loaded, err_loaded = await sends("loaded")
-    window = now() - t0
-    cpu1 = proc_cpu_s(a.server_pid)
-    q1, u1 = len(qlat), len(ulat)
-    n_claims = len(clat)
-    stop.set()
-    await asyncio.gather(*bg)
+        pace = f" at {query_rate:g} queries/s and {upload_rate:g} uploads/s" if query_rate else ""
+        log(f"m: the same sends with {a.query_loops} /keys/query loops and 1 upload loop "
+            f"running{pace} ({tag})")
+        bg = [asyncio.ensure_future(paced(query_step, query_rate / a.query_loops))
+              for _ in range(a.query_loops)]
+        bg.append(asyncio.ensure_future(paced(upload_step, upload_rate)))
+        await asyncio.sleep(a.load_warmup)
+        la = loadavg()
+        t0 = now()
+        cpu0 = proc_cpu_s(a.server_pid)
+        q0, u0, c0 = len(qlat), len(ulat), len(clat)
+        lat, err = await sends(tag)
+        window = now() - t0
+        cpu1 = proc_cpu_s(a.server_pid)
+        q1, u1, c1 = len(qlat), len(ulat), len(clat)
+        stop.set()
+        await asyncio.gather(*bg)
+        p_alone, p_loaded = pct(alone, 50), pct(lat, 50)
+        return {
+            "put": summary_ms(lat),
+            "p50_ratio_vs_alone": round(p_loaded / p_alone, 2) if p_alone and p_loaded
+            else None,
+            "offered_query_rate": query_rate or None,
+            "offered_upload_rate": upload_rate or None,
+            "queries": q1 - q0,
+            "queries_per_s": round((q1 - q0) / window, 1) if window else None,
+            "query_latency": summary_ms(qlat[q0:q1]),
+            "uploads": u1 - u0,
+            "uploads_per_s": round((u1 - u0) / window, 1) if window else None,
+            "upload_latency": summary_ms(ulat[u0:u1]),
+            "claims_of_uploaded_keys": c1 - c0,
+            "claim_latency": summary_ms(clat[c0:c1]),
+            "server_cpu_share": round((cpu1 - cpu0) / window, 2)
+            if cpu0 is not None and cpu1 is not None and window else None,
+            "window_s": round(window, 2),
+            "loadavg": la,
+            "errors": err,
+        }
+
+    hammer = await loaded_phase("loaded", 0.0, 0.0)
+    paced_res = None
+    if a.paced_query_rate > 0:
+        await asyncio.sleep(1.0)
+        paced_res = await loaded_phase("paced", a.paced_query_rate, a.paced_upload_rate)
     sender.close()
     r1 = c.stats.snapshot()
-    p_alone, p_loaded = pct(alone, 50), pct(loaded, 50)
+    phases = [hammer] + ([paced_res] if paced_res else [])
     return {
         "send_client": a.send_client,
-        "put_alone": summary_ms(alone),
-        "put_with_key_load": summary_ms(loaded),
-        "p50_ratio_loaded_vs_alone": round(p_loaded / p_alone, 2) if p_alone and p_loaded
-        else None,
         "query_loops": a.query_loops,
         "query_users": len(ctx.key_users),
-        "queries_during_sends": q1 - q0,
-        "queries_per_s_during_sends": round((q1 - q0) / window, 1) if window else None,
-        "query_latency_under_load": summary_ms(qlat[q0:q1]),
-        "uploads_during_sends": u1 - u0,
         "upload_batch": a.upload_batch,
-        "upload_latency_under_load": summary_ms(ulat[u0:u1]),
-        "claims_of_uploaded_keys_during_sends": n_claims - c0,
-        "claim_latency_under_load": summary_ms(clat[c0:n_claims]),
-        "server_cpu_share_during_sends": round((cpu1 - cpu0) / window, 2)
-        if cpu0 is not None and cpu1 is not None and window else None,
-        "loaded_window_s": round(window, 2),
-        "loadavg_loaded": la,
+        "put_alone": summary_ms(alone),
+        "hammer": hammer,
+        "paced": paced_res,
         "loadavg": loadavg(),
-        "errors": err_alone + err_loaded + sum(bg_err.values()),
+        "errors": err_alone + sum(ph["errors"] for ph in phases) + sum(bg_err.values()),
         "background_errors": bg_err,
         "rate_limited_429": r1[0] - r0[0],
     }
@@ -541,14 +566,19 @@ ROWS: list[tuple[str, str, str]] = [
      "lat"),
     ("l keys handed out twice / missing / bad (correctness)", "l.check", ""),
     ("m sequential PUT p50 alone (ms)", "m.put_alone.p50_ms", "lat"),
-    ("m sequential PUT p50 with key load (ms) [{query_loops} query loops + 1 upload loop]",
-     "m.put_with_key_load.p50_ms", "lat"),
-    ("m PUT p90 with key load (ms)", "m.put_with_key_load.p90_ms", "lat"),
-    ("m ratio loaded / alone (p50)", "m.p50_ratio_loaded_vs_alone", "lat"),
-    ("m /keys/query during the sends: per s", "m.queries_per_s_during_sends", "rate"),
-    ("m /keys/query p50 under load (ms)", "m.query_latency_under_load.p50_ms", "lat"),
-    ("m OTK uploads (+ as many claims) during the sends", "m.uploads_during_sends", "rate"),
-    ("m server CPU during the sends (cores)", "m.server_cpu_share_during_sends", ""),
+    ("m hammer: PUT p50 with key load (ms) [{query_loops} query loops + 1 upload loop, flat out]",
+     "m.hammer.put.p50_ms", "lat"),
+    ("m hammer: PUT p90 (ms)", "m.hammer.put.p90_ms", "lat"),
+    ("m hammer: ratio PUT p50 loaded / alone", "m.hammer.p50_ratio_vs_alone", "lat"),
+    ("m hammer: /keys/query served per s", "m.hammer.queries_per_s", "rate"),
+    ("m hammer: /keys/query p50 (ms)", "m.hammer.query_latency.p50_ms", "lat"),
+    ("m hammer: OTK uploads (+ as many claims) per s", "m.hammer.uploads_per_s", "rate"),
+    ("m hammer: server CPU (cores) / sends measured", "m.hammer.cpu_n", ""),
+    ("m paced: PUT p50 (ms) [{paced_query_rate:g} queries/s + {paced_upload_rate:g} uploads/s]",
+     "m.paced.put.p50_ms", "lat"),
+    ("m paced: ratio PUT p50 loaded / alone", "m.paced.p50_ratio_vs_alone", "lat"),
+    ("m paced: /keys/query served per s / p50 (ms)", "m.paced.q", ""),
+    ("m paced: server CPU (cores)", "m.paced.server_cpu_share", ""),
     ("idle GET /versions p50 (ms)", "idle_versions_rtt_p50_ms", ""),
     ("load average at k / l / m", "loadavgs", ""),
     ("429s / errors (all)", "errs", ""),
@@ -578,6 +608,13 @@ def value(res: dict, path: str) -> Any:
         bad = v["claims_bad_signature"] + v["claims_changed"] + v["claims_unknown_key"]
         acc = "" if v["keys_accounted"] else " (count mismatch)"
         return f"{v['keys_handed_out_twice']} / {v['claims_missing']} / {bad}{acc}"
+    if path in ("m.hammer.cpu_n", "m.paced.q"):
+        ph = dig(res, path.rsplit(".", 1)[0])
+        if not isinstance(ph, dict):
+            return None
+        if path.endswith("cpu_n"):
+            return f"{fmt(ph.get('server_cpu_share'))} / {ph['put'].get('n', 0)}"
+        return f"{fmt(ph.get('queries_per_s'))} / {fmt(ph['query_latency'].get('p50_ms'))}"
     if path == "loadavgs":
         return " / ".join(str((res.get(s) or {}).get("loadavg") or "–").split()[0] for s in "klm")
     if path == "errs":
@@ -685,10 +722,15 @@ def parse_args(argv=None):
     p.add_argument("--claim-gap", type=float, default=0.2, help="l: seconds between rounds")
     p.add_argument("--put-messages", type=int, default=300, help="m: measured sends per phase")
     p.add_argument("--put-warmup", type=int, default=30, help="m: unmeasured first sends")
-    p.add_argument("--put-max-time", type=float, default=120.0, help="m: bound per phase")
+    p.add_argument("--put-max-time", type=float, default=240.0, help="m: bound per phase")
     p.add_argument("--query-loops", type=int, default=4, help="m: concurrent /keys/query loops")
     p.add_argument("--upload-batch", type=int, default=1,
                    help="m: one-time keys per upload (each upload is followed by as many claims)")
+    p.add_argument("--paced-query-rate", type=float, default=30.0,
+                   help="m: a third phase with the query loops paced to this many queries/s "
+                        "in all, the same offered load for every server (0: skip it)")
+    p.add_argument("--paced-upload-rate", type=float, default=2.0,
+                   help="m: uploads (+ claims) per s in the paced phase")
     p.add_argument("--load-warmup", type=float, default=1.0,
                    help="m: seconds the key loops run before the loaded sends start")
     p.add_argument("--send-client", choices=("raw", "aiohttp"), default="raw",

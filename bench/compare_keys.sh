@@ -12,7 +12,9 @@
 #   l  10 rounds (after 1 warm-up) of 100 concurrent /keys/claim, 100 claimers on distinct
 #      targets, then one round all on one user; no key may be handed out twice
 #   m  300 sequential message PUTs alone, then with 4 /keys/query loops + 1 loop uploading
-#      one-time keys (each claimed back, so the count stays under Synapse's cap of 500)
+#      one-time keys (each claimed back, so the count stays under Synapse's cap of 500) flat
+#      out ("hammer"), then with the same loops paced to 30 queries/s + 2 uploads/s ("paced":
+#      the same offered load on both servers)
 # The client runs on uvloop (bench_keys.py --uvloop; m's PUTs use bench.py's lean sender) and
 # is given the server's pid, so server CPU per query is reported too.
 # Writes bench/results/<tag>-<UTC stamp>-{synapse,parley-<sha>}.json, -meta.tsv (commit, load
@@ -49,7 +51,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --no-synapse) synapse=0 ;;
     --tag) tag="$2"; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     -*) echo "compare_keys.sh: unknown option $1" >&2; exit 2 ;;
     *) [ -z "$rev" ] || { echo "compare_keys.sh: one revision only" >&2; exit 2; }; rev="$1" ;;
   esac
