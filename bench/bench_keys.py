@@ -456,8 +456,9 @@ async def scenario_m(ctx: KCtx):
         ulat: list[float] = []
         clat: list[float] = []
 
-        async def paced(step, rate: float):
-            nxt = now()
+        async def paced(step, rate: float, offset: float = 0.0):
+            nxt = now() + offset  # staggered, so that paced loops do not fire in bursts
+            await asyncio.sleep(offset)
             while not stop.is_set():
                 await step()
                 if rate > 0:
@@ -479,8 +480,9 @@ async def scenario_m(ctx: KCtx):
         pace = f" at {query_rate:g} queries/s and {upload_rate:g} uploads/s" if query_rate else ""
         log(f"m: the same sends with {a.query_loops} /keys/query loops and 1 upload loop "
             f"running{pace} ({tag})")
-        bg = [asyncio.ensure_future(paced(query_step, query_rate / a.query_loops))
-              for _ in range(a.query_loops)]
+        bg = [asyncio.ensure_future(paced(query_step, query_rate / a.query_loops,
+                                          i / query_rate if query_rate else 0.0))
+              for i in range(a.query_loops)]
         bg.append(asyncio.ensure_future(paced(upload_step, upload_rate)))
         await asyncio.sleep(a.load_warmup)
         la = loadavg()
@@ -564,6 +566,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("l round wall max (ms)", "l.round_wall.max_ms", "lat"),
     ("l {claimers} claims on ONE user's {devices} devices: wall (ms)", "l.hot_target.wall_ms",
      "lat"),
+    ("l hot round: keys handed out / keys left on those devices", "l.hot", ""),
     ("l keys handed out twice / missing / bad (correctness)", "l.check", ""),
     ("m sequential PUT p50 alone (ms)", "m.put_alone.p50_ms", "lat"),
     ("m hammer: PUT p50 with key load (ms) [{query_loops} query loops + 1 upload loop, flat out]",
@@ -608,6 +611,9 @@ def value(res: dict, path: str) -> Any:
         bad = v["claims_bad_signature"] + v["claims_changed"] + v["claims_unknown_key"]
         acc = "" if v["keys_accounted"] else " (count mismatch)"
         return f"{v['keys_handed_out_twice']} / {v['claims_missing']} / {bad}{acc}"
+    if path == "l.hot":
+        h = (res.get("l") or {}).get("hot_target")
+        return f"{h['keys_handed_out']} / {h['keys_available']}" if h else None
     if path in ("m.hammer.cpu_n", "m.paced.q"):
         ph = dig(res, path.rsplit(".", 1)[0])
         if not isinstance(ph, dict):
