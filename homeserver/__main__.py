@@ -1,4 +1,4 @@
-"""The `parley` command line: run, generate-config, register-user, migrate.
+"""The `parley` command line: run, generate-config, register-user, migrate, rotate-key.
 
 With no configuration at all, `parley run` makes a data folder holding a generated config, a
 fresh signing key and an embedded PostgreSQL (pgserver), so a newcomer needs one command.
@@ -20,7 +20,7 @@ import asyncpg
 
 from homeserver.config import Config, ConfigError, generate_config_yaml, load_config
 from homeserver.errors import MatrixError
-from homeserver.signing import ServerSigningKey
+from homeserver.signing import ServerSigningKey, rotate_key
 from homeserver.types import is_valid_server_name
 
 log = logging.getLogger("parley")
@@ -123,8 +123,13 @@ async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async for _ in serve(config, dsn, key):
-        url = f"http://{config.listen_host}:{config.listen_port}/"
+        scheme = "https" if config.shared_listener else "http"
+        url = f"{scheme}://{config.listen_host}:{config.listen_port}/"
         print(f"parley: serving {config.server_name} on {url}", flush=True)
+        if config.federation_enabled and config.federation_listen_port \
+                and not config.shared_listener:
+            print(f"parley: federation on https://{config.federation_listen_host}:"
+                  f"{config.federation_listen_port}/", flush=True)
         print(f"parley: data folder {config.data_dir}", flush=True)
         if config.registration == "closed":
             print("parley: registration is closed. Add a user with `parley register-user`, or "
@@ -216,6 +221,22 @@ def cmd_register_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Retire the signing key (kept, published as an old verify key) and make a new one; a
+    running server picks the new key up at its next start."""
+    import time
+
+    config = load_config(_config_path(args))
+    if not config.signing_key_path.exists():
+        load_key(config)
+    old = ServerSigningKey.from_file(config.signing_key_path, config.server_name)
+    new = rotate_key(config.signing_key_path, config.old_signing_keys_path,
+                     config.server_name, int(time.time() * 1000))
+    print(f"retired {old.key_id} (kept in {config.old_signing_keys_path}); "
+          f"now signing with {new.key_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parley", description="Parley Matrix homeserver")
     parser.add_argument("--config", help="config file (default: <data dir>/homeserver.yaml)")
@@ -232,9 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--admin", action="store_true", help="make the user a server admin")
     mig = sub.add_parser("migrate", help="apply database migrations and exit")
     mig.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    rot = sub.add_parser("rotate-key", help="replace the signing key, keeping the old one "
+                         "as an old verify key")
+    rot.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     commands = {"run": cmd_run, "generate-config": cmd_generate_config,
-                "register-user": cmd_register_user, "migrate": cmd_migrate}
+                "register-user": cmd_register_user, "migrate": cmd_migrate,
+                "rotate-key": cmd_rotate_key}
     try:
         return commands.get(args.command or "run", cmd_run)(args)
     except ConfigError as e:

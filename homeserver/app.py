@@ -40,11 +40,18 @@ from e2ee.device_lists import DeviceListService
 from e2ee.keys_store import KeyStore
 from e2ee.store import ToDeviceStore
 from e2ee.to_device import ToDeviceService
+from federation.client import FederationClient
+from federation.context import FED, FederationContext
+from federation.routes import add_federation_routes
+from federation.tls import client_context, server_context
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
+from homeserver.federation.keys import KeyRing
+from homeserver.federation.store import FederationStore
 from homeserver.http import MatrixAppRunner, add_routes, error_response, matrix_errors
+from homeserver.outbound import OutboundPolicy, parse_ranges
 from homeserver.presence.service import PresenceService
 from homeserver.presence.store import PresenceStore
 from homeserver.push.service import PushRuleService
@@ -61,7 +68,7 @@ from homeserver.rooms.store import RoomStore
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, RoomWriter
-from homeserver.signing import ServerSigningKey
+from homeserver.signing import ServerSigningKey, load_old_keys
 from homeserver.storage.database import Database
 from homeserver.storage.instances import InstanceRegistry
 from homeserver.storage.migrate import migrate
@@ -121,6 +128,22 @@ class Homeserver:
     cross_signing: CrossSigningService | None = None
     device_lists: DeviceListService | None = None
     dehydrated: DehydratedDeviceService | None = None
+    federation: Federation | None = None
+
+
+@dataclass(slots=True)
+class Federation:
+    """Federation's parts (docs/federation.md), present when federation is on."""
+
+    keys: KeyRing
+    client: FederationClient
+    context: FederationContext
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        await self.client.close()
 
 
 async def open_stream(db: Database, name: str, sequence: str, notifier: Notifier) -> Stream:
@@ -229,7 +252,24 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # -- server-side key backup
     hs.key_backup = KeyBackupService(db, KeyBackupStore())
     accounts.on_deactivate += [hs.key_backup.forget_user, cross_signing.forget_user]
+    if config.federation_enabled:
+        hs.federation = build_federation(hs, config, db, key)
+        hs.background.append(hs.federation)
     return hs
+
+
+def build_federation(hs: Homeserver, config: Config, db: Database,
+                     key: ServerSigningKey) -> Federation:
+    store = FederationStore()
+    keyring = KeyRing(db, store, key, load_old_keys(config.old_signing_keys_path),
+                      config.trusted_key_servers, config.key_validity_ms)
+    policy = OutboundPolicy(parse_ranges(config.outbound_allow),
+                            parse_ranges(config.outbound_deny))
+    client = FederationClient(key, policy, client_context(config.federation_ca_file))
+    keyring.source = client
+    context = FederationContext(config.server_name, keyring, hs.profiles, hs.reader,
+                                config.well_known_server)
+    return Federation(keys=keyring, client=client, context=context)
 
 
 CATCH_ALL: web.AppKey[tuple[web.AbstractResource, ...]] = web.AppKey("parley_catch_all", tuple)
@@ -261,13 +301,10 @@ def make_app(hs: Homeserver) -> web.Application:
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys):
         add_routes(app, module.routes)
-    # Last, so they only see what no route took (and every path gets a Matrix error).
-    catch_all: list[web.AbstractResource] = []
-    for path in ("/_matrix/{tail:[\\s\\S]*}", "/{tail:[\\s\\S]*}"):  # newlines too
-        resource = app.router.add_route("*", path, matrix_errors(_unknown_endpoint)).resource
-        assert resource is not None
-        catch_all.append(resource)
-    app[CATCH_ALL] = tuple(catch_all)
+    if hs.federation is not None and hs.config.shared_listener:
+        app[FED] = hs.federation.context
+        add_federation_routes(app)
+    _add_catch_all(app)
     setup_websockets(app)  # the set of open sockets, closed on shutdown
     sync.setup(app)  # the parsed sync filters, shared by the requests that use them
 
@@ -287,19 +324,67 @@ def make_app(hs: Homeserver) -> web.Application:
     return app
 
 
+def make_federation_app(hs: Homeserver) -> web.Application:
+    """The federation listener's app (when it is not shared with the client listener): the
+    background services start with the client app, not here."""
+    assert hs.federation is not None
+    app = web.Application(client_max_size=max(hs.config.max_request_bytes, 8 * 1024 * 1024))
+    app[FED] = hs.federation.context
+    add_federation_routes(app)
+    _add_catch_all(app)
+    return app
+
+
+def _add_catch_all(app: web.Application) -> None:
+    # Last, so they only see what no route took (and every path gets a Matrix error).
+    catch_all: list[web.AbstractResource] = []
+    for path in ("/_matrix/{tail:[\\s\\S]*}", "/{tail:[\\s\\S]*}"):  # newlines too
+        resource = app.router.add_route("*", path, matrix_errors(_unknown_endpoint)).resource
+        assert resource is not None
+        catch_all.append(resource)
+    app[CATCH_ALL] = tuple(catch_all)
+
+
+async def start_listeners(hs: Homeserver) -> list[web.AppRunner]:
+    """The client listener (TLS too when it is shared with federation) and, when configured
+    apart, the TLS federation listener; stopped in reverse order by the caller."""
+    config = hs.config
+    runner = MatrixAppRunner(make_app(hs), access_log=None, shutdown_timeout=10.0)
+    await runner.setup()
+    runners: list[web.AppRunner] = [runner]
+    try:
+        tls = None
+        if config.federation_listen_port and hs.federation is not None:
+            assert config.tls_cert_path is not None and config.tls_key_path is not None
+            tls = server_context(config.tls_cert_path, config.tls_key_path)
+        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True,
+                           ssl_context=tls if config.shared_listener else None)
+        await site.start()
+        if tls is not None and not config.shared_listener:
+            fed_runner = MatrixAppRunner(make_federation_app(hs), access_log=None,
+                                         shutdown_timeout=5.0)
+            await fed_runner.setup()
+            runners.append(fed_runner)
+            await web.TCPSite(fed_runner, config.federation_listen_host,
+                              config.federation_listen_port, reuse_address=True,
+                              ssl_context=tls).start()
+    except BaseException:
+        for r in reversed(runners):
+            await r.cleanup()
+        raise
+    return runners
+
+
 async def serve(config: Config, dsn: str, key: ServerSigningKey) -> AsyncIterator[web.AppRunner]:
     """Start the server; yields the runner, cleans up on exit (used by `parley run` and tests)."""
     db = await Database.connect(dsn, config.db_pool_min, config.db_pool_max)
     try:
         hs = await build_homeserver(config, db, key)
-        app = make_app(hs)
-        runner = MatrixAppRunner(app, access_log=None, shutdown_timeout=10.0)
-        await runner.setup()
-        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
-        await site.start()
+        runners = await start_listeners(hs)
         try:
-            yield runner
+            yield runners[0]
         finally:
-            await runner.cleanup()
+            for r in reversed(runners):
+                await r.cleanup()
     finally:
         await db.close()

@@ -3,8 +3,9 @@
 The environment wins over the file so that scripts and containers can run Parley with no YAML at
 all (PARLEY_SERVER_NAME, PARLEY_LISTEN, PARLEY_DATA_DIR, PARLEY_DATABASE_URL, PARLEY_REGISTRATION,
 PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL,
-PARLEY_INSTANCE_NAME). Values are frozen dataclasses passed to whoever needs them;
-there is no global config object.
+PARLEY_INSTANCE_NAME, and for federation PARLEY_FEDERATION_LISTEN, PARLEY_TLS_CERT, PARLEY_TLS_KEY,
+PARLEY_FEDERATION_CA_FILE, PARLEY_FEDERATION, PARLEY_OUTBOUND_ALLOW). Values are frozen
+dataclasses passed to whoever needs them; there is no global config object.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, ROOM_VERSIONS
+from homeserver.outbound import DEFAULT_DENY, parse_ranges
 from homeserver.types import is_valid_server_name
 
 
@@ -66,10 +68,32 @@ class Config:
     presence_offline_after_ms: int = 300_000  # ... and this long: offline
     # Each process sharing one database needs its own name (see storage/instances.py).
     instance_name: str = "main"
+    # -- federation (docs/federation.md). The federation listener serves TLS; when it names
+    # the client listener's host:port, one TLS listener serves both.
+    federation_enabled: bool = False
+    federation_listen_host: str = ""
+    federation_listen_port: int = 0  # 0: no federation listener
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    federation_ca_file: Path | None = None  # extra CAs trusted for outbound requests
+    well_known_server: str = ""  # served as m.server in /.well-known/matrix/server
+    outbound_allow: tuple[str, ...] = ()
+    outbound_deny: tuple[str, ...] = DEFAULT_DENY
+    trusted_key_servers: tuple[str, ...] = ()  # notaries asked when an origin is unreachable
+    old_signing_keys_path: Path = Path("parley-data/signing.key.old")
+    key_validity_ms: int = 24 * 3600 * 1000
 
     @property
     def base_url(self) -> str:
-        return self.public_baseurl or f"http://{self.listen_host}:{self.listen_port}/"
+        scheme = "https" if self.shared_listener else "http"
+        return self.public_baseurl or f"{scheme}://{self.listen_host}:{self.listen_port}/"
+
+    @property
+    def shared_listener(self) -> bool:
+        """Client and federation on one (TLS) listener."""
+        return bool(self.federation_listen_port) and (
+            self.federation_listen_host, self.federation_listen_port) == (
+            self.listen_host, self.listen_port)
 
 
 def _rate(d: Any, default: RateLimit) -> RateLimit:
@@ -123,11 +147,43 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         data_dir = (base_dir / data_dir).resolve()
 
     listen = raw.get("listeners", [{}])
-    first = listen[0] if isinstance(listen, list) and listen else {}
-    host = str(first.get("bind_address", cfg.listen_host))
-    port = int(first.get("port", cfg.listen_port))
+    listen = listen if isinstance(listen, list) and listen else [{}]
+    client = next((x for x in listen if isinstance(x, dict) and "client" in x.get(
+        "resources", ["client"])), {})
+    fed = next((x for x in listen if isinstance(x, dict)
+                and "federation" in x.get("resources", [])), None)
+    host = str(client.get("bind_address", cfg.listen_host))
+    port = int(client.get("port", cfg.listen_port))
     if "PARLEY_LISTEN" in env:
         host, port = _parse_listen(env["PARLEY_LISTEN"])
+    fed_host, fed_port = "", 0
+    if fed is not None:
+        fed_host = str(fed.get("bind_address", "0.0.0.0"))
+        fed_port = int(fed.get("port", 8448))
+    if env.get("PARLEY_FEDERATION_LISTEN"):
+        fed_host, fed_port = _parse_listen(env["PARLEY_FEDERATION_LISTEN"])
+    fcfg = raw.get("federation") or {}
+    if not isinstance(fcfg, dict):
+        raise ConfigError("federation must be a mapping")
+    tls = raw.get("tls") or {}
+
+    def _path(value: object) -> Path | None:
+        if value in (None, ""):
+            return None
+        p = Path(str(value))
+        return p if p.is_absolute() else (base_dir / p).resolve()
+
+    cert = _path(env.get("PARLEY_TLS_CERT", tls.get("certificate")))
+    tls_key = _path(env.get("PARLEY_TLS_KEY", tls.get("private_key")))
+    ca_file = _path(env.get("PARLEY_FEDERATION_CA_FILE", fcfg.get("ca_file")))
+    fed_on = bool(fcfg.get("enabled", fed_port != 0))
+    if "PARLEY_FEDERATION" in env:
+        fed_on = _bool(env["PARLEY_FEDERATION"])
+    outbound = raw.get("outbound") or {}
+    allow = tuple(str(x) for x in outbound.get("allow_ranges", []) or [])
+    if env.get("PARLEY_OUTBOUND_ALLOW"):
+        allow = tuple(x.strip() for x in env["PARLEY_OUTBOUND_ALLOW"].split(",") if x.strip())
+    deny = tuple(str(x) for x in outbound.get("deny_ranges", DEFAULT_DENY) or [])
 
     db = raw.get("database") or {}
     database_url = str(db.get("url", "") if isinstance(db, dict) else "")
@@ -155,6 +211,7 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
     key_path = Path(raw.get("signing_key_path", data_dir / "signing.key"))
     if not key_path.is_absolute():
         key_path = (base_dir / key_path).resolve()
+    old_keys = _path(raw.get("old_signing_keys_path")) or Path(str(key_path) + ".old")
 
     cfg = replace(
         cfg,
@@ -182,6 +239,18 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
             "offline_after_ms", cfg.presence_offline_after_ms)),
         instance_name=str(env.get("PARLEY_INSTANCE_NAME",
                                   raw.get("instance_name", cfg.instance_name))),
+        federation_enabled=fed_on,
+        federation_listen_host=fed_host,
+        federation_listen_port=fed_port,
+        tls_cert_path=cert,
+        tls_key_path=tls_key,
+        federation_ca_file=ca_file,
+        well_known_server=str(fcfg.get("well_known_server", "")),
+        outbound_allow=allow,
+        outbound_deny=deny,
+        trusted_key_servers=tuple(str(x) for x in fcfg.get("trusted_key_servers", []) or []),
+        old_signing_keys_path=old_keys,
+        key_validity_ms=int(fcfg.get("key_validity_ms", cfg.key_validity_ms)),
     )
     validate(cfg)
     return cfg
@@ -203,6 +272,24 @@ def validate(cfg: Config) -> None:
         raise ConfigError("instance_name must be 1-64 letters, digits, '-', '_' or '.'")
     if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
+    try:
+        parse_ranges(cfg.outbound_allow)
+        parse_ranges(cfg.outbound_deny)
+    except ValueError as e:
+        raise ConfigError(f"outbound ranges: {e}") from e
+    if cfg.federation_listen_port and not 0 < cfg.federation_listen_port < 65536:
+        raise ConfigError("federation listener port out of range")
+    if cfg.federation_listen_port:
+        if cfg.tls_cert_path is None or cfg.tls_key_path is None:
+            raise ConfigError("the federation listener needs tls.certificate and "
+                              "tls.private_key (PARLEY_TLS_CERT, PARLEY_TLS_KEY)")
+        for p in (cfg.tls_cert_path, cfg.tls_key_path):
+            if not p.is_file():
+                raise ConfigError(f"TLS file {p} does not exist")
+    if cfg.federation_ca_file is not None and not cfg.federation_ca_file.is_file():
+        raise ConfigError(f"federation CA file {cfg.federation_ca_file} does not exist")
+    if not 60_000 <= cfg.key_validity_ms <= 7 * 24 * 3600 * 1000:
+        raise ConfigError("federation.key_validity_ms must be between 1 minute and 7 days")
 
 
 def generate_config_yaml(server_name: str, data_dir: str = "parley-data") -> str:

@@ -124,3 +124,51 @@ def verify_signed_json(obj: JsonDict, server_name: str, key_id: str, verify_key_
         _signedjson_verify(obj, server_name, verify_key)
     except SignatureVerifyException as e:
         raise SignatureError(str(e)) from e
+
+
+@dataclass(frozen=True, slots=True)
+class OldVerifyKey:
+    """A key this server signed with before a rotation: still published (as old_verify_keys)
+    so that events and requests it signed stay verifiable."""
+
+    key_id: str
+    verify_key_base64: str
+    expired_ts: int
+
+
+def load_old_keys(path: str | Path) -> list[OldVerifyKey]:
+    """Lines of ``ed25519 <version> <unpadded b64 verify key> <expired_ts>``; no file: none."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    keys = []
+    for line in p.read_text(encoding="ascii").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4 or parts[0] != NACL_ED25519 or not parts[3].isdigit():
+            raise ValueError(f"malformed old key line in {path}")
+        decode_verify_key_base64(parts[0], parts[1], parts[2])  # refuse a broken key early
+        keys.append(OldVerifyKey(f"{parts[0]}:{parts[1]}", parts[2], int(parts[3])))
+    return keys
+
+
+def rotate_key(key_path: str | Path, old_path: str | Path, server_name: str,
+               now_ms: int) -> ServerSigningKey:
+    """Retire the key in `key_path` into `old_path` (expired now) and write a fresh one.
+
+    The old key is appended first, so a crash in between leaves it published, never lost."""
+    current = ServerSigningKey.from_file(key_path, server_name)
+    version = current.signing_key.version
+    with Path(old_path).open("a", encoding="ascii") as f:
+        f.write(f"{current.signing_key.alg} {version} {current.verify_key_base64} {now_ms}\n")
+    while True:
+        new = ServerSigningKey.generate(server_name)
+        if new.key_id != current.key_id and all(
+                k.key_id != new.key_id for k in load_old_keys(old_path)):
+            break
+    tmp = Path(str(key_path) + ".new")
+    new.save(tmp)
+    tmp.chmod(0o600)
+    tmp.replace(key_path)
+    return new

@@ -1,0 +1,101 @@
+"""SQL for federation: remote server keys, the outbound queues and destinations' retry state,
+and inbound transactions already answered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+from homeserver.storage.database import Conn
+
+
+class FederationStore:
+    # ------------------------------------------------------------------ server keys
+
+    async def save_keys(self, conn: Conn, server_name: str,
+                        rows: list[tuple[str, str, int, int | None]], key_json: Any,
+                        now: int) -> None:
+        """(key_id, verify_key, valid_until_ts, expired_ts) rows from one signed response."""
+        await conn.executemany(
+            "INSERT INTO server_keys (server_name, key_id, verify_key, valid_until_ts,"
+            " expired_ts, fetched_ts, key_json) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb)"
+            " ON CONFLICT (server_name, key_id) DO UPDATE SET"
+            " verify_key = EXCLUDED.verify_key, valid_until_ts = EXCLUDED.valid_until_ts,"
+            " expired_ts = EXCLUDED.expired_ts, fetched_ts = EXCLUDED.fetched_ts,"
+            " key_json = EXCLUDED.key_json"
+            " WHERE server_keys.valid_until_ts <= EXCLUDED.valid_until_ts",
+            [(server_name, kid, vk, until, expired, now, orjson.dumps(key_json).decode())
+             for kid, vk, until, expired in rows])
+
+    async def keys_of(self, conn: Conn, server_name: str) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            "SELECT key_id, verify_key, valid_until_ts, expired_ts, key_json::text AS key_json"
+            " FROM server_keys WHERE server_name = $1", server_name))
+
+    # ------------------------------------------------------------------ outbound queues
+
+    async def enqueue(self, conn: Conn, rows: list[tuple[str, int, str, str]]) -> None:
+        """(destination, stream_ordering, room_id, event_id) rows; replays are no-ops."""
+        await conn.executemany(
+            "INSERT INTO federation_outbox (destination, stream_ordering, room_id, event_id)"
+            " VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING", rows)
+
+    async def pending_destinations(self, conn: Conn) -> list[str]:
+        return [r["destination"] for r in await conn.fetch(
+            "SELECT DISTINCT destination FROM federation_outbox")]
+
+    async def outbox(self, conn: Conn, destination: str, limit: int) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            "SELECT stream_ordering, room_id, event_id FROM federation_outbox"
+            " WHERE destination = $1 ORDER BY stream_ordering LIMIT $2", destination, limit))
+
+    async def outbox_count(self, conn: Conn, destination: str) -> int:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM federation_outbox WHERE destination = $1", destination))
+
+    async def trim_outbox(self, conn: Conn, destination: str, keep_per_room: int) -> None:
+        """Catch-up after a long absence: keep only each room's latest events (the remote
+        fetches the rest through get_missing_events)."""
+        await conn.execute(
+            "DELETE FROM federation_outbox o USING ("
+            "  SELECT stream_ordering, row_number() OVER (PARTITION BY room_id"
+            "    ORDER BY stream_ordering DESC) AS n FROM federation_outbox"
+            "  WHERE destination = $1) r"
+            " WHERE o.destination = $1 AND o.stream_ordering = r.stream_ordering AND r.n > $2",
+            destination, keep_per_room)
+
+    async def sent(self, conn: Conn, destination: str, upto: int) -> None:
+        await conn.execute(
+            "DELETE FROM federation_outbox WHERE destination = $1 AND stream_ordering <= $2",
+            destination, upto)
+
+    async def destination(self, conn: Conn, destination: str) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            "SELECT failures, retry_at_ts, last_txn_id FROM federation_destinations"
+            " WHERE destination = $1", destination)
+
+    async def set_destination(self, conn: Conn, destination: str, failures: int,
+                              retry_at_ts: int, last_txn_id: int) -> None:
+        await conn.execute(
+            "INSERT INTO federation_destinations (destination, failures, retry_at_ts,"
+            " last_txn_id) VALUES ($1,$2,$3,$4) ON CONFLICT (destination) DO UPDATE SET"
+            " failures = EXCLUDED.failures, retry_at_ts = EXCLUDED.retry_at_ts,"
+            " last_txn_id = GREATEST(federation_destinations.last_txn_id,"
+            " EXCLUDED.last_txn_id)", destination, failures, retry_at_ts, last_txn_id)
+
+    # ------------------------------------------------------------------ inbound transactions
+
+    async def inbound_txn(self, conn: Conn, origin: str, txn_id: str) -> Any:
+        raw = await conn.fetchval(
+            "SELECT response::text FROM federation_inbound_txns WHERE origin = $1"
+            " AND txn_id = $2", origin, txn_id)
+        return None if raw is None else orjson.loads(raw)
+
+    async def save_inbound_txn(self, conn: Conn, origin: str, txn_id: str, response: Any,
+                               now: int) -> None:
+        await conn.execute(
+            "INSERT INTO federation_inbound_txns (origin, txn_id, response, received_ts)"
+            " VALUES ($1,$2,$3::jsonb,$4) ON CONFLICT DO NOTHING", origin, txn_id,
+            orjson.dumps(response).decode(), now)
