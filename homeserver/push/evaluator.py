@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from homeserver.push.rules import KINDS, MAX_SAFE_INT
 from homeserver.types import JsonDict
 
@@ -41,6 +43,8 @@ class Outcome:
     actions: tuple[Any, ...]
     notify: bool
     highlight: bool
+    actions_json: str  # as stored with each notification
+
 
     def tweaks(self) -> JsonDict:
         out: JsonDict = {}
@@ -251,7 +255,7 @@ def _outcome(rule_id: str, actions: Any) -> Outcome:
     for a in acts:
         if isinstance(a, dict) and a.get("set_tweak") == "highlight":
             highlight = a.get("value", True) is True
-    return Outcome(rule_id, acts, notify, highlight)
+    return Outcome(rule_id, acts, notify, highlight, orjson.dumps(list(acts)).decode())
 
 
 class CompiledRules:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 import orjson
 
@@ -46,8 +45,6 @@ class NotificationService:
         self._rule_store = rule_store
         self._cache = cache
         self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
-        # Called after a committed notification (the pusher sender's wake-up).
-        self.on_notify: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ compiled rules
 
@@ -109,10 +106,10 @@ class NotificationService:
                 and self._local(ev.state_key) and ev.state_key not in candidates \
                 and pdu.get("content", {}).get("membership") == "invite":
             candidates.append(ev.state_key)
-        if isinstance(sender, str) and self._local(sender) \
-                and await self._store.has_unread(conn, sender, room.room_id):
-            await self._store.mark_read(conn, sender, room.room_id, ev.pos, None)
+        reader = sender if isinstance(sender, str) and self._local(sender) else None
         if not candidates:
+            if reader is not None:
+                await self._store.mark_read(conn, reader, room.room_id, ev.pos, None)
             return
         state = room.state_pdus()
         pl_event = state.get(("m.room.power_levels", ""))
@@ -131,15 +128,13 @@ class NotificationService:
             if out is None or not out.notify:
                 continue
             users.append(user_id)
-            actions.append(orjson.dumps(list(out.actions)).decode())
+            actions.append(out.actions_json)
             highlights.append(out.highlight)
-        if not users:
+        if not users and reader is None:
             return
-        thread = await self.thread_of(ev)
-        await self._store.add(conn, room.room_id, ev.event_id, ev.pos, thread,
-                              int(time.time() * 1000), users, actions, highlights)
-        for wake in self.on_notify:
-            wake()
+        thread = await self.thread_of(ev) if users else MAIN
+        await self._store.on_event(conn, room.room_id, ev.event_id, ev.pos, thread,
+                                   int(time.time() * 1000), users, actions, highlights, reader)
 
     # ------------------------------------------------------------------ receipts
 

@@ -12,15 +12,30 @@ _PUSHER_COLUMNS = ("id, user_id, kind, app_id, pushkey, app_display_name, device
                    " profile_tag, lang, data, created_ts, position")
 
 
+# Marks a user's notifications in room $1 read; used as the CTE `r`.
+_READ = ("UPDATE push_notifications SET unread = FALSE WHERE user_id = {user}"
+         " AND room_id = $1 AND unread AND stream_ordering <= {upto}"
+         " AND ({thread} IS NULL OR thread_id = {thread}) RETURNING thread_id, highlight")
+# Takes what `r` marked off the counts.
+_DECREMENT = ("UPDATE push_counts pc SET notification_count = pc.notification_count - d.n,"
+              " highlight_count = pc.highlight_count - d.h"
+              " FROM (SELECT thread_id, count(*)::int AS n,"
+              "   (count(*) FILTER (WHERE highlight))::int AS h FROM r GROUP BY thread_id) d"
+              " WHERE pc.user_id = {user} AND pc.room_id = $1 AND pc.thread_id = d.thread_id")
+
+
 class NotificationStore:
     # ------------------------------------------------------------------ written with the event
 
-    async def add(self, conn: Conn, room_id: str, event_id: str, pos: int, thread_id: str,
-                  ts: int, users: Sequence[str], actions: Sequence[str],
-                  highlights: Sequence[bool]) -> None:
-        """One notification per user, and their counts incremented, in one statement."""
+    async def on_event(self, conn: Conn, room_id: str, event_id: str, pos: int,
+                       thread_id: str, ts: int, users: Sequence[str], actions: Sequence[str],
+                       highlights: Sequence[bool], reader: str | None) -> None:
+        """In one round trip: `reader` (the local sender) has read the room up to `pos`, and
+        each of `users` gets a notification and their counts incremented."""
         await conn.execute(
-            "WITH n AS ("
+            "WITH r AS (" + _READ.format(user="$9", upto="$3", thread="NULL") + "),"
+            " rc AS (" + _DECREMENT.format(user="$9") + "),"
+            " n AS ("
             "  INSERT INTO push_notifications (user_id, stream_ordering, room_id, event_id,"
             "    thread_id, actions, highlight, ts)"
             "  SELECT u, $3, $1, $2, $4, a, h, $5"
@@ -32,29 +47,17 @@ class NotificationStore:
             " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
             "   notification_count = push_counts.notification_count + 1,"
             "   highlight_count = push_counts.highlight_count + EXCLUDED.highlight_count",
-            room_id, event_id, pos, thread_id, ts, list(users), list(actions), list(highlights))
+            room_id, event_id, pos, thread_id, ts, list(users), list(actions), list(highlights),
+            reader)
 
     async def mark_read(self, conn: Conn, user_id: str, room_id: str, upto: int,
                         thread_id: str | None) -> None:
-        """Notifications at or before `upto` (in `thread_id`, or every thread) are read; the
-        room's counts are recomputed from what is still unread."""
+        """Notifications at or before `upto` (in `thread_id`, or every thread) are read, and
+        the counts go down by as many (counts are the number of unread rows)."""
         await conn.execute(
-            "UPDATE push_notifications SET unread = FALSE WHERE user_id = $1 AND room_id = $2"
-            " AND unread AND stream_ordering <= $3 AND ($4::text IS NULL OR thread_id = $4)",
-            user_id, room_id, upto, thread_id)
-        await conn.execute(
-            "DELETE FROM push_counts WHERE user_id = $1 AND room_id = $2", user_id, room_id)
-        await conn.execute(
-            "INSERT INTO push_counts (user_id, room_id, thread_id, notification_count,"
-            " highlight_count)"
-            " SELECT user_id, room_id, thread_id, count(*), count(*) FILTER (WHERE highlight)"
-            " FROM push_notifications WHERE user_id = $1 AND room_id = $2 AND unread"
-            " GROUP BY user_id, room_id, thread_id", user_id, room_id)
-
-    async def has_unread(self, conn: Conn, user_id: str, room_id: str) -> bool:
-        return bool(await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM push_counts WHERE user_id = $1 AND room_id = $2"
-            " AND notification_count > 0)", user_id, room_id))
+            "WITH r AS (" + _READ.format(user="$2", upto="$3", thread="$4::text") + ") "
+            + _DECREMENT.format(user="$2"),
+            room_id, user_id, upto, thread_id)
 
     # ------------------------------------------------------------------ reads
 
