@@ -274,7 +274,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.pushers = PusherService(db, notification_store)
     pusher_sender = PusherSender(
         db, notification_store, notifications, cache, registry, event_stream,
-        OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)))
+        OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)),
+        config.instance_name)
     hs.pushers.on_change.append(pusher_sender.wake)
     hs.background.append(pusher_sender)
     if config.federation_enabled:

@@ -49,3 +49,11 @@ CREATE TABLE pushers (
     UNIQUE (user_id, app_id, pushkey)
 );
 CREATE INDEX pushers_app_pushkey ON pushers (app_id, pushkey);
+
+-- Which process runs the pusher sender (one per database): a lease renewed while it runs and
+-- taken over by another process once it has expired.
+CREATE TABLE push_sender_lease (
+    id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
+    holder TEXT NOT NULL,
+    expires_ts BIGINT NOT NULL
+);

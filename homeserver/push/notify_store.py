@@ -142,3 +142,14 @@ class NotificationStore:
         await conn.execute(
             "UPDATE pushers SET position = GREATEST(position, $2) WHERE id = $1",
             pusher_id, position)
+
+    async def take_lease(self, conn: Conn, holder: str, now: int, ttl_ms: int) -> bool:
+        """Take or renew the sender's lease; False while another live holder has it."""
+        row = await conn.fetchval(
+            "INSERT INTO push_sender_lease (id, holder, expires_ts)"
+            " VALUES (TRUE, $1, $2::bigint + $3::bigint)"
+            " ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder,"
+            " expires_ts = EXCLUDED.expires_ts"
+            " WHERE push_sender_lease.holder = $1 OR push_sender_lease.expires_ts < $2::bigint"
+            " RETURNING holder", holder, now, ttl_ms)
+        return row is not None

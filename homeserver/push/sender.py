@@ -14,7 +14,8 @@ notification when the process dies between the gateway's answer and the position
 Every notification is pushed, whether or not the user is syncing at the time (the spec allows
 skipping active devices; Parley does not guess which device is active).
 
-Run the sender on one process per database: it holds no lease yet.
+Of several processes on one database only the holder of the sender lease (a row renewed every
+few seconds, taken over LEASE_MS after its holder stops renewing) sends.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from homeserver.types import JsonDict
 log = logging.getLogger(__name__)
 
 BATCH = 50
+LEASE_MS = 15_000
 
 
 class _PolicyResolver(AbstractResolver):
@@ -71,7 +73,7 @@ class GatewayError(Exception):
 class PusherSender:
     def __init__(self, db: Database, store: NotificationStore, notifications: NotificationService,
                  cache: EventCache, rooms: RoomRegistry, stream: Stream, policy: OutboundPolicy,
-                 backoff_s: float = 1.0, max_backoff_s: float = 300.0,
+                 instance: str = "main", backoff_s: float = 1.0, max_backoff_s: float = 300.0,
                  timeout_s: float = 20.0) -> None:
         self._db = db
         self._store = store
@@ -90,6 +92,8 @@ class PusherSender:
         self._dirty: set[int] = set()
         self._retry_at: dict[int, float] = {}
         self._failures: dict[int, int] = {}
+        self._instance = instance
+        self._lease_until = 0.0  # monotonic time until which our lease surely holds
         stream.on_advance(lambda _pos: self.wake())
 
     def wake(self) -> None:
@@ -121,6 +125,13 @@ class PusherSender:
             self._wake.clear()
             try:
                 async with self._db.connection() as conn:
+                    if self._lease_until - time.monotonic() < LEASE_MS / 1000 * 2 / 3:
+                        t = time.monotonic()
+                        if await self._store.take_lease(conn, self._instance,
+                                                        int(time.time() * 1000), LEASE_MS):
+                            self._lease_until = t + LEASE_MS / 1000
+                    if self._lease_until <= time.monotonic():
+                        continue  # another process sends
                     pushers = await self._store.pushers(conn)
             except Exception:  # database hiccup: try again on the next tick
                 log.exception("loading pushers")
