@@ -93,6 +93,7 @@ class PusherSender:
         self._retry_at: dict[int, float] = {}
         self._failures: dict[int, int] = {}
         self._instance = instance
+        self._stopping = False
         self._lease_until = 0.0  # monotonic time until which our lease surely holds
         stream.on_advance(lambda _pos: self.wake())
 
@@ -106,9 +107,11 @@ class PusherSender:
             connector=aiohttp.TCPConnector(resolver=_PolicyResolver(self._policy),
                                            use_dns_cache=False, limit=100),
             timeout=aiohttp.ClientTimeout(total=self._timeout))
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="pusher-sender")
 
     async def stop(self) -> None:
+        self._stopping = True
         tasks = [t for t in [self._task, *self._workers.values()] if t is not None]
         for t in tasks:
             t.cancel()
@@ -117,11 +120,14 @@ class PusherSender:
             await self._session.close()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
+            # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the wake-up does, and stop() would wait forever.
+            waiter = asyncio.ensure_future(self._wake.wait())
             try:
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-            except TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=1.0)
+            finally:
+                waiter.cancel()
             self._wake.clear()
             try:
                 async with self._db.connection() as conn:
