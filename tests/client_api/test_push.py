@@ -368,3 +368,20 @@ async def test_gateway_down_then_up_loses_nothing(pc: Client, gateway: Gateway) 
     calls = await gateway.wait_calls(3, timeout=20)
     await asyncio.sleep(0.5)
     assert [c["event_id"] for c in calls] == sent  # in order, once each
+
+
+async def test_sender_lease_is_exclusive(push_server: Server) -> None:
+    """Only one process per database sends: another instance cannot take a live lease, and
+    takes it once it has expired."""
+    from homeserver.push.notify_store import NotificationStore
+
+    store = NotificationStore()
+    now = int(time.time() * 1000)
+    async with push_server.hs.db.connection() as conn:
+        for _ in range(100):
+            if await conn.fetchval("SELECT holder FROM push_sender_lease") == "main":
+                break
+            await asyncio.sleep(0.05)
+        assert not await store.take_lease(conn, "other", now, 1000)
+        assert await store.take_lease(conn, "other", now + 3_600_000, 1000)
+        assert await conn.fetchval("SELECT holder FROM push_sender_lease") == "other"
