@@ -2,8 +2,8 @@
 -- the users' HTTP pushers.
 
 -- One row per (user, event) that notified the user, written in the event's transaction. It is
--- the GET /notifications list, the source the counts are recomputed from when a read receipt
--- moves, and the queue each pusher reads after its saved position. No foreign key to users or
+-- the GET /notifications list, what a read receipt marks read (and the counts go down by), and
+-- the queue each pusher reads after its saved position. No foreign key to users or
 -- events: the rows are written for every member on every event and must stay cheap.
 CREATE TABLE push_notifications (
     user_id TEXT NOT NULL,
@@ -21,7 +21,8 @@ CREATE INDEX push_notifications_unread ON push_notifications (user_id, room_id, 
     WHERE unread;
 
 -- Unread notification and highlight counts per user, room and thread ('main' is the main
--- timeline): incremented with each event, recomputed from push_notifications on a receipt.
+-- timeline): always the number of unread push_notifications rows (incremented with each event,
+-- decremented by what a receipt marks read).
 CREATE TABLE push_counts (
     user_id TEXT NOT NULL,
     room_id TEXT NOT NULL,
