@@ -9,7 +9,8 @@ rules compiled once and kept until that user changes them.
 Counts are per user, room and thread ('main' for the main timeline). A read receipt (m.read or
 m.read.private, whichever is ahead: marks are never undone) marks the notifications up to its
 event as read, in its thread only when the receipt is threaded, and the counts go down by as
-many (they are always the number of unread rows). Sending an event counts as reading the room up to it.
+many (they are always the number of unread rows). Sending an event counts as reading the
+room up to it.
 
 Limit: the compiled-rules cache is per process; a rule change on another process reaches this
 one's evaluation when this process next drops the user (restart or cache eviction).
