@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,11 +73,11 @@ from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
-from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
+from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
-from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
+from homeserver.rooms.writer import MembershipHook, PersistEvent, PersistHook, RoomWriter
 from homeserver.signing import ServerSigningKey, load_old_keys
 from homeserver.storage.database import Database
 from homeserver.storage.instances import InstanceRegistry
@@ -188,9 +188,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     visibility = Visibility(groups, cache)
     membership_hooks: list[MembershipHook] = []
     persist_hooks: list[PersistHook] = []
+    persist_wanted: dict[PersistHook, Callable[[RoomData, PersistEvent], bool]] = {}
     writer = RoomWriter(db, event_store, groups_store, room_store, cache, groups, members,
                         event_stream, IdPool("state_group_seq", db), membership_hooks,
-                        on_persist=persist_hooks)
+                        on_persist=persist_hooks, persist_wanted=persist_wanted)
     # -- users: one store, one small service per concern; the token cache and last seen
     # values are shared by the services that end sessions.
     tokens = TokenCache()
@@ -213,6 +214,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     notifications = NotificationService(db, config.server_name, notification_store,
                                         PushRuleStore(), cache)
     persist_hooks.append(notifications.on_persist)
+    persist_wanted[notifications.on_persist] = notifications.wants
     push_rules.on_change.append(notifications.invalidate)
     profiles = ProfileService(db, user_store)
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,

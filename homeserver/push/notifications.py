@@ -96,6 +96,21 @@ class NotificationService:
     def _local(self, user_id: str) -> bool:
         return user_id.endswith(self._suffix)
 
+    def wants(self, room: RoomData, ev: PersistEvent) -> bool:
+        """Whether `on_persist` has work for this event: some local member other than the
+        sender (or a local invitee). A sender alone with local nobody, the common case of a
+        bot's or a note-to-self room, keeps the writer's one-statement path; the implicit
+        read-up-to of their own send is then skipped (their next read receipt does it)."""
+        if not ev.served:
+            return False
+        pdu = ev.pdu
+        sender = pdu.get("sender")
+        if any(u != sender and self._local(u) for u in room.joined_members()):
+            return True
+        return (pdu.get("type") == "m.room.member" and ev.state_key is not None
+                and ev.state_key != sender and self._local(ev.state_key)
+                and pdu.get("content", {}).get("membership") == "invite")
+
     async def on_persist(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
         if not ev.served:
             return
