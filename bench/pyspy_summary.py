@@ -38,6 +38,7 @@ CATS: list[tuple[str, list[str]]] = [
     ("RoomWriter (persist bookkeeping, _apply, publish, wake syncs)",
      ["homeserver/rooms/writer.py", "homeserver/sync/", "homeserver/storage/streams.py"]),
     ("RoomService (send, group commit, txn ids, _build)", ["homeserver/rooms/service.py"]),
+    ("e2ee services (keys: query, claim, upload, key checks)", ["e2ee/"]),
     ("other Parley code", ["homeserver/", "client_api/"]),
     ("garbage collector", ["gc_collect"]),
 ]
@@ -80,7 +81,8 @@ def main(path: str) -> None:
             total += n
             cats[category(frames)] += n
             leaf[short(frames[-1])] += n
-            for fr in {short(x) for x in frames if "homeserver/" in x or "client_api/" in x}:
+            for fr in {short(x) for x in frames
+                       if "homeserver/" in x or "client_api/" in x or "e2ee/" in x}:
                 if "__main__" not in fr:
                     incl[fr] += n
             for key, lab in (("copy.py", "copy.deepcopy"), ("json/encoder.py", "stdlib json"),

@@ -20,6 +20,8 @@ from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.json_input import text_problem
 from homeserver.presence.service import PresenceService
+from homeserver.push.notifications import NotificationService
+from homeserver.push.pushers import PusherService
 from homeserver.push.service import PushRuleService
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
@@ -62,6 +64,8 @@ class ClientContext:
     device_lists: DeviceListService | None = None
     dehydrated: DehydratedDeviceService | None = None
     key_backup: KeyBackupService | None = None
+    pushers: PusherService | None = None
+    notifications: NotificationService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

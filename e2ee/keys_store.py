@@ -7,9 +7,33 @@ import asyncpg
 
 from homeserver.storage.database import Conn
 
-# Each request picks one key per (user, device, algorithm); SKIP LOCKED lets concurrent claims
-# take different keys instead of waiting for each other and then finding theirs gone.
-_CLAIM = """
+# A re-upload of the same fallback key keeps its `used` mark; a new key starts unused.
+_SET_FALLBACK = """
+INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id, key_json)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (user_id, device_id, algorithm) DO UPDATE
+SET key_id = EXCLUDED.key_id, key_json = EXCLUDED.key_json,
+    used = e2e_fallback_keys.used AND e2e_fallback_keys.key_id = EXCLUDED.key_id
+           AND e2e_fallback_keys.key_json = EXCLUDED.key_json
+"""
+
+
+_QUERY_KEYS = """
+SELECT 0 AS kind, k.user_id, k.device_id AS a, d.display_name AS b, k.key_json AS c,
+       NULL::text AS d
+FROM e2e_device_keys k JOIN devices d USING (user_id, device_id)
+WHERE k.user_id = ANY($1::text[])
+UNION ALL
+SELECT 1, user_id, key_type, public_key, key_json, NULL FROM e2e_cross_signing_keys
+WHERE user_id = ANY($1::text[])
+UNION ALL
+SELECT 2, target_user_id, target_key_id, signer_user_id, signer_key_id, signature
+FROM e2e_signatures WHERE target_user_id = ANY($1::text[])
+"""
+
+# One autocommitted statement per claim: a one-time key per requested device where one is left
+# (deleted as it is picked), else that device's fallback key (marked used).
+_CLAIM_WITH_FALLBACK = """
 WITH req AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS r(user_id, device_id, algorithm)
 ), picked AS (
@@ -20,28 +44,20 @@ WITH req AS (
           AND o.algorithm = req.algorithm
         ORDER BY o.key_id LIMIT 1 FOR UPDATE SKIP LOCKED
     ) k
+), claimed AS (
+    DELETE FROM e2e_one_time_keys o USING picked p
+    WHERE o.user_id = p.user_id AND o.device_id = p.device_id AND o.algorithm = p.algorithm
+      AND o.key_id = p.key_id
+    RETURNING o.user_id, o.device_id, o.algorithm, o.key_id, o.key_json
+), fallback AS (
+    UPDATE e2e_fallback_keys f SET used = TRUE
+    FROM req r
+    WHERE f.user_id = r.user_id AND f.device_id = r.device_id AND f.algorithm = r.algorithm
+      AND NOT EXISTS (SELECT 1 FROM picked p
+                      WHERE p.user_id = r.user_id AND p.device_id = r.device_id)
+    RETURNING f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json
 )
-DELETE FROM e2e_one_time_keys o USING picked p
-WHERE o.user_id = p.user_id AND o.device_id = p.device_id AND o.algorithm = p.algorithm
-  AND o.key_id = p.key_id
-RETURNING o.user_id, o.device_id, o.algorithm, o.key_id, o.key_json
-"""
-
-_CLAIM_FALLBACK = """
-UPDATE e2e_fallback_keys f SET used = TRUE
-FROM unnest($1::text[], $2::text[], $3::text[]) AS r(user_id, device_id, algorithm)
-WHERE f.user_id = r.user_id AND f.device_id = r.device_id AND f.algorithm = r.algorithm
-RETURNING f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json
-"""
-
-# A re-upload of the same fallback key keeps its `used` mark; a new key starts unused.
-_SET_FALLBACK = """
-INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id, key_json)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (user_id, device_id, algorithm) DO UPDATE
-SET key_id = EXCLUDED.key_id, key_json = EXCLUDED.key_json,
-    used = e2e_fallback_keys.used AND e2e_fallback_keys.key_id = EXCLUDED.key_id
-           AND e2e_fallback_keys.key_json = EXCLUDED.key_json
+SELECT * FROM claimed UNION ALL SELECT * FROM fallback
 """
 
 
@@ -72,6 +88,13 @@ class KeyStore:
             "SELECT k.user_id, k.device_id, d.display_name, k.key_json"
             " FROM e2e_device_keys k JOIN devices d USING (user_id, device_id)"
             " WHERE k.user_id = ANY($1::text[])", user_ids))
+
+    async def query_keys(self, conn: Conn, user_ids: list[str]) -> list[asyncpg.Record]:
+        """Everything /keys/query serves for these users, in one round trip; `kind` says what a
+        row is: 0 a device (user_id, a=device_id, b=display name, c=key JSON), 1 a cross-signing
+        key (a=key type, b=public key, c=key JSON), 2 an uploaded signature (user_id=target,
+        a=target key id, b=signer, c=signer's key id, d=signature)."""
+        return list(await conn.fetch(_QUERY_KEYS, user_ids))
 
     # -- one-time and fallback keys
     async def existing_one_time_keys(self, conn: Conn, user_id: str, device_id: str,
@@ -112,15 +135,12 @@ class KeyStore:
             user_id, device_id)
         return [r["algorithm"] for r in rows]
 
-    async def claim_one_time_keys(self, conn: Conn, user_ids: list[str], device_ids: list[str],
-                                  algorithms: list[str]) -> list[asyncpg.Record]:
-        return list(await conn.fetch(_CLAIM, user_ids, device_ids, algorithms))
+    async def claim_keys(self, conn: Conn, user_ids: list[str], device_ids: list[str],
+                         algorithms: list[str]) -> list[asyncpg.Record]:
+        """A one-time key per (user, device, algorithm), else its fallback key; one
+        statement, so it needs no transaction of its own."""
+        return list(await conn.fetch(_CLAIM_WITH_FALLBACK, user_ids, device_ids, algorithms))
 
-    async def claim_fallback_keys(self, conn: Conn, user_ids: list[str], device_ids: list[str],
-                                  algorithms: list[str]) -> list[asyncpg.Record]:
-        return list(await conn.fetch(_CLAIM_FALLBACK, user_ids, device_ids, algorithms))
-
-    # -- cross-signing keys and signatures
     async def cross_signing_keys(self, conn: Conn,
                                  user_ids: list[str]) -> list[asyncpg.Record]:
         """user_id, key_type, public_key, key_json of these users."""
@@ -174,12 +194,6 @@ class KeyStore:
             " ON CONFLICT (target_user_id, target_key_id, signer_user_id, signer_key_id)"
             " DO UPDATE SET signature = EXCLUDED.signature", rows)
 
-    async def signatures_of(self, conn: Conn, target_user_ids: list[str]) -> list[asyncpg.Record]:
-        return list(await conn.fetch(
-            "SELECT signer_user_id, signer_key_id, target_user_id, target_key_id, signature"
-            " FROM e2e_signatures WHERE target_user_id = ANY($1::text[])", target_user_ids))
-
-    # -- the device list stream
     async def add_device_list_changes(self, conn: Conn, stream_id: int, user_id: str,
                                       device_ids: list[str], only_for: str | None = None) -> None:
         await conn.execute(

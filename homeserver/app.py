@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from client_api import (
     login,
     presence,
     profile,
+    pushers,
     pushrules,
     receipts,
     register,
@@ -59,6 +60,10 @@ from homeserver.http import MatrixAppRunner, add_routes, error_response, matrix_
 from homeserver.outbound import OutboundPolicy, parse_ranges
 from homeserver.presence.service import PresenceService
 from homeserver.presence.store import PresenceStore
+from homeserver.push.notifications import NotificationService
+from homeserver.push.notify_store import NotificationStore
+from homeserver.push.pushers import PusherService
+from homeserver.push.sender import PusherSender
 from homeserver.push.service import PushRuleService
 from homeserver.push.store import PushRuleStore
 from homeserver.ratelimit import RateLimiter
@@ -69,11 +74,11 @@ from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
-from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
+from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
-from homeserver.rooms.writer import MembershipHook, RoomWriter
+from homeserver.rooms.writer import MembershipHook, PersistEvent, PersistHook, RoomWriter
 from homeserver.signing import ServerSigningKey, load_old_keys
 from homeserver.storage.database import Database
 from homeserver.storage.instances import InstanceRegistry
@@ -135,6 +140,8 @@ class Homeserver:
     device_lists: DeviceListService | None = None
     dehydrated: DehydratedDeviceService | None = None
     federation: Federation | None = None
+    notifications: NotificationService | None = None
+    pushers: PusherService | None = None
 
 
 @dataclass(slots=True)
@@ -181,8 +188,11 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     members = MembershipIndex(db, room_store)
     visibility = Visibility(groups, cache)
     membership_hooks: list[MembershipHook] = []
+    persist_hooks: list[PersistHook] = []
+    persist_wanted: dict[PersistHook, Callable[[RoomData, PersistEvent], bool]] = {}
     writer = RoomWriter(db, event_store, groups_store, room_store, cache, groups, members,
-                        event_stream, IdPool("state_group_seq", db), membership_hooks)
+                        event_stream, IdPool("state_group_seq", db), membership_hooks,
+                        on_persist=persist_hooks, persist_wanted=persist_wanted)
     # -- users: one store, one small service per concern; the token cache and last seen
     # values are shared by the services that end sessions.
     tokens = TokenCache()
@@ -200,6 +210,13 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
                               config.password_min_length, devices)
     account_data = AccountDataService(db, user_store, account_stream, notifier)
     push_rules = PushRuleService(db, PushRuleStore(), account_data)
+    # -- push: rules evaluated in each event's transaction (counts commit with the event)
+    notification_store = NotificationStore()
+    notifications = NotificationService(db, config.server_name, notification_store,
+                                        PushRuleStore(), cache)
+    persist_hooks.append(notifications.on_persist)
+    persist_wanted[notifications.on_persist] = notifications.wants
+    push_rules.on_change.append(notifications.invalidate)
     profiles = ProfileService(db, user_store)
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
                                writer, cache, config.default_room_version, members, profiles)
@@ -210,7 +227,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         on_peers=[tokens.on_peers, device_keys.on_peers])
     reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members,
                         registry)
-    sources = SyncSources(device_lists=device_lists, key_counts=device_keys)
+    sources = SyncSources(device_lists=device_lists, key_counts=device_keys,
+                          notifications=notifications)
     sync_service = SyncService(db, event_store, registry, members, cache, groups, visibility,
                                event_stream, account_data, notifier, sources)
     for token in config.registration_tokens:
@@ -236,7 +254,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(hs.typing)
     # -- receipts
     receipt_store = ReceiptStore()
-    hs.receipts = ReceiptService(db, receipt_store, registry, cache, notifier, receipt_stream)
+    hs.receipts = ReceiptService(db, receipt_store, registry, cache, notifier, receipt_stream,
+                                 on_write=[notifications.on_receipt])
     refresher.others["receipts"] = hs.receipts.on_advance
     sources.receipts = hs.receipts
     # -- to-device
@@ -260,6 +279,15 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # -- server-side key backup
     hs.key_backup = KeyBackupService(db, KeyBackupStore())
     accounts.on_deactivate += [hs.key_backup.forget_user, cross_signing.forget_user]
+    # -- pushers: each pusher delivers its user's notifications to its push gateway
+    hs.notifications = notifications
+    hs.pushers = PusherService(db, notification_store)
+    pusher_sender = PusherSender(
+        db, notification_store, notifications, cache, registry, event_stream,
+        OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)),
+        config.instance_name)
+    hs.pushers.on_change.append(pusher_sender.wake)
+    hs.background.append(pusher_sender)
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream))
@@ -334,9 +362,10 @@ def make_app(hs: Homeserver) -> web.Application:
         dehydrated=hs.dehydrated,
     )
     app[CTX].key_backup = hs.key_backup
+    app[CTX].pushers, app[CTX].notifications = hs.pushers, hs.notifications
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated, room_keys):
+                   dehydrated, room_keys, pushers):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

@@ -32,6 +32,7 @@ class EventFilter:
     lazy_load_members: bool = False
     include_redundant_members: bool = False
     contains_url: bool | None = None
+    unread_thread_notifications: bool = False
 
     @classmethod
     def parse(cls, d: Any) -> EventFilter:
@@ -50,6 +51,7 @@ class EventFilter:
             include_redundant_members=bool(d.get("include_redundant_members", False)),
             contains_url=d.get("contains_url") if isinstance(d.get("contains_url"), bool)
             else None,
+            unread_thread_notifications=d.get("unread_thread_notifications") is True,
         )
 
     def allows_type(self, etype: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 
 import orjson
 
@@ -28,6 +29,7 @@ class PushRuleService:
         # Dropped when no change of that user is in flight.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
+        self.on_change: list[Callable[[str], None]] = []  # compiled-rules caches
 
     def _lock(self, user_id: str) -> asyncio.Lock:
         lock = self._locks.get(user_id)
@@ -54,6 +56,8 @@ class PushRuleService:
             new = change(await self._changes(user_id))
             async with self._db.connection() as conn:
                 await self._store.put_changes(conn, user_id, orjson.dumps(new).decode())
+            for cb in self.on_change:
+                cb(user_id)
             ruleset = rules.merge(user_id, new)
             await self._account_data.put_account_data(user_id, "", "m.push_rules", ruleset)
             return ruleset

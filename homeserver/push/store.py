@@ -17,3 +17,9 @@ class PushRuleStore:
             " ON CONFLICT (user_id) DO UPDATE SET changes = EXCLUDED.changes",
             user_id, changes,
         )
+
+    async def get_many(self, conn: Conn, user_ids: list[str]) -> dict[str, str]:
+        rows = await conn.fetch(
+            "SELECT user_id, changes FROM push_rule_changes WHERE user_id = ANY($1::text[])",
+            user_ids)
+        return {r["user_id"]: str(r["changes"]) for r in rows}

@@ -14,6 +14,7 @@ writes it through AccountDataService and the receipts through ReceiptService.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -34,13 +35,19 @@ MAIN_THREAD = "main"
 INITIAL_RECEIPTS_PER_ROOM = 100  # newest receipts per room on an initial sync
 THREAD_HOPS = 3  # how far to follow relations to find an event's thread (the spec's advice)
 
+# (conn, room_id, receipt_type, user_id, thread_id or None, the event's stream ordering): runs
+# in the receipt's transaction (push notification counts are reset there).
+ReceiptHook = Callable[[Any, str, str, str, str | None, int], Awaitable[None]]
+
 
 class ReceiptService:
     """RoomEphemeralSource for m.receipt."""
 
     def __init__(self, db: Database, store: ReceiptStore, rooms: RoomRegistry,
-                 cache: EventCache, notifier: Notifier, stream: Stream) -> None:
+                 cache: EventCache, notifier: Notifier, stream: Stream,
+                 on_write: list[ReceiptHook] | None = None) -> None:
         self._db = db
+        self._on_write = on_write if on_write is not None else []
         self._store = store
         self._rooms = rooms
         self._cache = cache
@@ -72,7 +79,7 @@ class ReceiptService:
         return event
 
     async def check_receipt(self, requester: Requester, room_id: str, receipt_type: str,
-                            event_id: str, thread_id: str | None) -> None:
+                            event_id: str, thread_id: str | None) -> EventEntry:
         """Every check `post_receipt` makes, without writing (for multi-part requests)."""
         if receipt_type not in RECEIPT_TYPES:
             raise invalid_param(f"Unknown receipt type {receipt_type!r}")
@@ -84,6 +91,7 @@ class ReceiptService:
             actual = await self._thread_of(event)
             if actual is not None and actual != thread_id:
                 raise invalid_param(f"Event {event_id} is not in thread {thread_id}")
+        return event
 
     async def post_receipt(self, requester: Requester, room_id: str, receipt_type: str,
                            event_id: str, thread_id: str | None) -> None:
@@ -93,7 +101,7 @@ class ReceiptService:
             MatrixError: M_INVALID_PARAM (type, ids, thread_id), M_NOT_FOUND (room or event),
                 M_FORBIDDEN (not joined).
         """
-        await self.check_receipt(requester, room_id, receipt_type, event_id, thread_id)
+        event = await self.check_receipt(requester, room_id, receipt_type, event_id, thread_id)
         data: dict[str, Any] = {"ts": int(time.time() * 1000)}
         if thread_id is not None:
             data["thread_id"] = thread_id
@@ -108,6 +116,9 @@ class ReceiptService:
                 await self._store.upsert(conn, room_id, receipt_type, requester.user_id,
                                          thread_id or "", event_id,
                                          orjson.dumps(data).decode(), pos)
+                for hook in self._on_write:
+                    await hook(conn, room_id, receipt_type, requester.user_id, thread_id,
+                               event.stream_ordering)
         except BaseException:
             self.stream.finish(pos)
             raise

@@ -167,6 +167,8 @@ class RoomWriter:
         stream: Stream, group_ids: IdPool,
         on_membership: list[MembershipHook] | None = None,
         on_persist: list[PersistHook] | None = None,
+        persist_wanted: Mapping[PersistHook, Callable[[RoomData, PersistEvent], bool]]
+        | None = None,
     ) -> None:
         self._db = db
         self._events = events
@@ -184,6 +186,10 @@ class RoomWriter:
         # Run inside the persist transaction of every event that changes something, so that
         # their writes commit with the event or not at all.
         self._on_persist = on_persist if on_persist is not None else []
+        # Whether a hook has anything to do for an event (e.g. push: no other local member,
+        # nothing to evaluate). An event no hook wants keeps the plain path: one statement, no
+        # BEGIN/COMMIT, and group commit. A hook without a predicate here wants every event.
+        self._persist_wanted = persist_wanted if persist_wanted is not None else {}
 
     # ------------------------------------------------------------------ the local door
 
@@ -250,7 +256,7 @@ class RoomWriter:
             batch.entries.append(entry)
             return entry
         try:
-            if self._is_plain(ev):
+            if self._is_plain(ev, room):
                 async with self._db.connection() as conn:
                     await self._insert_plain(conn, room, ev)
             else:
@@ -264,10 +270,17 @@ class RoomWriter:
         self._finish(room, entry, ev)
         return entry
 
-    def _is_plain(self, ev: PersistEvent) -> bool:
+    def _is_plain(self, ev: PersistEvent, room: RoomData) -> bool:
         return (ev.new_state is None and ev.redacts is None and ev.new_room is None
                 and ev.served and not ev.deoutlier and ev.before_group_row is None
-                and not ev.current_delta and not self._on_persist)
+                and not ev.current_delta and not self._hooks_want(room, ev))
+
+    def _hooks_want(self, room: RoomData, ev: PersistEvent) -> bool:
+        for hook in self._on_persist:
+            wanted = self._persist_wanted.get(hook)
+            if wanted is None or wanted(room, ev):
+                return True
+        return False
 
     # ------------------------------------------------------------------ the remote door
 
@@ -496,7 +509,7 @@ class RoomWriter:
             txn=ev.txn, now_ms=int(time.time() * 1000))
 
     async def _write_all(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
-        if self._is_plain(ev):
+        if self._is_plain(ev, room):
             await self._insert_plain(conn, room, ev)
             return
         if ev.new_room is not None:
@@ -572,7 +585,8 @@ class RoomWriter:
         its events to the caches and wake their readers. On failure nothing is written and
         the caller must undo the batch in memory (`RoomData.restore` or dropping the room)."""
         try:
-            if extra is None and batch.events and all(self._is_plain(ev) for ev in batch.events):
+            if extra is None and batch.events and all(self._is_plain(ev, room)
+                                                      for ev in batch.events):
                 # A group of messages is ONE statement, hence atomic without BEGIN/COMMIT.
                 async with self._db.connection() as conn:
                     await self._events.insert_plain_events(conn, room.room_id, [

@@ -166,6 +166,11 @@ class SyncService:
                                                     full_state, force=True)
                 join[room_id] = room_body
             room_body["ephemeral"] = {"events": events}
+        if self.sources.notifications is not None and join:
+            unread = await self.sources.notifications.counts(
+                user_id, list(join), flt.timeline.unread_thread_notifications)
+            for room_id, extra in unread.items():
+                join[room_id].update(extra)
 
         rooms: JsonDict = {}
         if join:
@@ -338,8 +343,7 @@ class SyncService:
                                  for e in state_events]},
             "ephemeral": {"events": []},
             "account_data": {"events": []},
-            # No unread_notifications: the counts come from push rules, which Parley does not
-            # evaluate yet; an absent field is honest where a constant 0 would mislead clients.
+            # unread_notifications: added by compute() for every joined room (push counts).
         }
         if since is None or full_state or any(e.type == "m.room.member" for e in events):
             body["summary"] = self._summary(room, user_id)

@@ -60,6 +60,11 @@ class KeyCountSource(Protocol):
         ...
 
 
+class NotificationCountSource(Protocol):
+    async def counts(self, user_id: str, room_ids: list[str],
+                     by_thread: bool) -> dict[str, JsonDict]: ...
+
+
 @dataclass(slots=True)
 class SyncSources:
     typing: RoomEphemeralSource | None = None
@@ -68,3 +73,4 @@ class SyncSources:
     presence: PresenceSource | None = None
     device_lists: DeviceListSource | None = None
     key_counts: KeyCountSource | None = None
+    notifications: NotificationCountSource | None = None

@@ -29,8 +29,8 @@ async def test_initial_sync_shape(c: Client) -> None:
     assert "m.room.name" in types
     assert r["state"]["events"] == []
     assert r["summary"]["m.joined_member_count"] == 1
-    # Notification counts need push rules (not implemented): absent rather than a fake 0.
-    assert "unread_notifications" not in r
+    # The room's creator is the only member: nothing notified them.
+    assert r["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
 
 
 async def test_incremental_sync_since(c: Client) -> None:

@@ -1,0 +1,387 @@
+"""Push notifications end to end: a real server, real HTTP clients and a real push gateway (an
+aiohttp server in the test recording /_matrix/push/v1/notify calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests import conftest
+from tests.conftest import Server, free_port, start_server
+from tests.helpers import Client, User
+
+NOTIFY = "/_matrix/push/v1/notify"
+
+
+@dataclass
+class Gateway:
+    port: int
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    failing: bool = False
+    reject: set[str] = field(default_factory=set)
+    attempts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{NOTIFY}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        if self.failing:
+            return web.json_response({"error": "down"}, status=503)
+        body = await request.json()
+        self.calls.append(body["notification"])
+        keys = [d["pushkey"] for d in body["notification"]["devices"]
+                if d["pushkey"] in self.reject]
+        return web.json_response({"rejected": keys})
+
+    async def wait_calls(self, n: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.calls) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(self.calls) >= n, self.calls
+        return self.calls
+
+
+async def run_gateway(port: int | None = None) -> AsyncIterator[Gateway]:
+    gw = Gateway(port or free_port())
+    app = web.Application()
+    app.router.add_post(NOTIFY, gw.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", gw.port)
+    await site.start()
+    try:
+        yield gw
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    async for gw in run_gateway():
+        yield gw
+
+
+@pytest.fixture
+async def push_server(fresh_database: str, tmp_path: Path) -> AsyncIterator[Server]:
+    """A server of its own whose outbound policy allows loopback (where the gateway is)."""
+    cfg = conftest.test_config(tmp_path, outbound_allow=("127.0.0.0/8",))
+    async for s in start_server(cfg, fresh_database):
+        yield s
+
+
+@pytest.fixture
+async def pc(push_server: Server) -> AsyncIterator[Client]:
+    async with aiohttp.ClientSession() as s:
+        yield Client(push_server.url, s)
+
+
+async def set_pusher(c: Client, user: User, url: str, pushkey: str = "key1",
+                     **extra: Any) -> None:
+    body = {"kind": "http", "app_id": "org.test.app", "pushkey": pushkey,
+            "app_display_name": "Test", "device_display_name": "Phone", "lang": "en",
+            "data": {"url": url, **extra.pop("data", {})}, **extra}
+    status, data = await c.request("POST", "/pushers/set", body, user.access_token)
+    assert status == 200, data
+
+
+async def dm(c: Client) -> tuple[User, User, str]:
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, invite=[bob.user_id], is_direct=True)
+    await c.join(bob, room)
+    return alice, bob, room
+
+
+def unread(sync: dict[str, Any], room: str) -> dict[str, Any]:
+    return dict(sync["rooms"]["join"][room]["unread_notifications"])
+
+
+# ------------------------------------------------------------------ counts and receipts
+
+
+async def test_counts_in_sync_and_reset_by_receipt(c: Client) -> None:
+    alice, bob, room = await dm(c)
+    s0 = await c.sync(bob)
+    assert unread(s0, room) == {"notification_count": 0, "highlight_count": 0}
+    await c.send(alice, room, "one")
+    last = await c.send(alice, room, "two")
+    s1 = await c.sync(bob, s0["next_batch"])
+    assert unread(s1, room) == {"notification_count": 2, "highlight_count": 0}
+    # the sender's own messages never count for the sender
+    assert unread(await c.sync(alice), room)["notification_count"] == 0
+    status, _ = await c.request("POST", f"/rooms/{room}/receipt/m.read/{last}", {},
+                                bob.access_token)
+    assert status == 200
+    s2 = await c.sync(bob, s1["next_batch"])
+    assert unread(s2, room) == {"notification_count": 0, "highlight_count": 0}
+
+
+async def test_private_receipt_resets_up_to_its_event(c: Client) -> None:
+    alice, bob, room = await dm(c)
+    first = await c.send(alice, room, "one")
+    await c.send(alice, room, "two")
+    status, _ = await c.request("POST", f"/rooms/{room}/receipt/m.read.private/{first}", {},
+                                bob.access_token)
+    assert status == 200
+    assert unread(await c.sync(bob), room)["notification_count"] == 1
+    # an older public receipt afterwards changes nothing: marks are not undone
+    status, _ = await c.request("POST", f"/rooms/{room}/receipt/m.read/{first}", {},
+                                bob.access_token)
+    assert unread(await c.sync(bob), room)["notification_count"] == 1
+
+
+async def test_mention_highlights_and_group_room(c: Client) -> None:
+    alice, bob, carol = await c.register(), await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    await c.join(carol, room)
+    status, _ = await c.request(
+        "PUT", f"/rooms/{room}/send/m.room.message/t1",
+        {"msgtype": "m.text", "body": "hey bob", "m.mentions": {"user_ids": [bob.user_id]}},
+        alice.access_token)
+    assert status == 200
+    assert unread(await c.sync(bob), room) == {"notification_count": 1, "highlight_count": 1}
+    assert unread(await c.sync(carol), room) == {"notification_count": 1, "highlight_count": 0}
+    # GET /notifications, only=highlight
+    status, body = await c.request("GET", "/notifications", token=bob.access_token,
+                                   params={"only": "highlight"})
+    assert status == 200
+    assert [n["event"]["content"]["body"] for n in body["notifications"]] == ["hey bob"]
+    assert body["notifications"][0]["read"] is False
+    status, body = await c.request("GET", "/notifications", token=carol.access_token,
+                                   params={"only": "highlight"})
+    assert body["notifications"] == []
+
+
+async def test_notifications_pagination(c: Client) -> None:
+    alice, bob, room = await dm(c)
+    for i in range(5):
+        await c.send(alice, room, f"m{i}")
+    seen: list[str] = []
+    params = {"limit": "2"}
+    for _ in range(4):
+        status, body = await c.request("GET", "/notifications", token=bob.access_token,
+                                       params=params)
+        assert status == 200
+        seen += [n["event"]["content"]["body"] for n in body["notifications"]
+                 if n["event"]["type"] == "m.room.message"]
+        if "next_token" not in body:
+            break
+        params = {"limit": "2", "from": body["next_token"]}
+    assert seen == ["m4", "m3", "m2", "m1", "m0"]
+    status, body = await c.request("GET", "/notifications", token=bob.access_token,
+                                   params={"from": "x"})
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+
+
+async def test_thread_counts_with_threaded_receipts(c: Client) -> None:
+    alice, bob, room = await dm(c)
+    root = await c.send(alice, room, "root")
+    status, data = await c.request(
+        "PUT", f"/rooms/{room}/send/m.room.message/th1",
+        {"msgtype": "m.text", "body": "in thread",
+         "m.relates_to": {"rel_type": "m.thread", "event_id": root}}, alice.access_token)
+    assert status == 200
+    in_thread = data["event_id"]
+    flt = '{"room":{"timeline":{"unread_thread_notifications":true}}}'
+    s = await c.sync(bob, filter=flt)
+    body = s["rooms"]["join"][room]
+    assert body["unread_notifications"]["notification_count"] == 1
+    assert body["unread_thread_notifications"] == {
+        root: {"notification_count": 1, "highlight_count": 0}}
+    # without the filter flag the room count covers the threads too
+    assert unread(await c.sync(bob), room)["notification_count"] == 2
+    status, _ = await c.request("POST", f"/rooms/{room}/receipt/m.read/{in_thread}",
+                                {"thread_id": root}, bob.access_token)
+    assert status == 200
+    s = await c.sync(bob, filter=flt)
+    body = s["rooms"]["join"][room]
+    assert body["unread_notifications"]["notification_count"] == 1  # main timeline unread
+    assert "unread_thread_notifications" not in body
+
+
+async def test_muted_room_rule_stops_counting(c: Client) -> None:
+    alice, bob, room = await dm(c)
+    status, _ = await c.request("PUT", f"/pushrules/global/room/{room}", {"actions": []},
+                                bob.access_token)
+    assert status == 200
+    await c.send(alice, room, "quiet")
+    assert unread(await c.sync(bob), room)["notification_count"] == 0
+    status, _ = await c.request("DELETE", f"/pushrules/global/room/{room}", None,
+                                bob.access_token)
+    await c.send(alice, room, "loud")
+    assert unread(await c.sync(bob), room)["notification_count"] == 1
+
+
+# ------------------------------------------------------------------ pushers API
+
+
+@pytest.mark.parametrize(("body", "errcode"), [
+    ({"app_id": "a", "pushkey": "k"}, "M_MISSING_PARAM"),
+    ({"kind": "http", "app_id": "a", "pushkey": "k"}, "M_MISSING_PARAM"),
+    ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
+      "device_display_name": "D", "lang": "en", "data": {}}, "M_MISSING_PARAM"),
+    ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
+      "device_display_name": "D", "lang": "en", "data": {"url": "https://x/notify"}},
+     "M_INVALID_PARAM"),
+    ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
+      "device_display_name": "D", "lang": "en", "data": {"url": "ftp://x" + NOTIFY}},
+     "M_INVALID_PARAM"),
+    ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
+      "device_display_name": "D", "lang": "en",
+      "data": {"url": "https://x" + NOTIFY, "format": "full"}}, "M_INVALID_PARAM"),
+    ({"kind": "email", "app_id": "m.email", "pushkey": "a@b", "app_display_name": "A",
+      "device_display_name": "D", "lang": "en", "data": {}}, "M_INVALID_PARAM"),
+    ({"kind": "http", "app_id": "a" * 65, "pushkey": "k", "app_display_name": "A",
+      "device_display_name": "D", "lang": "en", "data": {"url": "https://x" + NOTIFY}},
+     "M_INVALID_PARAM"),
+    ({"kind": "http", "app_id": "a", "pushkey": "k" * 513, "app_display_name": "A",
+      "device_display_name": "D", "lang": "en", "data": {"url": "https://x" + NOTIFY}},
+     "M_INVALID_PARAM"),
+    ({"kind": 3, "app_id": "a", "pushkey": "k"}, "M_BAD_JSON"),
+    ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
+      "device_display_name": "D", "lang": "en", "data": "x"}, "M_BAD_JSON"),
+    ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
+      "device_display_name": "D", "lang": "en", "data": {"url": "https://x" + NOTIFY},
+      "append": "yes"}, "M_BAD_JSON"),
+])
+async def test_set_pusher_validation(c: Client, body: dict[str, Any], errcode: str) -> None:
+    user = await c.register()
+    status, data = await c.request("POST", "/pushers/set", body, user.access_token)
+    assert (status, data["errcode"]) == (400, errcode), data
+    status, data = await c.request("GET", "/pushers", token=user.access_token)
+    assert data == {"pushers": []}
+
+
+async def test_pushers_set_list_append_delete(c: Client) -> None:
+    u1, u2 = await c.register(), await c.register()
+    url = "https://push.example.org" + NOTIFY
+    await set_pusher(c, u1, url, data={"format": "event_id_only", "custom": 1})
+    status, data = await c.request("GET", "/pushers", token=u1.access_token)
+    assert status == 200
+    assert data["pushers"] == [{
+        "pushkey": "key1", "kind": "http", "app_id": "org.test.app",
+        "app_display_name": "Test", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": url, "format": "event_id_only", "custom": 1}}]
+    # the same app and pushkey for another user with append: both stay
+    await set_pusher(c, u2, url, append=True)
+    assert len((await c.request("GET", "/pushers", token=u1.access_token))[1]["pushers"]) == 1
+    # without append the other user's pusher goes
+    await set_pusher(c, u2, url)
+    assert (await c.request("GET", "/pushers", token=u1.access_token))[1]["pushers"] == []
+    # kind null deletes
+    status, _ = await c.request("POST", "/pushers/set",
+                                {"kind": None, "app_id": "org.test.app", "pushkey": "key1"},
+                                u2.access_token)
+    assert status == 200
+    assert (await c.request("GET", "/pushers", token=u2.access_token))[1]["pushers"] == []
+
+
+async def test_outbound_policy_refuses_loopback_gateway(c: Client, gateway: Gateway) -> None:
+    """The session server keeps the default deny list: a pusher at 127.0.0.1 gets nothing."""
+    alice, bob, room = await dm(c)
+    await set_pusher(c, bob, gateway.url)
+    await c.send(alice, room, "hello")
+    await asyncio.sleep(2.5)
+    assert gateway.attempts == 0
+
+
+# ------------------------------------------------------------------ delivery
+
+
+async def test_dm_push_full_format(pc: Client, gateway: Gateway) -> None:
+    alice, bob, room = await dm(pc)
+    await set_pusher(pc, bob, gateway.url, data={"custom": "x"})
+    await pc.send(bob, room, "my own message")  # never pushed to its sender
+    ev = await pc.send(alice, room, "hello bob")
+    calls = await gateway.wait_calls(1)
+    await asyncio.sleep(0.3)
+    assert len(calls) == 1
+    n = calls[0]
+    assert n["event_id"] == ev and n["room_id"] == room
+    assert n["type"] == "m.room.message" and n["sender"] == alice.user_id
+    assert n["content"]["body"] == "hello bob"
+    assert n["counts"] == {"unread": 1}
+    assert n["prio"] == "high"
+    assert n["devices"][0]["app_id"] == "org.test.app"
+    assert n["devices"][0]["pushkey"] == "key1"
+    assert n["devices"][0]["data"] == {"custom": "x"}  # everything but the url
+    assert n["devices"][0]["tweaks"] == {"sound": "default"}
+
+
+async def test_mention_push_event_id_only(pc: Client, gateway: Gateway) -> None:
+    alice, bob, carol = await pc.register(), await pc.register(), await pc.register()
+    room = await pc.create_room(alice, preset="public_chat")
+    await pc.join(bob, room)
+    await pc.join(carol, room)
+    await set_pusher(pc, bob, gateway.url, data={"format": "event_id_only"})
+    await pc.send(alice, room, "no mention")
+    status, data = await pc.request(
+        "PUT", f"/rooms/{room}/send/m.room.message/m1",
+        {"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}},
+        alice.access_token)
+    assert status == 200
+    calls = await gateway.wait_calls(2)
+    assert [c["event_id"] for c in calls] == [calls[0]["event_id"], data["event_id"]]
+    assert calls[1]["devices"][0]["tweaks"] == {"sound": "default", "highlight": True}
+    assert calls[0]["prio"] == "low"  # .m.rule.message: no sound, no highlight
+    assert "content" not in calls[1] and "sender" not in calls[1]
+    assert calls[1]["counts"] == {"unread": 2}
+
+
+async def test_rejected_pushkey_removes_pusher(pc: Client, gateway: Gateway) -> None:
+    alice, bob, room = await dm(pc)
+    gateway.reject.add("bad-key")
+    await set_pusher(pc, bob, gateway.url, pushkey="bad-key")
+    await pc.send(alice, room, "one")
+    await gateway.wait_calls(1)
+    for _ in range(100):
+        status, data = await pc.request("GET", "/pushers", token=bob.access_token)
+        if not data["pushers"]:
+            break
+        await asyncio.sleep(0.05)
+    assert data["pushers"] == []
+    await pc.send(alice, room, "two")
+    await asyncio.sleep(1.5)
+    assert len(gateway.calls) == 1
+
+
+async def test_gateway_down_then_up_loses_nothing(pc: Client, gateway: Gateway) -> None:
+    alice, bob, room = await dm(pc)
+    await set_pusher(pc, bob, gateway.url)
+    gateway.failing = True
+    sent = [await pc.send(alice, room, f"m{i}") for i in range(3)]
+    deadline = time.monotonic() + 10
+    while gateway.attempts < 2 and time.monotonic() < deadline:  # a retry happened
+        await asyncio.sleep(0.05)
+    assert gateway.attempts >= 2 and not gateway.calls
+    gateway.failing = False
+    calls = await gateway.wait_calls(3, timeout=20)
+    await asyncio.sleep(0.5)
+    assert [c["event_id"] for c in calls] == sent  # in order, once each
+
+
+async def test_sender_lease_is_exclusive(push_server: Server) -> None:
+    """Only one process per database sends: another instance cannot take a live lease, and
+    takes it once it has expired."""
+    from homeserver.push.notify_store import NotificationStore
+
+    store = NotificationStore()
+    now = int(time.time() * 1000)
+    async with push_server.hs.db.connection() as conn:
+        for _ in range(100):
+            if await conn.fetchval("SELECT holder FROM push_sender_lease") == "main":
+                break
+            await asyncio.sleep(0.05)
+        assert not await store.take_lease(conn, "other", now, 1000)
+        assert await store.take_lease(conn, "other", now + 3_600_000, 1000)
+        assert await conn.fetchval("SELECT holder FROM push_sender_lease") == "other"
