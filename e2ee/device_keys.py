@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,14 +77,6 @@ def parse_upload(body: JsonDict, user_id: str, device_id: str) -> UploadedKeys:
     return UploadedKeys(device_keys, otks, fallbacks)
 
 
-class _NoChange:
-    """Stands in for a device-list position when an upload changes no device keys."""
-
-    @asynccontextmanager
-    async def change(self, user_id: str) -> AsyncIterator[int]:
-        yield 0
-
-
 class DeviceKeyService:
     def __init__(self, db: Database, store: KeyStore, device_lists: DeviceListService,
                  server_name: str) -> None:
@@ -105,10 +96,11 @@ class DeviceKeyService:
     async def upload(self, requester: Requester, body: JsonDict) -> dict[str, int]:
         user_id, device_id = requester.user_id, requester.device_id
         keys = parse_upload(body, user_id, device_id)
-        lists: DeviceListService | _NoChange = \
-            self._lists if keys.device_keys is not None else _NoChange()
         try:
-            async with lists.change(user_id) as pos, self._db.transaction() as conn:
+            # Only new device keys take a device-list position (0: none, never recorded).
+            position = self._lists.change(user_id) if keys.device_keys is not None \
+                else nullcontext(0)
+            async with position as pos, self._db.transaction() as conn:
                 if not await self._store.device_exists(conn, user_id, device_id):
                     raise MatrixError(401, Codes.UNKNOWN_TOKEN, "This device no longer exists",
                                       soft_logout=False)

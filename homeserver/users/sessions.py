@@ -12,7 +12,6 @@ import contextlib
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from homeserver.errors import Codes, MatrixError
@@ -23,11 +22,6 @@ from homeserver.users.store import UserStore
 from homeserver.users.tokens import TokenCache, new_access_token, new_refresh_token, token_hash
 
 REFRESHABLE_TOKEN_LIFETIME_MS = 3_600_000
-
-
-@contextlib.asynccontextmanager
-async def _no_position() -> AsyncIterator[int]:
-    yield 0
 
 
 def _now() -> int:
@@ -64,8 +58,8 @@ class SessionService:
         changes = self._devices.changes
         # A new device is a device list change (its owner's other devices and everyone sharing
         # a room with them are told), in the transaction that creates it.
-        async with (changes.change(user_id) if changes is not None else _no_position()) as pos, \
-                self._db.transaction() as conn:
+        position = changes.change(user_id) if changes is not None else contextlib.nullcontext(0)
+        async with position as pos, self._db.transaction() as conn:
             new = await self._store.upsert_device(conn, user_id, device_id, display_name, _now(),
                                                   ip)
             if new and changes is not None:
