@@ -9,6 +9,9 @@ Measures any homeserver reachable by URL, using only /_matrix/client/v3:
   d  initial /sync (no since) for a user in R rooms with M messages each
   e  one client sending sequentially into one room: PUT /send round trip p50/p90/p99
   f  K concurrent senders sharing ONE access token (one device) and one room: sends/s
+  p  b again with a fresh room and members, each member with an HTTP pusher aimed at a push
+     gateway this harness runs on loopback (the server must be allowed to reach 127.0.0.1):
+     the fan-out cost of push evaluation, counts and delivery; also pushes received
 
 See bench/README.md. Only aiohttp is needed (Python >= 3.9).
 """
@@ -464,14 +467,78 @@ async def scenario_a(ctx: Ctx):
 
 
 async def scenario_b(ctx: Ctx):
+    return await fanout(ctx, "b", None)
+
+
+class Gateway:
+    """A push gateway that accepts every notification and counts them."""
+
+    def __init__(self):
+        self.received = 0
+        self.first_at = self.last_at = None
+        self.runner = None
+        self.url = ""
+
+    async def start(self):
+        from aiohttp import web
+
+        async def notify(request):
+            await request.read()
+            self.received += 1
+            self.last_at = now()
+            if self.first_at is None:
+                self.first_at = self.last_at
+            return web.json_response({"rejected": []})
+
+        app = web.Application()
+        app.router.add_post("/_matrix/push/v1/notify", notify)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/_matrix/push/v1/notify"
+
+    async def stop(self):
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def scenario_p(ctx: Ctx):
+    gw = Gateway()
+    await gw.start()
+    try:
+        out = await fanout(ctx, "p", gw)
+        t0 = now()
+        expected = out.get("messages_sent", 0) * (out["members"] - 1)
+        while gw.received < expected and now() - t0 < 60:
+            await asyncio.sleep(0.1)
+        out["pushes_expected"] = expected
+        out["pushes_received"] = gw.received
+        out["push_drain_after_last_send_s"] = round(now() - t0, 2)
+        return out
+    finally:
+        await gw.stop()
+
+
+async def fanout(ctx: Ctx, tag: str, gateway: Gateway | None):
     args = ctx.args
-    members = await ctx.users(args.members, "b")
+    members = await ctx.users(args.members, tag)
     sender = members[0]
-    room = await ctx.create_room(sender, "bench b")
+    room = await ctx.create_room(sender, f"bench {tag}")
     t0 = now()
     await gather_limited(args.setup_concurrency, [ctx.join(u, room) for u in members[1:]])
-    log(f"b: {len(members) - 1} joins in {now() - t0:.1f}s")
+    log(f"{tag}: {len(members) - 1} joins in {now() - t0:.1f}s")
+    if gateway is not None:
+        await gather_limited(args.setup_concurrency, [ctx.c.ok(
+            "POST", "/pushers/set", token=u.token, body={
+                "kind": "http", "app_id": "bench.push", "pushkey": f"{ctx.run_id}-{i}",
+                "app_display_name": "bench", "device_display_name": "bench", "lang": "en",
+                "data": {"url": gateway.url, "format": "event_id_only"}})
+            for i, u in enumerate(members)])
+        log(f"{tag}: {len(members)} pushers set, gateway {gateway.url}")
     pending = {}
+    sent = 0
 
     def on_event(bid, t, syncer):
         rec = pending.get(bid)
@@ -489,14 +556,14 @@ async def scenario_b(ctx: Ctx):
     r0 = ctx.c.stats.snapshot()
     total = args.warmup_fanout + args.fanout_messages
     log(
-        f"b: {len(members)} syncing members, {args.warmup_fanout} warm-up + "
+        f"{tag}: {len(members)} syncing members, {args.warmup_fanout} warm-up + "
         f"{args.fanout_messages} measured messages"
     )
     for i in range(total):
         if now() > deadline:
-            log("b: scenario time limit reached")
+            log(f"{tag}: scenario time limit reached")
             break
-        bid = f"{ctx.run_id}.b.{i}"
+        bid = f"{ctx.run_id}.{tag}.{i}"
         rec = {"arr": {}, "done": asyncio.get_running_loop().create_future()}
         pending[bid] = rec
         t_send = now()
@@ -505,9 +572,10 @@ async def scenario_b(ctx: Ctx):
             put_lat.append(t_put - t_send)
         if status != 200:
             ctx.c.stats.errors += 1
-            log(f"b: send failed {status} {data}")
+            log(f"{tag}: send failed {status} {data}")
             pending.pop(bid, None)
             continue
+        sent += 1
         try:
             await asyncio.wait_for(asyncio.shield(rec["done"]), timeout=args.delivery_timeout)
         except TimeoutError:
@@ -531,6 +599,7 @@ async def scenario_b(ctx: Ctx):
     r1 = ctx.c.stats.snapshot()
     return {
         "members": len(members),
+        "messages_sent": sent,
         "last_delivery": summary_ms(last),
         "per_member_delivery": summary_ms(per_member),
         "median_of_per_message_medians_ms": ms(statistics.median(per_msg_median))
@@ -1106,6 +1175,16 @@ def table(results):
     return "\n".join(out)
 
 
+def server_cpu_s(pid):
+    """CPU seconds (user + system) the server process has used so far, or None. Its
+    PostgreSQL's CPU is not in it."""
+    if not pid:
+        return None
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def amain(args):
     deadline = now() + args.max_time
     conn = aiohttp.TCPConnector(
@@ -1147,12 +1226,16 @@ async def amain(args):
             "d": scenario_d,
             "e": scenario_e,
             "f": scenario_f,
+            "p": scenario_p,
         }
         for sc in args.scenarios:
             log(f"=== scenario {sc} ===")
             t0 = now()
+            cpu0 = server_cpu_s(args.server_pid)
             try:
                 results[sc] = await fns[sc](ctx)
+                if cpu0 is not None:
+                    results[sc]["server_cpu_s"] = round(server_cpu_s(args.server_pid) - cpu0, 3)
             except BenchError as e:
                 log(f"scenario {sc} failed: {e}")
                 results[sc] = {"error": str(e)}
@@ -1169,10 +1252,12 @@ def parse_args(argv=None):
     )
     p.add_argument("--url", default="http://127.0.0.1:18008", help="homeserver base URL")
     p.add_argument("--label", default=None, help="name for this run (e.g. synapse, parley)")
-    p.add_argument("--scenarios", default="a,b,c,d", help="comma list of a,b,c,d,e,f")
+    p.add_argument("--scenarios", default="a,b,c,d", help="comma list of a,b,c,d,e,f,p")
     p.add_argument("--messages", type=int, default=300, help="a: measured messages")
     p.add_argument("--warmup-messages", type=int, default=10, help="a: unmeasured first messages")
     p.add_argument("--gap-ms", type=float, default=50, help="a: pause after the poll is re-armed")
+    p.add_argument("--server-pid", type=int, default=0,
+                   help="server process (same machine): its CPU seconds per scenario")
     p.add_argument("--members", type=int, default=100, help="b: syncing members in the room")
     p.add_argument("--fanout-messages", type=int, default=20, help="b: measured messages")
     p.add_argument("--warmup-fanout", type=int, default=2, help="b: unmeasured first messages")
@@ -1222,7 +1307,7 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     for s in a.scenarios:
-        if s not in "abcdef" or len(s) != 1:
+        if s not in "abcdefp" or len(s) != 1:
             p.error(f"unknown scenario {s!r}")
     return a
 

@@ -9,7 +9,9 @@
 #   g  bench_realtime.py connections --mode longpoll: 1,000 parked /sync long-polls (100 users),
 #      the server's RSS before and after / 1,000. Runs first, so the process is fresh.
 #   a-d bench.py: a 1:1 delivery, b 100-member fan-out, c 20 senders, d initial sync
-#      (defaults and client unchanged, so figures compare with RESULTS.md);
+#      (defaults and client unchanged, so figures compare with RESULTS.md), then p: b with
+#      a pusher per member aimed at the harness's loopback push gateway (both servers are
+#      allowed to reach 127.0.0.1 for it);
 #   e,f bench.py --uvloop: e sequential PUT latency, f 10 senders on one access token (a
 #      second client process with a leaner client; its CPU is reported).
 # Writes bench/results/<tag>-<UTC stamp>-*.json (raw, per server), <tag>-<stamp>-manifest.tsv
@@ -129,9 +131,9 @@ run_scenarios() {  # label kind revision url pid file-stem
       >"$logs/$stem-rss.out" 2>"$logs/$stem-rss.err"; then
     say "$label: g failed, see $logs/$stem-rss.err"; tail -n 5 "$logs/$stem-rss.err" >&2 || true
   fi
-  say "$label: bench.py a,b,c,d (client as in RESULTS.md: asyncio, aiohttp)"
-  if ! "$PY" "$here/bench.py" --url "$url" --label "$label" --scenarios a,b,c,d \
-      "${bench_args[@]}" --json "$OUT/$stem.json" \
+  say "$label: bench.py a,b,c,d,p (client as in RESULTS.md: asyncio, aiohttp)"
+  if ! "$PY" "$here/bench.py" --url "$url" --label "$label" --scenarios a,b,c,d,p \
+      --server-pid "$pid" "${bench_args[@]}" --json "$OUT/$stem.json" \
       >"$logs/$stem.out" 2>"$logs/$stem.err"; then
     say "$label: bench.py a-d failed, see $logs/$stem.err"; tail -n 5 "$logs/$stem.err" >&2 || true
   fi
@@ -197,6 +199,7 @@ for rev in "${revs[@]}"; do
   (cd "$data" && PARLEY_DATABASE_URL="postgresql://$PGUSER@$PGHOST:$PGPORT/$db" \
       PARLEY_LISTEN="127.0.0.1:$PAR_PORT" PARLEY_DATA_DIR="$data" PARLEY_SERVER_NAME=localhost \
       PARLEY_REGISTRATION=open PARLEY_RATE_LIMITS=off PARLEY_LOG_LEVEL=WARNING \
+      PARLEY_OUTBOUND_ALLOW=127.0.0.1/32 \
       exec "$venv/bin/python" -m homeserver run) >"$logs/parley-$n-$short.log" 2>&1 </dev/null &
   par_pid=$!
   wait_http "http://127.0.0.1:$PAR_PORT" "$par_pid" \

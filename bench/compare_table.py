@@ -24,6 +24,14 @@ METRICS: list[tuple[str, str, tuple[str, ...]]] = [
     ("b fan-out: last of N members p50 (ms)", "b", ("last_delivery", "p50_ms")),
     ("b fan-out: last of N members p99 (ms)", "b", ("last_delivery", "p99_ms")),
     ("b fan-out: per-member delivery median (ms)", "b", ("per_member_delivery", "p50_ms")),
+    ("p fan-out, every member with a pusher: last of N p50 (ms)", "p",
+     ("last_delivery", "p50_ms")),
+    ("p fan-out with pushers: last of N p99 (ms)", "p", ("last_delivery", "p99_ms")),
+    ("p pushes received", "p", ("pushes_received",)),
+    ("b server CPU, whole scenario (s)", "b", ("server_cpu_s",)),
+    ("p server CPU, whole scenario incl. pushing (s)", "p", ("server_cpu_s",)),
+    ("p pushes expected", "p", ("pushes_expected",)),
+    ("p all pushes in, seconds after the last send", "p", ("push_drain_after_last_send_s",)),
     ("c 20 senders, own rooms: sends/s", "c", ("separate_rooms", "sends_per_s")),
     ("c 20 senders, 1 shared room: sends/s", "c", ("shared_room", "sends_per_s")),
     ("c shared room PUT p50 (ms)", "c", ("shared_room", "put_latency", "p50_ms")),
@@ -42,7 +50,7 @@ METRICS: list[tuple[str, str, tuple[str, ...]]] = [
     ("g server RSS with polls parked (MB)", "rss", ("rss_open_kb",)),
     ("idle GET /versions round trip p50 (ms)", "", ("idle_versions_rtt_p50_ms",)),
 ]
-COUNTED = ("a", "b", "c", "d", "e", "f")
+COUNTED = ("a", "b", "c", "d", "e", "f", "p")
 
 
 def dig(d: Any, path: tuple[str, ...]) -> Any:

@@ -66,13 +66,23 @@ async def run(members: int, messages: int, push: bool) -> dict[str, Any]:
                 if not push:
                     hooks.clear()
                 else:
-                    async def timed(conn: Any, room: Any, ev: Any,
-                                    inner: Any = hooks[0]) -> None:
-                        w, c = time.perf_counter(), time.process_time()
-                        await inner(conn, room, ev)
-                        hook_cpu.append(time.process_time() - c)
-                        hook_wall.append(time.perf_counter() - w)
-                    hooks[0] = timed
+                    class Timed:
+                        def __init__(self, inner: Any) -> None:
+                            self.inner = inner
+
+                        def wants(self, room: Any, ev: Any) -> bool:
+                            return bool(self.inner.wants(room, ev))
+
+                        async def write(self, conn: Any, room: Any, events: Any) -> Any:
+                            w, c = time.perf_counter(), time.process_time()
+                            out = await self.inner.write(conn, room, events)
+                            hook_cpu.append(time.process_time() - c)
+                            hook_wall.append(time.perf_counter() - w)
+                            return out
+
+                        def finished(self, room: Any, written: Any, committed: bool) -> None:
+                            self.inner.finished(room, written, committed)
+                    hooks[0] = Timed(hooks[0])
                 async with aiohttp.ClientSession() as s:
                     c = Client(server.url, s)
                     users = [await c.register() for _ in range(members)]

@@ -99,6 +99,8 @@ c.update({
     "suppress_key_server_warning": True,
     "room_list_publication_rules": [{"action": "allow"}],
     "url_preview_enabled": False,
+    # bench.py p: pushers aimed at the harness's push gateway on loopback
+    "ip_range_whitelist": ["127.0.0.1/32"],
     "rc_message": big,
     "rc_registration": big,
     "rc_registration_token_validity": big,

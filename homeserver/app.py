@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,6 +63,7 @@ from homeserver.presence.store import PresenceStore
 from homeserver.push.notifications import NotificationService
 from homeserver.push.notify_store import NotificationStore
 from homeserver.push.pushers import PusherService
+from homeserver.push.retention import NotificationPruner
 from homeserver.push.sender import PusherSender
 from homeserver.push.service import PushRuleService
 from homeserver.push.store import PushRuleStore
@@ -74,11 +75,11 @@ from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
-from homeserver.rooms.state import EventCache, RoomData, RoomRegistry, StateGroups
+from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
-from homeserver.rooms.writer import MembershipHook, PersistEvent, PersistHook, RoomWriter
+from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
 from homeserver.signing import ServerSigningKey, load_old_keys
 from homeserver.storage.database import Database
 from homeserver.storage.instances import InstanceRegistry
@@ -189,10 +190,9 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     visibility = Visibility(groups, cache)
     membership_hooks: list[MembershipHook] = []
     persist_hooks: list[PersistHook] = []
-    persist_wanted: dict[PersistHook, Callable[[RoomData, PersistEvent], bool]] = {}
     writer = RoomWriter(db, event_store, groups_store, room_store, cache, groups, members,
                         event_stream, IdPool("state_group_seq", db), membership_hooks,
-                        on_persist=persist_hooks, persist_wanted=persist_wanted)
+                        on_persist=persist_hooks)
     # -- users: one store, one small service per concern; the token cache and last seen
     # values are shared by the services that end sessions.
     tokens = TokenCache()
@@ -214,8 +214,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     notification_store = NotificationStore()
     notifications = NotificationService(db, config.server_name, notification_store,
                                         PushRuleStore(), cache)
-    persist_hooks.append(notifications.on_persist)
-    persist_wanted[notifications.on_persist] = notifications.wants
+    persist_hooks.append(notifications)
     push_rules.on_change.append(notifications.invalidate)
     profiles = ProfileService(db, user_store)
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
@@ -224,7 +223,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     instances = InstanceRegistry(
         db, config.instance_name, [event_stream, account_stream, receipt_stream,
                                    to_device_stream, device_list_stream], refresher.on_advance,
-        on_peers=[tokens.on_peers, device_keys.on_peers])
+        on_peers=[tokens.on_peers, device_keys.on_peers, notifications.on_peers])
     reader = RoomReader(db, event_store, room_store, cache, groups, visibility, members,
                         registry)
     sources = SyncSources(device_lists=device_lists, key_counts=device_keys,
@@ -255,7 +254,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # -- receipts
     receipt_store = ReceiptStore()
     hs.receipts = ReceiptService(db, receipt_store, registry, cache, notifier, receipt_stream,
-                                 on_write=[notifications.on_receipt])
+                                 on_write=[notifications.on_receipt],
+                                 on_committed=[notifications.receipt_committed])
     refresher.others["receipts"] = hs.receipts.on_advance
     sources.receipts = hs.receipts
     # -- to-device
@@ -283,11 +283,12 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.notifications = notifications
     hs.pushers = PusherService(db, notification_store)
     pusher_sender = PusherSender(
-        db, notification_store, notifications, cache, registry, event_stream,
+        db, notification_store, cache, registry, event_stream,
         OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)),
         config.instance_name)
-    hs.pushers.on_change.append(pusher_sender.wake)
+    hs.pushers.on_change.append(pusher_sender.pushers_changed)
     hs.background.append(pusher_sender)
+    hs.background.append(NotificationPruner(db, notification_store))
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream))

@@ -5,13 +5,21 @@ all hold decides the actions.
 Compiling matters because every event is evaluated for every member of its room inside the
 event's transaction: glob patterns become regexes once (shared between users through an LRU
 cache), property paths are split once, and the per-event work is a few dict lookups per rule.
+
+A ruleset can also be compiled once for many users: `rules.merge(USER, changes)` puts the
+`USER` placeholder where the defaults name the user (`.m.rule.invite_for_me`,
+`.m.rule.is_user_mention`), and its matchers read the user from `EvalContext.user_id`. Every
+user with the same changes (most have none) then shares one `CompiledRules`, and
+`evaluate_many` decides a rule's user-independent conditions once per event for all of them,
+so a 100-member room costs one pass over the rules plus a per-user check where a rule names
+the user.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +32,16 @@ _WORD = "A-Za-z0-9_"
 _MISSING = object()
 
 
+class _UserParam(str):
+    """The type of `USER`: told apart from any user-supplied string by identity."""
+
+    __slots__ = ()
+
+
+# Stands for "the user whose rules these are" in a ruleset compiled for many users.
+USER: str = _UserParam("@\x00user:\x00")
+
+
 @dataclass(slots=True)
 class EvalContext:
     """What the conditions need beyond the event itself, for one room at one event."""
@@ -33,6 +51,8 @@ class EvalContext:
     display_name: str | None = None
     # m.room.power_levels content of the room (sender_notification_permission).
     power_levels: Mapping[str, Any] = field(default_factory=dict)
+    # Whose rules run, for a ruleset compiled with the `USER` placeholder.
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +137,16 @@ def _never(_e: Mapping[str, Any], _c: EvalContext) -> bool:
 
 def _event_match(key: str, pattern: str) -> Matcher:
     path = split_path(key)
+    if pattern is USER:
+        words = key == "content.body"
+
+        def mu(event: Mapping[str, Any], ctx: EvalContext) -> bool:
+            value = lookup(event, path)
+            if not isinstance(value, str) or ctx.user_id is None:
+                return False
+            rx = glob_regex(ctx.user_id, words)
+            return (rx.search if words else rx.match)(value) is not None
+        return mu
     rx = glob_regex(pattern, key == "content.body")
     find = rx.search if key == "content.body" else rx.match
 
@@ -128,6 +158,11 @@ def _event_match(key: str, pattern: str) -> Matcher:
 
 def _property_is(key: str, expected: Any) -> Matcher:
     path = split_path(key)
+    if expected is USER:
+        def mu(event: Mapping[str, Any], ctx: EvalContext) -> bool:
+            value = lookup(event, path)
+            return isinstance(value, str) and value == ctx.user_id
+        return mu
 
     def m(event: Mapping[str, Any], _c: EvalContext) -> bool:
         value = lookup(event, path)
@@ -137,6 +172,13 @@ def _property_is(key: str, expected: Any) -> Matcher:
 
 def _property_contains(key: str, expected: Any) -> Matcher:
     path = split_path(key)
+    if expected is USER:
+        def mu(event: Mapping[str, Any], ctx: EvalContext) -> bool:
+            value = lookup(event, path)
+            user = ctx.user_id
+            return isinstance(value, list) and any(
+                type(v) is str and v == user for v in value)
+        return mu
 
     def m(event: Mapping[str, Any], _c: EvalContext) -> bool:
         value = lookup(event, path)
@@ -201,6 +243,13 @@ def _notification_permission(key: str) -> Matcher:
     return m
 
 
+def per_user(cond: Mapping[str, Any]) -> bool:
+    """Whether the condition's outcome can differ between users of one room at one event
+    (the rest depend only on the event and the room, so are decided once for everyone)."""
+    return cond.get("kind") == "contains_display_name" or any(
+        cond.get(k) is USER for k in ("pattern", "value"))
+
+
 def compile_condition(cond: Mapping[str, Any]) -> Matcher:
     """A matcher for one condition; unknown or malformed conditions never match (spec)."""
     kind = cond.get("kind")
@@ -245,6 +294,8 @@ def _conditions_of(kind: str, rule: Mapping[str, Any]) -> list[Mapping[str, Any]
 class _Compiled:
     matchers: tuple[Matcher, ...]
     outcome: Outcome
+    shared: tuple[Matcher, ...]  # the same for every user at one event
+    own: tuple[Matcher, ...]  # per user (names the user, or their display name)
 
 
 def _outcome(rule_id: str, actions: Any) -> Outcome:
@@ -261,7 +312,7 @@ def _outcome(rule_id: str, actions: Any) -> Outcome:
 class CompiledRules:
     """One user's ruleset, ready to evaluate. Disabled rules are dropped at compile time."""
 
-    __slots__ = ("_rules",)
+    __slots__ = ("_rules", "needs_display_name")
 
     def __init__(self, ruleset: Mapping[str, Any]) -> None:
         rules: list[_Compiled] = []
@@ -270,10 +321,19 @@ class CompiledRules:
             for rule in scope.get(kind, []) or []:
                 if not isinstance(rule, dict) or not rule.get("enabled", True):
                     continue
-                matchers = tuple(compile_condition(c) for c in _conditions_of(kind, rule))
-                rules.append(_Compiled(matchers, _outcome(str(rule.get("rule_id")),
-                                                          rule.get("actions", []))))
+                conds = _conditions_of(kind, rule)
+                compiled = [(compile_condition(c), per_user(c)) for c in conds]
+                rules.append(_Compiled(
+                    tuple(m for m, _ in compiled),
+                    _outcome(str(rule.get("rule_id")), rule.get("actions", [])),
+                    tuple(m for m, own in compiled if not own),
+                    tuple(m for m, own in compiled if own)))
         self._rules = tuple(rules)
+        self.needs_display_name = any(
+            c.get("kind") == "contains_display_name"
+            for kind in KINDS for rule in scope.get(kind, []) or []
+            if isinstance(rule, dict) and rule.get("enabled", True)
+            for c in _conditions_of(kind, rule))
 
     def evaluate(self, event: Mapping[str, Any], ctx: EvalContext) -> Outcome | None:
         """The outcome of the first matching rule, or None when no rule matches."""
@@ -281,3 +341,39 @@ class CompiledRules:
             if all(m(event, ctx) for m in rule.matchers):
                 return rule.outcome
         return None
+
+    def evaluate_many(self, event: Mapping[str, Any], room: EvalContext,
+                      users: Sequence[str],
+                      display_name: Callable[[str], str | None] | None = None,
+                      ) -> list[Outcome | None]:
+        """`evaluate` for each of `users` sharing this ruleset, in one pass over the rules:
+        a rule's shared conditions are decided once, its per-user ones for each user still
+        undecided. `room` gives the room's member count and power levels; `display_name`
+        looks a user's up (needed only when `needs_display_name`)."""
+        out: list[Outcome | None] = [None] * len(users)
+        pending = list(range(len(users)))
+        contexts: dict[int, EvalContext] = {}
+        for rule in self._rules:
+            if not pending:
+                break
+            if not all(m(event, room) for m in rule.shared):
+                continue
+            if not rule.own:
+                for i in pending:
+                    out[i] = rule.outcome
+                break
+            rest: list[int] = []
+            for i in pending:
+                ctx = contexts.get(i)
+                if ctx is None:
+                    user = users[i]
+                    name = display_name(user) if display_name is not None \
+                        and self.needs_display_name else None
+                    ctx = contexts[i] = EvalContext(room.member_count, name,
+                                                    room.power_levels, user)
+                if all(m(event, ctx) for m in rule.own):
+                    out[i] = rule.outcome
+                else:
+                    rest.append(i)
+            pending = rest
+        return out

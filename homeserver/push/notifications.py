@@ -1,16 +1,24 @@
 """Push-rule evaluation for every event, unread counts and the notifications list.
 
-`NotificationService.on_persist` is a RoomWriter persist hook: it runs inside the event's
-transaction, so the event, its notifications and the new counts commit together and /sync shows
-the count with the event (spec "Server behaviour"). It evaluates the rules of every local joined
-member except the sender (and of a local invitee, for `.m.rule.invite_for_me`), with each user's
-rules compiled once and kept until that user changes them.
+`NotificationService` is a RoomWriter persist hook: `write` runs inside the transaction of the
+events it wants (one event, or a group commit's batch), so the events, their notifications and
+the new counts commit together and /sync shows the count with the event (spec "Server
+behaviour"). It evaluates the rules of every local joined member except the sender (and of a
+local invitee, for `.m.rule.invite_for_me`). Users with the same rule changes (most have none)
+share one ruleset compiled with the user as a parameter, evaluated for all of them in one pass
+(`CompiledRules.evaluate_many`); a batch is written in one statement.
 
 Counts are per user, room and thread ('main' for the main timeline). A read receipt (m.read or
 m.read.private, whichever is ahead: marks are never undone) marks the notifications up to its
 event as read, in its thread only when the receipt is threaded, and the counts go down by as
 many (they are always the number of unread rows). Sending an event counts as reading the
-room up to it.
+room up to it (spec "Marking notifications as read").
+
+Every woken /sync of every member reads its counts, so while this process is the only one on
+the database the counts are also kept in memory per (user, room): loaded on first read, moved
+by `finished` after each write commits (before readers are woken), and dropped after a receipt
+commits. A load that overlaps a write is not kept. With other processes on the database every
+read goes to it.
 
 Limit: the compiled-rules cache is per process; a rule change on another process reaches this
 one's evaluation when this process next drops the user (restart or cache eviction).
@@ -20,11 +28,13 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import orjson
 
 from homeserver.push import rules
-from homeserver.push.evaluator import CompiledRules, EvalContext
+from homeserver.push.evaluator import USER, CompiledRules, EvalContext
 from homeserver.push.notify_store import NotificationStore
 from homeserver.push.store import PushRuleStore
 from homeserver.rooms.state import EventCache, RoomData
@@ -35,6 +45,18 @@ from homeserver.types import JsonDict
 MAIN = "main"
 THREAD_HOPS = 3
 RULES_CACHE_SIZE = 50_000
+COUNTS_CACHE_SIZE = 200_000
+
+Counts = dict[str, tuple[int, int]]  # thread -> (notifications, highlights), non-zero only
+
+
+@dataclass(slots=True)
+class Written:
+    """What one `write` changed, for `committed` to apply to the in-memory counts."""
+
+    room_id: str
+    readers: set[str] = field(default_factory=set)  # read the whole room (their own send)
+    added: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
 class NotificationService:
@@ -45,7 +67,20 @@ class NotificationService:
         self._store = store
         self._rule_store = rule_store
         self._cache = cache
+        self._default_rules = CompiledRules(rules.merge(USER, None))
         self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
+        self._by_changes: dict[str, CompiledRules] = {}  # shared by users with equal changes
+        self._counts: OrderedDict[tuple[str, str], Counts] = OrderedDict()
+        self._cache_counts = True
+        self._loading: dict[tuple[str, str], int] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._writing: dict[tuple[str, str], int] = {}
+
+    def on_peers(self, peers: list[str]) -> None:
+        """Other processes share the database: their writes would not move our counts."""
+        self._cache_counts = not peers
+        if peers:
+            self._counts.clear()
 
     # ------------------------------------------------------------------ compiled rules
 
@@ -65,8 +100,16 @@ class NotificationService:
         if missing:
             raw = await self._rule_store.get_many(conn, missing)
             for u in missing:
-                changes = orjson.loads(raw[u]) if u in raw else None
-                out[u] = self._rules[u] = CompiledRules(rules.merge(u, changes))
+                changes = raw.get(u)
+                shared = self._default_rules if changes is None \
+                    else self._by_changes.get(changes)
+                if shared is None:
+                    assert changes is not None
+                    if len(self._by_changes) >= RULES_CACHE_SIZE:
+                        self._by_changes.clear()
+                    shared = self._by_changes[changes] = CompiledRules(
+                        rules.merge(USER, orjson.loads(changes)))
+                out[u] = self._rules[u] = shared
             while len(self._rules) > RULES_CACHE_SIZE:
                 self._rules.popitem(last=False)
         return out
@@ -97,7 +140,7 @@ class NotificationService:
         return user_id.endswith(self._suffix)
 
     def wants(self, room: RoomData, ev: PersistEvent) -> bool:
-        """Whether `on_persist` has work for this event: some local member other than the
+        """Whether `write` has work for this event: some local member other than the
         sender (or a local invitee). A sender alone with local nobody, the common case of a
         bot's or a note-to-self room, keeps the writer's one-statement path; the implicit
         read-up-to of their own send is then skipped (their next read receipt does it)."""
@@ -111,9 +154,9 @@ class NotificationService:
                 and ev.state_key != sender and self._local(ev.state_key)
                 and pdu.get("content", {}).get("membership") == "invite")
 
-    async def on_persist(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
-        if not ev.served:
-            return
+    async def _notified(self, conn: Conn, room: RoomData, ev: PersistEvent,
+                        ) -> list[tuple[str, str, bool]]:
+        """(user, actions JSON, highlight) for each local user the event notifies."""
         pdu = ev.pdu
         sender = pdu.get("sender")
         joined = room.joined_members()
@@ -122,35 +165,111 @@ class NotificationService:
                 and self._local(ev.state_key) and ev.state_key not in candidates \
                 and pdu.get("content", {}).get("membership") == "invite":
             candidates.append(ev.state_key)
-        reader = sender if isinstance(sender, str) and self._local(sender) else None
         if not candidates:
-            if reader is not None:
-                await self._store.mark_read(conn, reader, room.room_id, ev.pos, None)
-            return
+            return []
         state = room.state_pdus()
         pl_event = state.get(("m.room.power_levels", ""))
         power_levels = pl_event.get("content", {}) if pl_event is not None else {}
-        compiled = await self._compiled(conn, candidates)
-        member_count = len(joined)
-        users: list[str] = []
-        actions: list[str] = []
-        highlights: list[bool] = []
-        for user_id in candidates:
+        ctx = EvalContext(len(joined), None, power_levels)
+
+        def display_name(user_id: str) -> str | None:
             member = state.get(("m.room.member", user_id))
             name = member.get("content", {}).get("displayname") if member is not None else None
-            ctx = EvalContext(member_count, name if isinstance(name, str) else None,
-                              power_levels)
-            out = compiled[user_id].evaluate(pdu, ctx)
-            if out is None or not out.notify:
+            return name if isinstance(name, str) else None
+
+        compiled = await self._compiled(conn, candidates)
+        groups: dict[int, tuple[CompiledRules, list[str]]] = {}
+        for user_id in candidates:
+            c = compiled[user_id]
+            groups.setdefault(id(c), (c, []))[1].append(user_id)
+        out: list[tuple[str, str, bool]] = []
+        for c, users in groups.values():
+            for user_id, outcome in zip(users, c.evaluate_many(pdu, ctx, users, display_name),
+                                        strict=True):
+                if outcome is not None and outcome.notify:
+                    out.append((user_id, outcome.actions_json, outcome.highlight))
+        return out
+
+    async def write(self, conn: Conn, room: RoomData,
+                    events: Sequence[PersistEvent]) -> Written:
+        """In the events' transaction: their notifications, the counts, and each local
+        sender's read-up-to. `events` are in stream order."""
+        done = Written(room.room_id)
+        # Per notification: (user, pos, event id, thread, actions, highlight).
+        rows: list[tuple[str, int, str, str, str, bool]] = []
+        last_send: dict[str, int] = {}
+        for ev in events:
+            if not ev.served:
                 continue
-            users.append(user_id)
-            actions.append(out.actions_json)
-            highlights.append(out.highlight)
-        if not users and reader is None:
+            notified = await self._notified(conn, room, ev)
+            if notified:
+                thread = await self.thread_of(ev)
+                rows += [(u, ev.pos, ev.event_id, thread, a, h) for u, a, h in notified]
+            sender = ev.pdu.get("sender")
+            if isinstance(sender, str) and self._local(sender):
+                last_send[sender] = ev.pos
+        # A sender's notifications from before their send are read; those from events after
+        # it (later in this batch) are not. Rows of earlier writes are all before this batch.
+        readers = [u for u in last_send if not self._known_clean(u, room.room_id)]
+        if readers:
+            await self._store.mark_room_read(conn, room.room_id, readers,
+                                             [last_send[u] for u in readers])
+        done.readers = set(last_send)
+        if rows:
+            unread = [last_send.get(r[0], 0) < r[1] for r in rows]
+            await self._store.insert(conn, room.room_id, int(time.time() * 1000), rows, unread)
+            for (u, _pos, _e, thread, _a, h), new in zip(rows, unread, strict=True):
+                if new:
+                    n0, h0 = done.added.get((u, thread), (0, 0))
+                    done.added[(u, thread)] = (n0 + 1, h0 + int(h))
+        if self._cache_counts:  # until `finished`, a load of these counts is not kept
+            for key in [(u, room.room_id) for u in done.readers] + [
+                    (u, room.room_id) for u, _ in done.added]:
+                self._writing[key] = self._writing.get(key, 0) + 1
+        return done
+
+    def _known_clean(self, user_id: str, room_id: str) -> bool:
+        """The counts in memory say the user has nothing unread in the room (so no row to
+        mark read: the counts are the number of unread rows)."""
+        if not self._cache_counts:
+            return False
+        counts = self._counts.get((user_id, room_id))
+        return counts is not None and not counts
+
+    def finished(self, room: RoomData, done: Written, committed: bool) -> None:
+        """After the transaction of what `write` wrote, before readers are woken."""
+        if not self._cache_counts:
             return
-        thread = await self.thread_of(ev) if users else MAIN
-        await self._store.on_event(conn, room.room_id, ev.event_id, ev.pos, thread,
-                                   int(time.time() * 1000), users, actions, highlights, reader)
+        keys = [(u, done.room_id) for u in done.readers] + [
+            (u, done.room_id) for u, _ in done.added]
+        for key in keys:
+            left = self._writing.get(key, 0) - 1
+            if left > 0:
+                self._writing[key] = left
+            else:
+                self._writing.pop(key, None)
+        if not committed:
+            for key in keys:
+                if key in self._loading:
+                    self._dirty.add(key)
+            return
+        for u in done.readers:
+            self._touch((u, done.room_id), reset=True)
+        for (u, thread), (n, h) in done.added.items():
+            counts = self._touch((u, done.room_id))
+            if counts is not None:
+                n0, h0 = counts.get(thread, (0, 0))
+                counts[thread] = (n0 + n, h0 + h)
+
+    def _touch(self, key: tuple[str, str], reset: bool = False) -> Counts | None:
+        """The cached counts of `key` to change in place (emptied if `reset`), or None when
+        not cached; a load in flight for it will not be kept."""
+        if key in self._loading:
+            self._dirty.add(key)
+        counts = self._counts.get(key)
+        if counts is not None and reset:
+            counts.clear()
+        return counts
 
     # ------------------------------------------------------------------ receipts
 
@@ -161,30 +280,76 @@ class NotificationService:
             return
         await self._store.mark_read(conn, user_id, room_id, event_pos, thread_id or None)
 
+    def receipt_committed(self, room_id: str, user_id: str) -> None:
+        """After a receipt's transaction commits: its counts are read again from the
+        database (a receipt is rarer than an event, so no need to work out the change)."""
+        key = (user_id, room_id)
+        if key in self._loading:
+            self._dirty.add(key)
+        self._counts.pop(key, None)
+
     # ------------------------------------------------------------------ reads
 
     async def counts(self, user_id: str, room_ids: list[str],
                      by_thread: bool) -> dict[str, JsonDict]:
         """Per room: {"unread_notifications": {...}} and, when `by_thread`, the main
         timeline's counts there plus "unread_thread_notifications" per thread root."""
-        out: dict[str, JsonDict] = {
-            r: {"unread_notifications": {"notification_count": 0, "highlight_count": 0}}
-            for r in room_ids}
-        if not room_ids:
-            return out
-        async with self._db.connection() as conn:
-            rows = await self._store.counts(conn, user_id, room_ids)
-        for r in rows:
-            body = out[r["room_id"]]
-            n, h = int(r["notification_count"]), int(r["highlight_count"])
-            if by_thread and r["thread_id"] != MAIN:
-                if n or h:
-                    body.setdefault("unread_thread_notifications", {})[r["thread_id"]] = {
+        out: dict[str, JsonDict] = {}
+        for room_id, counts in (await self._room_counts(user_id, room_ids)).items():
+            body: JsonDict = {}
+            n_all = h_all = 0
+            for thread, (n, h) in counts.items():
+                if by_thread and thread != MAIN:
+                    body.setdefault("unread_thread_notifications", {})[thread] = {
                         "notification_count": n, "highlight_count": h}
-                continue
-            un = body["unread_notifications"]
-            un["notification_count"] += n
-            un["highlight_count"] += h
+                else:
+                    n_all += n
+                    h_all += h
+            body["unread_notifications"] = {"notification_count": n_all,
+                                            "highlight_count": h_all}
+            out[room_id] = body
+        return out
+
+    async def _room_counts(self, user_id: str, room_ids: list[str]) -> dict[str, Counts]:
+        out: dict[str, Counts] = {}
+        missing: list[str] = []
+        for room_id in room_ids:
+            counts = self._counts.get((user_id, room_id)) if self._cache_counts else None
+            if counts is None:
+                missing.append(room_id)
+            else:
+                self._counts.move_to_end((user_id, room_id))
+                out[room_id] = dict(counts)
+        if not missing:
+            return out
+        keys = [(user_id, r) for r in missing]
+        for k in keys:
+            self._loading[k] = self._loading.get(k, 0) + 1
+        try:
+            async with self._db.connection() as conn:
+                rows = await self._store.counts(conn, user_id, missing)
+        finally:
+            for k in keys:
+                left = self._loading[k] - 1
+                if left:
+                    self._loading[k] = left
+                else:
+                    del self._loading[k]
+        loaded: dict[str, Counts] = {r: {} for r in missing}
+        for r in rows:
+            n, h = int(r["notification_count"]), int(r["highlight_count"])
+            if n or h:
+                loaded[r["room_id"]][r["thread_id"]] = (n, h)
+        for room_id, counts in loaded.items():
+            out[room_id] = dict(counts)
+            key = (user_id, room_id)
+            if key in self._dirty:
+                if key not in self._loading:
+                    self._dirty.discard(key)
+            elif self._cache_counts and key not in self._writing:
+                self._counts[key] = counts
+        while len(self._counts) > COUNTS_CACHE_SIZE:
+            self._counts.popitem(last=False)
         return out
 
     async def total_unread(self, user_id: str) -> int:

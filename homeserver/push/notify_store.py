@@ -27,28 +27,49 @@ _DECREMENT = ("UPDATE push_counts pc SET notification_count = pc.notification_co
 class NotificationStore:
     # ------------------------------------------------------------------ written with the event
 
-    async def on_event(self, conn: Conn, room_id: str, event_id: str, pos: int,
-                       thread_id: str, ts: int, users: Sequence[str], actions: Sequence[str],
-                       highlights: Sequence[bool], reader: str | None) -> None:
-        """In one round trip: `reader` (the local sender) has read the room up to `pos`, and
-        each of `users` gets a notification and their counts incremented."""
+    async def mark_room_read(self, conn: Conn, room_id: str, users: Sequence[str],
+                             uptos: Sequence[int]) -> None:
+        """Each of `users` has read the room, every thread, up to their `uptos` (their own
+        send): their notifications there are read and their counts go down by as many."""
+        # All of the room's rows already written are before this batch (the room's writes are
+        # serialised), so the latest `upto` bounds every reader's; a plain `= ANY` keeps the
+        # partial index in use whatever plan a prepared statement ends up with.
         await conn.execute(
-            "WITH r AS (" + _READ.format(user="$9", upto="$3", thread="NULL") + "),"
-            " rc AS (" + _DECREMENT.format(user="$9") + "),"
-            " n AS ("
+            "WITH r AS (UPDATE push_notifications SET unread = FALSE"
+            "   WHERE user_id = ANY($2::text[]) AND room_id = $1 AND unread"
+            "   AND stream_ordering <= $3 RETURNING user_id, thread_id, highlight)"
+            " UPDATE push_counts pc SET notification_count = pc.notification_count - d.n,"
+            "   highlight_count = pc.highlight_count - d.h"
+            " FROM (SELECT user_id, thread_id, count(*)::int AS n,"
+            "   (count(*) FILTER (WHERE highlight))::int AS h FROM r"
+            "   GROUP BY user_id, thread_id) d"
+            " WHERE pc.user_id = d.user_id AND pc.room_id = $1 AND pc.thread_id = d.thread_id",
+            room_id, list(users), max(uptos))
+
+    async def insert(self, conn: Conn, room_id: str, ts: int,
+                     rows: Sequence[tuple[str, int, str, str, str, bool]],
+                     unread: Sequence[bool]) -> None:
+        """Notifications (user, stream ordering, event id, thread, actions, highlight) of one
+        room, in one statement with the counts of the unread ones."""
+        await conn.execute(
+            "WITH n AS ("
             "  INSERT INTO push_notifications (user_id, stream_ordering, room_id, event_id,"
-            "    thread_id, actions, highlight, ts)"
-            "  SELECT u, $3, $1, $2, $4, a, h, $5"
-            "  FROM unnest($6::text[], $7::text[], $8::bool[]) AS x (u, a, h)"
-            "  ON CONFLICT DO NOTHING RETURNING user_id, highlight)"
+            "    thread_id, actions, highlight, ts, unread)"
+            "  SELECT u, p, $1, e, t, a, h, $2, r"
+            "  FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],"
+            "    $8::bool[], $9::bool[]) AS x (u, p, e, t, a, h, r)"
+            "  ON CONFLICT DO NOTHING RETURNING user_id, thread_id, highlight, unread)"
             " INSERT INTO push_counts (user_id, room_id, thread_id, notification_count,"
             "   highlight_count)"
-            " SELECT user_id, $1, $4, 1, highlight::int FROM n"
+            " SELECT user_id, $1, thread_id, count(*)::int,"
+            "   (count(*) FILTER (WHERE highlight))::int FROM n WHERE unread"
+            "   GROUP BY user_id, thread_id"
             " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
-            "   notification_count = push_counts.notification_count + 1,"
+            "   notification_count = push_counts.notification_count"
+            "     + EXCLUDED.notification_count,"
             "   highlight_count = push_counts.highlight_count + EXCLUDED.highlight_count",
-            room_id, event_id, pos, thread_id, ts, list(users), list(actions), list(highlights),
-            reader)
+            room_id, ts, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+            [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows], list(unread))
 
     async def mark_read(self, conn: Conn, user_id: str, room_id: str, upto: int,
                         thread_id: str | None) -> None:
@@ -85,10 +106,34 @@ class NotificationStore:
                     limit: int) -> list[asyncpg.Record]:
         """A pusher's queue: the user's notifications in (after, upto], oldest first."""
         return list(await conn.fetch(
-            "SELECT stream_ordering, room_id, event_id, actions, highlight"
+            "SELECT stream_ordering, room_id, event_id, actions"
             " FROM push_notifications WHERE user_id = $1 AND stream_ordering > $2"
             " AND stream_ordering <= $3 ORDER BY stream_ordering LIMIT $4",
             user_id, after, upto, limit))
+
+    async def new_for_users(self, conn: Conn, user_ids: Sequence[str], after: int,
+                            upto: int) -> list[asyncpg.Record]:
+        """The pusher sender's round: these users' notifications in (after, upto], oldest
+        first."""
+        return list(await conn.fetch(
+            "SELECT user_id, stream_ordering, room_id, event_id, actions"
+            " FROM push_notifications WHERE user_id = ANY($1::text[])"
+            " AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY stream_ordering",
+            list(user_ids), after, upto))
+
+    async def unread_totals(self, conn: Conn, user_ids: Sequence[str]) -> dict[str, int]:
+        """Each user's unread notifications over all rooms (a push's badge count)."""
+        rows = await conn.fetch(
+            "SELECT user_id, sum(notification_count)::int AS n FROM push_counts"
+            " WHERE user_id = ANY($1::text[]) GROUP BY user_id", list(user_ids))
+        return {r["user_id"]: int(r["n"]) for r in rows}
+
+    async def delete_read_before(self, conn: Conn, cutoff_ts: int, limit: int) -> int:
+        """Up to `limit` read notifications written before `cutoff_ts`; how many went."""
+        return int((await conn.execute(
+            "DELETE FROM push_notifications WHERE ctid = ANY(ARRAY("
+            " SELECT ctid FROM push_notifications WHERE NOT unread AND ts < $1 LIMIT $2))",
+            cutoff_ts, limit)).split()[-1])
 
     async def newest(self, conn: Conn, user_id: str) -> int:
         return int(await conn.fetchval(

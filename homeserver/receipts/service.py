@@ -38,6 +38,8 @@ THREAD_HOPS = 3  # how far to follow relations to find an event's thread (the sp
 # (conn, room_id, receipt_type, user_id, thread_id or None, the event's stream ordering): runs
 # in the receipt's transaction (push notification counts are reset there).
 ReceiptHook = Callable[[Any, str, str, str, str | None, int], Awaitable[None]]
+# (room_id, user_id): after that receipt's transaction committed, before anyone is woken.
+ReceiptCommitted = Callable[[str, str], None]
 
 
 class ReceiptService:
@@ -45,9 +47,11 @@ class ReceiptService:
 
     def __init__(self, db: Database, store: ReceiptStore, rooms: RoomRegistry,
                  cache: EventCache, notifier: Notifier, stream: Stream,
-                 on_write: list[ReceiptHook] | None = None) -> None:
+                 on_write: list[ReceiptHook] | None = None,
+                 on_committed: list[ReceiptCommitted] | None = None) -> None:
         self._db = db
         self._on_write = on_write if on_write is not None else []
+        self._on_committed = on_committed if on_committed is not None else []
         self._store = store
         self._rooms = rooms
         self._cache = cache
@@ -122,6 +126,8 @@ class ReceiptService:
         except BaseException:
             self.stream.finish(pos)
             raise
+        for cb in self._on_committed:
+            cb(room_id, requester.user_id)
         self._room_pos[room_id] = max(pos, self._room_pos.get(room_id, 0))
         self.stream.finish(pos, wake=wake)
 

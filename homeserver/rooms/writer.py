@@ -28,9 +28,9 @@ sync range can include them.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -126,8 +126,22 @@ class Batch:
 
 # (room, user_id, new membership): runs after the change is in memory; must not block.
 MembershipHook = Callable[[RoomData, str, str], None]
-# Work that must commit with the event (push actions, unread counts), run in its transaction.
-PersistHook = Callable[[Conn, RoomData, PersistEvent], Awaitable[None]]
+class PersistHook(Protocol):
+    """Work that must commit with events (push actions, unread counts).
+
+    `write` runs inside the transaction of the events the hook `wants`, once per transaction
+    (a group commit hands it the whole batch, in stream order), so its rows commit with them
+    or not at all. What it returns comes back to `finished` after the transaction, committed
+    or not, before readers are woken; that is where in-memory state may follow the rows.
+    An event no hook wants keeps the plain path: one statement, no BEGIN/COMMIT.
+    """
+
+    def wants(self, room: RoomData, ev: PersistEvent) -> bool: ...
+
+    async def write(self, conn: Conn, room: RoomData,
+                    events: Sequence[PersistEvent]) -> Any: ...
+
+    def finished(self, room: RoomData, written: Any, committed: bool) -> None: ...
 
 
 class _Fetcher:
@@ -167,8 +181,6 @@ class RoomWriter:
         stream: Stream, group_ids: IdPool,
         on_membership: list[MembershipHook] | None = None,
         on_persist: list[PersistHook] | None = None,
-        persist_wanted: Mapping[PersistHook, Callable[[RoomData, PersistEvent], bool]]
-        | None = None,
     ) -> None:
         self._db = db
         self._events = events
@@ -183,13 +195,9 @@ class RoomWriter:
         # Called after a committed membership change is applied in memory (e.g. typing drops
         # a user who left); the list is the caller's, so hooks can be added after wiring.
         self._on_membership = on_membership if on_membership is not None else []
-        # Run inside the persist transaction of every event that changes something, so that
-        # their writes commit with the event or not at all.
+        # Run inside the persist transaction of the events they want (see PersistHook); the
+        # list is the caller's, so hooks can be added after wiring.
         self._on_persist = on_persist if on_persist is not None else []
-        # Whether a hook has anything to do for an event (e.g. push: no other local member,
-        # nothing to evaluate). An event no hook wants keeps the plain path: one statement, no
-        # BEGIN/COMMIT, and group commit. A hook without a predicate here wants every event.
-        self._persist_wanted = persist_wanted if persist_wanted is not None else {}
 
     # ------------------------------------------------------------------ the local door
 
@@ -255,13 +263,20 @@ class RoomWriter:
             entry = self._apply(room, ev, deferred=True)
             batch.entries.append(entry)
             return entry
+        written: list[tuple[PersistHook, Any]] = []
         try:
             if self._is_plain(ev, room):
                 async with self._db.connection() as conn:
                     await self._insert_plain(conn, room, ev)
             else:
-                async with self._db.transaction() as conn:
-                    await self._write_all(conn, room, ev)
+                try:
+                    async with self._db.transaction() as conn:
+                        await self._write_all(conn, room, ev)
+                        await self._hooks_write(conn, room, [ev], written)
+                except BaseException:
+                    self._hooks_finished(room, written, False)
+                    raise
+                self._hooks_finished(room, written, True)
             entry = self._apply(room, ev)
         except BaseException:
             if ev.served:
@@ -270,17 +285,30 @@ class RoomWriter:
         self._finish(room, entry, ev)
         return entry
 
-    def _is_plain(self, ev: PersistEvent, room: RoomData) -> bool:
+    def _plain_shape(self, ev: PersistEvent) -> bool:
+        """A served message-like event on the current state: its rows are one statement."""
         return (ev.new_state is None and ev.redacts is None and ev.new_room is None
                 and ev.served and not ev.deoutlier and ev.before_group_row is None
-                and not ev.current_delta and not self._hooks_want(room, ev))
+                and not ev.current_delta)
 
-    def _hooks_want(self, room: RoomData, ev: PersistEvent) -> bool:
+    def _is_plain(self, ev: PersistEvent, room: RoomData) -> bool:
+        return self._plain_shape(ev) and not any(h.wants(room, ev) for h in self._on_persist)
+
+    async def _hooks_write(self, conn: Conn, room: RoomData, events: Sequence[PersistEvent],
+                           written: list[tuple[PersistHook, Any]]) -> None:
+        """Each hook writes the events it wants; `written` collects what they return (also
+        when a later hook fails, so that every hook that wrote is told how it ended)."""
         for hook in self._on_persist:
-            wanted = self._persist_wanted.get(hook)
-            if wanted is None or wanted(room, ev):
-                return True
-        return False
+            wanted = [ev for ev in events if hook.wants(room, ev)]
+            if wanted:
+                written.append((hook, await hook.write(conn, room, wanted)))
+
+    @staticmethod
+    def _hooks_finished(room: RoomData, written: list[tuple[PersistHook, Any]],
+                        committed: bool) -> None:
+        for hook, result in written:
+            hook.finished(room, result, committed)
+        written.clear()
 
     # ------------------------------------------------------------------ the remote door
 
@@ -509,7 +537,8 @@ class RoomWriter:
             txn=ev.txn, now_ms=int(time.time() * 1000))
 
     async def _write_all(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
-        if self._is_plain(ev, room):
+        """The event's rows (persist hooks are the caller's)."""
+        if self._plain_shape(ev):
             await self._insert_plain(conn, room, ev)
             return
         if ev.new_room is not None:
@@ -524,8 +553,6 @@ class RoomWriter:
             await self._groups_store.insert_group(
                 conn, ev.group, room.room_id, ev.prev_group, ev.chain_len, ev.delta)
         await self._write(conn, room, ev)
-        for hook in self._on_persist:
-            await hook(conn, room, ev)
 
     async def _write(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
         pdu = ev.pdu
@@ -584,6 +611,8 @@ class RoomWriter:
         """Write a batch (and `extra`, e.g. the room's alias) in one transaction, then publish
         its events to the caches and wake their readers. On failure nothing is written and
         the caller must undo the batch in memory (`RoomData.restore` or dropping the room)."""
+        written: list[tuple[PersistHook, Any]] = []
+        committed = False
         try:
             if extra is None and batch.events and all(self._is_plain(ev, room)
                                                       for ev in batch.events):
@@ -591,15 +620,28 @@ class RoomWriter:
                 async with self._db.connection() as conn:
                     await self._events.insert_plain_events(conn, room.room_id, [
                         self._plain_row(ev) for ev in batch.events])
+            elif extra is None and batch.events and all(self._plain_shape(ev)
+                                                        for ev in batch.events):
+                # Messages a hook wants: the same statement, and the hooks' writes for the
+                # whole batch, in one transaction.
+                async with self._db.transaction() as conn:
+                    await self._events.insert_plain_events(conn, room.room_id, [
+                        self._plain_row(ev) for ev in batch.events])
+                    await self._hooks_write(conn, room, batch.events, written)
             else:
                 async with self._db.transaction() as conn:
                     for ev in batch.events:
                         await self._write_all(conn, room, ev)
+                    await self._hooks_write(conn, room, batch.events, written)
                     if extra is not None:
                         await extra(conn)
+            committed = True
+            self._hooks_finished(room, written, True)
             for entry in batch.entries:
                 self._publish(room, entry)
         except BaseException:
+            if not committed:
+                self._hooks_finished(room, written, False)
             self.abort(batch)
             raise
         batch.positions.clear()

@@ -125,6 +125,53 @@ async def test_counts_in_sync_and_reset_by_receipt(c: Client) -> None:
     assert unread(s2, room) == {"notification_count": 0, "highlight_count": 0}
 
 
+async def test_counts_exact_under_concurrent_group_commits(c: Client, server: Server) -> None:
+    """Many senders at once (so the writer commits groups of messages, each with one push
+    write): every member's counts are what the timeline says: the others' messages after
+    that member's own last one (sending reads the room), mentions of them for highlights.
+    Checked from the counts kept in memory and again from the database."""
+    users = [await c.register() for _ in range(4)]
+    room = await c.create_room(users[0], preset="public_chat")
+    for u in users[1:]:
+        await c.join(u, room)
+    for u in users:  # counts now in memory: the sends below must move them right
+        await c.sync(u)
+
+    async def send(i: int) -> None:
+        sender = users[i % 3]  # users[3] never sends
+        content: dict[str, Any] = {"msgtype": "m.text", "body": f"m{i}"}
+        if i % 5 == 0:
+            content["m.mentions"] = {"user_ids": [users[(i + 1) % 4].user_id]}
+        status, data = await c.request(
+            "PUT", f"/rooms/{room}/send/m.room.message/cc{i}", content, sender.access_token)
+        assert status == 200, data
+
+    for wave in range(3):
+        await asyncio.gather(*(send(wave * 20 + i) for i in range(20)))
+    status, page = await c.request("GET", f"/rooms/{room}/messages", token=users[0].access_token,
+                                   params={"dir": "f", "limit": "200"})
+    assert status == 200
+    msgs = [e for e in page["chunk"] if e["type"] == "m.room.message"]
+    assert len(msgs) == 60
+
+    def expected(u: User) -> dict[str, int]:
+        n = h = 0
+        for e in msgs:
+            if e["sender"] == u.user_id:
+                n = h = 0
+            else:
+                n += 1
+                h += u.user_id in e["content"].get("m.mentions", {}).get("user_ids", [])
+        return {"notification_count": n, "highlight_count": h}
+
+    for u in users:
+        assert unread(await c.sync(u), room) == expected(u), u.user_id
+    assert server.hs.notifications is not None
+    server.hs.notifications._counts.clear()  # the same again, read from the database
+    for u in users:
+        assert unread(await c.sync(u), room) == expected(u), u.user_id
+
+
 async def test_private_receipt_resets_up_to_its_event(c: Client) -> None:
     alice, bob, room = await dm(c)
     first = await c.send(alice, room, "one")
@@ -385,3 +432,22 @@ async def test_sender_lease_is_exclusive(push_server: Server) -> None:
         assert not await store.take_lease(conn, "other", now, 1000)
         assert await store.take_lease(conn, "other", now + 3_600_000, 1000)
         assert await conn.fetchval("SELECT holder FROM push_sender_lease") == "other"
+
+
+async def test_old_read_notifications_are_pruned_unread_kept(c: Client, server: Server) -> None:
+    from homeserver.push.retention import NotificationPruner
+
+    alice, bob, room = await dm(c)
+    first = await c.send(alice, room, "old, read")
+    await c.send(alice, room, "old, unread")
+    status, _ = await c.request("POST", f"/rooms/{room}/receipt/m.read/{first}", {},
+                                bob.access_token)
+    assert status == 200
+    pruner = next(b for b in server.hs.background if isinstance(b, NotificationPruner))
+    assert await pruner.prune_once() == 0  # nothing is old yet
+    month_later = int(time.time() * 1000) + 31 * 86_400_000
+    assert await pruner.prune_once(month_later) >= 1
+    status, body = await c.request("GET", "/notifications", token=bob.access_token)
+    bodies = [n["event"]["content"].get("body") for n in body["notifications"]]
+    assert "old, unread" in bodies and "old, read" not in bodies
+    assert unread(await c.sync(bob), room)["notification_count"] == 1

@@ -4,6 +4,7 @@ transaction, against the session's real server and database."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 import pytest
 
@@ -70,22 +71,35 @@ async def test_a_persist_hook_commits_with_the_event_or_not_at_all(c: Client,
     room_id = await c.create_room(alice)
     writer = server.hs.writer
     calls: list[str] = []
+    ends: list[tuple[list[str], bool]] = []
 
-    async def record(conn: Conn, room: object, ev: PersistEvent) -> None:
-        calls.append(ev.event_id)
-        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS hook_probe (id TEXT)")
-        if ev.pdu.get("content", {}).get("body") == "refuse":
-            raise RuntimeError("the hook refuses this one")
+    class Record:
+        def wants(self, room: object, ev: PersistEvent) -> bool:
+            return True
 
+        async def write(self, conn: Conn, room: object,
+                        events: Sequence[PersistEvent]) -> list[str]:
+            calls.extend(ev.event_id for ev in events)
+            await conn.execute("CREATE TEMP TABLE IF NOT EXISTS hook_probe (id TEXT)")
+            if any(ev.pdu.get("content", {}).get("body") == "refuse" for ev in events):
+                raise RuntimeError("the hook refuses this one")
+            return [ev.event_id for ev in events]
+
+        def finished(self, room: object, written: list[str], committed: bool) -> None:
+            ends.append((written, committed))
+
+    record = Record()
     writer._on_persist.append(record)
     try:
         ok = await c.send(alice, room_id, "fine")
         assert calls == [ok]
+        assert ends == [([ok], True)]  # told after the commit
         status, body = await c.request(
             "PUT", f"/rooms/{room_id}/send/m.room.message/{secrets.token_hex(4)}",
             {"msgtype": "m.text", "body": "refuse"}, alice.access_token)
         assert status == 500 and len(calls) == 2
         refused = calls[1]
+        assert len(ends) == 1  # a write that raised returned nothing to finish
     finally:
         writer._on_persist.remove(record)
     got = await server.hs.rooms._cache.get_many([refused])
