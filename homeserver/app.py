@@ -257,6 +257,13 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
                                  on_write=[notifications.on_receipt],
                                  on_committed=[notifications.receipt_committed])
     refresher.others["receipts"] = hs.receipts.on_advance
+
+    async def push_rules_elsewhere(_stream: str, before: int, after: int) -> None:
+        # A rule change on another process is written as its user's m.push_rules account
+        # data: drop those users' compiled rules here too.
+        for user_id in await account_data.written_by("m.push_rules", before, after):
+            notifications.invalidate(user_id)
+    refresher.others["account_data"] = push_rules_elsewhere
     sources.receipts = hs.receipts
     # -- to-device
     to_device_store = ToDeviceStore()

@@ -20,8 +20,9 @@ by `finished` after each write commits (before readers are woken), and dropped a
 commits. A load that overlaps a write is not kept. With other processes on the database every
 read goes to it.
 
-Limit: the compiled-rules cache is per process; a rule change on another process reaches this
-one's evaluation when this process next drops the user (restart or cache eviction).
+Compiled rules are cached per process; a rule change on another process reaches this one
+through `invalidate`, called when this process sees that user's m.push_rules account data
+written elsewhere (app.py wires it to the account data stream's advance).
 """
 
 from __future__ import annotations

@@ -46,6 +46,12 @@ class AccountDataService:
         # would not be shown this change yet and would sleep its full timeout.
         self.stream.finish(pos, wake=[user_id])
 
+    async def written_by(self, type: str, after: int, upto: int) -> list[str]:
+        """Users whose global `type` account data changed between two stream positions (what
+        another process wrote, for caches built from it)."""
+        async with self._db.connection() as conn:
+            return await self._store.account_data_writers(conn, type, after, upto)
+
     async def get_account_data(self, user_id: str, room_id: str, type: str) -> JsonDict:
         async with self._db.connection() as conn:
             raw = await self._store.get_account_data(conn, user_id, room_id, type)

@@ -183,6 +183,14 @@ class UserStore:
             " AND stream_id > $2 ORDER BY stream_id", user_id, since,
         ))
 
+    async def account_data_writers(self, conn: Conn, type: str, after: int,
+                                   upto: int) -> list[str]:
+        """Users whose global account data of `type` was written in (after, upto]."""
+        rows = await conn.fetch(
+            "SELECT DISTINCT user_id FROM account_data WHERE room_id = '' AND type = $1"
+            " AND stream_id > $2 AND stream_id <= $3", type, after, upto)
+        return [r["user_id"] for r in rows]
+
     async def insert_filter(self, conn: Conn, user_id: str, filter_json: str) -> int | None:
         """The user's next filter id, or None when a concurrent upload took that id first."""
         got = await conn.fetchval(

@@ -141,6 +141,24 @@ async def test_two_processes_share_one_database(fresh_database: str, tmp_path: P
                 assert receipts and later in receipts[0]["content"], body
             await _eventually(receipt)
 
+            # A push rule changed through b is used by a's evaluation (a drops its compiled
+            # rules when it sees b's m.push_rules write): bob mutes room a on b, a writes.
+            status, _ = await cb.request("PUT", f"/pushrules/global/room/{room_a}",
+                                         {"actions": []}, bob.access_token)
+            assert status == 200
+
+            async def rules_seen_on_a() -> None:
+                body = await ca.sync(bob)
+                rules = [e for e in body.get("account_data", {}).get("events", [])
+                         if e["type"] == "m.push_rules"]
+                assert rules and any(r["rule_id"] == room_a
+                                     for r in rules[0]["content"]["global"]["room"]), body
+            await _eventually(rules_seen_on_a)
+            await ca.send(alice, room_a, "muted for bob")
+            body = await ca.sync(bob)
+            assert body["rooms"]["join"][room_a]["unread_notifications"][
+                "notification_count"] == 0, body
+
             # A logout on one process ends the session on the other too (its token cache
             # trusts an entry only briefly while another process shares the database).
             status, _ = await cb.request("POST", "/logout", {}, bob.access_token)
