@@ -35,6 +35,8 @@
 #                  synapse_compare and parley_compare_N are DROPPED and re-created.
 #   CONNECTIONS    parked long-polls for g (default 1000; --quick 200)
 #   BENCH_ARGS     extra arguments for bench.py (after the defaults, so they win)
+#   SCENARIOS      only these bench.py scenarios (e.g. b,p for the push cost), and neither g
+#                  nor the e,f run (default: everything above)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -125,6 +127,16 @@ port_free() { ! curl -sS -m 1 "http://127.0.0.1:$1/" >/dev/null 2>&1; }
 run_scenarios() {  # label kind revision url pid file-stem
   local label="$1" kind="$2" rev="$3" url="$4" pid="$5" stem="$6" la started
   la="$(loadavg)"; started="$(date -u +%H:%M:%S)"
+  if [ -n "${SCENARIOS:-}" ]; then
+    say "$label: bench.py $SCENARIOS only (load $la)"
+    "$PY" "$here/bench.py" --url "$url" --label "$label" --scenarios "$SCENARIOS" \
+      --server-pid "$pid" "${bench_args[@]}" --json "$OUT/$stem.json" \
+      >"$logs/$stem.out" 2>"$logs/$stem.err" \
+      || { say "$label: bench.py failed, see $logs/$stem.err"; tail -n 5 "$logs/$stem.err" >&2 || true; }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\n' "$label" "$kind" "$rev" "$la" "$started" \
+      "$(date -u +%H:%M:%S)" "$stem.json" >>"$manifest"
+    return
+  fi
   say "$label: g, $conns parked long-polls (server pid $pid, load $la)"
   if ! "$PY" "$here/bench_realtime.py" --url "$url" --scenarios connections --mode longpoll \
       --connections "$conns" --users 100 --server-pid "$pid" --json "$OUT/$stem-rss.json" \
