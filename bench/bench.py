@@ -554,6 +554,7 @@ async def fanout(ctx: Ctx, tag: str, gateway: Gateway | None):
     last, per_member, per_msg_median, first, put_lat = [], [], [], [], []
     incomplete, missed_deliveries = 0, 0
     r0 = ctx.c.stats.snapshot()
+    cpu0 = server_cpu_s(args.server_pid)
     total = args.warmup_fanout + args.fanout_messages
     log(
         f"{tag}: {len(members)} syncing members, {args.warmup_fanout} warm-up + "
@@ -594,12 +595,19 @@ async def fanout(ctx: Ctx, tag: str, gateway: Gateway | None):
                 per_msg_median.append(statistics.median(lats))
                 first.append(min(lats))
         await wait_rearmed(syncers, 15.0, args.fanout_gap_ms / 1000)
+    if gateway is not None:  # the pushes of these messages are part of their cost
+        t0 = now()
+        while gateway.received < sent * (len(members) - 1) and now() - t0 < 60:
+            await asyncio.sleep(0.05)
+    cpu1 = server_cpu_s(args.server_pid)
     for s in syncers:
         await s.stop()
     r1 = ctx.c.stats.snapshot()
     return {
         "members": len(members),
         "messages_sent": sent,
+        # server CPU from the first message until every member has it (and every push is in)
+        "server_cpu_messages_s": round(cpu1 - cpu0, 3) if cpu0 is not None else None,
         "last_delivery": summary_ms(last),
         "per_member_delivery": summary_ms(per_member),
         "median_of_per_message_medians_ms": ms(statistics.median(per_msg_median))
