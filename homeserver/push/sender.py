@@ -60,6 +60,7 @@ BATCH = 50
 LEASE_MS = 15_000
 QUEUE_MAX = 500  # notifications held in memory per pusher; beyond, it catches up from the DB
 PUSHERS_RELOAD_S = 1.0
+STOP_GRACE_S = 2.0
 DELAY_S = 0.25
 
 
@@ -155,12 +156,20 @@ class PusherSender:
         self._task = asyncio.create_task(self._run(), name="pusher-sender")
 
     async def stop(self) -> None:
+        """Stops after the notifications in flight: a push the gateway is answering now is
+        let finish (for up to STOP_GRACE_S) and its position saved, so a clean restart sends
+        nothing twice."""
         self._stopping = True
-        tasks = [t for t in [self._task, *(p.worker for p in self._pushers.values())]
-                 if t is not None]
-        for t in tasks:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        workers = [p.worker for p in self._pushers.values()
+                   if p.worker is not None and not p.worker.done()]
+        if workers:
+            await asyncio.wait(workers, timeout=STOP_GRACE_S)
+        for t in workers:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
         self._pushers.clear()
         self._seen = 0
         if self._session is not None:

@@ -28,6 +28,7 @@ class Gateway:
     failing: bool = False
     reject: set[str] = field(default_factory=set)
     attempts: int = 0
+    delay: float = 0.0  # seconds before each answer
 
     @property
     def url(self) -> str:
@@ -39,6 +40,8 @@ class Gateway:
             return web.json_response({"error": "down"}, status=503)
         body = await request.json()
         self.calls.append(body["notification"])
+        if self.delay:
+            await asyncio.sleep(self.delay)
         keys = [d["pushkey"] for d in body["notification"]["devices"]
                 if d["pushkey"] in self.reject]
         return web.json_response({"rejected": keys})
@@ -415,6 +418,27 @@ async def test_gateway_down_then_up_loses_nothing(pc: Client, gateway: Gateway) 
     calls = await gateway.wait_calls(3, timeout=20)
     await asyncio.sleep(0.5)
     assert [c["event_id"] for c in calls] == sent  # in order, once each
+
+
+async def test_sender_stopped_mid_push_sends_nothing_twice(pc: Client, gateway: Gateway,
+                                                           push_server: Server) -> None:
+    """A clean stop lets the push the gateway is answering finish and saves its position: after
+    a restart of the sender every notification has arrived exactly once."""
+    from homeserver.push.sender import PusherSender
+
+    alice, bob, room = await dm(pc)
+    await set_pusher(pc, bob, gateway.url)
+    gateway.delay = 0.3
+    sent = [await pc.send(alice, room, f"m{i}") for i in range(3)]
+    deadline = time.monotonic() + 10
+    while not gateway.calls and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    sender = next(b for b in push_server.hs.background if isinstance(b, PusherSender))
+    await sender.stop()  # with the first push still waiting for the gateway's answer
+    await sender.start()
+    calls = await gateway.wait_calls(3, timeout=20)
+    await asyncio.sleep(1.0)
+    assert [c["event_id"] for c in gateway.calls] == sent
 
 
 async def test_sender_lease_is_exclusive(push_server: Server) -> None:
