@@ -427,7 +427,7 @@ async def test_quarantine_and_retention(fresh_database: str, tmp_path: Path) -> 
             _, b = await m.mxc(alice, data, "image/jpeg")  # same content: one file
             await m.get(f"{V1}/thumbnail/{host}/{a}", alice, width="32", height="32",
                         method="crop")
-            content = [p for p in _files(tmp_path / "media" / "content")]
+            content = _files(tmp_path / "media" / "content")
             assert len(content) == 3  # text, jpeg (shared), thumbnail
             await srv.hs.db.execute(
                 "UPDATE local_media SET uploaded_ts = uploaded_ts - 120000 WHERE media_id = $1",
