@@ -74,25 +74,36 @@ def _check(sha256: str) -> str:
 
 
 class _DiskUpload:
+    """Writes go to a worker thread, one at a time, while the next buffer is being received
+    (so disk and network overlap); hashing happens in the same thread."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
         self._hash = hashlib.sha256()
         self._buf = bytearray()
         self._file = open(path, "xb")  # noqa: SIM115 (closed by finish/abort)
+        self._writing: asyncio.Future[None] | None = None
 
     def _write(self, data: bytes) -> None:
         self._hash.update(data)  # hashlib releases the GIL for large buffers
         self._file.write(data)
 
+    async def _drain(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
+
     async def write(self, data: bytes) -> None:
         self.size += len(data)
         self._buf += data
         if len(self._buf) >= WRITE_BUFFER:
+            await self._drain()
             buf, self._buf = bytes(self._buf), bytearray()
-            await asyncio.to_thread(self._write, buf)
+            self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, buf))
 
     async def finish(self) -> str:
+        await self._drain()
         buf, self._buf = bytes(self._buf), bytearray()
 
         def done() -> str:
@@ -105,6 +116,11 @@ class _DiskUpload:
         return await asyncio.to_thread(done)
 
     async def abort(self) -> None:
+        try:
+            await self._drain()
+        except Exception:  # noqa: BLE001 (the upload is being dropped anyway)
+            pass
+
         def drop() -> None:
             self._file.close()
             self.path.unlink(missing_ok=True)
