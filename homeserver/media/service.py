@@ -164,6 +164,15 @@ class MediaService:
         return info
 
     async def _local(self, media_id: str, wait_ms: int) -> MediaInfo:
+        try:
+            return await self._wait_local(media_id, wait_ms)
+        finally:
+            event = self._uploaded.get(media_id)
+            if event is not None and not event.is_set():
+                # no wake-up is lost: other waiters re-check the database every RECHECK_S
+                del self._uploaded[media_id]
+
+    async def _wait_local(self, media_id: str, wait_ms: int) -> MediaInfo:
         deadline = time.monotonic() + wait_ms / 1000
         while True:
             row = await self.store.local(self.db.pool, media_id)

@@ -380,6 +380,33 @@ async def test_oversized_upload_is_refused_without_storing_it(fresh_database: st
             assert not _files(tmp_path / "media" / "tmp")
 
 
+async def test_upload_cut_off_by_the_client_leaves_nothing(c: Client, server: Server,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    alice = await c.register()
+    rows = await server.hs.db.fetchval("SELECT count(*) FROM local_media")
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write((f"POST {LEGACY}/upload HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {alice.access_token}\r\n"
+                  f"Content-Length: {4 * 1024 * 1024}\r\n\r\n").encode() + b"y" * 1_500_000)
+    await writer.drain()
+    tmp = server.config.data_dir / "media" / "tmp"
+    for _ in range(100):  # the server is writing it
+        if _files(tmp):
+            break
+        await asyncio.sleep(0.02)
+    assert _files(tmp)
+    writer.transport.abort()
+    for _ in range(100):
+        if not _files(tmp):
+            break
+        await asyncio.sleep(0.02)
+    assert not _files(tmp)
+    assert await server.hs.db.fetchval("SELECT count(*) FROM local_media") == rows
+    assert "unhandled error" not in caplog.text
+
+
 async def test_quota_pending_limit_and_rate_limit(fresh_database: str, tmp_path: Path
                                                   ) -> None:
     cfg = make_config(tmp_path, media=replace(MediaConfig(), max_user_bytes=10_000,
