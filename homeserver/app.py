@@ -164,7 +164,7 @@ class Media:
 
 
 def build_media(config: Config, db: Database) -> Media:
-    store, storage = MediaStore(), LocalDiskStorage(config.media_path)
+    store, storage = MediaStore(), LocalDiskStorage(config.media_path, config.instance_name)
     service = MediaService(db, store, storage, config.media, config.server_name)
     previews = None
     if config.media.url_preview_enabled:

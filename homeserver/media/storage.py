@@ -129,12 +129,13 @@ class _DiskUpload:
 
 
 class LocalDiskStorage:
-    """`root/content/ab/cd/abcd...` for content, `root/tmp/` for uploads in progress."""
+    """`root/content/ab/cd/abcd...` for content, `root/tmp/<instance>/` for this process's
+    uploads in progress (several processes may share the folder: each clears only its own)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, instance: str = "main") -> None:
         self.root = root
         self._content = root / "content"
-        self._tmp = root / "tmp"
+        self._tmp = root / "tmp" / instance
 
     async def start(self) -> None:
         def prepare() -> None:

@@ -4,9 +4,11 @@ asynchronous uploads, limits, thumbnails, quarantine and retention, against a re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import struct
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -117,6 +119,35 @@ async def test_upload_then_download_by_another_user(c: Client, m: Media) -> None
     for bad in (f"{server}/nosuchmedia", f"{server}/bad.id", "bad server/abc"):
         status, body, _ = await m.get(f"{V1}/download/{bad}", bob)
         assert status == 404 and b"M_NOT_FOUND" in body, (bad, body)
+
+
+async def test_large_upload_is_streamed_not_buffered(c: Client, m: Media) -> None:
+    """20 MB through the server in 64 kB chunks: the Python heap never holds more than a few
+    MB of it at once (client and server share this process, so this bounds both)."""
+    alice = await c.register()
+    chunk = os.urandom(64 * 1024)
+    count = 20 * 1024 * 1024 // len(chunk)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(count):
+            yield chunk
+
+    tracemalloc.start()
+    try:
+        status, resp = await m.upload(alice, body(), "application/octet-stream")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status == 200, resp
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes"
+    server, media_id = resp["content_uri"].removeprefix("mxc://").split("/")
+    async with m.s.get(f"{m.url}{V1}/download/{server}/{media_id}",
+                       headers={"Authorization": f"Bearer {alice.access_token}"}) as r:
+        assert r.status == 200 and r.content_length == count * len(chunk)
+        digest = hashlib.sha256()
+        async for part in r.content.iter_any():
+            digest.update(part)
+    assert digest.hexdigest() == hashlib.sha256(chunk * count).hexdigest()
 
 
 async def test_unicode_filename_and_config(c: Client, m: Media) -> None:
@@ -361,6 +392,16 @@ async def test_oversized_upload_is_refused_without_storing_it(fresh_database: st
             head = await asyncio.wait_for(reader.read(4096), 5)
             assert head.startswith(b"HTTP/1.1 413") and b"M_TOO_LARGE" in head, head
             writer.close()
+            # The same with Expect: 100-continue (curl): refused instead of "100 Continue".
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write((f"PUT {LEGACY}/upload/parley.test/someId HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: Bearer {alice.access_token}\r\n"
+                          f"Expect: 100-continue\r\nContent-Length: {40 * limit}\r\n\r\n"
+                          ).encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.read(4096), 5)
+            assert head.startswith(b"HTTP/1.1 413") and b"M_TOO_LARGE" in head, head
+            writer.close()
 
             # A streamed (chunked) body with no length: refused once it passes the limit (the
             # rest is read and dropped for a while, as HTTP servers do, so the client sees
@@ -479,9 +520,12 @@ async def test_quarantine_and_retention(fresh_database: str, tmp_path: Path) -> 
 
 async def test_fresh_start_removes_half_written_uploads(fresh_database: str, tmp_path: Path
                                                         ) -> None:
-    half = tmp_path / "media" / "tmp" / "deadbeef"
-    half.parent.mkdir(parents=True)
-    half.write_bytes(b"half an upload")
+    half = tmp_path / "media" / "tmp" / "main" / "deadbeef"
+    other = tmp_path / "media" / "tmp" / "worker2" / "cafe"  # another process's upload
+    for f in (half, other):
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"half an upload")
     async for _srv in _media_server(tmp_path, fresh_database):
         assert not half.exists()
+        assert other.exists()
 
