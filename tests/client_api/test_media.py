@@ -150,6 +150,43 @@ async def test_large_upload_is_streamed_not_buffered(c: Client, m: Media) -> Non
     assert digest.hexdigest() == hashlib.sha256(chunk * count).hexdigest()
 
 
+async def test_odd_upload_input_gets_4xx_and_stores_nothing(c: Client, m: Media,
+                                                            server: Server) -> None:
+    alice = await c.register()
+    rows = await server.hs.db.fetchval("SELECT count(*) FROM local_media")
+    headers = {"Authorization": f"Bearer {alice.access_token}"}
+    url = m.url + LEGACY + "/upload"
+    for query in ("filename=a%00b", "filename=" + "x" * 9000):
+        async with m.s.post(f"{url}?{query}", data=b"x", headers=headers) as r:
+            assert 400 <= r.status < 500, (query, r.status)
+            assert (await r.json())["errcode"].startswith("M_")
+    for path in ("/upload/parley.test/bad.id", "/upload/parley.test/" + "a" * 300,
+                 "/upload/not%20a%20server/abc"):
+        async with m.s.put(m.url + LEGACY + path, data=b"x", headers=headers) as r:
+            assert r.status == 404, (path, r.status)
+    async with m.s.post(url, data=b"x") as r:  # no token
+        assert r.status == 401 and (await r.json())["errcode"] == "M_MISSING_TOKEN"
+    assert await server.hs.db.fetchval("SELECT count(*) FROM local_media") == rows
+    # a Content-Type that is not printable ASCII is dropped (served as octet-stream)
+    async with m.s.post(url, data=b"y", headers={**headers, "Content-Type": "text/\u00e9"}) as r:
+        assert r.status == 200
+        mxc = (await r.json())["content_uri"].removeprefix("mxc://")
+    status, _, h = await m.get(f"{V1}/download/{mxc}", alice)
+    assert status == 200 and h["Content-Type"] == "application/octet-stream"
+
+
+async def test_head_and_range_downloads(c: Client, m: Media) -> None:
+    alice = await c.register()
+    server, media_id = await m.mxc(alice, bytes(range(256)) * 4, "application/octet-stream")
+    path = f"{m.url}{V1}/download/{server}/{media_id}"
+    auth = {"Authorization": f"Bearer {alice.access_token}"}
+    async with m.s.head(path, headers=auth) as r:
+        assert r.status == 200 and r.headers["Content-Length"] == "1024"
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+    async with m.s.get(path, headers={**auth, "Range": "bytes=10-19"}) as r:
+        assert r.status == 206 and await r.read() == bytes(range(10, 20))
+
+
 async def test_unicode_filename_and_config(c: Client, m: Media) -> None:
     alice = await c.register()
     server, media_id = await m.mxc(alice, b"hello", "text/plain", "h\u00e9llo w\u00f6rld.txt")
