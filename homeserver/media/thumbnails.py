@@ -135,9 +135,9 @@ def _make(im: Image.Image, width: int, height: int, method: str, animated: bool,
           max_pixels: int, max_frames: int) -> Thumbnail | None:
     fmt = im.format or ""
     w0, h0 = im.size
-    frames = int(getattr(im, "n_frames", 1))
-    moving = (animated and frames > 1 and fmt in ("GIF", "WEBP") and frames <= max_frames
-              and w0 * h0 * frames <= 4 * max_pixels)
+    # is_animated looks for a second frame only; frames are counted while they are made
+    moving = animated and fmt in ("GIF", "WEBP") and bool(getattr(im, "is_animated", False))
+    frame_budget = min(max_frames, max(1, 4 * max_pixels // (w0 * h0)))
     rotated = fmt in ("JPEG", "MPO") and im.getexif().get(ORIENTATION) in (5, 6, 7, 8)
     ow, oh = (h0, w0) if rotated else (w0, h0)
     plan = _plan(ow, oh, width, height, method)
@@ -163,12 +163,16 @@ def _make(im: Image.Image, width: int, height: int, method: str, animated: bool,
         durations: list[int] = []
         shots: list[Image.Image] = []
         for frame in ImageSequence.Iterator(im):
+            if len(shots) == frame_budget:  # too long an animation: the still thumbnail
+                shots = []
+                break
             durations.append(int(frame.info.get("duration", 100)))
             shots.append(_resize(frame.convert("RGBA"), box, size))
-        save_fmt = "GIF" if fmt == "GIF" else "WEBP"
-        shots[0].save(buf, save_fmt, save_all=True, append_images=shots[1:],
-                      duration=durations, loop=int(im.info.get("loop", 0)), disposal=2)
-        return Thumbnail(buf.getvalue(), FORMATS[fmt], *size)
+        if shots:
+            save_fmt = "GIF" if fmt == "GIF" else "WEBP"
+            shots[0].save(buf, save_fmt, save_all=True, append_images=shots[1:],
+                          duration=durations, loop=int(im.info.get("loop", 0)), disposal=2)
+            return Thumbnail(buf.getvalue(), FORMATS[fmt], *size)
     im.seek(0)
     mode = "RGBA" if (im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info) else (
         "RGB")

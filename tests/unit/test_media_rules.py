@@ -112,3 +112,21 @@ def test_media_config(tmp_path: Path) -> None:
         f.write_text(bad)
         with pytest.raises(ConfigError):
             load_config(f, {})
+
+
+def _gif(frames: int) -> bytes:
+    buf = io.BytesIO()
+    shots = [Image.new("RGB", (40, 30), (i * 20 % 256, 0, 0)) for i in range(frames)]
+    shots[0].save(buf, "GIF", save_all=True, append_images=shots[1:], duration=50, loop=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("frames", "max_frames", "animated_out"), [
+    (5, 10, True), (10, 10, True), (11, 10, False),
+])
+def test_animation_frame_limit(frames: int, max_frames: int, animated_out: bool) -> None:
+    thumb = make_thumbnail(_gif(frames), 32, 32, "crop", True, 10**8, max_frames)
+    assert thumb is not None
+    out = Image.open(io.BytesIO(thumb.data))
+    assert getattr(out, "n_frames", 1) == (frames if animated_out else 1)
+    assert thumb.content_type == ("image/gif" if animated_out else "image/png")
