@@ -4,7 +4,8 @@ A thumbnail is stored as content of its own (media_thumbnails names it by the so
 size, method and whether it is animated), so identical uploads share thumbnails and a second
 request is a lookup. Concurrent requests for one thumbnail wait for a single generation, and at
 most `WORKERS` images are decoded at once, so a burst of requests cannot take all the memory;
-the event loop never decodes.
+the event loop never decodes. A generation runs as a task of its own, so it completes (and
+is stored) even if the client that asked goes away.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Thumbnailer:
                  config: MediaConfig) -> None:
         self.db, self.store, self.storage, self.config = db, store, storage, config
         self._busy = asyncio.Semaphore(WORKERS)
-        self._making: dict[tuple[str, int, int, str, bool], asyncio.Future[ThumbnailRef]] = {}
+        self._making: dict[tuple[str, int, int, str, bool], asyncio.Task[ThumbnailRef]] = {}
 
     async def thumbnail(self, info: MediaInfo, width: int, height: int, method: str,
                         animated: bool) -> ThumbnailRef:
@@ -60,24 +61,20 @@ class Thumbnailer:
         row = await self.store.thumbnail(self.db.pool, *key)
         if row is not None:
             return ThumbnailRef(row["sha256"], row["content_type"], int(row["size"]))
-        pending = self._making.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[ThumbnailRef] = asyncio.get_running_loop().create_future()
-        self._making[key] = future
-        try:
-            ref = await self._make(info, key)
-            future.set_result(ref)
-            return ref
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        finally:
-            del self._making[key]
+        # One task per thumbnail, not tied to the request that started it: a client that goes
+        # away does not waste the work, and concurrent requests wait for the same result.
+        task = self._making.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._make(info, key))
+            self._making[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, int, int, str, bool], task: asyncio.Task[ThumbnailRef]
+              ) -> None:
+        self._making.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved, even when every waiter has gone
 
     async def _make(self, info: MediaInfo, key: tuple[str, int, int, str, bool]
                     ) -> ThumbnailRef:

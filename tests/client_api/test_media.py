@@ -310,6 +310,19 @@ async def test_thumbnails(c: Client, m: Media, server: Server) -> None:
     assert status == 400 and b"errcode" in body
 
 
+async def test_concurrent_requests_make_a_thumbnail_once(c: Client, m: Media,
+                                                         server: Server) -> None:
+    alice = await c.register()
+    srv, media_id = await m.mxc(alice, jpeg(2000, 1500), "image/jpeg")
+    results = await asyncio.gather(*(
+        m.get(f"{V1}/thumbnail/{srv}/{media_id}", alice, width="640", height="480",
+              method="scale") for _ in range(6)))
+    assert {r[0] for r in results} == {200} and len({r[1] for r in results}) == 1
+    assert await server.hs.db.fetchval(
+        "SELECT count(*) FROM media_thumbnails t JOIN local_media m ON m.sha256 ="
+        " t.source_sha256 WHERE m.media_id = $1", media_id) == 1
+
+
 async def test_png_and_webp_thumbnails_keep_their_kind(c: Client, m: Media) -> None:
     alice = await c.register()
     buf = io.BytesIO()
