@@ -51,15 +51,20 @@ async def publish(db: Database, store: MediaStore, storage: MediaStorage, upload
 
     `write_row` returns False when the row could not be written (e.g. the media id is no
     longer pending); the content is then removed again unless something else names it."""
+    written: bool | None = None
     try:
         async with db.transaction() as conn:
             await store.lock_content(conn, sha256)
             await storage.commit(upload, sha256)
-            if await write_row(conn):
-                return True
-            if not await store.is_referenced(conn, sha256):
-                await storage.delete(sha256)
-            return False
+            try:
+                written = await write_row(conn)
+            except MatrixError:  # refused (e.g. a quota race), not a failed statement
+                written = False
+                raise
+            finally:  # (after a failed statement the sweep removes the file instead)
+                if written is False and not await store.is_referenced(conn, sha256):
+                    await storage.delete(sha256)
+            return written
     except BaseException:
         await upload.abort()  # not yet renamed (or renamed: then this finds nothing)
         raise
