@@ -159,7 +159,10 @@ class PreviewService:
                 if base_type(itype).startswith("image/"):
                     og.update(await self._image(itype, data))
             except (Blocked, aiohttp.ClientError, OSError, ValueError):
-                del og["og:image"]
+                pass
+        if not str(og.get("og:image", "")).startswith("mxc://"):
+            # never hand a client another server's image URL: it would fetch it itself
+            og = {k: v for k, v in og.items() if not k.startswith("og:image")}
         return og
 
     async def _image(self, ctype: str, data: bytes) -> dict[str, Any]:

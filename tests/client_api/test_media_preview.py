@@ -48,6 +48,12 @@ async def site() -> AsyncIterator[tuple[str, list[str]]]:
         hits.append(request.path)
         raise web.HTTPFound(str(request.query["to"]))
 
+    async def other(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(content_type="text/html", text=(
+            '<meta property="og:title" content="t"><meta property="og:image" '
+            'content="javascript:alert(1)"><meta property="og:image:url" content="x">'))
+
     async def big(request: web.Request) -> web.Response:
         return web.Response(content_type="text/html", text="<title>x</title>" + "a" * 300_000)
 
@@ -56,6 +62,7 @@ async def site() -> AsyncIterator[tuple[str, list[str]]]:
     app.router.add_get("/logo.png", logo)
     app.router.add_get("/hop", hop)
     app.router.add_get("/big", big)
+    app.router.add_get("/other", other)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -126,6 +133,10 @@ async def test_preview_of_an_allowed_page(fresh_database: str, tmp_path: Path,
             status, body = await c.request("GET", PREVIEW, token=alice.access_token, params={
                 "url": f"{base}/hop?to=http://10.0.0.1/secret"})
             assert status == 403, body
+            # an image that is not fetched and stored is not passed on
+            status, body = await c.request("GET", PREVIEW, token=alice.access_token,
+                                           params={"url": base + "/other"})
+            assert status == 200 and body == {"og:title": "t"}, body
             # bodies above the size limit are not read to the end
             status, body = await c.request("GET", PREVIEW, token=alice.access_token,
                                            params={"url": base + "/big"})
