@@ -19,6 +19,9 @@ from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.json_input import text_problem
+from homeserver.media.preview import PreviewService
+from homeserver.media.service import MediaService
+from homeserver.media.thumbnailer import Thumbnailer
 from homeserver.presence.service import PresenceService
 from homeserver.push.notifications import NotificationService
 from homeserver.push.pushers import PusherService
@@ -66,6 +69,9 @@ class ClientContext:
     key_backup: KeyBackupService | None = None
     pushers: PusherService | None = None
     notifications: NotificationService | None = None
+    media: MediaService | None = None
+    thumbnails: Thumbnailer | None = None
+    previews: PreviewService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

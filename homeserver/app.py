@@ -16,6 +16,8 @@ from client_api import (
     directory,
     keys,
     login,
+    media,
+    media_upload,
     presence,
     profile,
     pushers,
@@ -57,6 +59,12 @@ from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import FederationRooms
 from homeserver.federation.store import FederationStore
 from homeserver.http import MatrixAppRunner, add_routes, error_response, matrix_errors
+from homeserver.media.preview import PreviewService
+from homeserver.media.retention import MediaRetention
+from homeserver.media.service import MediaService
+from homeserver.media.storage import LocalDiskStorage
+from homeserver.media.store import MediaStore
+from homeserver.media.thumbnailer import Thumbnailer
 from homeserver.outbound import OutboundPolicy, parse_ranges
 from homeserver.presence.service import PresenceService
 from homeserver.presence.store import PresenceStore
@@ -143,6 +151,29 @@ class Homeserver:
     federation: Federation | None = None
     notifications: NotificationService | None = None
     pushers: PusherService | None = None
+    media: Media | None = None
+
+
+@dataclass(slots=True)
+class Media:
+    """The media repository's parts (docs/media.md)."""
+
+    service: MediaService
+    thumbnails: Thumbnailer
+    retention: MediaRetention
+    previews: PreviewService | None
+
+
+def build_media(config: Config, db: Database) -> Media:
+    store, storage = MediaStore(), LocalDiskStorage(config.media_path, config.instance_name)
+    service = MediaService(db, store, storage, config.media, config.server_name)
+    previews = None
+    if config.media.url_preview_enabled:
+        policy = OutboundPolicy(parse_ranges(config.media.url_preview_allow),
+                                parse_ranges(config.media.url_preview_deny))
+        previews = PreviewService(db, store, service, policy, config.media)
+    return Media(service, Thumbnailer(db, store, storage, config.media),
+                 MediaRetention(db, store, storage, config.media), previews)
 
 
 @dataclass(slots=True)
@@ -296,6 +327,11 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.pushers.on_change.append(pusher_sender.pushers_changed)
     hs.background.append(pusher_sender)
     hs.background.append(NotificationPruner(db, notification_store))
+    # -- media repository; the retention task also clears half-written uploads at start
+    hs.media = build_media(config, db)
+    hs.background.append(hs.media.retention)
+    if hs.media.previews is not None:
+        hs.background.append(hs.media.previews)
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream))
@@ -371,9 +407,12 @@ def make_app(hs: Homeserver) -> web.Application:
     )
     app[CTX].key_backup = hs.key_backup
     app[CTX].pushers, app[CTX].notifications = hs.pushers, hs.notifications
+    if hs.media is not None:
+        app[CTX].media, app[CTX].thumbnails = hs.media.service, hs.media.thumbnails
+        app[CTX].previews = hs.media.previews
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated, room_keys, pushers):
+                   dehydrated, room_keys, pushers, media, media_upload):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

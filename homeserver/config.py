@@ -11,7 +11,7 @@ dataclasses passed to whoever needs them; there is no global config object.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
@@ -43,6 +43,33 @@ class RateLimits:
     room_creation: RateLimit = RateLimit(1.0, 20)
     joins: RateLimit = RateLimit(2.0, 20)
     federation: RateLimit = RateLimit(50.0, 500)  # signed requests per origin server
+    media_upload: RateLimit = RateLimit(2.0, 30)  # uploads and media ids created, per user
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """The media repository (docs/media.md)."""
+
+    store_path: Path | None = None  # None: <data_dir>/media
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_user_bytes: int = 0  # quota of one user's uploads together; 0: none
+    max_pending_uploads: int = 10  # created media ids not yet uploaded, per user
+    unused_expiry_ms: int = 24 * 3600 * 1000
+    # Synapse's enable_authenticated_media: media uploaded (or cached) while this is on is
+    # served only by the authenticated endpoints; what came before stays on the legacy ones.
+    freeze_unauthenticated: bool = True
+    legacy_endpoints: bool = True  # /_matrix/media/v3/download|thumbnail at all
+    max_image_pixels: int = 32_000_000  # larger images are not decoded (decompression bombs)
+    max_thumbnail_frames: int = 200  # animated thumbnails of longer animations: first frame
+    local_media_lifetime_ms: int = 0  # purge local media older than this; 0: keep
+    remote_media_lifetime_ms: int = 0  # purge cached remote media unused this long; 0: keep
+    purge_interval_ms: int = 3600 * 1000
+    url_preview_enabled: bool = False
+    url_preview_allow: tuple[str, ...] = ()
+    url_preview_deny: tuple[str, ...] = DEFAULT_DENY
+    url_preview_max_bytes: int = 10 * 1024 * 1024
+    url_preview_timeout_ms: int = 10_000
+    url_preview_cache_ms: int = 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +110,16 @@ class Config:
     trusted_key_servers: tuple[str, ...] = ()  # notaries asked when an origin is unreachable
     old_signing_keys_path: Path = Path("parley-data/signing.key.old")
     key_validity_ms: int = 24 * 3600 * 1000
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     @property
     def base_url(self) -> str:
         scheme = "https" if self.shared_listener else "http"
         return self.public_baseurl or f"{scheme}://{self.listen_host}:{self.listen_port}/"
+
+    @property
+    def media_path(self) -> Path:
+        return self.media.store_path or self.data_dir / "media"
 
     @property
     def shared_listener(self) -> bool:
@@ -209,6 +241,7 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         room_creation=_rate(rl.get("room_creation"), d.room_creation),
         joins=_rate(rl.get("joins"), d.joins),
         federation=_rate(rl.get("federation"), d.federation),
+        media_upload=_rate(rl.get("media_upload"), d.media_upload),
     )
     key_path = Path(raw.get("signing_key_path", data_dir / "signing.key"))
     if not key_path.is_absolute():
@@ -253,12 +286,62 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         trusted_key_servers=tuple(str(x) for x in fcfg.get("trusted_key_servers", []) or []),
         old_signing_keys_path=old_keys,
         key_validity_ms=int(fcfg.get("key_validity_ms", cfg.key_validity_ms)),
+        media=_media(raw.get("media") or {}, _path),
     )
     validate(cfg)
     return cfg
 
 
+def _media(m: Any, path: Callable[[object], Path | None]) -> MediaConfig:
+    if not isinstance(m, dict):
+        raise ConfigError("media must be a mapping")
+    d = MediaConfig()
+    known = set(MediaConfig.__dataclass_fields__)
+    unknown = set(m) - known
+    if unknown:
+        raise ConfigError(f"media: unknown option(s) {', '.join(sorted(unknown))}")
+
+    def ranges(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(x) for x in (m.get(name, default) or []))
+
+    values: dict[str, Any] = {}
+    values.update({name: int(m.get(name, getattr(d, name))) for name in (
+        "max_upload_bytes", "max_user_bytes", "max_pending_uploads", "unused_expiry_ms",
+        "max_image_pixels", "max_thumbnail_frames", "local_media_lifetime_ms",
+        "remote_media_lifetime_ms", "purge_interval_ms", "url_preview_max_bytes",
+        "url_preview_timeout_ms", "url_preview_cache_ms")})
+    values.update({name: bool(m.get(name, getattr(d, name))) for name in (
+        "freeze_unauthenticated", "legacy_endpoints", "url_preview_enabled")})
+    return MediaConfig(
+        store_path=path(m.get("store_path")),
+        **values,
+        url_preview_allow=ranges("url_preview_allow", ()),
+        url_preview_deny=ranges("url_preview_deny", DEFAULT_DENY),
+    )
+
+
+def _validate_media(m: MediaConfig) -> None:
+    if m.max_upload_bytes <= 0:
+        raise ConfigError("media.max_upload_bytes must be positive")
+    if m.max_user_bytes < 0 or m.local_media_lifetime_ms < 0 or m.remote_media_lifetime_ms < 0:
+        raise ConfigError("media: quotas and lifetimes must be >= 0")
+    if m.max_pending_uploads < 1 or m.unused_expiry_ms < 1000 or m.purge_interval_ms < 1000:
+        raise ConfigError("media: max_pending_uploads >= 1, unused_expiry_ms and "
+                          "purge_interval_ms >= 1000")
+    if m.max_image_pixels < 1 or m.max_thumbnail_frames < 1:
+        raise ConfigError("media: max_image_pixels and max_thumbnail_frames must be positive")
+    if m.url_preview_max_bytes < 1 or m.url_preview_timeout_ms < 1:
+        raise ConfigError("media: url_preview_max_bytes and url_preview_timeout_ms must be "
+                          "positive")
+    try:
+        parse_ranges(m.url_preview_allow)
+        parse_ranges(m.url_preview_deny)
+    except ValueError as e:
+        raise ConfigError(f"media url preview ranges: {e}") from e
+
+
 def validate(cfg: Config) -> None:
+    _validate_media(cfg.media)
     if not is_valid_server_name(cfg.server_name):
         raise ConfigError(f"invalid server_name {cfg.server_name!r}")
     if cfg.registration not in ("open", "token", "closed"):

@@ -436,7 +436,7 @@ async def test_sender_stopped_mid_push_sends_nothing_twice(pc: Client, gateway: 
     sender = next(b for b in push_server.hs.background if isinstance(b, PusherSender))
     await sender.stop()  # with the first push still waiting for the gateway's answer
     await sender.start()
-    calls = await gateway.wait_calls(3, timeout=20)
+    await gateway.wait_calls(3, timeout=20)
     await asyncio.sleep(1.0)
     assert [c["event_id"] for c in gateway.calls] == sent
 

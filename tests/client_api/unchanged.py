@@ -17,6 +17,7 @@ TABLES = (
     "e2e_device_keys", "e2e_one_time_keys", "e2e_fallback_keys", "e2e_cross_signing_keys",
     "e2e_signatures", "device_list_changes", "dehydrated_devices",
     "room_key_backup_versions", "room_key_backup_sessions",
+    "local_media", "remote_media", "media_thumbnails", "url_previews",
 )
 
 
