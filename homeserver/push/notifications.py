@@ -255,22 +255,30 @@ class NotificationService:
                     self._dirty.add(key)
             return
         for u in done.readers:
-            self._touch((u, done.room_id), reset=True)
+            # Read up to their send, in every thread, and nothing of this room can have been
+            # written since (the room's writes are serialised): known to be zero, cached or not.
+            key = (u, done.room_id)
+            if key in self._loading:
+                self._dirty.add(key)
+            counts = self._counts.get(key)
+            if counts is None:
+                self._counts[key] = {}
+            else:
+                counts.clear()
         for (u, thread), (n, h) in done.added.items():
             counts = self._touch((u, done.room_id))
             if counts is not None:
                 n0, h0 = counts.get(thread, (0, 0))
                 counts[thread] = (n0 + n, h0 + h)
+        while len(self._counts) > COUNTS_CACHE_SIZE:
+            self._counts.popitem(last=False)
 
-    def _touch(self, key: tuple[str, str], reset: bool = False) -> Counts | None:
-        """The cached counts of `key` to change in place (emptied if `reset`), or None when
-        not cached; a load in flight for it will not be kept."""
+    def _touch(self, key: tuple[str, str]) -> Counts | None:
+        """The cached counts of `key` to change in place, or None when not cached; a load in
+        flight for it will not be kept."""
         if key in self._loading:
             self._dirty.add(key)
-        counts = self._counts.get(key)
-        if counts is not None and reset:
-            counts.clear()
-        return counts
+        return self._counts.get(key)
 
     # ------------------------------------------------------------------ receipts
 
