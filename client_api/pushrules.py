@@ -39,19 +39,40 @@ async def _existing(request: web.Request, user_id: str) -> tuple[str, str, JsonD
     return kind, rule_id, rule
 
 
+def _malformed(what: str) -> MatrixError:
+    return MatrixError(400, Codes.UNRECOGNIZED, f"Malformed push rule path: {what}")
+
+
+# The paths end in a slash where the spec has one (GET /pushrules/, /pushrules/global/);
+# without it, or with a part missing, the answer is 400, as Synapse gives (SyTest checks).
 @routes.get(V + "/pushrules/")
-@routes.get(V + "/pushrules")
 async def get_all(request: web.Request) -> web.Response:
     requester = await auth(request)
     return json_response(await _service(request).ruleset(requester.user_id))
 
 
 @routes.get(V + "/pushrules/{scope}/")
-@routes.get(V + "/pushrules/{scope}")
 async def get_scope(request: web.Request) -> web.Response:
     requester = await auth(request)
     _scope(request)
     return json_response((await _service(request).ruleset(requester.user_id))["global"])
+
+
+@routes.get(V + "/pushrules/{scope}/{kind}/")
+async def get_kind(request: web.Request) -> web.Response:
+    """The rules of one kind, in priority order (a JSON array; served as Synapse does)."""
+    requester = await auth(request)
+    _scope(request)
+    kind = rules.check_kind(request.match_info["kind"])
+    ruleset = await _service(request).ruleset(requester.user_id)
+    return json_response(ruleset["global"].get(kind, []))
+
+
+@routes.get(V + "/pushrules/{scope}")
+@routes.get(V + "/pushrules/{scope}/{kind}")
+async def get_without_slash(request: web.Request) -> web.Response:
+    await auth(request)
+    raise _malformed("a scope or kind path ends in '/'")
 
 
 @routes.get(RULE)
@@ -119,3 +140,23 @@ async def put_actions(request: web.Request) -> web.Response:
     await _service(request).change(
         requester.user_id, lambda ch: rules.set_actions(ch, kind, rule_id, actions))
     return json_response({})
+
+
+@routes.get(RULE + "/{attr}")
+@routes.put(RULE + "/{attr}")
+async def unknown_attribute(request: web.Request) -> web.Response:
+    await auth(request)
+    raise _malformed(f"unknown rule attribute {request.match_info['attr']!r}")
+
+
+@routes.put(V + "/pushrules{rest:.*}")
+@routes.delete(V + "/pushrules{rest:.*}")
+async def incomplete(request: web.Request) -> web.Response:
+    """A PUT or DELETE without a scope, kind and rule id."""
+    await auth(request)
+    raise _malformed("expected /pushrules/global/{kind}/{ruleId}")
+
+
+@routes.get(V + "/pushrules")
+async def bare(request: web.Request) -> web.Response:
+    raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request (the path is /pushrules/)")

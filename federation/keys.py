@@ -17,6 +17,7 @@ MAX_QUERY_SERVERS = 100
 
 
 @routes.get("/_matrix/key/v2/server")
+@routes.get("/_matrix/key/v2/server/{key_id}")  # deprecated form, still asked by some servers
 async def server_keys(request: web.Request) -> web.Response:
     return json_response(fed(request).keys.own_response())
 

@@ -381,6 +381,7 @@ class NotificationService:
             items.append({
                 "actions": orjson.loads(r["actions"]),
                 "event": entry.to_client(user_id, None),
+                "profile_tag": None,  # no rule here has a profile tag
                 "read": not r["unread"],
                 "room_id": r["room_id"],
                 "ts": int(r["ts"]),

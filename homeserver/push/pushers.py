@@ -86,8 +86,10 @@ def validate_set(body: JsonDict) -> JsonDict | None:
         raise _missing(["data.url"])
     check_url(data["url"])
     fmt = data.get("format")
-    if fmt is not None and fmt != "event_id_only":
-        raise MatrixError(400, Codes.INVALID_PARAM, "data.format must be 'event_id_only'")
+    # The spec names one format, event_id_only; anything else gets the full notification (as
+    # Synapse does), and is kept as given.
+    if fmt is not None and not isinstance(fmt, str):
+        raise MatrixError(400, Codes.BAD_JSON, "data.format must be a string")
     raw = orjson.dumps(data)
     if len(raw) > MAX_DATA_BYTES:
         raise MatrixError(400, Codes.TOO_LARGE, "data is too large")

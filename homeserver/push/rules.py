@@ -174,13 +174,16 @@ def check_user_rule_id(rule_id: str) -> str:
 
 
 def check_actions(actions: Any) -> list[Any]:
-    """Validated actions with the historical `dont_notify` / `coalesce` stripped (spec)."""
+    """Validated actions, as given: the historical `dont_notify` and `coalesce` are kept (old
+    clients read back what they set, as Synapse serves it) and ignored by evaluation, which
+    the spec requires ("Historical Actions")."""
     if not isinstance(actions, list):
         raise MatrixError(400, Codes.BAD_JSON, "actions must be an array")
     out: list[Any] = []
     for action in actions:
         if isinstance(action, str):
             if action in LEGACY_ACTIONS:
+                out.append(action)
                 continue
             if action != "notify":
                 raise MatrixError(400, Codes.INVALID_PARAM, f"Unrecognised action {action!r}")

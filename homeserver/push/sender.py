@@ -11,11 +11,12 @@ same event: one query reads the new notifications of every user with a pusher (a
 unread totals) and hands each pusher its rows; a pusher reads from the database itself only to
 catch up (after a start, a new pusher or a failure). The pushers are kept in memory, reloaded
 when this process changes one and at least every PUSHERS_RELOAD_S for other processes'
-changes. Delivery starts DELAY_S after the event, so that the members' /sync responses, which
-people watch, go first: measured in a 100-member room where every member has a pusher, pushing
-at once made the last member's /sync 20-30% later, and 0.25 s later made it as fast as with no
-pushers (bench/bench.py b and p). A push then reaches a phone through APNs or FCM, which add
-more than that.
+changes. A round of more than SMALL_ROUND notifications (a message into a big room) is handed
+out DELAY_S later, so that the members' /sync responses, which people watch, go first: measured
+in a 100-member room where every member has a pusher, pushing at once made the last member's
+/sync 20-30% later, and 0.25 s later made it as fast as with no pushers (bench/bench.py b and
+p). A push then reaches a phone through APNs or FCM, which add more than that. Small rounds (a
+direct message, a small group) go out at once.
 
 A failure (connection error, timeout, non-2xx) is
 retried with exponential backoff, from the same notification; nothing is dropped. A restart
@@ -37,6 +38,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -62,6 +64,7 @@ QUEUE_MAX = 500  # notifications held in memory per pusher; beyond, it catches u
 PUSHERS_RELOAD_S = 1.0
 STOP_GRACE_S = 2.0
 DELAY_S = 0.25
+SMALL_ROUND = 20  # notifications in a round that go out at once
 
 
 @dataclass(slots=True)
@@ -114,7 +117,7 @@ class PusherSender:
     def __init__(self, db: Database, store: NotificationStore, cache: EventCache,
                  rooms: RoomRegistry, stream: Stream, policy: OutboundPolicy,
                  instance: str = "main", backoff_s: float = 1.0, max_backoff_s: float = 300.0,
-                 timeout_s: float = 20.0) -> None:
+                 timeout_s: float = 20.0, tls: ssl.SSLContext | None = None) -> None:
         self._db = db
         self._store = store
         self._cache = cache
@@ -124,6 +127,7 @@ class PusherSender:
         self._backoff = backoff_s
         self._max_backoff = max_backoff_s
         self._timeout = timeout_s
+        self._tls = tls if tls is not None else ssl.create_default_context()
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -150,7 +154,7 @@ class PusherSender:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(resolver=_PolicyResolver(self._policy),
-                                           use_dns_cache=False, limit=100),
+                                           use_dns_cache=False, limit=100, ssl=self._tls),
             timeout=aiohttp.ClientTimeout(total=self._timeout))
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="pusher-sender")
@@ -184,7 +188,6 @@ class PusherSender:
                 await asyncio.wait({waiter}, timeout=1.0)
             finally:
                 waiter.cancel()
-            await asyncio.sleep(DELAY_S)
             self._wake.clear()
             try:
                 if await self._holds_lease():
@@ -213,6 +216,8 @@ class PusherSender:
         """Hand the notifications committed since the last round to their pushers."""
         now = time.monotonic()
         upto = self._stream.current
+        rows: list[Any] = []
+        unread: dict[str, int] = {}
         async with self._db.connection() as conn:
             if now >= self._reload_at:
                 self._reload(await self._store.pushers(conn))
@@ -224,18 +229,21 @@ class PusherSender:
                 rows = await self._store.new_for_users(conn, users, self._seen, upto)
                 unread = await self._store.unread_totals(
                     conn, sorted({str(r["user_id"]) for r in rows})) if rows else {}
-                by_user: dict[str, list[_Note]] = {}
-                for r in rows:
-                    by_user.setdefault(r["user_id"], []).append(_Note(
-                        int(r["stream_ordering"]), r["room_id"], r["event_id"], r["actions"],
-                        unread.get(r["user_id"], 0)))
-                for p in self._pushers.values():
-                    if p.synced_to >= self._seen and len(p.queue) < QUEUE_MAX:
-                        # (else it is catching up from the database by itself)
-                        p.queue.extend(n for n in by_user.get(p.row["user_id"], ())
-                                       if n.stream_ordering > p.position)
-                        p.synced_to = upto
-                self._seen = upto
+        if upto > self._seen:
+            if len(rows) > SMALL_ROUND:  # a big room's message: its members' syncs go first
+                await asyncio.sleep(DELAY_S)
+            by_user: dict[str, list[_Note]] = {}
+            for r in rows:
+                by_user.setdefault(r["user_id"], []).append(_Note(
+                    int(r["stream_ordering"]), r["room_id"], r["event_id"], r["actions"],
+                    unread.get(r["user_id"], 0)))
+            for p in self._pushers.values():
+                if p.synced_to >= self._seen and len(p.queue) < QUEUE_MAX:
+                    # (else it is catching up from the database by itself)
+                    p.queue.extend(n for n in by_user.get(p.row["user_id"], ())
+                                   if n.stream_ordering > p.position)
+                    p.synced_to = upto
+            self._seen = upto
         for pid, p in self._pushers.items():
             if (p.queue or p.synced_to < self._seen) and self._retry_at.get(pid, 0) <= now \
                     and (p.worker is None or p.worker.done()):
@@ -306,7 +314,9 @@ class PusherSender:
                 tweaks[a["set_tweak"]] = a.get("value", True) if a["set_tweak"] == "highlight" \
                     else a.get("value")
         note: JsonDict = {
-            "event_id": row.event_id, "room_id": row.room_id,
+            # `id` is the event id under its old name, which Synapse still sends and older
+            # gateways and SyTest read.
+            "event_id": row.event_id, "id": row.event_id, "room_id": row.room_id,
             "counts": {"unread": row.unread},
             "prio": "high" if tweaks.get("highlight") or "sound" in tweaks else "low",
             "devices": [{"app_id": pusher["app_id"], "pushkey": pusher["pushkey"],
@@ -322,6 +332,9 @@ class PusherSender:
                 note["content"] = pdu.get("content", {})
                 if pdu.get("type") == "m.room.member":
                     note["user_is_target"] = pdu.get("state_key") == pusher["user_id"]
+                    membership = pdu.get("content", {}).get("membership")
+                    if isinstance(membership, str):
+                        note["membership"] = membership  # as Synapse sends it
                 room = await self._rooms.get(row.room_id)
                 if room is not None:
                     state = room.state_pdus()
@@ -330,11 +343,14 @@ class PusherSender:
                     if isinstance(name, str):
                         note["sender_display_name"] = name
                     room_name = state.get(("m.room.name", ""))
-                    if room_name and isinstance(room_name.get("content", {}).get("name"), str):
-                        note["room_name"] = room_name["content"]["name"]
                     alias = state.get(("m.room.canonical_alias", ""))
                     if alias and isinstance(alias.get("content", {}).get("alias"), str):
                         note["room_alias"] = alias["content"]["alias"]
+                    if room_name and isinstance(room_name.get("content", {}).get("name"), str) \
+                            and room_name["content"]["name"]:
+                        note["room_name"] = room_name["content"]["name"]
+                    elif "room_alias" in note:  # the room's display name, as clients show it
+                        note["room_name"] = note["room_alias"]
         return {"notification": note}
 
     async def _send(self, pusher: Any, row: _Note) -> set[str]:

@@ -288,7 +288,7 @@ async def test_muted_room_rule_stops_counting(c: Client) -> None:
      "M_INVALID_PARAM"),
     ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
       "device_display_name": "D", "lang": "en",
-      "data": {"url": "https://x" + NOTIFY, "format": "full"}}, "M_INVALID_PARAM"),
+      "data": {"url": "https://x" + NOTIFY, "format": 1}}, "M_BAD_JSON"),
     ({"kind": "email", "app_id": "m.email", "pushkey": "a@b", "app_display_name": "A",
       "device_display_name": "D", "lang": "en", "data": {}}, "M_INVALID_PARAM"),
     ({"kind": "http", "app_id": "a" * 65, "pushkey": "k", "app_display_name": "A",

@@ -194,9 +194,9 @@ def test_errors(call: Any, status: int, errcode: str) -> None:
 
 @pytest.mark.parametrize(("actions", "expected"), [
     (["notify"], ["notify"]),
-    (["dont_notify"], []),
+    (["dont_notify"], ["dont_notify"]),  # kept as set; evaluation ignores it
     (["notify", "coalesce", {"set_tweak": "highlight", "value": False}],
-     ["notify", {"set_tweak": "highlight", "value": False}]),
+     ["notify", "coalesce", {"set_tweak": "highlight", "value": False}]),
     ([{"set_tweak": "custom.tweak", "value": {"any": ["thing"]}}],
      [{"set_tweak": "custom.tweak", "value": {"any": ["thing"]}}]),
 ])
