@@ -9,6 +9,8 @@ from typing import Protocol
 
 from aiohttp import web
 
+from admin_api.context import AdminContext
+from admin_api.routes import add_admin_routes
 from client_api import (
     account_data,
     dehydrated,
@@ -29,6 +31,7 @@ from client_api import (
     to_device,
     user_directory,
 )
+from client_api import reports as report_routes
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
 from client_api.websocket import setup as setup_websockets
@@ -45,6 +48,11 @@ from federation.client import FederationClient
 from federation.context import FED, FederationContext
 from federation.routes import add_federation_routes
 from federation.tls import client_context, server_context
+from homeserver.admin.notices import ServerNotices
+from homeserver.admin.registration_tokens import RegistrationTokens
+from homeserver.admin.rooms import RoomAdminService, RoomCaches
+from homeserver.admin.store import AdminStore
+from homeserver.admin.users import AccountStates, UserAdminService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
@@ -69,6 +77,8 @@ from homeserver.push.store import PushRuleStore
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.receipts.store import ReceiptStore
+from homeserver.reports.service import ReportService
+from homeserver.reports.store import ReportStore
 from homeserver.rooms.feed import EventConsumer
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
@@ -142,6 +152,8 @@ class Homeserver:
     federation: Federation | None = None
     notifications: NotificationService | None = None
     pushers: PusherService | None = None
+    admin: AdminContext | None = None
+    limiter: RateLimiter | None = None
 
 
 @dataclass(slots=True)
@@ -288,6 +300,22 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         config.instance_name)
     hs.pushers.on_change.append(pusher_sender.wake)
     hs.background.append(pusher_sender)
+    # -- operators: the admin API's services (docs/admin.md)
+    hs.limiter = RateLimiter(config.rate_limits.enabled)
+    admin_store = AdminStore()
+    states = AccountStates(db, admin_store, tokens, hs.limiter)
+    await states.load_overrides()
+    room_admin = RoomAdminService(db, admin_store, room_service, reader,
+                                  RoomCaches(registry, cache, members))
+    room_service.is_blocked = room_admin.is_blocked
+    hs.background.append(room_admin)
+    hs.admin = AdminContext(
+        users=UserAdminService(db, admin_store, accounts, devices, profiles, room_service,
+                               reader, states),
+        rooms=room_admin, tokens=RegistrationTokens(db, admin_store),
+        reports=ReportService(db, ReportStore(), room_service, reader),
+        notices=ServerNotices(db, admin_store, accounts, room_service, account_data),
+        server_version=server_version())
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream))
@@ -337,6 +365,16 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     return Federation(keys=keyring, client=client, context=context, sender=sender)
 
 
+def server_version() -> str:
+    """Parley's version, from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parley")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 CATCH_ALL: web.AppKey[tuple[web.AbstractResource, ...]] = web.AppKey("parley_catch_all", tuple)
 
 
@@ -352,17 +390,22 @@ async def _unknown_endpoint(request: web.Request) -> web.Response:
 def make_app(hs: Homeserver) -> web.Application:
     # No middlewares: every route's handler is wrapped in `matrix_errors` instead (see there).
     app = web.Application(client_max_size=hs.config.max_request_bytes)
+    limiter = hs.limiter or RateLimiter(hs.config.rate_limits.enabled)
     app[CTX] = ClientContext(
         config=hs.config, accounts=hs.accounts, sessions=hs.sessions, devices=hs.devices,
         profiles=hs.profiles, account_data=hs.account_data, filters=hs.filters,
         push_rules=hs.push_rules, rooms=hs.rooms, sync=hs.sync, reader=hs.reader,
-        limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(hs.uia),
+        limiter=limiter, uia=UIA(hs.uia),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
         keys=hs.keys, cross_signing=hs.cross_signing, device_lists=hs.device_lists,
         dehydrated=hs.dehydrated,
     )
     app[CTX].key_backup = hs.key_backup
     app[CTX].pushers, app[CTX].notifications = hs.pushers, hs.notifications
+    if hs.admin is not None:
+        app[CTX].reports = hs.admin.reports
+        add_routes(app, report_routes.routes)
+        add_admin_routes(app, hs.admin)
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers):

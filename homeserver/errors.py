@@ -39,6 +39,8 @@ class Codes(StrEnum):
     BAD_ALIAS = "M_BAD_ALIAS"
     INVALID_SIGNATURE = "M_INVALID_SIGNATURE"
     WRONG_ROOM_KEYS_VERSION = "M_WRONG_ROOM_KEYS_VERSION"
+    USER_LOCKED = "M_USER_LOCKED"
+    USER_SUSPENDED = "M_USER_SUSPENDED"
     UNSTABLE = "M_UNKNOWN"
 
 
@@ -84,3 +86,8 @@ def invalid_param(msg: str) -> MatrixError:
 
 def missing_param(msg: str) -> MatrixError:
     return MatrixError(400, Codes.MISSING_PARAM, msg)
+
+
+def suspended() -> MatrixError:
+    """What a suspended account gets for an action it may not take (spec "Account suspension")."""
+    return MatrixError(403, Codes.USER_SUSPENDED, "You cannot perform this action while suspended.")
