@@ -19,6 +19,7 @@ from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.json_input import text_problem
+from homeserver.observability.logs import request_user
 from homeserver.presence.service import PresenceService
 from homeserver.push.notifications import NotificationService
 from homeserver.push.pushers import PusherService
@@ -92,5 +93,7 @@ async def auth(request: web.Request, allow_locked: bool = False) -> Requester:
         raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
     if text_problem(token) is not None:  # e.g. header bytes that are not UTF-8: no such token
         raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
-    return await ctx(request).sessions.authenticate(token, ip=request.remote,
-                                                    allow_locked=allow_locked)
+    requester = await ctx(request).sessions.authenticate(token, ip=request.remote,
+                                                         allow_locked=allow_locked)
+    request_user.set(requester.user_id)  # for the request's log lines
+    return requester

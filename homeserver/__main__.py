@@ -110,9 +110,10 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from homeserver.observability.logs import setup_logging
+
+    setup_logging(level, fmt)
 
 
 async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
@@ -130,6 +131,9 @@ async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
                 and not config.shared_listener:
             print(f"parley: federation on https://{config.federation_listen_host}:"
                   f"{config.federation_listen_port}/", flush=True)
+        if config.metrics_listen_port:
+            print(f"parley: metrics on http://{config.metrics_listen_host}:"
+                  f"{config.metrics_listen_port}/metrics", flush=True)
         print(f"parley: data folder {config.data_dir}", flush=True)
         if config.registration == "closed":
             print("parley: registration is closed. Add a user with `parley register-user`, or "
@@ -142,7 +146,7 @@ async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     _stop_on_sigterm()
     key = load_key(config)
     dsn, server = database_dsn(config)

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from admin_api import observability
 from admin_api.context import AdminContext
 from admin_api.routes import add_admin_routes
 from client_api import (
@@ -34,6 +35,7 @@ from client_api import (
 from client_api import reports as report_routes
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
+from client_api.websocket import SOCKETS
 from client_api.websocket import setup as setup_websockets
 from e2ee.backup import KeyBackupService
 from e2ee.backup_store import KeyBackupStore
@@ -64,7 +66,17 @@ from homeserver.federation.membership import RemoteMembership
 from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import FederationRooms
 from homeserver.federation.store import FederationStore
-from homeserver.http import MatrixAppRunner, add_routes, error_response, matrix_errors
+from homeserver.http import (
+    OBSERVER,
+    MatrixAppRunner,
+    add_routes,
+    error_response,
+    matrix_errors,
+)
+from homeserver.observability.health import DatabaseHealth
+from homeserver.observability.metrics import Metrics
+from homeserver.observability.observer import Observer
+from homeserver.observability.store import ObservabilityStore
 from homeserver.outbound import OutboundPolicy, parse_ranges
 from homeserver.presence.service import PresenceService
 from homeserver.presence.store import PresenceStore
@@ -154,6 +166,7 @@ class Homeserver:
     pushers: PusherService | None = None
     admin: AdminContext | None = None
     limiter: RateLimiter | None = None
+    observer: Observer | None = None
 
 
 @dataclass(slots=True)
@@ -300,6 +313,15 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         config.instance_name)
     hs.pushers.on_change.append(pusher_sender.wake)
     hs.background.append(pusher_sender)
+    # -- operators: health, metrics (when a metrics listener is configured), request logs
+    observability_store = ObservabilityStore()
+    db_health = DatabaseHealth(db, observability_store)
+    metrics = (Metrics(db, observability_store) if config.metrics_listen_port else None)
+    if metrics is not None:
+        writer.on_written = metrics.written
+        sync_service.on_woken = metrics.wake_seconds.observe
+    hs.observer = Observer(metrics, db_health, config.log_requests)
+    hs.background.append(db_health)
     # -- operators: the admin API's services (docs/admin.md)
     hs.limiter = RateLimiter(config.rate_limits.enabled)
     admin_store = AdminStore()
@@ -413,6 +435,14 @@ def make_app(hs: Homeserver) -> web.Application:
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
         add_federation_routes(app)
+    if hs.observer is not None:
+        app[OBSERVER] = hs.observer
+        app[observability.HEALTH] = hs.observer.health
+        add_routes(app, observability.routes)
+        if hs.observer.metrics is not None:
+            sockets = app  # the set of open sockets is made by setup_websockets below
+            hs.observer.metrics.watch(lambda: hs.notifier.waiting_users,
+                                      lambda: len(sockets.get(SOCKETS, ())))
     _add_catch_all(app)
     setup_websockets(app)  # the set of open sockets, closed on shutdown
     sync.setup(app)  # the parsed sync filters, shared by the requests that use them
@@ -439,6 +469,8 @@ def make_federation_app(hs: Homeserver) -> web.Application:
     assert hs.federation is not None
     app = web.Application(client_max_size=max(hs.config.max_request_bytes, 8 * 1024 * 1024))
     app[FED] = hs.federation.context
+    if hs.observer is not None:
+        app[OBSERVER] = hs.observer
     add_federation_routes(app)
     _add_catch_all(app)
     return app
@@ -477,6 +509,14 @@ async def start_listeners(hs: Homeserver) -> list[web.AppRunner]:
             await web.TCPSite(fed_runner, config.federation_listen_host,
                               config.federation_listen_port, reuse_address=True,
                               ssl_context=tls).start()
+        if config.metrics_listen_port and hs.observer is not None and (
+                hs.observer.metrics is not None):
+            metrics_runner = web.AppRunner(observability.make_metrics_app(
+                hs.observer.metrics, hs.observer.health), access_log=None)
+            await metrics_runner.setup()
+            runners.append(metrics_runner)
+            await web.TCPSite(metrics_runner, config.metrics_listen_host,
+                              config.metrics_listen_port, reuse_address=True).start()
     except BaseException:
         for r in reversed(runners):
             await r.cleanup()

@@ -139,8 +139,9 @@ class PusherSender:
                     if self._lease_until <= time.monotonic():
                         continue  # another process sends
                     pushers = await self._store.pushers(conn)
-            except Exception:  # database hiccup: try again on the next tick
-                log.exception("loading pushers")
+            except Exception as e:  # database hiccup: try again on the next tick
+                if not self._db.outage(e):
+                    log.exception("loading pushers")
                 continue
             now = time.monotonic()
             for p in pushers:

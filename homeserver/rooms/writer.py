@@ -190,6 +190,8 @@ class RoomWriter:
         # nothing to evaluate). An event no hook wants keeps the plain path: one statement, no
         # BEGIN/COMMIT, and group commit. A hook without a predicate here wants every event.
         self._persist_wanted = persist_wanted if persist_wanted is not None else {}
+        # Told (events written, seconds the write took) after each commit (metrics).
+        self.on_written: Callable[[int, float], None] | None = None
 
     # ------------------------------------------------------------------ the local door
 
@@ -255,6 +257,7 @@ class RoomWriter:
             entry = self._apply(room, ev, deferred=True)
             batch.entries.append(entry)
             return entry
+        started = time.perf_counter()
         try:
             if self._is_plain(ev, room):
                 async with self._db.connection() as conn:
@@ -267,6 +270,8 @@ class RoomWriter:
             if ev.served:
                 self.stream.finish(ev.pos)
             raise
+        if self.on_written is not None:
+            self.on_written(1, time.perf_counter() - started)
         self._finish(room, entry, ev)
         return entry
 
@@ -584,6 +589,7 @@ class RoomWriter:
         """Write a batch (and `extra`, e.g. the room's alias) in one transaction, then publish
         its events to the caches and wake their readers. On failure nothing is written and
         the caller must undo the batch in memory (`RoomData.restore` or dropping the room)."""
+        started = time.perf_counter()
         try:
             if extra is None and batch.events and all(self._is_plain(ev, room)
                                                       for ev in batch.events):
@@ -603,6 +609,8 @@ class RoomWriter:
             self.abort(batch)
             raise
         batch.positions.clear()
+        if self.on_written is not None:
+            self.on_written(len(batch.events), time.perf_counter() - started)
         for ev, entry in zip(batch.events, batch.entries, strict=True):
             self._finish(room, entry, ev)
 
