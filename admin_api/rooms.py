@@ -92,19 +92,34 @@ async def make_room_admin(request: web.Request) -> web.Response:
     return json_response({})
 
 
-@routes.delete(A + "/{v:(v1|v2)}/rooms/{room_id}")
-async def delete_room(request: web.Request) -> web.Response:
-    requester = await require_admin(request)
-    body = await read_json(request, allow_empty=True)
+def _delete_body(body: dict[str, object]) -> None:
     for key in ("block", "purge", "force_purge"):
         if key in body and not isinstance(body[key], bool):
             raise bad_json(f"{key} must be a boolean")
     for key in ("new_room_user_id", "room_name", "message"):
         if key in body and not isinstance(body[key], str):
             raise bad_json(f"{key} must be a string")
+
+
+@routes.delete(A + "/v2/rooms/{room_id}")
+async def delete_room(request: web.Request) -> web.Response:
+    """Deletion as a background job: answered with its delete_id at once."""
+    requester = await require_admin(request)
+    body = await read_json(request, allow_empty=True)
+    _delete_body(body)
     delete_id = await admin_ctx(request).rooms.delete_room(
         requester, request.match_info["room_id"], body)
     return json_response({"delete_id": delete_id})
+
+
+@routes.delete(A + "/v1/rooms/{room_id}")
+async def delete_room_v1(request: web.Request) -> web.Response:
+    """The older deletion API: answered with the outcome when the room is gone."""
+    requester = await require_admin(request)
+    body = await read_json(request, allow_empty=True)
+    _delete_body(body)
+    return json_response(await admin_ctx(request).rooms.delete_room_now(
+        requester, request.match_info["room_id"], body))
 
 
 @routes.get(A + "/v2/rooms/{room_id}/delete_status")

@@ -114,8 +114,8 @@ class RoomAdminService:
         if row is None:
             raise not_found("Room not found")
         d = room_json(row, full=True)
-        d["joined_local_devices"] = 0
-        d["forgotten"] = False
+        d["joined_local_devices"] = int(row["joined_local_devices"])
+        d["forgotten"] = bool(row["forgotten"])
         return d
 
     async def members(self, room_id: str) -> list[str]:
@@ -263,6 +263,18 @@ class RoomAdminService:
         job_id = await self._new_job("delete_room", room_id)
         self._spawn(job_id, self._delete(requester, room_id, body, exists))
         return job_id
+
+    async def delete_room_now(self, requester: Requester, room_id: str,
+                              body: JsonDict) -> JsonDict:
+        """The older DELETE /v1/rooms/{roomId}: the same deletion, answered when done."""
+        job_id = await self.delete_room(requester, room_id, body)
+        for task in list(self._tasks):
+            if task.get_name() == f"admin-job-{job_id}":
+                await asyncio.shield(task)
+        job = await self.job(job_id, "delete_room")
+        if job["status"] != "complete":
+            raise MatrixError(500, Codes.UNKNOWN, job.get("error") or "Room deletion failed")
+        return dict(job["shutdown_room"])
 
     async def _jobs_or_none(self, room_id: str) -> list[JsonDict]:
         try:

@@ -165,8 +165,18 @@ class AdminStore:
         return list(rows), int(total)
 
     async def room(self, conn: Conn, local_pattern: str, room_id: str) -> asyncpg.Record | None:
-        return await conn.fetchrow(f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.room_id = $2",
-                                   local_pattern, room_id)
+        """The room with, beyond the list's columns, the local members' devices and whether
+        every local user with a membership has forgotten it."""
+        local_members = ("SELECT cs.state_key FROM current_state cs WHERE cs.room_id = r.room_id"
+                         " AND cs.type = 'm.room.member' AND cs.state_key LIKE $1")
+        return await conn.fetchrow(
+            f"SELECT {_ROOM_COLUMNS},"
+            " (SELECT count(*) FROM devices d WHERE d.user_id IN"
+            f"  ({local_members} AND cs.membership = 'join')) AS joined_local_devices,"
+            " (EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.room_id = r.room_id)"
+            f"  AND NOT EXISTS ({local_members} AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f"
+            "   WHERE f.room_id = r.room_id AND f.user_id = cs.state_key))) AS forgotten"
+            " FROM rooms r WHERE r.room_id = $2", local_pattern, room_id)
 
     async def room_members(self, conn: Conn, room_id: str) -> list[str]:
         rows = await conn.fetch(

@@ -156,6 +156,9 @@ class UserAdminService:
         created = False
         if not exists:
             localpart = user_id[1:].partition(":")[0]
+            if localpart != localpart.lower():
+                raise MatrixError(400, Codes.INVALID_USERNAME,
+                                  "User ID may only contain a-z, 0-9, and . _ = - / +")
             await self.accounts.register(localpart, body.get("password"),
                                          is_admin=bool(body.get("admin", False)))
             created = True

@@ -258,3 +258,19 @@ async def test_purge_history_by_time(c: Client, admin: User) -> None:
                             token=owner.access_token))[0] == 404
     assert (await c.request("GET", f"/rooms/{room}/event/{keep}",
                             token=owner.access_token))[0] == 200
+
+
+async def test_delete_room_v1_answers_when_done(c: Client, admin: User) -> None:
+    t = admin.access_token
+    owner = await c.register()
+    room = await c.create_room(owner)
+    status, body = await c.request("GET", A + f"/v1/rooms/{room}", token=t)
+    assert body["joined_local_devices"] == 1 and body["forgotten"] is False
+    status, body = await c.request("DELETE", A + f"/v1/rooms/{room}", {}, token=t)
+    assert status == 200, body
+    assert body["kicked_users"] == [owner.user_id] and body["new_room_id"] is None
+    status, body = await c.request("GET", A + f"/v1/rooms/{room}", token=t)
+    assert status == 404
+    status, body = await c.request("DELETE", A + f"/v2/rooms/{room}", {"block": "yes"},
+                                   token=t)
+    assert status == 400 and body["errcode"] == "M_BAD_JSON"

@@ -317,3 +317,12 @@ async def test_lock(c: Client, admin: User) -> None:
     assert status == 200 and body["locked"] is True
     status, _ = await c.request("POST", "/logout", {}, token=user.access_token)
     assert status == 200
+
+
+async def test_put_user_refuses_a_bad_localpart(c: Client, admin: User) -> None:
+    for bad in ("@Upper:parley.test", "@has space:parley.test"):
+        status, body = await c.request("PUT", A + f"/v2/users/{bad}", {"password": "pw-1234"},
+                                       token=admin.access_token)
+        assert status == 400, (bad, body)
+        status, _ = await c.request("GET", A + f"/v2/users/{bad}", token=admin.access_token)
+        assert status in (400, 404)
