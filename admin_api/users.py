@@ -39,6 +39,7 @@ async def list_users(request: web.Request) -> web.Response:
         user_id=request.query.get("user_id"), name=request.query.get("name"),
         guests=query_bool(request, "guests", True),
         deactivated=query_bool(request, "deactivated", False),
+        locked=query_bool(request, "locked", False),
         admins=None if admins is None else query_bool(request, "admins", False),
         order_by=query_choice(request, "order_by", tuple(USER_ORDER), "name"),
         backwards=query_choice(request, "dir", ("f", "b"), "f") == "b",

@@ -261,7 +261,7 @@ class RoomAdminService:
                 raise MatrixError(400, Codes.UNKNOWN,
                                   f"Deletion of {room_id} already in progress")
         job_id = await self._new_job("delete_room", room_id)
-        self._spawn(job_id, self._delete(requester, room_id, body, exists))
+        self._spawn(job_id, self._delete(job_id, requester, room_id, body, exists))
         return job_id
 
     async def delete_room_now(self, requester: Requester, room_id: str,
@@ -282,7 +282,7 @@ class RoomAdminService:
         except MatrixError:
             return []
 
-    async def _delete(self, requester: Requester, room_id: str, body: JsonDict,
+    async def _delete(self, job_id: str, requester: Requester, room_id: str, body: JsonDict,
                       exists: bool) -> JsonDict:
         result: JsonDict = {"kicked_users": [], "failed_to_kick_users": [],
                             "local_aliases": [], "new_room_id": None}
@@ -320,6 +320,9 @@ class RoomAdminService:
             for alias in aliases:
                 await self._store.delete_alias(conn, alias)
         result["local_aliases"] = aliases
+        async with self._db.connection() as conn:  # shown while the purge runs
+            await self._store.update_job(conn, job_id, "active",
+                                         result=orjson.dumps(result).decode())
         if body.get("purge", True):
             await self._purge_room(room_id)
         return result
@@ -387,7 +390,10 @@ def _creators(room: Any) -> set[str]:
 
 
 def _job_json(row: Any, kind: str) -> JsonDict:
-    d: JsonDict = {"status": row["status"]}
+    status = row["status"]
+    if kind == "purge_history" and status == "scheduled":
+        status = "active"  # a purge's statuses are active, complete and failed
+    d: JsonDict = {"status": status}
     if row["error"]:
         d["error"] = row["error"]
     if kind == "delete_room":

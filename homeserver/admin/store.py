@@ -31,7 +31,7 @@ _USER_FILTER = (
     " AND ($2::text IS NULL OR strpos(lower(u.localpart), lower($2)) > 0"
     "      OR strpos(lower(COALESCE(p.displayname, '')), lower($2)) > 0)"
     " AND ($3 OR NOT u.is_guest) AND ($4 OR NOT u.deactivated)"
-    " AND ($5::boolean IS NULL OR u.is_admin = $5)"
+    " AND ($5::boolean IS NULL OR u.is_admin = $5) AND ($6 OR NOT u.locked)"
 )
 
 # order_by values of GET /_synapse/admin/v1/rooms -> SQL.
@@ -83,15 +83,15 @@ class AdminStore:
     # ---------------------------------------------------------------- users
 
     async def list_users(self, conn: Conn, user_id: str | None, name: str | None,
-                         guests: bool, deactivated: bool, admins: bool | None,
+                         guests: bool, deactivated: bool, locked: bool, admins: bool | None,
                          order_by: str, backwards: bool, limit: int,
                          offset: int) -> tuple[list[asyncpg.Record], int]:
         direction = "DESC" if backwards else "ASC"
         order = USER_ORDER[order_by]
-        args = (user_id, name, guests, deactivated, admins)
+        args = (user_id, name, guests, deactivated, admins, locked)
         rows = await conn.fetch(
             f"SELECT {_USER_COLUMNS}{_USER_FILTER} ORDER BY {order} {direction} NULLS LAST,"
-            f" u.user_id {direction} LIMIT $6 OFFSET $7", *args, limit, offset)
+            f" u.user_id {direction} LIMIT $7 OFFSET $8", *args, limit, offset)
         total = await conn.fetchval(f"SELECT count(*){_USER_FILTER}", *args)
         return list(rows), int(total)
 

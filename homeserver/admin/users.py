@@ -35,12 +35,14 @@ def _now() -> int:
 
 
 def user_json(r: asyncpg.Record, full: bool = False) -> JsonDict:
-    """A user as Synapse's admin API shows one (creation_ts in seconds, as Synapse does)."""
+    """A user as Synapse's admin API shows one: creation_ts in milliseconds in the list, in
+    seconds for one user (GET /v2/users/{userId}), as Synapse answers."""
     d: JsonDict = {
         "name": r["user_id"], "displayname": r["displayname"], "avatar_url": r["avatar_url"],
         "is_guest": r["is_guest"], "admin": r["is_admin"], "user_type": None,
         "deactivated": r["deactivated"], "erased": r["erased"],
-        "shadow_banned": r["shadow_banned"], "creation_ts": int(r["created_ts"]) // 1000,
+        "shadow_banned": r["shadow_banned"],
+        "creation_ts": int(r["created_ts"]) // 1000 if full else int(r["created_ts"]),
         "approved": True, "locked": r["locked"], "suspended": r["suspended"],
         "last_seen_ts": r["last_seen_ts"],
     }
@@ -137,12 +139,12 @@ class UserAdminService:
         return u
 
     async def list_users(self, *, user_id: str | None, name: str | None, guests: bool,
-                         deactivated: bool, admins: bool | None, order_by: str,
+                         deactivated: bool, locked: bool, admins: bool | None, order_by: str,
                          backwards: bool, limit: int, offset: int) -> tuple[list[JsonDict], int]:
         async with self._db.connection() as conn:
             rows, total = await self._store.list_users(
-                conn, user_id, name, guests, deactivated, admins, order_by, backwards, limit,
-                offset)
+                conn, user_id, name, guests, deactivated, locked, admins, order_by, backwards,
+                limit, offset)
         return [user_json(r) for r in rows], total
 
     # ------------------------------------------------------------------ create or modify

@@ -81,6 +81,13 @@ async def test_list_users_paging_filters_order(c: Client, admin: User) -> None:
     _, body = await c.request("GET", A + "/v2/users", token=t,
                               params={"name": tag, "deactivated": "true"})
     assert body["total"] == 5
+    await c.request("PUT", f"/_matrix/client/v1/admin/lock/{made[1].user_id}",
+                    {"locked": True}, token=t)
+    _, body = await c.request("GET", A + "/v2/users", token=t, params={"name": tag})
+    assert body["total"] == 3  # locked users too are left out unless asked for
+    _, body = await c.request("GET", A + "/v2/users", token=t,
+                              params={"name": tag, "locked": "true"})
+    assert body["total"] == 4
     _, body = await c.request("GET", A + "/v2/users", token=t,
                               params={"user_id": admin.user_id, "admins": "true"})
     assert [u["name"] for u in body["users"]] == [admin.user_id]
