@@ -328,7 +328,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     states = AccountStates(db, admin_store, tokens, hs.limiter)
     await states.load_overrides()
     room_admin = RoomAdminService(db, admin_store, room_service, reader,
-                                  RoomCaches(registry, cache, members))
+                                  RoomCaches(registry, cache, members), config.instance_name)
     room_service.is_blocked = room_admin.is_blocked
     hs.background.append(room_admin)
     hs.admin = AdminContext(

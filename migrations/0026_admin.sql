@@ -54,9 +54,11 @@ CREATE TABLE user_reports (
 );
 
 -- Room deletions and history purges run in the background; their status is kept here so that
--- any process can answer the status endpoints and a restart does not lose the outcome.
+-- any process can answer the status endpoints and a restart does not lose the outcome; a job
+-- its process did not finish (stopped, crashed) is marked failed when that process restarts.
 CREATE TABLE admin_jobs (
     id          TEXT PRIMARY KEY,
+    instance    TEXT NOT NULL,
     kind        TEXT NOT NULL CHECK (kind IN ('delete_room', 'purge_history')),
     room_id     TEXT NOT NULL,
     status      TEXT NOT NULL CHECK (status IN ('scheduled', 'active', 'complete', 'failed')),

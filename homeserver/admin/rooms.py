@@ -74,7 +74,8 @@ def room_json(r: Any, full: bool = False) -> JsonDict:
 
 class RoomAdminService:
     def __init__(self, db: Database, store: AdminStore, rooms: RoomService, reader: RoomReader,
-                 caches: RoomCaches) -> None:
+                 caches: RoomCaches, instance: str = "main") -> None:
+        self._instance = instance
         self._db = db
         self._store = store
         self._rooms = rooms
@@ -84,7 +85,8 @@ class RoomAdminService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        return None
+        async with self._db.connection() as conn:
+            await self._store.fail_unfinished_jobs(conn, self._instance)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -202,7 +204,7 @@ class RoomAdminService:
     async def _new_job(self, kind: str, room_id: str) -> str:
         job_id = secrets.token_urlsafe(12)
         async with self._db.connection() as conn:
-            await self._store.insert_job(conn, job_id, kind, room_id, _now())
+            await self._store.insert_job(conn, job_id, self._instance, kind, room_id, _now())
         return job_id
 
     def _spawn(self, job_id: str, work: Any) -> None:

@@ -264,11 +264,17 @@ class AdminStore:
 
     # ---------------------------------------------------------------- jobs
 
-    async def insert_job(self, conn: Conn, job_id: str, kind: str, room_id: str,
-                         ts: int) -> None:
+    async def insert_job(self, conn: Conn, job_id: str, instance: str, kind: str,
+                         room_id: str, ts: int) -> None:
         await conn.execute(
-            "INSERT INTO admin_jobs (id, kind, room_id, status, created_ts)"
-            " VALUES ($1, $2, $3, 'scheduled', $4)", job_id, kind, room_id, ts)
+            "INSERT INTO admin_jobs (id, instance, kind, room_id, status, created_ts)"
+            " VALUES ($1, $2, $3, $4, 'scheduled', $5)", job_id, instance, kind, room_id, ts)
+
+    async def fail_unfinished_jobs(self, conn: Conn, instance: str) -> None:
+        """Jobs this process left running when it stopped: they will not finish now."""
+        await conn.execute(
+            "UPDATE admin_jobs SET status = 'failed', error = 'interrupted by a restart'"
+            " WHERE instance = $1 AND status IN ('scheduled', 'active')", instance)
 
     async def update_job(self, conn: Conn, job_id: str, status: str, error: str | None = None,
                          result: str | None = None) -> None:

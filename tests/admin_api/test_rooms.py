@@ -8,6 +8,7 @@ import asyncio
 import secrets
 from typing import Any
 
+from tests.conftest import Server
 from tests.helpers import Client, User
 
 A = "/_synapse/admin"
@@ -274,3 +275,20 @@ async def test_delete_room_v1_answers_when_done(c: Client, admin: User) -> None:
     status, body = await c.request("DELETE", A + f"/v2/rooms/{room}", {"block": "yes"},
                                    token=t)
     assert status == 400 and body["errcode"] == "M_BAD_JSON"
+
+
+async def test_a_job_left_running_by_a_stopped_process_is_failed(c: Client, admin: User,
+                                                                 server: Server) -> None:
+    """A restart marks the jobs this process did not finish failed (here: a job row left
+    'active', then the room admin service started again as a restarted process would)."""
+    hs = server.hs
+    async with hs.db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO admin_jobs (id, instance, kind, room_id, status, created_ts)"
+            " VALUES ('leftover', $1, 'purge_history', '!x:parley.test', 'active', 0)",
+            hs.config.instance_name)
+    await hs.admin.rooms.start()
+    status, body = await c.request("GET", A + "/v1/purge_history_status/leftover",
+                                   token=admin.access_token)
+    assert status == 200
+    assert body == {"status": "failed", "error": "interrupted by a restart"}
