@@ -95,7 +95,8 @@ async def test_metrics_parse_and_move_with_traffic(fresh_database: str, tmp_path
             assert _sum(after, "parley_sync_wake_to_response_seconds_count") >= 1
             assert _sum(after, "parley_db_pool_max_connections") == 10
             assert ("process_cpu_seconds_total", ()) in after
-            assert _sum(after, "parley_background_tasks", task="last-seen-flush") == 1
+            # (every server in this process shares the loop: the test session's server too)
+            assert _sum(after, "parley_background_tasks", task="last-seen-flush") >= 1
             assert ("parley_websocket_connections", ()) in after
             assert ("parley_pusher_backlog", ()) in after
 
