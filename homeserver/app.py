@@ -330,13 +330,15 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     room_admin = RoomAdminService(db, admin_store, room_service, reader,
                                   RoomCaches(registry, cache, members), config.instance_name)
     room_service.is_blocked = room_admin.is_blocked
+    notices = ServerNotices(db, admin_store, accounts, room_service, account_data)
+    room_service.is_notice_room = notices.is_notice_room
     hs.background.append(room_admin)
     hs.admin = AdminContext(
         users=UserAdminService(db, admin_store, accounts, devices, profiles, room_service,
                                reader, states),
         rooms=room_admin, tokens=RegistrationTokens(db, admin_store),
         reports=ReportService(db, ReportStore(), room_service, reader),
-        notices=ServerNotices(db, admin_store, accounts, room_service, account_data),
+        notices=notices,
         server_version=server_version())
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(

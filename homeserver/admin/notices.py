@@ -55,6 +55,10 @@ class ServerNotices:
                                               {"order": 0.5})
         return room_id
 
+    async def is_notice_room(self, user_id: str, room_id: str) -> bool:
+        async with self._db.connection() as conn:
+            return await self._store.notice_room(conn, user_id) == room_id
+
     async def send(self, user_id: str, etype: str, content: JsonDict,
                    state_key: str | None) -> str:
         user = await self._accounts.get_user(user_id)

@@ -119,6 +119,9 @@ class RoomService:
         self.remote: RemoteRooms | None = None  # set when federation is on
         # Rooms a server admin blocked (homeserver/admin/rooms.py): no local user may join.
         self.is_blocked: Callable[[str], Awaitable[bool]] | None = None
+        # (user, room) -> whether it is the user's server notices room (homeserver/admin/
+        # notices.py), whose invite cannot be rejected (spec "Server Notices").
+        self.is_notice_room: Callable[[str, str], Awaitable[bool]] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -527,6 +530,12 @@ class RoomService:
             if room is not None and ("m.room.create", "") not in room.state:
                 content: JsonDict = {} if reason is None else {"reason": reason}
                 return await self.remote.leave(requester, room_id, content)
+        if self.is_notice_room is not None and is_valid_room_id(room_id):
+            room = await self.rooms.get(room_id)
+            if (room is not None and room.membership(requester.user_id) == "invite"
+                    and await self.is_notice_room(requester.user_id, room_id)):
+                raise MatrixError(403, Codes.CANNOT_LEAVE_SERVER_NOTICE_ROOM,
+                                  "You cannot reject the invite to your server notices room")
         return await self._update_membership(requester, room_id, requester.user_id, "leave",
                                             reason)
 

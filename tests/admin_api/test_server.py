@@ -164,6 +164,9 @@ async def test_server_notices(c: Client, admin: User) -> None:
     invites = sync["rooms"]["invite"]
     assert len(invites) == 1
     room = next(iter(invites))
+    # the invite cannot be rejected (spec "Server Notices"); leaving after joining is allowed
+    status, body = await c.request("POST", f"/rooms/{room}/leave", {}, user.access_token)
+    assert status == 403 and body["errcode"] == "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM"
     await c.join(user, room)
     status, body = await c.request("GET", f"/user/{user.user_id}/rooms/{room}/tags",
                                    token=user.access_token)
@@ -178,6 +181,13 @@ async def test_server_notices(c: Client, admin: User) -> None:
     assert bodies == ["done", "maintenance"]
     assert body["chunk"][0]["sender"] == "@notices:parley.test"
     assert first in {e["event_id"] for e in body["chunk"]}
+    status, _ = await c.request("POST", f"/rooms/{room}/leave", {}, user.access_token)
+    assert status == 200
+    status, body = await c.request("POST", A + "/v1/send_server_notice", {
+        "user_id": user.user_id, "content": {"msgtype": "m.text", "body": "again"}}, token=t)
+    assert status == 200  # the user is invited back to the same room
+    sync = await c.sync(user)
+    assert list(sync["rooms"]["invite"]) == [room]
     for bad in ({"user_id": "@ghost:parley.test", "content": {"body": "x"}},
                 {"user_id": user.user_id}, {"content": {}}):
         status, body = await c.request("POST", A + "/v1/send_server_notice", bad, token=t)
