@@ -325,8 +325,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # -- operators: the admin API's services (docs/admin.md)
     hs.limiter = RateLimiter(config.rate_limits.enabled)
     admin_store = AdminStore()
-    states = AccountStates(db, admin_store, tokens, hs.limiter)
-    await states.load_overrides()
+    states = AccountStates(db, admin_store, tokens, hs.limiter, visibility.erased)
+    await states.load()
     room_admin = RoomAdminService(db, admin_store, room_service, reader,
                                   RoomCaches(registry, cache, members), config.instance_name)
     room_service.is_blocked = room_admin.is_blocked

@@ -107,6 +107,10 @@ class AdminStore:
                                  user_id, value)
         return bool(res.endswith(" 1"))
 
+    async def erased_users(self, conn: Conn) -> list[str]:
+        rows = await conn.fetch("SELECT user_id FROM users WHERE erased")
+        return [r["user_id"] for r in rows]
+
     async def count_users(self, conn: Conn) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM users"))
 

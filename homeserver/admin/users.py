@@ -57,15 +57,20 @@ class AccountStates:
     """The admin-set account states and rate-limit overrides."""
 
     def __init__(self, db: Database, store: AdminStore, tokens: TokenCache,
-                 limiter: RateLimiter) -> None:
+                 limiter: RateLimiter, erased: set[str] | None = None) -> None:
         self._db = db
         self._store = store
         self._tokens = tokens
         self._limiter = limiter
+        # The erased users whose events readers see without content (shared with
+        # homeserver/rooms/visibility.py).
+        self.erased = erased if erased is not None else set()
 
-    async def load_overrides(self) -> None:
+    async def load(self) -> None:
+        """The rate-limit overrides and the erased users, at start."""
         async with self._db.connection() as conn:
             rows = await self._store.all_ratelimit_overrides(conn)
+            self.erased.update(await self._store.erased_users(conn))
         self._limiter.message_overrides = {
             r["user_id"]: RateLimit(float(r["messages_per_second"]), int(r["burst_count"]))
             for r in rows}
@@ -200,6 +205,7 @@ class UserAdminService:
         if erase:
             async with self._db.connection() as conn:
                 await self._store.set_flag(conn, user_id, "erased", True)
+            self.states.erased.add(user_id)
 
     async def reactivate(self, user_id: str, password: str | None) -> None:
         u = await self.existing(user_id)
@@ -212,6 +218,7 @@ class UserAdminService:
         async with self._db.transaction() as conn:
             await self._store.set_flag(conn, user_id, "deactivated", False)
             await self._store.set_flag(conn, user_id, "erased", False)
+        self.states.erased.discard(user_id)
 
     async def reset_password(self, user_id: str, password: str, logout_devices: bool) -> None:
         u = await self.existing(user_id)

@@ -173,9 +173,10 @@ class RoomReader:
         ev = (await self._cache.get_many([event_id])).get(event_id)
         if ev is None or ev.room_id != room.room_id or not ev.served:
             raise not_found("Event not found")
-        if not await self._visibility.filter(requester.user_id, [ev], joined):
+        shown = await self._visibility.filter(requester.user_id, [ev], joined)
+        if not shown:
             raise not_found("Event not found")
-        return ev
+        return shown[0]  # as this reader may see it (an erased sender's: without content)
 
     async def state_ids_at_token(self, requester: Requester, room_id: str,
                                  token: str) -> dict[tuple[str, str], str]:

@@ -333,3 +333,33 @@ async def test_put_user_refuses_a_bad_localpart(c: Client, admin: User) -> None:
         assert status == 400, (bad, body)
         status, _ = await c.request("GET", A + f"/v2/users/{bad}", token=admin.access_token)
         assert status in (400, 404)
+
+
+async def test_erased_users_messages_are_hidden_from_later_joiners(c: Client,
+                                                                   admin: User) -> None:
+    owner, witness, late = await c.register(), await c.register(), await c.register()
+    room = await c.create_room(owner, preset="public_chat")
+    await c.join(witness, room)
+    said = await c.send(owner, room, "something to forget")
+    status, _ = await c.request("POST", A + f"/v1/deactivate/{owner.user_id}", {"erase": True},
+                                token=admin.access_token)
+    assert status == 200
+    await c.join(late, room)
+    # who was there when it was sent still sees it; who joined later does not
+    status, body = await c.request("GET", f"/rooms/{room}/event/{said}",
+                                   token=witness.access_token)
+    assert status == 200 and body["content"]["body"] == "something to forget"
+    status, body = await c.request("GET", f"/rooms/{room}/event/{said}",
+                                   token=late.access_token)
+    assert status == 200 and body["content"] == {}
+    status, body = await c.request("GET", f"/rooms/{room}/messages", token=late.access_token,
+                                   params={"dir": "b", "limit": "50"})
+    mine = [e for e in body["chunk"] if e["event_id"] == said]
+    assert mine and mine[0]["content"] == {}
+    sync = await c.sync(late)
+    for e in sync["rooms"]["join"][room]["timeline"]["events"]:
+        if e["event_id"] == said:
+            assert e["content"] == {}
+    witnessed = await c.sync(witness)
+    shown = {e["event_id"]: e for e in witnessed["rooms"]["join"][room]["timeline"]["events"]}
+    assert shown[said]["content"]["body"] == "something to forget"
