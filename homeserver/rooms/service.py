@@ -358,6 +358,9 @@ class RoomService:
                 alias that is malformed or does not point at this room, 403 from the auth rules.
         """
         await self.get_room(room_id)
+        if requester.suspended and not (etype == "m.room.member" and state_key == requester.user_id
+                                        and content.get("membership") == "leave"):
+            raise suspended()  # a suspended user may leave, not change a room
         if etype == "m.room.member":
             # Allowed by the spec (clients set a per-room display name this way); the auth
             # rules decide, as for the membership endpoints.

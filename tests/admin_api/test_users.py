@@ -268,6 +268,9 @@ async def test_suspend(c: Client, admin: User) -> None:
     other = await c.create_room(owner, preset="public_chat")
     status, body = await c.request("POST", f"/join/{other}", {}, user.access_token)
     assert status == 403 and body["errcode"] == "M_USER_SUSPENDED"
+    status, body = await c.request("PUT", f"/rooms/{room}/state/m.room.topic", {"topic": "x"},
+                                   user.access_token)
+    assert status == 403 and body["errcode"] == "M_USER_SUSPENDED"
     # reading still works
     await c.send(owner, room, "you can read this")
     sync = await c.sync(user)
