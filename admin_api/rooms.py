@@ -101,6 +101,18 @@ def _delete_body(body: dict[str, object]) -> None:
             raise bad_json(f"{key} must be a string")
 
 
+@routes.post(A + "/v1/join/{room_id}")
+async def join_user(request: web.Request) -> web.Response:
+    requester = await require_admin(request)
+    body = await read_json(request)
+    user_id = body.get("user_id")
+    if not isinstance(user_id, str):
+        raise missing_param("user_id is required")
+    room_id = await admin_ctx(request).rooms.join_user(requester, request.match_info["room_id"],
+                                                       user_id)
+    return json_response({"room_id": room_id})
+
+
 @routes.delete(A + "/v2/rooms/{room_id}")
 async def delete_room(request: web.Request) -> web.Response:
     """Deletion as a background job: answered with its delete_id at once."""

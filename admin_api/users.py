@@ -166,6 +166,13 @@ async def joined_rooms(request: web.Request) -> web.Response:
     return json_response({"joined_rooms": rooms, "total": len(rooms)})
 
 
+@routes.get(A + "/v1/users/{user_id}/pushers")
+async def pushers(request: web.Request) -> web.Response:
+    await require_admin(request)
+    found = await admin_ctx(request).users.pushers(_uid(request))
+    return json_response({"pushers": found, "total": len(found)})
+
+
 @routes.get(A + "/v1/users/{user_id}/admin")
 async def get_admin(request: web.Request) -> web.Response:
     await require_admin(request)

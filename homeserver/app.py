@@ -340,6 +340,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         reports=ReportService(db, ReportStore(), room_service, reader),
         notices=notices,
         server_version=server_version())
+    hs.admin.users.pusher_service = hs.pushers
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream))

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from homeserver.admin.store import AdminStore
-from homeserver.errors import Codes, MatrixError, invalid_param, not_found
+from homeserver.errors import Codes, MatrixError, forbidden, invalid_param, not_found
 from homeserver.events.auth import user_power_level
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
@@ -198,6 +198,23 @@ class RoomAdminService:
         if not public and room.membership(user_id) != "invite":
             await self._rooms.invite(Requester(admin, ""), room_id, user_id)
         await self._rooms.join(Requester(user_id, ""), room_id)
+
+    async def join_user(self, requester: Requester, room_id_or_alias: str,
+                        user_id: str) -> str:
+        """Synapse's room membership API: join a local user to a room; a room that is not
+        public needs the admin in it, who invites the user first."""
+        if user_id.partition(":")[2] != self._server_name:
+            raise invalid_param("This endpoint can only be used with local users")
+        room_id = await self._rooms.resolve_room(room_id_or_alias)
+        room = await self._rooms.get_room(room_id)
+        join_rule = room.state.get(("m.room.join_rules", ""))
+        public = join_rule is not None and join_rule.pdu["content"].get("join_rule") == "public"
+        if not public and room.membership(user_id) not in ("join", "invite"):
+            if room.membership(requester.user_id) != "join":
+                raise forbidden("You are not in this room and it is not public")
+            await self._rooms.invite(requester, room_id, user_id)
+        await self._rooms.join(Requester(user_id, ""), room_id)
+        return room_id
 
     # ------------------------------------------------------------------ jobs
 

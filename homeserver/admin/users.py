@@ -17,6 +17,7 @@ import asyncpg
 from homeserver.admin.store import AdminStore
 from homeserver.config import RateLimit
 from homeserver.errors import Codes, MatrixError, forbidden, invalid_param, not_found
+from homeserver.push.pushers import PusherService
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
@@ -117,6 +118,7 @@ class UserAdminService:
         self._rooms = rooms
         self._reader = reader
         self.states = states
+        self.pusher_service: PusherService | None = None  # set in homeserver/app.py
 
     # ------------------------------------------------------------------ lookups
 
@@ -246,6 +248,11 @@ class UserAdminService:
     async def joined_rooms(self, user_id: str) -> list[str]:
         await self.existing(user_id)
         return sorted(await self._reader.joined_rooms(user_id))
+
+    async def pushers(self, user_id: str) -> list[JsonDict]:
+        await self.existing(user_id)
+        service = self.pusher_service
+        return await service.list(user_id) if service is not None else []
 
     async def username_available(self, localpart: str) -> bool:
         return await self.accounts.is_available(localpart)

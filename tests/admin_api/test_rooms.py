@@ -292,3 +292,32 @@ async def test_a_job_left_running_by_a_stopped_process_is_failed(c: Client, admi
                                    token=admin.access_token)
     assert status == 200
     assert body == {"status": "failed", "error": "interrupted by a restart"}
+
+
+async def test_join_a_user_to_a_room(c: Client, admin: User) -> None:
+    t = admin.access_token
+    owner, target = await c.register(), await c.register()
+    public = await c.create_room(owner, preset="public_chat")
+    status, body = await c.request("POST", A + f"/v1/join/{public}",
+                                   {"user_id": target.user_id}, token=t)
+    assert status == 200 and body == {"room_id": public}
+    status, body = await c.request("GET", "/joined_rooms", token=target.access_token)
+    assert public in body["joined_rooms"]
+    private = await c.create_room(owner)
+    status, body = await c.request("POST", A + f"/v1/join/{private}",
+                                   {"user_id": target.user_id}, token=t)
+    assert status == 403  # the admin is not in the private room
+    await c.request("POST", f"/rooms/{private}/invite", {"user_id": admin.user_id},
+                    owner.access_token)
+    await c.join(admin, private)
+    await c.request("PUT", f"/rooms/{private}/state/m.room.power_levels",
+                    {"users": {owner.user_id: 100, admin.user_id: 50}, "invite": 0},
+                    owner.access_token)
+    status, body = await c.request("POST", A + f"/v1/join/{private}",
+                                   {"user_id": target.user_id}, token=t)
+    assert status == 200, body
+    status, body = await c.request("POST", A + f"/v1/join/{private}",
+                                   {"user_id": "@x:elsewhere.test"}, token=t)
+    assert status == 400
+    status, body = await c.request("POST", A + f"/v1/join/{private}", {}, token=t)
+    assert status == 400 and body["errcode"] == "M_MISSING_PARAM"

@@ -38,7 +38,8 @@ async def _login(c: Client, user_id: str, password: str) -> tuple[int, dict[str,
     ("POST", A + "/v1/purge_history/!x:parley.test"),
     ("GET", A + "/v1/registration_tokens"), ("POST", A + "/v1/registration_tokens/new"),
     ("GET", A + "/v1/event_reports"), ("POST", A + "/v1/send_server_notice"),
-    ("GET", A + "/v1/statistics/database/rooms"),
+    ("GET", A + "/v1/statistics/database/rooms"), ("POST", A + "/v1/join/!x:parley.test"),
+    ("GET", A + "/v1/users/@x:parley.test/pushers"),
 ])
 async def test_non_admins_are_refused(c: Client, method: str, path: str) -> None:
     user = await c.register()
@@ -185,6 +186,15 @@ async def test_joined_rooms_admin_flag_username(c: Client, admin: User, server: 
                                    token=t)
     assert status == 200 and body == {"joined_rooms": [room], "total": 1}
 
+    status, body = await c.request("GET", A + f"/v1/users/{user.user_id}/pushers", token=t)
+    assert status == 200 and body == {"pushers": [], "total": 0}
+    pusher = {"kind": "http", "app_id": "org.example", "pushkey": "pk1", "app_display_name": "a",
+              "device_display_name": "d", "lang": "en",
+              "data": {"url": "https://push.example.org/_matrix/push/v1/notify"}}
+    status, body = await c.request("POST", "/pushers/set", pusher, user.access_token)
+    assert status == 200, body
+    status, body = await c.request("GET", A + f"/v1/users/{user.user_id}/pushers", token=t)
+    assert body["total"] == 1 and body["pushers"][0]["pushkey"] == "pk1"
     status, body = await c.request("GET", A + f"/v1/users/{user.user_id}/admin", token=t)
     assert body == {"admin": False}
     status, _ = await c.request("PUT", A + f"/v1/users/{user.user_id}/admin", {"admin": True},
