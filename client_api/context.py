@@ -22,12 +22,14 @@ from homeserver.json_input import text_problem
 from homeserver.media.preview import PreviewService
 from homeserver.media.service import MediaService
 from homeserver.media.thumbnailer import Thumbnailer
+from homeserver.observability.logs import request_user
 from homeserver.presence.service import PresenceService
 from homeserver.push.notifications import NotificationService
 from homeserver.push.pushers import PusherService
 from homeserver.push.service import PushRuleService
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
+from homeserver.reports.service import ReportService
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.typing import TypingService
@@ -72,6 +74,7 @@ class ClientContext:
     media: MediaService | None = None
     thumbnails: Thumbnailer | None = None
     previews: PreviewService | None = None
+    reports: ReportService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)
@@ -90,10 +93,13 @@ def access_token(request: web.Request) -> str | None:
     return request.query.get("access_token")
 
 
-async def auth(request: web.Request) -> Requester:
+async def auth(request: web.Request, allow_locked: bool = False) -> Requester:
     token = access_token(request)
     if token is None:
         raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
     if text_problem(token) is not None:  # e.g. header bytes that are not UTF-8: no such token
         raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
-    return await ctx(request).sessions.authenticate(token, ip=request.remote)
+    requester = await ctx(request).sessions.authenticate(token, ip=request.remote,
+                                                         allow_locked=allow_locked)
+    request_user.set(requester.user_id)  # for the request's log lines
+    return requester

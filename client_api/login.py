@@ -72,6 +72,7 @@ async def login(request: web.Request) -> web.Response:
     user_id = user if user.startswith("@") else c.accounts.user_id_for(user.lower())
     if not await c.accounts.check_password(user_id, body["password"]):
         raise forbidden("Invalid username or password")
+    await c.accounts.check_not_locked(user_id)
     result = await c.sessions.create_session(
         user_id, body.get("device_id"), body.get("initial_device_display_name"),
         request.remote, refresh=bool(body.get("refresh_token")))
@@ -91,14 +92,14 @@ async def refresh(request: web.Request) -> web.Response:
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/logout")
 async def logout(request: web.Request) -> web.Response:
-    requester = await auth(request)
+    requester = await auth(request, allow_locked=True)
     await ctx(request).sessions.logout(requester)
     return json_response({})
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/logout/all")
 async def logout_all(request: web.Request) -> web.Response:
-    requester = await auth(request)
+    requester = await auth(request, allow_locked=True)
     await ctx(request).sessions.logout_all(requester.user_id)
     return json_response({})
 

@@ -110,9 +110,10 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from homeserver.observability.logs import setup_logging
+
+    setup_logging(level, fmt)
 
 
 async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
@@ -130,6 +131,9 @@ async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
                 and not config.shared_listener:
             print(f"parley: federation on https://{config.federation_listen_host}:"
                   f"{config.federation_listen_port}/", flush=True)
+        if config.metrics_listen_port:
+            print(f"parley: metrics on http://{config.metrics_listen_host}:"
+                  f"{config.metrics_listen_port}/metrics", flush=True)
         print(f"parley: data folder {config.data_dir}", flush=True)
         if config.registration == "closed":
             print("parley: registration is closed. Add a user with `parley register-user`, or "
@@ -142,7 +146,7 @@ async def _run(config: Config, dsn: str, key: ServerSigningKey) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     _stop_on_sigterm()
     key = load_key(config)
     dsn, server = database_dsn(config)
@@ -221,6 +225,42 @@ def cmd_register_user(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _admin(config: Config, dsn: str, key: ServerSigningKey, args: argparse.Namespace,
+                 password: str | None) -> list[str]:
+    from homeserver.admin import cli
+    from homeserver.app import build_homeserver
+    from homeserver.storage.database import Database
+
+    db = await Database.connect(dsn, 1, 2)
+    try:
+        hs = await build_homeserver(config, db, key)
+        assert hs.admin is not None
+        return await cli.run(args, hs.admin.users, hs.admin.tokens, password)
+    finally:
+        await db.close()
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """`parley admin ACTION ...` (homeserver/admin/cli.py)."""
+    from homeserver.admin import cli
+
+    if args.action == "rotate-key":
+        return cmd_rotate_key(args)
+    config = load_config(_config_path(args))
+    password = None
+    if cli.needs_password(args):
+        password = args.password or os.environ.get("PARLEY_PASSWORD") or getpass.getpass()
+    key = load_key(config)
+    dsn, server = database_dsn(config)
+    try:
+        for line in asyncio.run(_admin(config, dsn, key, args, password)):
+            print(line)
+    finally:
+        if server is not None:
+            server.cleanup()
+    return 0
+
+
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Retire the signing key (kept, published as an old verify key) and make a new one; a
     running server picks the new key up at its next start."""
@@ -256,10 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     rot = sub.add_parser("rotate-key", help="replace the signing key, keeping the old one "
                          "as an old verify key")
     rot.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    from homeserver.admin import cli
+
+    cli.add_parser(sub)
     args = parser.parse_args(argv)
     commands = {"run": cmd_run, "generate-config": cmd_generate_config,
                 "register-user": cmd_register_user, "migrate": cmd_migrate,
-                "rotate-key": cmd_rotate_key}
+                "rotate-key": cmd_rotate_key, "admin": cmd_admin}
     try:
         return commands.get(args.command or "run", cmd_run)(args)
     except ConfigError as e:

@@ -9,6 +9,9 @@ from typing import Protocol
 
 from aiohttp import web
 
+from admin_api import observability
+from admin_api.context import AdminContext
+from admin_api.routes import add_admin_routes
 from client_api import (
     account_data,
     dehydrated,
@@ -31,8 +34,10 @@ from client_api import (
     to_device,
     user_directory,
 )
+from client_api import reports as report_routes
 from client_api.context import CTX, ClientContext
 from client_api.uia import UIA
+from client_api.websocket import SOCKETS
 from client_api.websocket import setup as setup_websockets
 from e2ee.backup import KeyBackupService
 from e2ee.backup_store import KeyBackupStore
@@ -47,6 +52,11 @@ from federation.client import FederationClient
 from federation.context import FED, FederationContext
 from federation.routes import add_federation_routes
 from federation.tls import client_context, server_context
+from homeserver.admin.notices import ServerNotices
+from homeserver.admin.registration_tokens import RegistrationTokens
+from homeserver.admin.rooms import RoomAdminService, RoomCaches
+from homeserver.admin.store import AdminStore
+from homeserver.admin.users import AccountStates, UserAdminService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
@@ -58,13 +68,23 @@ from homeserver.federation.membership import RemoteMembership
 from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import FederationRooms
 from homeserver.federation.store import FederationStore
-from homeserver.http import MatrixAppRunner, add_routes, error_response, matrix_errors
+from homeserver.http import (
+    OBSERVER,
+    MatrixAppRunner,
+    add_routes,
+    error_response,
+    matrix_errors,
+)
 from homeserver.media.preview import PreviewService
 from homeserver.media.retention import MediaRetention
 from homeserver.media.service import MediaService
 from homeserver.media.storage import LocalDiskStorage
 from homeserver.media.store import MediaStore
 from homeserver.media.thumbnailer import Thumbnailer
+from homeserver.observability.health import DatabaseHealth
+from homeserver.observability.metrics import Metrics
+from homeserver.observability.observer import Observer
+from homeserver.observability.store import ObservabilityStore
 from homeserver.outbound import OutboundPolicy, parse_ranges
 from homeserver.presence.service import PresenceService
 from homeserver.presence.store import PresenceStore
@@ -78,6 +98,8 @@ from homeserver.push.store import PushRuleStore
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.receipts.store import ReceiptStore
+from homeserver.reports.service import ReportService
+from homeserver.reports.store import ReportStore
 from homeserver.rooms.feed import EventConsumer
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
@@ -152,6 +174,9 @@ class Homeserver:
     notifications: NotificationService | None = None
     pushers: PusherService | None = None
     media: Media | None = None
+    admin: AdminContext | None = None
+    limiter: RateLimiter | None = None
+    observer: Observer | None = None
 
 
 @dataclass(slots=True)
@@ -332,6 +357,34 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(hs.media.retention)
     if hs.media.previews is not None:
         hs.background.append(hs.media.previews)
+    # -- operators: health, metrics (when a metrics listener is configured), request logs
+    observability_store = ObservabilityStore()
+    db_health = DatabaseHealth(db, observability_store)
+    metrics = (Metrics(db, observability_store) if config.metrics_listen_port else None)
+    if metrics is not None:
+        writer.on_written = metrics.written
+        sync_service.on_woken = metrics.wake_seconds.observe
+    hs.observer = Observer(metrics, db_health, config.log_requests)
+    hs.background.append(db_health)
+    # -- operators: the admin API's services (docs/admin.md)
+    hs.limiter = RateLimiter(config.rate_limits.enabled)
+    admin_store = AdminStore()
+    states = AccountStates(db, admin_store, tokens, hs.limiter, visibility.erased)
+    await states.load()
+    room_admin = RoomAdminService(db, admin_store, room_service, reader,
+                                  RoomCaches(registry, cache, members), config.instance_name)
+    room_service.is_blocked = room_admin.is_blocked
+    notices = ServerNotices(db, admin_store, accounts, room_service, account_data)
+    room_service.is_notice_room = notices.is_notice_room
+    hs.background.append(room_admin)
+    hs.admin = AdminContext(
+        users=UserAdminService(db, admin_store, accounts, devices, profiles, room_service,
+                               reader, states),
+        rooms=room_admin, tokens=RegistrationTokens(db, admin_store),
+        reports=ReportService(db, ReportStore(), room_service, reader),
+        notices=notices,
+        server_version=server_version())
+    hs.admin.users.pusher_service = hs.pushers
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream))
@@ -381,6 +434,16 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     return Federation(keys=keyring, client=client, context=context, sender=sender)
 
 
+def server_version() -> str:
+    """Parley's version, from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parley")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 CATCH_ALL: web.AppKey[tuple[web.AbstractResource, ...]] = web.AppKey("parley_catch_all", tuple)
 
 
@@ -396,11 +459,12 @@ async def _unknown_endpoint(request: web.Request) -> web.Response:
 def make_app(hs: Homeserver) -> web.Application:
     # No middlewares: every route's handler is wrapped in `matrix_errors` instead (see there).
     app = web.Application(client_max_size=hs.config.max_request_bytes)
+    limiter = hs.limiter or RateLimiter(hs.config.rate_limits.enabled)
     app[CTX] = ClientContext(
         config=hs.config, accounts=hs.accounts, sessions=hs.sessions, devices=hs.devices,
         profiles=hs.profiles, account_data=hs.account_data, filters=hs.filters,
         push_rules=hs.push_rules, rooms=hs.rooms, sync=hs.sync, reader=hs.reader,
-        limiter=RateLimiter(hs.config.rate_limits.enabled), uia=UIA(hs.uia),
+        limiter=limiter, uia=UIA(hs.uia),
         typing=hs.typing, receipts=hs.receipts, to_device=hs.to_device, presence=hs.presence,
         keys=hs.keys, cross_signing=hs.cross_signing, device_lists=hs.device_lists,
         dehydrated=hs.dehydrated,
@@ -410,6 +474,10 @@ def make_app(hs: Homeserver) -> web.Application:
     if hs.media is not None:
         app[CTX].media, app[CTX].thumbnails = hs.media.service, hs.media.thumbnails
         app[CTX].previews = hs.media.previews
+    if hs.admin is not None:
+        app[CTX].reports = hs.admin.reports
+        add_routes(app, report_routes.routes)
+        add_admin_routes(app, hs.admin)
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload):
@@ -417,6 +485,14 @@ def make_app(hs: Homeserver) -> web.Application:
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
         add_federation_routes(app)
+    if hs.observer is not None:
+        app[OBSERVER] = hs.observer
+        app[observability.HEALTH] = hs.observer.health
+        add_routes(app, observability.routes)
+        if hs.observer.metrics is not None:
+            sockets = app  # the set of open sockets is made by setup_websockets below
+            hs.observer.metrics.watch(lambda: hs.notifier.waiting_users,
+                                      lambda: len(sockets.get(SOCKETS, ())))
     _add_catch_all(app)
     setup_websockets(app)  # the set of open sockets, closed on shutdown
     sync.setup(app)  # the parsed sync filters, shared by the requests that use them
@@ -443,6 +519,8 @@ def make_federation_app(hs: Homeserver) -> web.Application:
     assert hs.federation is not None
     app = web.Application(client_max_size=max(hs.config.max_request_bytes, 8 * 1024 * 1024))
     app[FED] = hs.federation.context
+    if hs.observer is not None:
+        app[OBSERVER] = hs.observer
     add_federation_routes(app)
     _add_catch_all(app)
     return app
@@ -481,6 +559,14 @@ async def start_listeners(hs: Homeserver) -> list[web.AppRunner]:
             await web.TCPSite(fed_runner, config.federation_listen_host,
                               config.federation_listen_port, reuse_address=True,
                               ssl_context=tls).start()
+        if config.metrics_listen_port and hs.observer is not None and (
+                hs.observer.metrics is not None):
+            metrics_runner = web.AppRunner(observability.make_metrics_app(
+                hs.observer.metrics, hs.observer.health), access_log=None)
+            await metrics_runner.setup()
+            runners.append(metrics_runner)
+            await web.TCPSite(metrics_runner, config.metrics_listen_host,
+                              config.metrics_listen_port, reuse_address=True).start()
     except BaseException:
         for r in reversed(runners):
             await r.cleanup()

@@ -2,7 +2,7 @@
 
 The environment wins over the file so that scripts and containers can run Parley with no YAML at
 all (PARLEY_SERVER_NAME, PARLEY_LISTEN, PARLEY_DATA_DIR, PARLEY_DATABASE_URL, PARLEY_REGISTRATION,
-PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL,
+PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL, PARLEY_LOG_FORMAT, PARLEY_METRICS_LISTEN,
 PARLEY_INSTANCE_NAME, and for federation PARLEY_FEDERATION_LISTEN, PARLEY_TLS_CERT, PARLEY_TLS_KEY,
 PARLEY_FEDERATION_CA_FILE, PARLEY_FEDERATION, PARLEY_OUTBOUND_ALLOW). Values are frozen
 dataclasses passed to whoever needs them; there is no global config object.
@@ -88,6 +88,11 @@ class Config:
     password_min_length: int = 0
     rate_limits: RateLimits = field(default_factory=RateLimits)
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json (homeserver/observability/logs.py)
+    log_requests: bool = False  # one line per request (default on with json)
+    # /metrics (Prometheus) and /health on a listener of their own; port 0: off
+    metrics_listen_host: str = "127.0.0.1"
+    metrics_listen_port: int = 0
     max_request_bytes: int = 1_048_576
     default_room_version: str = DEFAULT_ROOM_VERSION
     allow_guest_access: bool = False
@@ -218,6 +223,17 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         allow = tuple(x.strip() for x in env["PARLEY_OUTBOUND_ALLOW"].split(",") if x.strip())
     deny = tuple(str(x) for x in outbound.get("deny_ranges", DEFAULT_DENY) or [])
 
+    metrics = raw.get("metrics") or {}
+    metrics_host, metrics_port = "127.0.0.1", 0
+    if isinstance(metrics, dict) and metrics.get("listen"):
+        metrics_host, metrics_port = _parse_listen(str(metrics["listen"]))
+    if env.get("PARLEY_METRICS_LISTEN"):
+        metrics_host, metrics_port = _parse_listen(env["PARLEY_METRICS_LISTEN"])
+    log_format = str(env.get("PARLEY_LOG_FORMAT", raw.get("log_format", "text"))).lower()
+    log_requests = raw.get("log_requests", log_format == "json")
+    if "PARLEY_LOG_REQUESTS" in env:
+        log_requests = _bool(env["PARLEY_LOG_REQUESTS"])
+
     db = raw.get("database") or {}
     database_url = str(db.get("url", "") if isinstance(db, dict) else "")
     database_url = env.get("PARLEY_DATABASE_URL", database_url)
@@ -264,6 +280,10 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         password_min_length=int(reg.get("password_min_length", 0)),
         rate_limits=limits,
         log_level=str(env.get("PARLEY_LOG_LEVEL", raw.get("log_level", "INFO"))).upper(),
+        log_format=log_format,
+        log_requests=bool(log_requests),
+        metrics_listen_host=metrics_host,
+        metrics_listen_port=metrics_port,
         max_request_bytes=int(raw.get("max_request_bytes", cfg.max_request_bytes)),
         default_room_version=str(raw.get("default_room_version", DEFAULT_ROOM_VERSION)),
         allow_guest_access=bool(raw.get("allow_guest_access", False)),
@@ -355,6 +375,12 @@ def validate(cfg: Config) -> None:
     if not cfg.instance_name or len(cfg.instance_name) > 64 or any(
             not (c.isalnum() or c in "-_.") for c in cfg.instance_name):
         raise ConfigError("instance_name must be 1-64 letters, digits, '-', '_' or '.'")
+    if cfg.log_format not in ("text", "json"):
+        raise ConfigError("log_format must be text or json")
+    if cfg.metrics_listen_port and (
+            (cfg.metrics_listen_host, cfg.metrics_listen_port)
+            == (cfg.listen_host, cfg.listen_port)):
+        raise ConfigError("the metrics listener must not be the client listener")
     if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
     try:

@@ -41,6 +41,9 @@ class Codes(StrEnum):
     WRONG_ROOM_KEYS_VERSION = "M_WRONG_ROOM_KEYS_VERSION"
     CANNOT_OVERWRITE_MEDIA = "M_CANNOT_OVERWRITE_MEDIA"
     NOT_YET_UPLOADED = "M_NOT_YET_UPLOADED"
+    USER_LOCKED = "M_USER_LOCKED"
+    USER_SUSPENDED = "M_USER_SUSPENDED"
+    CANNOT_LEAVE_SERVER_NOTICE_ROOM = "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM"
     UNSTABLE = "M_UNKNOWN"
 
 
@@ -86,3 +89,8 @@ def invalid_param(msg: str) -> MatrixError:
 
 def missing_param(msg: str) -> MatrixError:
     return MatrixError(400, Codes.MISSING_PARAM, msg)
+
+
+def suspended() -> MatrixError:
+    """What a suspended account gets for an action it may not take (spec "Account suspension")."""
+    return MatrixError(403, Codes.USER_SUSPENDED, "You cannot perform this action while suspended.")

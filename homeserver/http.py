@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
 import orjson
@@ -49,41 +50,79 @@ def error_response(err: MatrixError) -> web.Response:
     return json_response(err.to_dict(), err.status)
 
 
+class RequestObserver(Protocol):
+    """Told about every request (homeserver/observability/observer.py): metrics, the
+    database's health and the request log line."""
+
+    def begin(self, request: web.Request) -> Any: ...
+
+    def unavailable(self, exc: BaseException) -> MatrixError | None: ...
+
+    def end(self, request: web.Request, status: int, seconds: float, state: Any) -> None: ...
+
+
+OBSERVER: web.AppKey[RequestObserver] = web.AppKey("parley_observer")
+
+
 def matrix_errors(handler: Handler) -> Handler:
     """Wrap a route handler so that what it raises becomes a Matrix error reply.
 
     Also answers CORS preflight (OPTIONS) and refuses path and query text PostgreSQL cannot
     store, before the handler runs. A wrapper per route (see `add_routes`) and not an aiohttp
     middleware: with any middleware aiohttp adds one of its own to every request, and a parked
-    long-poll keeps each frame of its chain alive (~0.25 kB apiece)."""
+    long-poll keeps each frame of its chain alive (~0.25 kB apiece). For the same reason the
+    app's `RequestObserver` (metrics, logs, database outages: 503 with Retry-After) is called
+    from this one frame rather than from a wrapper of its own."""
 
     @functools.wraps(handler)
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.method == "OPTIONS":
             return web.Response(status=204, headers=CORS_HEADERS)
+        observer = request.app.get(OBSERVER)
+        state = observer.begin(request) if observer is not None else None
+        started = time.perf_counter()
+        status = 500
         try:
             check_request_text(request)
-            return await handler(request)
+            resp = await handler(request)
+            status = resp.status
+            return resp
         except MatrixError as e:
+            status = e.status
             return error_response(e)
         except UIARequired as e:
+            status = 401
             return json_response(e.body, 401)
         except web.HTTPRequestEntityTooLarge:
+            status = 413
             return error_response(MatrixError(413, Codes.TOO_LARGE, "Request body too large"))
         except web.HTTPNotFound:
+            status = 404
             return error_response(MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request"))
         except web.HTTPMethodNotAllowed:
+            status = 405
             return error_response(MatrixError(405, Codes.UNRECOGNIZED, "Unrecognized request"))
-        except web.HTTPException:
+        except web.HTTPException as e:
+            status = e.status
             raise
         except ConnectionResetError:
             # The client went away (e.g. while its body was being read): nothing is wrong
             # here and nobody is left to answer; not an error worth a traceback.
             log.debug("client disconnected during %s %s", request.method, request.path)
+            status = 400
             return error_response(MatrixError(400, Codes.UNKNOWN, "Connection reset"))
-        except Exception:
+        except Exception as e:
+            outage = observer.unavailable(e) if observer is not None else None
+            if outage is not None:
+                status = 503
+                resp = error_response(outage)
+                resp.headers["Retry-After"] = str(max(1, outage.extra["retry_after_ms"] // 1000))
+                return resp
             log.exception("unhandled error on %s %s", request.method, request.path)
             return error_response(MatrixError(500, Codes.UNKNOWN, "Internal server error"))
+        finally:
+            if observer is not None:
+                observer.end(request, status, time.perf_counter() - started, state)
 
     return handle
 

@@ -82,3 +82,7 @@ class Requester:
     is_admin: bool = False
     is_guest: bool = False
     access_token_id: int = 0
+    # Account states a server admin sets (docs/admin.md).
+    locked: bool = False
+    suspended: bool = False
+    shadow_banned: bool = False

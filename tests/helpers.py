@@ -28,7 +28,7 @@ class Client:
         headers = {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        url = self.base + (path if path.startswith("/_matrix") or path.startswith("/.well")
+        url = self.base + (path if path.startswith(("/_matrix", "/.well", "/_synapse"))
                            else "/_matrix/client/v3" + path)
         kwargs: dict[str, Any] = {"headers": headers, "params": params}
         if raw is not None:

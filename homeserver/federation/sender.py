@@ -114,8 +114,9 @@ class FederationSender:
                     self.queue(d).wake()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("federation sender feed failed; retrying")
+            except Exception as e:
+                if not self._db.outage(e):
+                    log.exception("federation sender feed failed; retrying")
                 await asyncio.sleep(1.0)
 
     async def forward(self, entry: EventEntry, exclude: Iterable[str]) -> None:
@@ -176,8 +177,9 @@ class DestinationQueue:
                 await self._send(rows, failures, last_txn + 1)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("sending to %s failed unexpectedly", self.destination)
+            except Exception as e:
+                if not s._db.outage(e):
+                    log.exception("sending to %s failed unexpectedly", self.destination)
                 await asyncio.sleep(1.0)
 
     async def _send(self, rows: list[asyncpg.Record], failures: int, txn_id: int) -> None:

@@ -148,8 +148,9 @@ class PresenceService:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("presence sweep failed")
+            except Exception as e:
+                if not self._db.outage(e):
+                    log.exception("presence sweep failed")
 
     async def sweep(self, now: int | None = None) -> None:
         """Re-evaluate the users whose deadline passed, then write the dirty rows (one batch)."""

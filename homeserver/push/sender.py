@@ -192,8 +192,9 @@ class PusherSender:
             try:
                 if await self._holds_lease():
                     await self._round()
-            except Exception:  # database hiccup: try again on the next tick
-                log.exception("pusher sender")
+            except Exception as e:  # database hiccup: try again on the next tick
+                if not self._db.outage(e):
+                    log.exception("pusher sender")
 
     async def _holds_lease(self) -> bool:
         if self._lease_until - time.monotonic() < LEASE_MS / 1000 * 2 / 3:

@@ -15,14 +15,22 @@ import secrets
 import string
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
 
-from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.errors import (
+    Codes,
+    MatrixError,
+    bad_json,
+    forbidden,
+    invalid_param,
+    not_found,
+    suspended,
+)
 from homeserver.events.auth import AuthError, check_auth, redact_level, user_power_level
 from homeserver.events.builder import EventBuilder
 from homeserver.events.hashing import room_id_for_create_event
@@ -109,6 +117,11 @@ class RoomService:
         self._txns: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._last_create_ts = 0
         self.remote: RemoteRooms | None = None  # set when federation is on
+        # Rooms a server admin blocked (homeserver/admin/rooms.py): no local user may join.
+        self.is_blocked: Callable[[str], Awaitable[bool]] | None = None
+        # (user, room) -> whether it is the user's server notices room (homeserver/admin/
+        # notices.py), whose invite cannot be rejected (spec "Server Notices").
+        self.is_notice_room: Callable[[str, str], Awaitable[bool]] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -282,6 +295,10 @@ class RoomService:
                 (e.g. the sender is not joined), 400 for content the room version refuses.
         """
         await self.get_room(room_id)
+        if requester.suspended and etype != "m.room.redaction":
+            raise suspended()
+        if requester.shadow_banned:  # looks sent, goes nowhere (as Synapse does)
+            return "$" + secrets.token_urlsafe(32)
         return await self._send_once(room_id, requester, txn_id, etype, content)
 
     async def _send_once(self, room_id: str, requester: Requester, txn_id: str, etype: str,
@@ -322,6 +339,8 @@ class RoomService:
         if target is not None and target.room_id != room_id:
             raise MatrixError(400, Codes.INVALID_PARAM, "That event is in another room")
         if target is not None and target.sender != requester.user_id:
+            if requester.suspended:
+                raise suspended()
             state = room.state_pdus()
             if user_power_level(room.version, requester.user_id, state) < redact_level(state):
                 raise forbidden("You may not redact other users' events")
@@ -339,6 +358,9 @@ class RoomService:
                 alias that is malformed or does not point at this room, 403 from the auth rules.
         """
         await self.get_room(room_id)
+        if requester.suspended and not (etype == "m.room.member" and state_key == requester.user_id
+                                        and content.get("membership") == "leave"):
+            raise suspended()  # a suspended user may leave, not change a room
         if etype == "m.room.member":
             # Allowed by the spec (clients set a per-room display name this way); the auth
             # rules decide, as for the membership endpoints.
@@ -375,15 +397,23 @@ class RoomService:
                    reason: str | None = None, servers: Sequence[str] = ()) -> str:
         """Join a room by id or alias with the requester's profile; returns the room id.
         A room this server is not in is joined through another server (federation)."""
+        if requester.suspended:
+            raise suspended()
         room_id_or_alias, via, content = await self._remotely(requester, room_id_or_alias,
                                                               reason, servers)
         if content is not None:
             assert self.remote is not None
+            await self._check_not_blocked(room_id_or_alias)
             return await self.remote.join(requester, room_id_or_alias, via, content)
         room_id = await self.resolve_room(room_id_or_alias)
+        await self._check_not_blocked(room_id)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      profile=await self._profile(requester.user_id))
         return room_id
+
+    async def _check_not_blocked(self, room_id: str) -> None:
+        if self.is_blocked is not None and await self.is_blocked(room_id):
+            raise forbidden("This room has been blocked on this server")
 
     async def _remotely(self, requester: Requester, room_id_or_alias: str, reason: str | None,
                         servers: Sequence[str]) -> tuple[str, list[str], JsonDict | None]:
@@ -411,6 +441,8 @@ class RoomService:
                     reason: str | None = None, servers: Sequence[str] = ()) -> str:
         """Knock on a room by id or alias; returns the room id. A room this server is not in
         is knocked on through another server (federation)."""
+        if requester.suspended:
+            raise suspended()
         room_id_or_alias, via, content = await self._remotely(requester, room_id_or_alias,
                                                               reason, servers)
         if content is not None:
@@ -426,7 +458,12 @@ class RoomService:
         """Invite `target`, whose member event carries their profile; refused (403) for a
         user who is already joined or is banned, which the auth rules alone would allow or
         report less clearly."""
+        if requester.suspended:
+            raise suspended()
         room = await self.get_room(room_id)
+        if requester.shadow_banned:  # looks sent, goes nowhere (as Synapse does)
+            return "$" + secrets.token_urlsafe(32)
+        await self._check_not_blocked(room_id)
         if room.membership(target) in ("join", "ban"):
             raise forbidden(f"{target} is already in the room or banned")
         if self.remote is not None and target.partition(":")[2] != self.server_name:
@@ -496,6 +533,12 @@ class RoomService:
             if room is not None and ("m.room.create", "") not in room.state:
                 content: JsonDict = {} if reason is None else {"reason": reason}
                 return await self.remote.leave(requester, room_id, content)
+        if self.is_notice_room is not None and is_valid_room_id(room_id):
+            room = await self.rooms.get(room_id)
+            if (room is not None and room.membership(requester.user_id) == "invite"
+                    and await self.is_notice_room(requester.user_id, room_id)):
+                raise MatrixError(403, Codes.CANNOT_LEAVE_SERVER_NOTICE_ROOM,
+                                  "You cannot reject the invite to your server notices room")
         return await self._update_membership(requester, room_id, requester.user_id, "leave",
                                             reason)
 
@@ -563,6 +606,8 @@ class RoomService:
 
         A v12 room id is its create event's hash; in the unlikely case another process made
         the same create event (same creator, content and millisecond), it is built again."""
+        if requester.suspended:
+            raise suspended()
         for _ in range(3):
             try:
                 return await self._create_room_once(requester, body)

@@ -198,6 +198,8 @@ class RoomWriter:
         # Run inside the persist transaction of the events they want (see PersistHook); the
         # list is the caller's, so hooks can be added after wiring.
         self._on_persist = on_persist if on_persist is not None else []
+        # Told (events written, seconds the write took) after each commit (metrics).
+        self.on_written: Callable[[int, float], None] | None = None
 
     # ------------------------------------------------------------------ the local door
 
@@ -264,6 +266,7 @@ class RoomWriter:
             batch.entries.append(entry)
             return entry
         written: list[tuple[PersistHook, Any]] = []
+        started = time.perf_counter()
         try:
             if self._is_plain(ev, room):
                 async with self._db.connection() as conn:
@@ -282,6 +285,8 @@ class RoomWriter:
             if ev.served:
                 self.stream.finish(ev.pos)
             raise
+        if self.on_written is not None:
+            self.on_written(1, time.perf_counter() - started)
         self._finish(room, entry, ev)
         return entry
 
@@ -613,6 +618,7 @@ class RoomWriter:
         the caller must undo the batch in memory (`RoomData.restore` or dropping the room)."""
         written: list[tuple[PersistHook, Any]] = []
         committed = False
+        started = time.perf_counter()
         try:
             if extra is None and batch.events and all(self._is_plain(ev, room)
                                                       for ev in batch.events):
@@ -645,6 +651,8 @@ class RoomWriter:
             self.abort(batch)
             raise
         batch.positions.clear()
+        if self.on_written is not None:
+            self.on_written(len(batch.events), time.perf_counter() - started)
         for ev, entry in zip(batch.events, batch.entries, strict=True):
             self._finish(room, entry, ev)
 

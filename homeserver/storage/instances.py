@@ -92,8 +92,9 @@ class InstanceRegistry:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("instance registry tick failed")
+            except Exception as e:
+                if not self._db.outage(e):
+                    log.exception("instance registry tick failed")
 
     # ------------------------------------------------------------------ one round
 

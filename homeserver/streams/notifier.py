@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import time
 from collections.abc import Iterable
 
 DEADLINE_GRAIN = 0.05  # seconds
@@ -29,6 +30,7 @@ class Notifier:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_slot = 0
         self.closed = False
+        self.last_wake = 0.0  # time.monotonic() of the last notify (for metrics)
 
     def subscribe(self, user_id: str, deadline: float | None = None) -> asyncio.Future[bool]:
         """A future that resolves True when `user_id` is notified, or False at `deadline` (in
@@ -80,6 +82,7 @@ class Notifier:
             fut.cancel()
 
     def notify_users(self, user_ids: Iterable[str]) -> None:
+        self.last_wake = time.monotonic()
         for user_id in user_ids:
             waiters = self._waiters.pop(user_id, None)
             if waiters:

@@ -8,6 +8,8 @@ otherwise. Only positions at or below the streams' `current` mark are ever shown
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from homeserver.events.filter import EventFilter, SyncFilter
@@ -56,6 +58,8 @@ class SyncService:
         self._event_stream = event_stream
         self._account_data = account_data
         self._notifier = notifier
+        # Told how long after the last wake-up a woken long-poll had its answer (metrics).
+        self.on_woken: Callable[[float], None] | None = None
 
     def current_token(self) -> SyncToken:
         src = self.sources
@@ -81,13 +85,17 @@ class SyncService:
         deadline = loop.time() + max(0, timeout_ms) / 1000
         # Only an incremental sync can wait; the others need no place in the notifier's timer.
         waits = since is not None and not full_state and timeout_ms > 0
+        woken = False
         while True:
             fut = self._notifier.subscribe(user_id, deadline if waits else None)
             try:
                 result = await self.compute(requester, since, flt, full_state)
                 if not result.empty or not waits or loop.time() >= deadline:
+                    if woken and self.on_woken is not None:
+                        self.on_woken(time.monotonic() - self._notifier.last_wake)
                     return result
                 del result
+                woken = True
                 if not await fut or self._notifier.closed:
                     # timed out, or shutting down: answer with what there is
                     return await self.compute(requester, since, flt, full_state)

@@ -65,6 +65,14 @@ class AccountService:
 
         return await asyncio.get_running_loop().run_in_executor(None, verify)
 
+    async def check_not_locked(self, user_id: str) -> None:
+        """401 M_USER_LOCKED for a locked account: it gets no new session (spec "Account
+        locking")."""
+        user = await self.get_user(user_id)
+        if user is not None and user["locked"]:
+            raise MatrixError(401, Codes.USER_LOCKED, "This account has been locked",
+                              soft_logout=True)
+
     def check_password_strength(self, password: str) -> None:
         if self._min_len and len(password) < self._min_len:
             raise MatrixError(400, Codes.WEAK_PASSWORD,
@@ -142,6 +150,18 @@ class AccountService:
                                                        requester.access_token_id)
         if logout_devices:
             self._tokens.forget_all_but(requester.user_id, requester.access_token_id)
+
+    async def set_password(self, user_id: str, new_password: str, logout_devices: bool) -> None:
+        """A server admin sets a password; `logout_devices` ends every session of the user."""
+        self.check_password_strength(new_password)
+        pw_hash = await self.hash_password(new_password)
+        async with self._db.transaction() as conn:
+            await self._store.set_password(conn, user_id, pw_hash)
+        if logout_devices:
+            if self._devices is not None:
+                await self._devices.delete_devices(user_id, None)
+            self._tokens.forget_devices(user_id, None)
+            self._last_seen.forget(user_id, None)
 
     async def deactivate(self, user_id: str) -> None:
         """Lock the account for good: no password, no profile, no devices or sessions."""

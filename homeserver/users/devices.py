@@ -128,8 +128,9 @@ class LastSeen:
             self._seen_wakeup.clear()
             try:
                 await self.flush(force=False)
-            except Exception:
-                log.exception("Could not write devices' last seen values")
+            except Exception as e:
+                if not self._db.outage(e):
+                    log.exception("Could not write devices' last seen values")
                 await asyncio.sleep(tick)
 
 

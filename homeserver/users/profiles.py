@@ -6,7 +6,7 @@ room are sent by `RoomService.update_profile`, which client_api/profile.py calls
 
 from __future__ import annotations
 
-from homeserver.errors import forbidden, not_found
+from homeserver.errors import forbidden, not_found, suspended
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict, Requester
 from homeserver.users.store import UserStore
@@ -28,5 +28,7 @@ class ProfileService:
                                 value: str | None) -> None:
         if requester.user_id != user_id and not requester.is_admin:
             raise forbidden("You may only change your own profile")
+        if requester.suspended:
+            raise suspended()
         async with self._db.connection() as conn:
             await self._store.set_profile_field(conn, user_id, field, value)

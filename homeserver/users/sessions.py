@@ -89,7 +89,10 @@ class SessionService:
         return LoginResult(row["user_id"], row["device_id"], token, new_refresh,
                            REFRESHABLE_TOKEN_LIFETIME_MS)
 
-    async def authenticate(self, token: str, ip: str | None = None) -> Requester:
+    async def authenticate(self, token: str, ip: str | None = None,
+                           allow_locked: bool = False) -> Requester:
+        """The requester a token belongs to; a locked account gets 401 M_USER_LOCKED unless
+        `allow_locked` (logout, spec "Account locking")."""
         h = token_hash(token)
         cached = self._tokens.get(h)
         if cached is None:
@@ -99,11 +102,16 @@ class SessionService:
                 raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown access token",
                                   soft_logout=False)
             cached = (Requester(row["user_id"], row["device_id"], row["is_admin"],
-                                row["is_guest"], row["id"]), row["valid_until_ms"])
+                                row["is_guest"], row["id"], locked=row["locked"],
+                                suspended=row["suspended"],
+                                shadow_banned=row["shadow_banned"]), row["valid_until_ms"])
             self._tokens.put(h, *cached)
         requester, valid_until = cached
         if valid_until is not None and valid_until < _now():
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token has expired",
+                              soft_logout=True)
+        if requester.locked and not allow_locked:
+            raise MatrixError(401, Codes.USER_LOCKED, "This account has been locked",
                               soft_logout=True)
         self._last_seen.record(requester, ip)
         return requester

@@ -23,7 +23,7 @@ class UserStore:
 
     async def get_user(self, conn: Conn, user_id: str) -> asyncpg.Record | None:
         return await conn.fetchrow(
-            "SELECT user_id, password_hash, is_admin, is_guest, deactivated FROM users"
+            "SELECT user_id, password_hash, is_admin, is_guest, deactivated, locked FROM users"
             " WHERE user_id = $1", user_id,
         )
 
@@ -71,7 +71,8 @@ class UserStore:
     async def token_owner(self, conn: Conn, token_hash: bytes) -> asyncpg.Record | None:
         return await conn.fetchrow(
             "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, u.is_admin, u.is_guest,"
-            " u.deactivated FROM access_tokens t JOIN users u ON u.user_id = t.user_id"
+            " u.deactivated, u.locked, u.suspended, u.shadow_banned"
+            " FROM access_tokens t JOIN users u ON u.user_id = t.user_id"
             " WHERE t.token_hash = $1", token_hash,
         )
 

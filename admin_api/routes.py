@@ -1,0 +1,15 @@
+"""Adds the admin API's routes to the client listener's app (as Synapse serves them)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from admin_api import rooms, server, users
+from admin_api.context import ADMIN, AdminContext
+from homeserver.http import add_routes
+
+
+def add_admin_routes(app: web.Application, context: AdminContext) -> None:
+    app[ADMIN] = context
+    for module in (users, rooms, server):
+        add_routes(app, module.routes)
