@@ -50,12 +50,14 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.federation.backfill import Backfiller
+from homeserver.federation.edus import EduRouter, RealtimeEdus
 from homeserver.federation.inbound import Inbound
 from homeserver.federation.keys import KeyRing
 from homeserver.federation.membership import RemoteMembership
 from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import FederationRooms
 from homeserver.federation.store import FederationStore
+from homeserver.federation.to_device import FederatedToDevice
 from homeserver.http import MatrixAppRunner, add_routes, error_response, matrix_errors
 from homeserver.outbound import OutboundPolicy, parse_ranges
 from homeserver.presence.service import PresenceService
@@ -290,7 +292,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(pusher_sender)
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
-            room_store, event_store, cache, groups, registry, writer, event_stream))
+            room_store, event_store, cache, groups, registry, writer, event_stream, members))
         hs.background.append(hs.federation)
     return hs
 
@@ -306,6 +308,7 @@ class RoomParts:
     registry: RoomRegistry
     writer: RoomWriter
     stream: Stream
+    members: MembershipIndex
 
 
 def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) -> Federation:
@@ -326,6 +329,12 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     sender = FederationSender(name, db, store, consumer, parts.registry, parts.cache, client)
     serving.forward = sender.forward
     inbound.on_origin = sender.remote_alive
+    router = EduRouter()
+    inbound.edus = router.receive
+    assert hs.typing and hs.receipts and hs.presence and hs.to_device
+    RealtimeEdus(name, sender, parts.registry, parts.members, hs.typing, hs.receipts,
+                 hs.presence, config.presence_federation).register(router)
+    FederatedToDevice(name, store, sender, hs.to_device).register(router)
     hs.reader.backfill = Backfiller(name, db, store, hs.rooms, parts.writer, parts.cache,
                                     keyring, client, inbound).backfill
     hs.rooms.remote = RemoteMembership(name, db, hs.rooms, parts.store, parts.writer, builder,
