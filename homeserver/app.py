@@ -50,6 +50,9 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.federation.backfill import Backfiller
+from homeserver.federation.device_store import RemoteDeviceStore
+from homeserver.federation.devices import DeviceListFederation, RoomPeers
+from homeserver.federation.e2ee_keys import RemoteKeyQueries
 from homeserver.federation.edus import EduRouter, RealtimeEdus
 from homeserver.federation.inbound import Inbound
 from homeserver.federation.keys import KeyRing
@@ -154,11 +157,14 @@ class Federation:
     client: FederationClient
     context: FederationContext
     sender: FederationSender
+    devices: DeviceListFederation
 
     async def start(self) -> None:
         await self.sender.start()
+        await self.devices.start()
 
     async def stop(self) -> None:
+        await self.devices.stop()
         await self.sender.stop()
         await self.client.close()
 
@@ -335,6 +341,13 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     RealtimeEdus(name, sender, parts.registry, parts.members, hs.typing, hs.receipts,
                  hs.presence, config.presence_federation).register(router)
     FederatedToDevice(name, store, sender, hs.to_device).register(router)
+    assert hs.device_lists and hs.keys
+    device_store, peers = RemoteDeviceStore(), RoomPeers(name, parts.members, parts.registry)
+    device_fed = DeviceListFederation(name, db, device_store, sender, hs.device_lists, hs.keys,
+                                      peers, client)
+    device_fed.register(router)
+    e2ee_keys = RemoteKeyQueries(name, db, device_store, hs.keys, device_fed, peers, client)
+    hs.keys.remote = e2ee_keys
     hs.reader.backfill = Backfiller(name, db, store, hs.rooms, parts.writer, parts.cache,
                                     keyring, client, inbound).backfill
     hs.rooms.remote = RemoteMembership(name, db, hs.rooms, parts.store, parts.writer, builder,
@@ -343,7 +356,9 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
                                 config.well_known_server, rooms=serving, inbound=inbound,
                                 limiter=RateLimiter(config.rate_limits.enabled),
                                 rate_limit=config.rate_limits.federation)
-    return Federation(keys=keyring, client=client, context=context, sender=sender)
+    context.devices, context.e2ee_keys = device_fed, e2ee_keys
+    return Federation(keys=keyring, client=client, context=context, sender=sender,
+                      devices=device_fed)
 
 
 CATCH_ALL: web.AppKey[tuple[web.AbstractResource, ...]] = web.AppKey("parley_catch_all", tuple)
