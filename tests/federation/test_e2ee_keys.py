@@ -41,7 +41,13 @@ async def test_query_and_claim_across_servers(make_server: Factory) -> None:
                                           cs.upload_body(), bob.access_token)
     assert status == 200, body
 
-    got = await query(a.client, alice, {bob.user_id: []})
+    # A may have cached bob's list from his first update before the cross-signing keys came
+    # (then the m.signing_key_update adds them); either way they are there soon.
+    async def with_master() -> Any:
+        got = await query(a.client, alice, {bob.user_id: []})
+        return got if bob.user_id in got["master_keys"] else None
+
+    got = await eventually(with_master)
     assert got["failures"] == {}
     served = got["device_keys"][bob.user_id][bob.device_id]
     assert {k: v for k, v in served.items() if k != "unsigned"} == keys
@@ -110,9 +116,13 @@ async def test_device_lists_both_ways_gap_and_stale(make_server: Factory) -> Non
         sync = await b.client.sync(bob, since_b)
         return alice.user_id in sync.get("device_lists", {}).get("changed", [])
 
-    await eventually(bob_told)
-    got = await query(b.client, bob, {alice.user_id: []})
-    assert set(got["device_keys"][alice.user_id]) == {alice.device_id, "ALICETWO"}
+    await eventually(bob_told)  # first for the login, then for the keys
+
+    async def both_alice_devices() -> bool:
+        got = await query(b.client, bob, {alice.user_id: []})
+        return set(got["device_keys"][alice.user_id]) == {alice.device_id, "ALICETWO"}
+
+    await eventually(both_alice_devices)
 
     # A deleted device goes from the other server's cache too.
     status, body = await b.client.request("POST", "/delete_devices", {"devices": ["BOBTWO"]},
