@@ -302,6 +302,10 @@ class SyncService:
         # State events the user may not see in the timeline still make the current state.
         hides_state = len(events) < unfiltered
         first = events[0] if events else None
+        # An out-of-band membership (an invite or knock received over federation, kept with
+        # no room state here) cannot say what the state was; the next event can.
+        if first is not None and first.state_group_before == 0:
+            first = next((e for e in events if e.state_group_before), first)
         timeline = [e for e in events if tl_filter.allows(e)]
 
         state_events: list[EventEntry] = []
