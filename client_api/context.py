@@ -25,6 +25,7 @@ from homeserver.push.pushers import PusherService
 from homeserver.push.service import PushRuleService
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
+from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.typing import TypingService
@@ -66,6 +67,7 @@ class ClientContext:
     key_backup: KeyBackupService | None = None
     pushers: PusherService | None = None
     notifications: NotificationService | None = None
+    public_rooms: PublicRoomDirectory | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -57,6 +57,7 @@ from homeserver.federation.edus import EduRouter, RealtimeEdus
 from homeserver.federation.inbound import Inbound
 from homeserver.federation.keys import KeyRing
 from homeserver.federation.membership import RemoteMembership
+from homeserver.federation.queries import RemoteQueries
 from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import FederationRooms
 from homeserver.federation.store import FederationStore
@@ -74,6 +75,7 @@ from homeserver.push.store import PushRuleStore
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.receipts.store import ReceiptStore
+from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.feed import EventConsumer
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
@@ -147,6 +149,7 @@ class Homeserver:
     federation: Federation | None = None
     notifications: NotificationService | None = None
     pushers: PusherService | None = None
+    public_rooms: PublicRoomDirectory | None = None
 
 
 @dataclass(slots=True)
@@ -225,7 +228,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     persist_hooks.append(notifications.on_persist)
     persist_wanted[notifications.on_persist] = notifications.wants
     push_rules.on_change.append(notifications.invalidate)
-    profiles = ProfileService(db, user_store)
+    profiles = ProfileService(db, user_store, config.server_name)
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
                                writer, cache, config.default_room_version, members, profiles)
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
@@ -248,6 +251,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
         sync=sync_service, notifier=notifier)
     hs.writer, hs.event_stream = writer, event_stream
+    hs.public_rooms = PublicRoomDirectory(config.server_name, reader, room_service)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -357,6 +361,11 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
                                 limiter=RateLimiter(config.rate_limits.enabled),
                                 rate_limit=config.rate_limits.federation)
     context.devices, context.e2ee_keys = device_fed, e2ee_keys
+    queries = RemoteQueries(client)
+    hs.profiles.remote = queries.profile
+    assert hs.public_rooms is not None
+    hs.public_rooms.remote = queries.public_rooms
+    context.public_rooms = hs.public_rooms
     return Federation(keys=keyring, client=client, context=context, sender=sender,
                       devices=device_fed)
 
@@ -387,6 +396,7 @@ def make_app(hs: Homeserver) -> web.Application:
     )
     app[CTX].key_backup = hs.key_backup
     app[CTX].pushers, app[CTX].notifications = hs.pushers, hs.notifications
+    app[CTX].public_rooms = hs.public_rooms
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers):

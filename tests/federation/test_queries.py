@@ -1,0 +1,79 @@
+"""Two Parley servers: a client of one looks up a user's profile, a room alias and the public
+room directory of the other (/query/profile, /query/directory, /publicRooms over
+federation)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from tests.federation.conftest import Factory, FedServer
+
+
+async def test_remote_profile_alias_and_public_rooms(make_server: Factory) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob = await a.client.register("alice"), await b.client.register("bob")
+    status, _ = await b.client.request("PUT", f"/profile/{bob.user_id}/displayname",
+                                       {"displayname": "Bob of B"}, bob.access_token)
+    assert status == 200
+
+    # Profile
+    status, body = await a.client.request("GET", f"/profile/{bob.user_id}",
+                                          token=alice.access_token)
+    assert (status, body) == (200, {"displayname": "Bob of B"})
+    status, body = await a.client.request("GET", f"/profile/{bob.user_id}/displayname",
+                                          token=alice.access_token)
+    assert (status, body) == (200, {"displayname": "Bob of B"})
+    status, body = await a.client.request("GET", f"/profile/{bob.user_id}/avatar_url",
+                                          token=alice.access_token)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    status, body = await a.client.request("GET", f"/profile/@nobody:{b.name}",
+                                          token=alice.access_token)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+
+    # Alias
+    room_id = await b.client.create_room(bob, preset="public_chat", room_alias_name="town",
+                                         name="Town square", topic="all welcome",
+                                         visibility="public")
+    await b.client.create_room(bob, preset="public_chat", name="Quiet corner",
+                               visibility="public")
+    await b.client.create_room(bob, preset="private_chat", name="Hidden")
+    status, body = await a.client.request("GET", "/directory/room/" + quote(
+        f"#town:{b.name}", safe=""), token=alice.access_token)
+    assert status == 200, body
+    assert body["room_id"] == room_id and b.name in body["servers"]
+    status, body = await a.client.request("GET", "/directory/room/" + quote(
+        f"#nowhere:{b.name}", safe=""), token=alice.access_token)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+
+    # Public room directory of B, asked through A: GET, paging, and POST with a search term.
+    status, body = await a.client.request("GET", "/publicRooms", token=alice.access_token,
+                                          params={"server": b.name})
+    assert status == 200, body
+    names = sorted(e.get("name") for e in body["chunk"])
+    assert names == ["Quiet corner", "Town square"]
+    town = next(e for e in body["chunk"] if e["room_id"] == room_id)
+    assert town["topic"] == "all welcome" and town["num_joined_members"] == 1
+    assert town["canonical_alias"] == f"#town:{b.name}"
+    status, body = await a.client.request("GET", "/publicRooms", token=alice.access_token,
+                                          params={"server": b.name, "limit": "1"})
+    assert status == 200 and len(body["chunk"]) == 1 and body["next_batch"]
+    status, page2 = await a.client.request("GET", "/publicRooms", token=alice.access_token,
+                                           params={"server": b.name, "limit": "1",
+                                                   "since": body["next_batch"]})
+    assert status == 200 and len(page2["chunk"]) == 1
+    assert page2["chunk"][0]["room_id"] != body["chunk"][0]["room_id"]
+    status, body = await a.client.request(
+        "POST", "/publicRooms", {"filter": {"generic_search_term": "square"}},
+        alice.access_token, params={"server": b.name})
+    assert status == 200, body
+    assert [e["room_id"] for e in body["chunk"]] == [room_id]
+    # A's own list is A's (empty), and a server that cannot be reached is an error, not 500.
+    status, body = await a.client.request("GET", "/publicRooms", token=alice.access_token)
+    assert (status, body["chunk"]) == (200, [])
+    status, body = await a.client.request("GET", "/publicRooms", token=alice.access_token,
+                                          params={"server": "127.0.0.1:1"})
+    assert status == 502 and body["errcode"] == "M_UNKNOWN"
+    status, body = await a.client.request("GET", "/publicRooms", token=alice.access_token,
+                                          params={"server": "bad name!"})
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
