@@ -35,6 +35,7 @@ from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
 from homeserver.users.devices import DeviceService
 from homeserver.users.filters import FilterService
+from homeserver.users.openid import OpenIdService
 from homeserver.users.profiles import ProfileService
 from homeserver.users.sessions import SessionService
 
@@ -68,6 +69,7 @@ class ClientContext:
     pushers: PusherService | None = None
     notifications: NotificationService | None = None
     public_rooms: PublicRoomDirectory | None = None
+    openid: OpenIdService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -16,6 +16,7 @@ from client_api import (
     directory,
     keys,
     login,
+    openid,
     presence,
     profile,
     pushers,
@@ -100,6 +101,8 @@ from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
 from homeserver.users.devices import DeviceService, LastSeen
 from homeserver.users.filters import FilterService
+from homeserver.users.openid import OpenIdService
+from homeserver.users.openid_store import OpenIdStore
 from homeserver.users.profiles import ProfileService
 from homeserver.users.sessions import SessionService
 from homeserver.users.store import UserStore
@@ -150,6 +153,7 @@ class Homeserver:
     notifications: NotificationService | None = None
     pushers: PusherService | None = None
     public_rooms: PublicRoomDirectory | None = None
+    openid: OpenIdService | None = None
 
 
 @dataclass(slots=True)
@@ -252,6 +256,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         sync=sync_service, notifier=notifier)
     hs.writer, hs.event_stream = writer, event_stream
     hs.public_rooms = PublicRoomDirectory(config.server_name, reader, room_service)
+    hs.openid = OpenIdService(db, OpenIdStore(), config.server_name)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -365,7 +370,7 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     hs.profiles.remote = queries.profile
     assert hs.public_rooms is not None
     hs.public_rooms.remote = queries.public_rooms
-    context.public_rooms = hs.public_rooms
+    context.public_rooms, context.openid = hs.public_rooms, hs.openid
     return Federation(keys=keyring, client=client, context=context, sender=sender,
                       devices=device_fed)
 
@@ -396,10 +401,10 @@ def make_app(hs: Homeserver) -> web.Application:
     )
     app[CTX].key_backup = hs.key_backup
     app[CTX].pushers, app[CTX].notifications = hs.pushers, hs.notifications
-    app[CTX].public_rooms = hs.public_rooms
+    app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated, room_keys, pushers):
+                   dehydrated, room_keys, pushers, openid):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

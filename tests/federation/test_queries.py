@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import pytest
+
+from federation.client import FederationError
 from tests.federation.conftest import Factory, FedServer
 
 
@@ -77,3 +80,29 @@ async def test_remote_profile_alias_and_public_rooms(make_server: Factory) -> No
     status, body = await a.client.request("GET", "/publicRooms", token=alice.access_token,
                                           params={"server": "bad name!"})
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+
+
+async def test_openid_token_checked_over_federation(make_server: Factory) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob = await a.client.register("alice"), await a.client.register("bob")
+    status, body = await a.client.request("POST", f"/user/{alice.user_id}/openid/request_token",
+                                          {}, alice.access_token)
+    assert status == 200, body
+    assert body["token_type"] == "Bearer" and body["matrix_server_name"] == a.name
+    assert body["expires_in"] > 0
+    status, other = await a.client.request("POST", f"/user/{alice.user_id}/openid/request_token",
+                                           {}, bob.access_token)
+    assert (status, other["errcode"]) == (403, "M_FORBIDDEN")
+    # A third party (here B's outbound client, unsigned, over TLS) asks A whose it is.
+    fc = b.hs.federation.client
+    got = await fc.request(a.name, "GET", "/_matrix/federation/v1/openid/userinfo",
+                           query={"access_token": body["access_token"]}, signed=False)
+    assert got == {"sub": alice.user_id}
+    with pytest.raises(FederationError) as e:
+        await fc.request(a.name, "GET", "/_matrix/federation/v1/openid/userinfo",
+                         query={"access_token": "forged"}, signed=False)
+    assert (e.value.status, e.value.errcode) == (401, "M_UNKNOWN_TOKEN")
+    # /version answers without a signature too.
+    got = await fc.request(a.name, "GET", "/_matrix/federation/v1/version", signed=False)
+    assert got["server"]["name"] == "Parley"
