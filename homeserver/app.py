@@ -165,12 +165,15 @@ class Federation:
     context: FederationContext
     sender: FederationSender
     devices: DeviceListFederation
+    realtime: RealtimeEdus
 
     async def start(self) -> None:
         await self.sender.start()
         await self.devices.start()
+        await self.realtime.start()
 
     async def stop(self) -> None:
+        await self.realtime.stop()
         await self.devices.stop()
         await self.sender.stop()
         await self.client.close()
@@ -347,8 +350,9 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     router = EduRouter()
     inbound.edus = router.receive
     assert hs.typing and hs.receipts and hs.presence and hs.to_device
-    RealtimeEdus(name, sender, parts.registry, parts.members, hs.typing, hs.receipts,
-                 hs.presence, config.presence_federation).register(router)
+    realtime = RealtimeEdus(name, sender, parts.registry, parts.members, hs.typing,
+                            hs.receipts, hs.presence, config.presence_federation)
+    realtime.register(router)
     FederatedToDevice(name, store, sender, hs.to_device).register(router)
     assert hs.device_lists and hs.keys
     device_store, peers = RemoteDeviceStore(), RoomPeers(name, parts.members, parts.registry)
@@ -372,7 +376,7 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     hs.public_rooms.remote = queries.public_rooms
     context.public_rooms, context.openid = hs.public_rooms, hs.openid
     return Federation(keys=keyring, client=client, context=context, sender=sender,
-                      devices=device_fed)
+                      devices=device_fed, realtime=realtime)
 
 
 CATCH_ALL: web.AppKey[tuple[web.AbstractResource, ...]] = web.AppKey("parley_catch_all", tuple)

@@ -14,6 +14,9 @@ Outbound, these are ephemeral (queued in memory per destination, homeserver/fede
 - m.receipt for public read receipts (threaded ones carry `thread_id` in their data);
 - m.presence only to servers sharing a room with the user, one entry per user coalesced until
   sent, and not at all when `presence.federation` is false (incoming ones are then ignored).
+  A user who stays online is sent again every 25 minutes, and a remote user not heard of for
+  30 minutes is taken as offline (Synapse's FEDERATION_PING_INTERVAL / FEDERATION_TIMEOUT: a
+  server that crashed never says its users went offline).
 Room EDUs are not sent to servers the room's ACL denies (they must ignore them anyway);
 events still go to them, as the spec says.
 """
@@ -21,7 +24,9 @@ events still go to them, as the spec says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +44,12 @@ log = logging.getLogger(__name__)
 
 EduHandler = Callable[[str, Any], Awaitable[None]]  # (origin, content)
 MAX_RECEIPT_EVENTS = 10  # event ids of one user's receipt considered
+PRESENCE_PING_MS = 25 * 60_000
+PRESENCE_REMOTE_TIMEOUT_MS = 30 * 60_000
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
 
 
 def allowed(origin: str, room: RoomData) -> bool:
@@ -78,6 +89,46 @@ class RealtimeEdus:
         self._presence = presence
         self._presence_federation = presence_federation and presence.enabled
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sent: dict[str, int] = {}  # local user -> when their presence was last sent
+        self._heard: dict[str, int] = {}  # remote user (not offline) -> when last heard of
+        self.ping_ms = PRESENCE_PING_MS
+        self.remote_timeout_ms = PRESENCE_REMOTE_TIMEOUT_MS
+        self.check_interval_s = 60.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._presence_federation:
+            self._task = asyncio.get_running_loop().create_task(self._presence_timers())
+
+    async def stop(self) -> None:
+        for t in [self._task, *self._tasks]:
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        self._task = None
+
+    async def _presence_timers(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_interval_s)
+            try:
+                await self.check_presence(_now())
+            except Exception:
+                log.exception("presence pings and timeouts failed")
+
+    async def check_presence(self, now: int) -> None:
+        """Send online users again; take remote users not heard of for long as offline."""
+        for user_id, at in list(self._sent.items()):
+            if now - at >= self.ping_ms:
+                content = await self._presence.get(user_id, user_id)
+                if content.get("presence") == "offline":
+                    self._sent.pop(user_id, None)
+                else:
+                    await self._send_presence(user_id, content)
+        for user_id, at in list(self._heard.items()):
+            if now - at >= self.remote_timeout_ms:
+                self._heard.pop(user_id, None)
+                await self._presence.apply_remote(user_id, "offline", None, None)
 
     def register(self, router: EduRouter) -> None:
         router.handlers["m.typing"] = self.receive_typing
@@ -123,6 +174,10 @@ class RealtimeEdus:
         task.add_done_callback(self._tasks.discard)
 
     async def _send_presence(self, user_id: str, content: JsonDict) -> None:
+        if content.get("presence") == "offline":
+            self._sent.pop(user_id, None)
+        else:
+            self._sent[user_id] = _now()
         servers: set[str] = set()
         for room_id in await self._members.joined_rooms(user_id):
             room = await self._rooms.get(room_id)
@@ -196,6 +251,10 @@ class RealtimeEdus:
                 continue
             status = entry.get("status_msg")
             ago = entry.get("last_active_ago")
+            if entry.get("presence") == "offline":
+                self._heard.pop(user_id, None)
+            else:
+                self._heard[user_id] = _now()
             await self._presence.apply_remote(
                 user_id, str(entry.get("presence")),
                 status if isinstance(status, str) else None,

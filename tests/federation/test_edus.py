@@ -230,3 +230,40 @@ async def test_to_device_both_ways_exactly_once(make_server: Factory) -> None:
 
     got_a = await eventually(alice_got)
     assert got_a == [{"type": "m.test", "sender": bob.user_id, "content": {"n": 9}}]
+
+
+async def test_presence_pings_and_remote_timeout(make_server: Factory) -> None:
+    """An online user's presence is sent again now and then; a remote user whose server goes
+    quiet for too long is taken as offline (intervals shortened for the test)."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob, _ = await shared_room(a, b)
+    ra, rb = a.hs.federation.realtime, b.hs.federation.realtime
+    ra.ping_ms, ra.check_interval_s = 300, 0.1
+    rb.remote_timeout_ms, rb.check_interval_s = 1500, 0.1
+    for r in (ra, rb):  # the timers' loops pick the new interval up when started again
+        await r.stop()
+        await r.start()
+    status, _ = await a.client.request("PUT", f"/presence/{alice.user_id}/status",
+                                       {"presence": "online", "status_msg": "here"},
+                                       alice.access_token)
+    assert status == 200
+
+    async def state_on_b() -> str:
+        status, body = await b.client.request("GET", f"/presence/{alice.user_id}/status",
+                                              token=bob.access_token)
+        assert status == 200, body
+        return str(body["presence"])
+
+    async def online() -> bool:
+        return await state_on_b() == "online"
+
+    await eventually(online)
+    await asyncio.sleep(3.0)  # twice the timeout: the pings keep her online
+    assert await state_on_b() == "online"
+    ra.ping_ms = 10**9  # A goes quiet
+
+    async def offline() -> bool:
+        return await state_on_b() == "offline"
+
+    await eventually(offline, timeout=10)
