@@ -353,7 +353,7 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     realtime = RealtimeEdus(name, sender, parts.registry, parts.members, hs.typing,
                             hs.receipts, hs.presence, config.presence_federation)
     realtime.register(router)
-    FederatedToDevice(name, store, sender, hs.to_device).register(router)
+    FederatedToDevice(name, db, store, sender, hs.to_device).register(router)
     assert hs.device_lists and hs.keys
     device_store, peers = RemoteDeviceStore(), RoomPeers(name, parts.members, parts.registry)
     device_fed = DeviceListFederation(name, db, device_store, sender, hs.device_lists, hs.keys,

@@ -205,6 +205,7 @@ class DestinationQueue:
                 async with s._db.connection() as conn:
                     if failures:
                         await s._store.trim_outbox(conn, self.destination, CATCH_UP_PER_ROOM)
+                        await s._store.trim_edu_outbox(conn, self.destination)
                     rows = await s._store.outbox(conn, self.destination, MAX_PDUS)
                     edu_rows = await s._store.edu_outbox(conn, self.destination,
                                                          MAX_DURABLE_EDUS)

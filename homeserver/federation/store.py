@@ -66,6 +66,20 @@ class FederationStore:
             "DELETE FROM federation_edu_outbox WHERE destination = $1 AND id <= $2",
             destination, upto_id)
 
+    async def trim_edu_outbox(self, conn: Conn, destination: str) -> None:
+        """Catch-up after a long absence: of each user's device list updates keep only the
+        newest (the destination sees the gap in prev_id and fetches the whole list)."""
+        await conn.execute(
+            "DELETE FROM federation_edu_outbox o WHERE o.destination = $1"
+            " AND o.edu_type = 'm.device_list_update' AND EXISTS ("
+            "  SELECT 1 FROM federation_edu_outbox n WHERE n.destination = $1"
+            "  AND n.edu_type = 'm.device_list_update' AND n.id > o.id"
+            "  AND n.content->>'user_id' = o.content->>'user_id')", destination)
+
+    async def prune_inbound_to_device(self, conn: Conn, before_ts: int) -> None:
+        await conn.execute("DELETE FROM federation_inbound_to_device WHERE received_ts < $1",
+                           before_ts)
+
     async def first_to_device(self, conn: Conn, origin: str, message_id: str,
                               now: int) -> bool:
         """Record an inbound to-device message id; False if it was delivered before."""

@@ -20,19 +20,23 @@ from homeserver.federation.edus import EduRouter
 from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import domain
 from homeserver.federation.store import FederationStore
-from homeserver.storage.database import Conn
+from homeserver.storage.database import Conn, Database
 from homeserver.types import JsonDict, is_valid_user_id
 
 MAX_MESSAGE_ID = 255
+KEEP_IDS_MS = 7 * 24 * 3600 * 1000  # message ids remembered this long (retries come sooner)
+PRUNE_EVERY = 1000  # received EDUs between two prunes
 
 
 class FederatedToDevice:
-    def __init__(self, server_name: str, store: FederationStore, sender: FederationSender,
-                 to_device: ToDeviceService) -> None:
+    def __init__(self, server_name: str, db: Database, store: FederationStore,
+                 sender: FederationSender, to_device: ToDeviceService) -> None:
         self.server_name = server_name
+        self._db = db
         self._store = store
         self._sender = sender
         self._to_device = to_device
+        self._received = 0
 
     def register(self, router: EduRouter) -> None:
         router.handlers["m.direct_to_device"] = self.receive
@@ -73,3 +77,8 @@ class FederatedToDevice:
             return await self._store.first_to_device(conn, origin, message_id, now)
 
         await self._to_device.deliver_remote(sender, event_type, mine, first)
+        self._received += 1
+        if self._received >= PRUNE_EVERY:
+            self._received = 0
+            async with self._db.connection() as conn:
+                await self._store.prune_inbound_to_device(conn, now - KEEP_IDS_MS)

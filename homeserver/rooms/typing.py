@@ -150,6 +150,8 @@ class TypingService:
         """RoomWriter hook: a user who is no longer joined (left, kicked, banned) stops typing
         at once instead of at their timeout."""
         if membership != "join" and self._timers.stop(room.room_id, user_id):
+            for hook in self.on_local:
+                hook(room.room_id, user_id, False)
             task = asyncio.get_running_loop().create_task(
                 self._changed(room.room_id, room.joined_members()))
             self._tasks.add(task)
