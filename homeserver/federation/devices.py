@@ -207,7 +207,8 @@ class DeviceListFederation:
                 or isinstance(stream_id, bool) or not isinstance(prev_id, list):
             return
         if not await self._peers.shares_with_us(user_id):
-            return  # nobody here needs their devices
+            await self._forget(user_id)  # nobody here needs their devices now
+            return
         keys = content.get("keys")
         if keys is not None and not _device_keys_ok(keys, user_id, device_id):
             return
@@ -240,6 +241,7 @@ class DeviceListFederation:
         if not _cross_signing_ok(master, user_id) or not _cross_signing_ok(ssk, user_id):
             return
         if not await self._peers.shares_with_us(user_id):
+            await self._forget(user_id)
             return
         async with self._lock(user_id):
             async with self._db.connection() as conn:
@@ -250,6 +252,13 @@ class DeviceListFederation:
             async with self._lists.change(user_id) as pos, self._db.transaction() as conn:
                 await self._store.set_cross_signing(conn, user_id, master, ssk, _now())
                 await self._lists.record(conn, pos, user_id, [CROSS_SIGNING])
+
+    async def _forget(self, user_id: str) -> None:
+        """An update not applied (the user shares no room with ours): a cached list would
+        miss it, so it is no longer served (and fetched again if it is needed again)."""
+        async with self._db.connection() as conn:
+            if await self._store.list_of(conn, user_id) is not None:
+                await self._store.mark_stale(conn, user_id, _now())
 
     async def resync(self, user_id: str) -> bool:
         async with self._lock(user_id):
