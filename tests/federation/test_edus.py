@@ -267,3 +267,33 @@ async def test_presence_pings_and_remote_timeout(make_server: Factory) -> None:
         return await state_on_b() == "offline"
 
     await eventually(offline, timeout=10)
+
+
+async def test_websocket_sync_gets_remote_edus(make_server: Factory) -> None:
+    """A WebSocket sync on B is pushed A's typing and to-device message as they arrive."""
+    from tests.client_api.test_websocket import Socket
+
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob, room_id = await shared_room(a, b)
+    ws = await b.http.ws_connect(b.client_url + "/_matrix/client/v3/sync",
+                                 headers={"Authorization": f"Bearer {bob.access_token}"})
+    try:
+        sock = Socket(ws)
+        await sock.batch()
+        status, _ = await a.client.request("PUT", f"/rooms/{room_id}/typing/{alice.user_id}",
+                                           {"typing": True, "timeout": 20000},
+                                           alice.access_token)
+        assert status == 200
+        pushed = await sock.until(lambda body: bool(ephemeral(body, room_id, "m.typing")))
+        assert ephemeral(pushed, room_id, "m.typing")[0]["content"]["user_ids"] == [
+            alice.user_id]
+        status, _ = await a.client.request(
+            "PUT", "/sendToDevice/m.test/ws1",
+            {"messages": {bob.user_id: {bob.device_id: {"over": "socket"}}}},
+            alice.access_token)
+        assert status == 200
+        pushed = await sock.until(lambda body: bool(body.get("to_device", {}).get("events")))
+        assert pushed["to_device"]["events"][0]["content"] == {"over": "socket"}
+    finally:
+        await ws.close()
