@@ -323,3 +323,58 @@ async def test_encrypted_chat_between_parley_and_synapse(
     await sam.send(room_id, "synapse answers in code")
     got = await alice.decrypted(room_id, "synapse answers in code", tries=15)
     assert got.sender == sam.user_id
+
+
+async def test_server_acl_with_synapse_both_ways(
+        make_server: Factory, synapse_p: tuple[Synapse, Client]) -> None:
+    """A room's ACL denying the other server (an IP literal): Parley refuses Synapse's
+    messages and typing; Synapse refuses Parley's. Events still go to the denied server."""
+    syn, sc = synapse_p  # 127.0.0.1:PORT
+    a: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    sam = await _register(sc, "sam")
+    # Parley's room, ACL against IP literals (Synapse's name is one).
+    room_id = await a.client.create_room(alice, preset="public_chat")
+    status, body = await sc.request("POST", f"/join/{room_id}", {}, sam.access_token,
+                                    params={"server_name": a.name})
+    assert status == 200, (body, syn.log_tail())
+    await sc.send(sam, room_id, "before the acl")
+    await eventually(lambda: _parley_has(a, alice, room_id, "before the acl"), timeout=T)
+    status, body = await a.client.request(
+        "PUT", f"/rooms/{room_id}/state/m.room.server_acl",
+        {"allow": ["*"], "allow_ip_literals": False}, alice.access_token)
+    assert status == 200, body
+    acl_event = body["event_id"]
+    await eventually(lambda: _synapse_has(sc, sam, room_id, acl_event), timeout=T)
+    await sc.send(sam, room_id, "after the acl")
+    status, _ = await sc.request("PUT", f"/rooms/{room_id}/typing/{sam.user_id}",
+                                 {"typing": True, "timeout": 30000}, sam.access_token)
+    marker = await a.client.send(alice, room_id, "parley still sends")
+    await eventually(lambda: _synapse_has(sc, sam, room_id, marker), timeout=T)
+    await asyncio.sleep(2.0)
+    assert not await _parley_has(a, alice, room_id, "after the acl")
+    sync = await a.client.sync(alice)
+    assert not any(sam.user_id in e["content"]["user_ids"]
+                   for e in _ephemeral(sync, room_id, "m.typing"))
+
+    # Synapse's room, ACL against Parley's name: Synapse refuses Parley's messages.
+    room2 = await sc.create_room(sam, preset="public_chat")
+    status, body = await a.client.request("POST", f"/join/{room2}", {}, alice.access_token,
+                                          params={"via": syn.name})
+    assert status == 200, (body, syn.log_tail())
+    await eventually(lambda: _joined_on_synapse(sc, sam, room2, alice.user_id), timeout=T)
+    host = a.name.rsplit(":", 1)[0]
+    status, body = await sc.request("PUT", f"/rooms/{room2}/state/m.room.server_acl",
+                                    {"allow": ["*"], "deny": [host]}, sam.access_token)
+    assert status == 200, body
+    await eventually(lambda: _event_known(a, body["event_id"]), timeout=T)
+    denied = await a.client.send(alice, room2, "denied by synapse")
+    marker = await sc.send(sam, room2, "synapse still sends")
+    await eventually(lambda: _event_known(a, marker), timeout=T)
+    await asyncio.sleep(2.0)
+    assert not await _synapse_has(sc, sam, room2, denied)
+
+
+async def _parley_has(server: FedServer, user: User, room_id: str, text: str) -> bool:
+    from tests.federation.test_rooms import messages
+    return text in await messages(server.client, user, room_id)
