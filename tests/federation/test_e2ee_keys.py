@@ -165,3 +165,32 @@ async def test_device_lists_both_ways_gap_and_stale(make_server: Factory) -> Non
 
 async def _has_devices(server: FedServer, user_id: str, devices: set[str]) -> bool:
     return await _cached_devices(server, user_id) == devices
+
+
+async def test_signing_key_update_reaches_the_cache(make_server: Factory) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob, _ = await shared_room(a, b)
+    await _setup_keys(b, bob)
+    await query(a.client, alice, {bob.user_id: []})
+    await eventually(lambda: _has_devices(a, bob.user_id, {bob.device_id}))
+    assert await a.hs.db.fetchval(
+        "SELECT master_key FROM remote_device_lists WHERE user_id = $1", bob.user_id) is None
+    since = (await a.client.sync(alice))["next_batch"]
+    cs = new_cross_signing(bob.user_id)
+    status, body = await b.client.request("POST", "/keys/device_signing/upload",
+                                          cs.upload_body(), bob.access_token)
+    assert status == 200, body
+
+    async def cached_master() -> bool:
+        raw = await a.hs.db.fetchval(
+            "SELECT master_key::text FROM remote_device_lists WHERE user_id = $1 AND NOT stale",
+            bob.user_id)
+        return raw is not None and cs.pub(cs.master) in raw
+
+    await eventually(cached_master)
+    sync = await a.client.sync(alice, since)
+    assert bob.user_id in sync["device_lists"]["changed"]
+    got = await query(a.client, alice, {bob.user_id: []})
+    assert got["master_keys"][bob.user_id]["keys"] == cs.key_obj("master")["keys"]
+    assert got["self_signing_keys"][bob.user_id]["keys"] == cs.key_obj("self_signing")["keys"]

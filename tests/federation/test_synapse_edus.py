@@ -20,7 +20,7 @@ from nio import AsyncClient, JoinResponse, RegisterResponse, RoomCreateResponse
 from federation.tls import client_context
 from tests.e2e.conftest import PASSWORD, new_name
 from tests.e2e.nio_crypto import ENCRYPTION, Crypto, e2ee_config
-from tests.e2ee.keys import claim, login, new_device, query, upload
+from tests.e2ee.keys import claim, login, new_cross_signing, new_device, query, upload
 from tests.federation.conftest import Factory, FedServer
 from tests.federation.pki import Cert, LocalCA
 from tests.federation.synapse_peer import Synapse, start_synapse, wait_until_up
@@ -233,6 +233,21 @@ async def test_device_lists_keys_and_queries_with_synapse(
         return set(got["device_keys"].get(alice.user_id, {})) == {alice.device_id, "ALICETWO"}
 
     await eventually(both_alice_devices, timeout=T)
+
+    # Cross-signing keys (m.signing_key_update or a resync), both ways.
+    for c_up, up_user, c_q, q_user in ((sc, sam, a.client, alice), (a.client, alice, sc, sam)):
+        cs = new_cross_signing(up_user.user_id)
+        status, body = await c_up.request("POST", "/keys/device_signing/upload",
+                                          cs.upload_body(), up_user.access_token)
+        assert status == 200, body
+        master = cs.key_obj("master")["keys"]
+
+        async def has_master(c: Client = c_q, u: User = q_user, target: str = up_user.user_id,
+                             keys: Any = master) -> bool:
+            got = await query(c, u, {target: []})
+            return got.get("master_keys", {}).get(target, {}).get("keys") == keys
+
+        await eventually(has_master, timeout=T)
 
     # Profiles, aliases and public room lists, both ways.
     status, _ = await sc.request("PUT", f"/profile/{sam.user_id}/displayname",
