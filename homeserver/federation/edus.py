@@ -187,10 +187,10 @@ class RealtimeEdus:
         if not servers:
             return
         entry = {"user_id": user_id, "presence": content["presence"],
-                 "currently_active": bool(content.get("currently_active"))}
-        for k in ("last_active_ago", "status_msg"):
-            if k in content:
-                entry[k] = content[k]
+                 "currently_active": bool(content.get("currently_active")),
+                 "last_active_ago": content.get("last_active_ago", 0)}  # required
+        if "status_msg" in content:
+            entry["status_msg"] = content["status_msg"]
         self._sender.send_ephemeral(servers, ("m.presence", user_id), "m.presence", entry)
 
     # ------------------------------------------------------------------ inbound
