@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AsyncExitStack
 from typing import Any
 
-from tests.federation.conftest import Factory, FedServer
+import pytest
+
+from tests.conftest import PgAdmin
+from tests.federation.conftest import Factory, FedServer, fed_config, run_server
+from tests.federation.pki import Cert, LocalCA
 from tests.federation.test_rooms import eventually
 from tests.helpers import User
 
@@ -297,3 +302,64 @@ async def test_websocket_sync_gets_remote_edus(make_server: Factory) -> None:
         assert pushed["to_device"]["events"][0]["content"] == {"over": "socket"}
     finally:
         await ws.close()
+
+
+async def test_durable_edus_survive_downtime_and_restarts(
+        pg_admin: PgAdmin, tmp_path_factory: pytest.TempPathFactory, server_cert: Cert,
+        local_ca: LocalCA) -> None:
+    """To-device messages and device list updates for a server that is down wait in the
+    database, survive a restart of the sender, and arrive once, in order."""
+    from tests.e2ee.keys import login, new_device, query, upload
+
+    names = [await pg_admin.create(), await pg_admin.create()]
+    dsn_a, dsn_b = (pg_admin.dsn_for(n) for n in names)
+    cfg_a = fed_config(tmp_path_factory.mktemp("a"), server_cert, local_ca.ca_file)
+    cfg_b = fed_config(tmp_path_factory.mktemp("b"), server_cert, local_ca.ca_file,
+                       host="localhost")
+    try:
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(run_server(cfg_a, dsn_a))
+            b_stack = AsyncExitStack()
+            b = await b_stack.enter_async_context(run_server(cfg_b, dsn_b))
+            alice, bob, _ = await shared_room(a, b)
+            status, _ = await upload(a.client, alice,
+                                     {"device_keys": new_device(alice).device_keys()})
+            assert status == 200
+            await query(b.client, bob, {alice.user_id: []})  # B caches alice's list
+
+            async def b_cached(n: int) -> bool:
+                return await b.hs.db.fetchval(
+                    "SELECT count(*) FROM remote_devices WHERE user_id = $1 AND keys IS NOT"
+                    " NULL", alice.user_id) == n
+
+            await eventually(lambda: b_cached(1))
+            await b_stack.aclose()  # B goes down
+            a.hs.federation.sender.backoff_base_ms = 100
+            a.hs.federation.sender.backoff_max_ms = 300
+            for n in range(3):
+                status, _ = await a.client.request(
+                    "PUT", f"/sendToDevice/m.test/d{n}",
+                    {"messages": {bob.user_id: {bob.device_id: {"n": n}}}}, alice.access_token)
+                assert status == 200
+            alice2 = await login(a.client, alice, "ALICETWO")
+            status, _ = await upload(a.client, alice2,
+                                     {"device_keys": new_device(alice2).device_keys()})
+            assert status == 200
+            assert await a.hs.db.fetchval("SELECT count(*) FROM federation_edu_outbox") >= 4
+            await stack.aclose()  # A restarts too: its EDUs are in the database
+            a = await stack.enter_async_context(run_server(cfg_a, dsn_a))
+            a.hs.federation.sender.backoff_base_ms = 100
+            a.hs.federation.sender.backoff_max_ms = 300
+            b = await stack.enter_async_context(run_server(cfg_b, dsn_b))
+
+            async def got_all() -> Any:
+                events = (await b.client.sync(bob)).get("to_device", {}).get("events", [])
+                return events if len(events) >= 3 else None
+
+            events = await eventually(got_all, timeout=30)
+            assert [e["content"]["n"] for e in events] == [0, 1, 2]
+            await eventually(lambda: b_cached(2), timeout=30)
+            assert await a.hs.db.fetchval("SELECT count(*) FROM federation_edu_outbox") == 0
+    finally:
+        for n in names:
+            await pg_admin.drop(n)
