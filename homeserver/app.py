@@ -310,7 +310,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(pusher_sender)
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
-            room_store, event_store, cache, groups, registry, writer, event_stream, members))
+            room_store, event_store, cache, groups, registry, writer, event_stream, members,
+            membership_hooks))
         hs.background.append(hs.federation)
     return hs
 
@@ -327,6 +328,7 @@ class RoomParts:
     writer: RoomWriter
     stream: Stream
     members: MembershipIndex
+    membership_hooks: list[MembershipHook]
 
 
 def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) -> Federation:
@@ -352,7 +354,7 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     assert hs.typing and hs.receipts and hs.presence and hs.to_device
     realtime = RealtimeEdus(name, sender, parts.registry, parts.members, hs.typing,
                             hs.receipts, hs.presence, config.presence_federation)
-    realtime.register(router)
+    realtime.register(router, parts.membership_hooks)
     FederatedToDevice(name, db, store, sender, hs.to_device).register(router)
     assert hs.device_lists and hs.keys
     device_store, peers = RemoteDeviceStore(), RoomPeers(name, parts.members, parts.registry)

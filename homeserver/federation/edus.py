@@ -13,7 +13,8 @@ Outbound, these are ephemeral (queued in memory per destination, homeserver/fede
   stop, including a stop when a local user's notice times out;
 - m.receipt for public read receipts (threaded ones carry `thread_id` in their data);
 - m.presence only to servers sharing a room with the user, one entry per user coalesced until
-  sent, and not at all when `presence.federation` is false (incoming ones are then ignored).
+  sent, and not at all when `presence.federation` is false (incoming ones are then ignored);
+  also when a server gets its first member into a room with ours, and when ours join.
   A user who stays online is sent again every 25 minutes, and a remote user not heard of for
   30 minutes is taken as offline (Synapse's FEDERATION_PING_INTERVAL / FEDERATION_TIMEOUT: a
   server that crashed never says its users went offline).
@@ -38,6 +39,7 @@ from homeserver.receipts.service import ReceiptService
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import RoomData, RoomRegistry
 from homeserver.rooms.typing import TypingService
+from homeserver.rooms.writer import MembershipHook
 from homeserver.types import JsonDict, is_valid_event_id, is_valid_user_id
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,15 @@ def _now() -> int:
 def allowed(origin: str, room: RoomData) -> bool:
     acl = room.state.get(("m.room.server_acl", ""))
     return acl is None or server_allowed(origin, acl.pdu.get("content"))
+
+
+def _presence_entry(user_id: str, content: JsonDict) -> JsonDict:
+    entry = {"user_id": user_id, "presence": content["presence"],
+             "currently_active": bool(content.get("currently_active")),
+             "last_active_ago": content.get("last_active_ago", 0)}  # required
+    if "status_msg" in content:
+        entry["status_msg"] = content["status_msg"]
+    return entry
 
 
 class EduRouter:
@@ -130,7 +141,7 @@ class RealtimeEdus:
                 self._heard.pop(user_id, None)
                 await self._presence.apply_remote(user_id, "offline", None, None)
 
-    def register(self, router: EduRouter) -> None:
+    def register(self, router: EduRouter, membership_hooks: list[MembershipHook]) -> None:
         router.handlers["m.typing"] = self.receive_typing
         router.handlers["m.receipt"] = self.receive_receipt
         if self._presence_federation:
@@ -139,6 +150,7 @@ class RealtimeEdus:
         self._receipts.on_local.append(self.receipt_written)
         if self._presence_federation:
             self._presence.on_local.append(self.presence_changed)
+            membership_hooks.append(self.on_membership)
 
     # ------------------------------------------------------------------ outbound
 
@@ -184,14 +196,37 @@ class RealtimeEdus:
             if room is not None:
                 servers.update(servers_of(room))
         servers.discard(self.server_name)
-        if not servers:
+        if servers:
+            self._sender.send_ephemeral(servers, ("m.presence", user_id), "m.presence",
+                                        _presence_entry(user_id, content))
+
+    def on_membership(self, room: RoomData, user_id: str, membership: str) -> None:
+        """RoomWriter hook: a server that just got its first member into a room hears the
+        presence of our users there, and a local user who joins is announced to the room's
+        servers, instead of at the next change or ping."""
+        if membership == "join" and self._presence_federation:
+            task = asyncio.get_running_loop().create_task(self._presence_on_join(room, user_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _presence_on_join(self, room: RoomData, user_id: str) -> None:
+        members = room.joined_members()
+        server = domain(user_id)
+        if server == self.server_name:
+            content = await self._presence.get(user_id, user_id)
+            others = [s for s in servers_of(room) if s != self.server_name]
+            if content.get("presence") != "offline" and others:
+                self._sender.send_ephemeral(others, ("m.presence", user_id), "m.presence",
+                                            _presence_entry(user_id, content))
             return
-        entry = {"user_id": user_id, "presence": content["presence"],
-                 "currently_active": bool(content.get("currently_active")),
-                 "last_active_ago": content.get("last_active_ago", 0)}  # required
-        if "status_msg" in content:
-            entry["status_msg"] = content["status_msg"]
-        self._sender.send_ephemeral(servers, ("m.presence", user_id), "m.presence", entry)
+        if sum(1 for m in members if domain(m) == server) > 1:
+            return  # the server was in the room already
+        for member in members:
+            if domain(member) == self.server_name:
+                content = await self._presence.get(member, member)
+                if content.get("presence") != "offline":
+                    self._sender.send_ephemeral([server], ("m.presence", member), "m.presence",
+                                                _presence_entry(member, content))
 
     # ------------------------------------------------------------------ inbound
 

@@ -363,3 +363,27 @@ async def test_durable_edus_survive_downtime_and_restarts(
     finally:
         for n in names:
             await pg_admin.drop(n)
+
+
+async def test_presence_is_sent_when_rooms_are_first_shared(make_server: Factory) -> None:
+    """Presence set before two users share a room reaches the other server when they do,
+    both ways, without waiting for a change or a ping."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob = await a.client.register("alice"), await b.client.register("bob")
+    for c, u, msg in ((a.client, alice, "early alice"), (b.client, bob, "early bob")):
+        status, _ = await c.request("PUT", f"/presence/{u.user_id}/status",
+                                    {"presence": "online", "status_msg": msg}, u.access_token)
+        assert status == 200
+    room_id = await b.client.create_room(bob, preset="public_chat")
+    status, _ = await a.client.request("POST", f"/join/{room_id}", {}, alice.access_token,
+                                       params={"via": b.name})
+    assert status == 200
+
+    async def sees(c: Any, viewer: User, target: User, msg: str) -> bool:
+        status, body = await c.request("GET", f"/presence/{target.user_id}/status",
+                                       token=viewer.access_token)
+        return status == 200 and body.get("status_msg") == msg
+
+    await eventually(lambda: sees(b.client, bob, alice, "early alice"))
+    await eventually(lambda: sees(a.client, alice, bob, "early bob"))
