@@ -244,7 +244,6 @@ class DestinationQueue:
                     failures: int, txn_id: int) -> None:
         s = self.sender
         upto = max((r["stream_ordering"] for r in rows), default=0)
-        edu_upto = max((r["id"] for r in edu_rows), default=0)
         got = await s._cache.get_many([r["event_id"] for r in rows])
         pdus = [got[r["event_id"]].pdu for r in rows if r["event_id"] in got]
         taken, ephemeral = self._take_ephemeral()
@@ -278,5 +277,5 @@ class DestinationQueue:
             if rows:
                 await s._store.sent(conn, self.destination, upto)
             if edu_rows:
-                await s._store.edus_sent(conn, self.destination, edu_upto)
+                await s._store.edus_sent(conn, self.destination, [r["id"] for r in edu_rows])
             await s._store.set_destination(conn, self.destination, 0, 0, txn_id)

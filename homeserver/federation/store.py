@@ -61,10 +61,12 @@ class FederationStore:
             "SELECT id, edu_type, content::text AS content FROM federation_edu_outbox"
             " WHERE destination = $1 ORDER BY id LIMIT $2", destination, limit))
 
-    async def edus_sent(self, conn: Conn, destination: str, upto_id: int) -> None:
+    async def edus_sent(self, conn: Conn, destination: str, ids: list[int]) -> None:
+        """Exactly the rows sent: ids come from a sequence and may commit out of order, so a
+        row below the highest one sent may have committed since it was read."""
         await conn.execute(
-            "DELETE FROM federation_edu_outbox WHERE destination = $1 AND id <= $2",
-            destination, upto_id)
+            "DELETE FROM federation_edu_outbox WHERE destination = $1 AND id = ANY($2::bigint[])",
+            destination, ids)
 
     async def trim_edu_outbox(self, conn: Conn, destination: str) -> None:
         """Catch-up after a long absence: of each user's device list updates keep only the
