@@ -64,7 +64,7 @@ def _timeout_s(body: JsonDict) -> float:
 
 
 class RemoteKeys(Protocol):
-    """Other servers' users' keys (homeserver/federation/devices.py)."""
+    """Other servers' users' keys (homeserver/federation/e2ee_keys.py)."""
 
     async def query(self, wanted: dict[str, list[str]], timeout_s: float) -> JsonDict:
         """device_keys, master_keys, self_signing_keys and failures (by server)."""
