@@ -383,11 +383,25 @@ async def test_server_acl_with_synapse_both_ways(
                                     {"allow": ["*"], "deny": [host]}, sam.access_token)
     assert status == 200, body
     await eventually(lambda: _event_known(a, body["event_id"]), timeout=T)
-    denied = await a.client.send(alice, room2, "denied by synapse")
+    # A PDU of alice's, sent in a transaction of its own so that Synapse's answer says what
+    # it did with it: refused, and not stored.
+    from tests.federation.test_resilience import _pdu, _send
+
+    room = await a.hs.rooms.rooms.get(room2)
+    denied, pdu = _pdu(a, room, alice.user_id, "m.room.message",
+                       {"msgtype": "m.text", "body": "denied by synapse"})
+    answer = await _send(a, _Named(syn.name), "acl-s1", [pdu])
+    assert answer["pdus"][denied].get("error"), answer
     marker = await sc.send(sam, room2, "synapse still sends")
     await eventually(lambda: _event_known(a, marker), timeout=T)
-    await asyncio.sleep(2.0)
     assert not await _synapse_has(sc, sam, room2, denied)
+
+
+class _Named:
+    """What tests.federation.test_resilience._send needs of its destination: a name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 async def _parley_has(server: FedServer, user: User, room_id: str, text: str) -> bool:
