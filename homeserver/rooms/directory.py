@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from homeserver.errors import Codes, MatrixError
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.types import JsonDict
@@ -29,7 +30,10 @@ class PublicRoomDirectory:
     async def page(self, limit: int, since: str | None, term: str | None,
                    server: str | None = None) -> JsonDict:
         """One page of `server`'s list (None or ours: this server's)."""
-        if server is not None and server != self.server_name and self.remote is not None:
+        if server is not None and server != self.server_name:
+            if self.remote is None:
+                raise MatrixError(400, Codes.INVALID_PARAM,
+                                  "Federation is off: other servers' lists are not available")
             return await self.remote(server, limit, since, term)
         entries = []
         for room_id in await self._reader.public_rooms():
