@@ -11,7 +11,9 @@ one in `prev_id`, so the receiver can see a gap; /user/devices answers the lates
 In: updates are applied to the cached list (`remote_device_lists` / `remote_devices`) of a
 user who shares a room with one of ours, one user at a time. An update whose prev_id is not
 the last one applied (a gap), the first one of a user not yet cached, or one for a cache marked
-stale, makes us fetch the whole list again (GET /user/devices/{userId}); a fetch that fails
+stale, makes us fetch the whole list again (GET /user/devices/{userId}), in the background
+(the inbound transaction does not wait for it; updates that come meanwhile make it fetch once
+more when done); a fetch that fails
 marks the cache stale (it is then not served, and fetched again, also after a restart). Each
 applied update or resync is a change of that user in our own device list stream, so local
 clients see the user in sync's `device_lists.changed`.
@@ -89,6 +91,8 @@ class DeviceListFederation:
         self._pending: dict[int, set[str]] = {}  # position -> destinations to wake
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resyncing: set[str] = set()  # users whose list is being fetched
+        self._again: set[str] = set()  # ... and who had an update meanwhile
 
     def register(self, router: EduRouter) -> None:
         router.handlers["m.device_list_update"] = self.receive_device_update
@@ -104,7 +108,7 @@ class DeviceListFederation:
         async with self._db.connection() as conn:
             stale = await self._store.stale_users(conn, 1000)
         for user_id in stale:
-            self._spawn(self.resync(user_id))
+            self._resync_soon(user_id)
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -213,17 +217,20 @@ class DeviceListFederation:
         if keys is not None and not _device_keys_ok(keys, user_id, device_id):
             return
         name = content.get("device_display_name")
+        if self._resync_pending(user_id):
+            return
         async with self._lock(user_id):
             async with self._db.connection() as conn:
                 row = await self._store.list_of(conn, user_id)
+                if row is not None and not row["stale"] and stream_id > row["stream_id"] \
+                        and (not prev_id or any(p != row["stream_id"] for p in prev_id)):
+                    await self._store.mark_stale(conn, user_id, _now())  # a gap
+                    row = None
             if row is None or row["stale"]:
-                await self._resync_locked(user_id)
+                self._resync_soon(user_id)
                 return
             if stream_id <= row["stream_id"]:
                 return  # seen already
-            if not prev_id or any(p != row["stream_id"] for p in prev_id):
-                await self._resync_locked(user_id)  # a gap in the chain
-                return
             async with self._lists.change(user_id) as pos, self._db.transaction() as conn:
                 await self._store.update_device(
                     conn, user_id, stream_id, device_id,
@@ -243,15 +250,43 @@ class DeviceListFederation:
         if not await self._peers.shares_with_us(user_id):
             await self._forget(user_id)
             return
+        if self._resync_pending(user_id):
+            return
         async with self._lock(user_id):
             async with self._db.connection() as conn:
                 row = await self._store.list_of(conn, user_id)
             if row is None or row["stale"]:
-                await self._resync_locked(user_id)
+                self._resync_soon(user_id)
                 return
             async with self._lists.change(user_id) as pos, self._db.transaction() as conn:
                 await self._store.set_cross_signing(conn, user_id, master, ssk, _now())
                 await self._lists.record(conn, pos, user_id, [CROSS_SIGNING])
+
+    def _resync_pending(self, user_id: str) -> bool:
+        """A fetch of the user's list is under way: it (or the one after it, which this
+        asks for) covers the update."""
+        if user_id in self._resyncing:
+            self._again.add(user_id)
+            return True
+        return False
+
+    def _resync_soon(self, user_id: str) -> None:
+        """Fetch the list in the background: the inbound transaction (and the origin's other
+        transactions, which wait for it) does not wait for a request back to the origin."""
+        if not self._resync_pending(user_id):
+            self._resyncing.add(user_id)
+            self._spawn(self._resync_until_current(user_id))
+
+    async def _resync_until_current(self, user_id: str) -> None:
+        try:
+            while True:
+                self._again.discard(user_id)
+                await self.resync(user_id)
+                if user_id not in self._again:
+                    return
+        finally:
+            self._resyncing.discard(user_id)
+            self._again.discard(user_id)
 
     async def _forget(self, user_id: str) -> None:
         """An update not applied (the user shares no room with ours): a cached list would
