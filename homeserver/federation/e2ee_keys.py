@@ -141,7 +141,7 @@ class RemoteKeyQueries:
         if not isinstance(wanted, dict):
             raise bad_json("device_keys must be an object")
         if len(wanted) > MAX_USERS:
-            raise MatrixError(400, Codes.TOO_LARGE, "Too many users in one query")
+            raise MatrixError(413, Codes.TOO_LARGE, "Too many users in one query")
         local: dict[str, set[str] | None] = {}
         for user_id, devices in wanted.items():
             check_user_id(user_id, "device_keys")
@@ -173,7 +173,7 @@ class RemoteKeyQueries:
                 devices.append(device_id)
                 algs.append(alg)
         if len(users) > MAX_CLAIMS:
-            raise MatrixError(400, Codes.TOO_LARGE, "Too many devices in one claim")
+            raise MatrixError(413, Codes.TOO_LARGE, "Too many devices in one claim")
         return {"one_time_keys": await self._keys.claim_local(users, devices, algs)}
 
 

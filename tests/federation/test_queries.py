@@ -106,3 +106,37 @@ async def test_openid_token_checked_over_federation(make_server: Factory) -> Non
     # /version answers without a signature too.
     got = await fc.request(a.name, "GET", "/_matrix/federation/v1/version", signed=False)
     assert got["server"]["name"] == "Parley"
+
+
+async def test_bad_requests_to_the_new_endpoints_are_4xx(make_server: Factory) -> None:
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    bob = await b.client.register("bob")
+    fc = a.hs.federation.client
+    F = "/_matrix/federation/v1"
+    for method, path, body, status, errcode in (
+            ("GET", f"{F}/user/devices/not-a-user", None, 400, "M_INVALID_PARAM"),
+            ("GET", f"{F}/user/devices/@someone:{a.name}", None, 404, "M_NOT_FOUND"),
+            ("POST", f"{F}/user/keys/query", {"device_keys": []}, 400, "M_BAD_JSON"),
+            ("POST", f"{F}/user/keys/query", {"device_keys": {bob.user_id: "x"}}, 400,
+             "M_BAD_JSON"),
+            ("POST", f"{F}/user/keys/query", {"device_keys": {"nobody": []}}, 400,
+             "M_INVALID_PARAM"),
+            ("POST", f"{F}/user/keys/claim", {"one_time_keys": {bob.user_id: {"D": 5}}}, 400,
+             "M_BAD_JSON"),
+            ("POST", f"{F}/user/keys/claim", {}, 400, "M_BAD_JSON"),
+            ("POST", f"{F}/publicRooms", {"limit": -1}, 400, "M_BAD_JSON"),
+            ("POST", f"{F}/publicRooms", {"filter": {"generic_search_term": 5}}, 400,
+             "M_BAD_JSON"),
+            ("POST", f"{F}/publicRooms", {"since": 5}, 400, "M_BAD_JSON")):
+        with pytest.raises(FederationError) as e:
+            await fc.request(b.name, method, path, body=body)
+        assert (e.value.status, e.value.errcode) == (status, errcode), (path, body)
+    # Unsigned requests to them are 401.
+    with pytest.raises(FederationError) as e:
+        await fc.request(b.name, "GET", f"{F}/user/devices/{bob.user_id}", signed=False)
+    assert e.value.status == 401
+    # And a good one answers.
+    got = await fc.request(b.name, "GET", f"{F}/user/devices/{bob.user_id}")
+    assert got["user_id"] == bob.user_id and [d["device_id"] for d in got["devices"]] == [
+        bob.device_id]
