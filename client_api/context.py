@@ -30,6 +30,7 @@ from homeserver.push.service import PushRuleService
 from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.reports.service import ReportService
+from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.typing import TypingService
@@ -39,6 +40,7 @@ from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
 from homeserver.users.devices import DeviceService
 from homeserver.users.filters import FilterService
+from homeserver.users.openid import OpenIdService
 from homeserver.users.profiles import ProfileService
 from homeserver.users.sessions import SessionService
 
@@ -75,6 +77,8 @@ class ClientContext:
     thumbnails: Thumbnailer | None = None
     previews: PreviewService | None = None
     reports: ReportService | None = None
+    public_rooms: PublicRoomDirectory | None = None
+    openid: OpenIdService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

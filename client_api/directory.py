@@ -7,7 +7,7 @@ from aiohttp import web
 from client_api.context import auth, ctx
 from homeserver.errors import Codes, MatrixError
 from homeserver.http import json_response, query_int, read_json
-from homeserver.types import is_valid_room_alias, is_valid_room_id
+from homeserver.types import is_valid_room_alias, is_valid_room_id, is_valid_server_name
 
 routes = web.RouteTableDef()
 V = "/_matrix/client/{v:(v3|r0)}"
@@ -28,8 +28,12 @@ async def get_alias(request: web.Request) -> web.Response:
     alias = request.match_info["alias"]
     if not is_valid_room_alias(alias):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias")
-    room_id = await ctx(request).reader.resolve_alias(alias)
-    return json_response({"room_id": room_id, "servers": [ctx(request).config.server_name]})
+    c = ctx(request)
+    if alias.partition(":")[2] != c.config.server_name and c.rooms.remote is not None:
+        room_id, servers = await c.rooms.remote.resolve_alias(alias)  # /query/directory
+        return json_response({"room_id": room_id, "servers": servers})
+    room_id = await c.reader.resolve_alias(alias)
+    return json_response({"room_id": room_id, "servers": [c.config.server_name]})
 
 
 @routes.put(V + "/directory/room/{alias}")
@@ -84,28 +88,11 @@ async def set_visibility(request: web.Request) -> web.Response:
 async def _public_rooms(request: web.Request, limit: int, since: str | None,
                         term: str | None) -> web.Response:
     c = ctx(request)
-    entries = []
-    for room_id in await c.reader.public_rooms():
-        room = await c.rooms.rooms.get(room_id)
-        if room is None:
-            continue
-        entries.append(c.rooms.directory_entry(room))
-    if term:
-        t = term.lower()
-        entries = [e for e in entries if t in (e.get("name") or "").lower()
-                   or t in (e.get("topic") or "").lower()
-                   or t in (e.get("canonical_alias") or "").lower()]
-    entries.sort(key=lambda e: -int(e["num_joined_members"]))
-    start = 0
-    if since and since.isascii() and since.isdigit():  # a position we handed out; a huge
-        start = int(since) if len(since) < 16 else len(entries)  # one is past the end
-    chunk = entries[start:start + limit] if limit else entries[start:]
-    body: dict[str, object] = {"chunk": chunk, "total_room_count_estimate": len(entries)}
-    if limit and start + limit < len(entries):
-        body["next_batch"] = str(start + limit)
-    if start > 0:
-        body["prev_batch"] = str(max(0, start - limit))
-    return json_response(body)
+    server = request.query.get("server")
+    if server is not None and not is_valid_server_name(server):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid server name")
+    assert c.public_rooms is not None
+    return json_response(await c.public_rooms.page(limit, since, term, server))
 
 
 @routes.get(V + "/publicRooms")

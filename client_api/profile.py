@@ -23,13 +23,13 @@ def _user_id(request: web.Request) -> str:
 
 @routes.get(V + "/profile/{user_id}")
 async def get_profile(request: web.Request) -> web.Response:
-    return json_response(await ctx(request).profiles.profile(_user_id(request)))
+    return json_response(await ctx(request).profiles.lookup(_user_id(request)))
 
 
 @routes.get(V + "/profile/{user_id}/{field}")
 async def get_field(request: web.Request) -> web.Response:
     field = request.match_info["field"]
-    profile = await ctx(request).profiles.profile(_user_id(request))
+    profile = await ctx(request).profiles.lookup(_user_id(request))
     if field not in profile:
         raise not_found("Profile field not set")
     return json_response({field: profile[field]})

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -32,6 +32,7 @@ from homeserver.storage.database import Conn, Database
 from homeserver.types import JsonDict, Requester
 
 MAX_QUERY_USERS = 5_000  # users in one /keys/query
+DEFAULT_TIMEOUT_MS = 10_000  # for other servers' answers (the spec's default)
 MAX_CLAIM_DEVICES = 10_000  # devices in one /keys/claim
 COUNTS_CACHE_MAX = 100_000
 
@@ -53,6 +54,25 @@ def check_user_id(user_id: Any, where: str) -> str:
             or len(user_id) > MAX_ID_LEN:
         raise MatrixError(400, Codes.INVALID_PARAM, f"{where}: invalid user id")
     return user_id
+
+
+def _timeout_s(body: JsonDict) -> float:
+    t = body.get("timeout", DEFAULT_TIMEOUT_MS)
+    if not isinstance(t, int) or isinstance(t, bool):
+        raise MatrixError(400, Codes.BAD_JSON, "timeout must be an integer")
+    return min(max(t, 100), 60_000) / 1000
+
+
+class RemoteKeys(Protocol):
+    """Other servers' users' keys (homeserver/federation/e2ee_keys.py)."""
+
+    async def query(self, wanted: dict[str, list[str]], timeout_s: float) -> JsonDict:
+        """device_keys, master_keys, self_signing_keys and failures (by server)."""
+        ...
+
+    async def claim(self, wanted: dict[str, dict[str, str]], timeout_s: float) -> JsonDict:
+        """one_time_keys and failures (by server)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +106,7 @@ class DeviceKeyService:
         self._server_name = server_name
         self._counts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
         self._cache_counts = True
+        self.remote: RemoteKeys | None = None
 
     def on_peers(self, peers: list[str]) -> None:
         self._cache_counts = not peers
@@ -167,12 +188,16 @@ class DeviceKeyService:
 
     # ------------------------------------------------------------------ query
     async def query(self, requester: Requester, body: JsonDict) -> JsonDict:
+        """/keys/query: local users from the database, other servers' users through `remote`
+        (each server asked in parallel, within the request's `timeout`; a server that fails
+        is named in `failures`)."""
         wanted = body.get("device_keys")
         if not isinstance(wanted, dict):
             raise MatrixError(400, Codes.BAD_JSON, "device_keys must be an object")
         if len(wanted) > MAX_QUERY_USERS:
             raise MatrixError(413, Codes.TOO_LARGE, "Too many users in one query")
         local: dict[str, set[str] | None] = {}
+        remote: dict[str, list[str]] = {}
         failures: JsonDict = {}
         for user_id, devices in wanted.items():
             check_user_id(user_id, "device_keys")
@@ -180,18 +205,39 @@ class DeviceKeyService:
                 raise MatrixError(400, Codes.BAD_JSON,
                                   "device_keys values must be lists of device ids")
             if server_of(user_id) != self._server_name:
-                failures[server_of(user_id)] = {
-                    "errcode": Codes.UNKNOWN, "error": "Federation is not available yet"}
+                remote[user_id] = list(devices)
                 continue
             local[user_id] = set(devices) if devices else None
+        timeout_s = _timeout_s(body)
+        async with self._db.connection() as conn:
+            resp = await self.served_keys(conn, requester.user_id, local)
+        resp["failures"] = failures
+        if remote:
+            if self.remote is None:
+                for user_id in remote:
+                    failures[server_of(user_id)] = {
+                        "errcode": Codes.UNKNOWN, "error": "Federation is off"}
+            else:
+                got = await self.remote.query(remote, timeout_s)
+                for k in ("device_keys", "master_keys", "self_signing_keys"):
+                    resp[k].update(got.get(k, {}))
+                failures.update(got.get("failures", {}))
+        if not resp["user_signing_keys"]:
+            del resp["user_signing_keys"]
+        return resp
+
+    async def served_keys(self, conn: Conn, viewer: str | None,
+                          local: dict[str, set[str] | None]) -> JsonDict:
+        """What /keys/query serves about these local users (None: every device): device
+        keys with their uploaded signatures, master and self-signing keys, and the viewer's
+        own user-signing key (`viewer` None: another server asks, and sees no one's)."""
         users = list(local)
         out_devices: JsonDict = {u: {} for u in users}
         master: JsonDict = {}
         self_signing: JsonDict = {}
         user_signing: JsonDict = {}
         if users:
-            async with self._db.connection() as conn:
-                rows = await self._store.query_keys(conn, users)
+            rows = await self._store.query_keys(conn, users)
             sigs: dict[tuple[str, str], list[tuple[str, str, str]]] = defaultdict(list)
             for r in rows:
                 if r["kind"] == 2:
@@ -209,17 +255,14 @@ class DeviceKeyService:
                         # Others' signatures of a master key are shown only to their signer
                         # (each user's verification of someone is their own business).
                         _merge_signatures(obj, [s for s in sigs.get((uid, r["b"]), ())
-                                                if s[0] in (uid, requester.user_id)])
+                                                if s[0] in (uid, viewer)])
                         master[uid] = obj
                     elif r["a"] == "self_signing":
                         self_signing[uid] = obj
-                    elif uid == requester.user_id:
+                    elif uid == viewer:
                         user_signing[uid] = obj
-        resp: JsonDict = {"device_keys": out_devices, "failures": failures,
-                          "master_keys": master, "self_signing_keys": self_signing}
-        if user_signing:
-            resp["user_signing_keys"] = user_signing
-        return resp
+        return {"device_keys": out_devices, "master_keys": master,
+                "self_signing_keys": self_signing, "user_signing_keys": user_signing}
 
     # ------------------------------------------------------------------ claim
     async def claim(self, requester: Requester, body: JsonDict) -> JsonDict:
@@ -230,6 +273,7 @@ class DeviceKeyService:
         devices: list[str] = []
         algs: list[str] = []
         failures: JsonDict = {}
+        remote: dict[str, dict[str, str]] = {}
         for user_id, by_device in wanted.items():
             check_user_id(user_id, "one_time_keys")
             if not isinstance(by_device, dict):
@@ -239,8 +283,7 @@ class DeviceKeyService:
                 if not isinstance(alg, str) or not alg or len(alg) > MAX_ID_LEN:
                     raise MatrixError(400, Codes.BAD_JSON, "algorithms must be strings")
             if server_of(user_id) != self._server_name:
-                failures[server_of(user_id)] = {
-                    "errcode": Codes.UNKNOWN, "error": "Federation is not available yet"}
+                remote[user_id] = dict(by_device)
                 continue
             for device_id, alg in by_device.items():
                 users.append(user_id)
@@ -248,6 +291,21 @@ class DeviceKeyService:
                 algs.append(alg)
         if len(users) > MAX_CLAIM_DEVICES:
             raise MatrixError(413, Codes.TOO_LARGE, "Too many devices in one claim")
+        out = await self.claim_local(users, devices, algs)
+        if remote:
+            if self.remote is None:
+                for user_id in remote:
+                    failures[server_of(user_id)] = {
+                        "errcode": Codes.UNKNOWN, "error": "Federation is off"}
+            else:
+                got = await self.remote.claim(remote, _timeout_s(body))
+                out.update(got.get("one_time_keys", {}))
+                failures.update(got.get("failures", {}))
+        return {"one_time_keys": out, "failures": failures}
+
+    async def claim_local(self, users: list[str], devices: list[str],
+                          algs: list[str]) -> JsonDict:
+        """One key per (user, device, algorithm) of local users, each handed out once."""
         out: JsonDict = {}
         if users:
             async with self._db.connection() as conn:
@@ -256,7 +314,7 @@ class DeviceKeyService:
                 out.setdefault(r["user_id"], {}).setdefault(r["device_id"], {})[
                     f"{r['algorithm']}:{r['key_id']}"] = orjson.Fragment(r["key_json"])
                 self._counts.pop((r["user_id"], r["device_id"]), None)
-        return {"one_time_keys": out, "failures": failures}
+        return out
 
 
 def _merge_signatures(obj: JsonDict, rows: Any) -> None:

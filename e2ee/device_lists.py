@@ -16,7 +16,7 @@ in-memory timelines when they reach back that far.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from e2ee.keys_store import KeyStore
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 CROSS_SIGNING = ""  # the device id of a change to the user's cross-signing keys
 
+# (conn, pos, user_id, device_ids, only_for): a change being recorded, in its transaction
+# (federation queues its m.device_list_update / m.signing_key_update EDUs there).
+RecordHook = Callable[[Conn, int, str, list[str], str | None], Awaitable[None]]
+
 
 class DeviceListService:
     def __init__(self, db: Database, store: KeyStore, room_store: RoomStore, stream: Stream,
@@ -40,6 +44,8 @@ class DeviceListService:
         self.stream = stream
         self._members = members
         self._rooms = rooms
+        self.on_record: list[RecordHook] = []
+        self.on_finish: list[Callable[[int], None]] = []  # a position is finished
 
     def current(self) -> int:
         return self.stream.current
@@ -70,12 +76,16 @@ class DeviceListService:
             except Exception:  # waking fewer users must not lose the position
                 log.exception("could not compute who shares a room with %s", user_id)
             self.stream.finish(pos, wake=wake)
+            for hook in self.on_finish:
+                hook(pos)
 
     async def record(self, conn: Conn, pos: int, user_id: str, device_ids: list[str],
                      only_for: str | None = None) -> None:
         """A change of `user_id`'s devices (`device_ids`; CROSS_SIGNING for their keys), for
         everyone sharing a room with them, or only for the user `only_for`."""
         await self._store.add_device_list_changes(conn, pos, user_id, device_ids, only_for)
+        for hook in self.on_record:
+            await hook(conn, pos, user_id, device_ids, only_for)
 
     async def for_sync(self, user_id: str, memberships: Mapping[str, Membership],
                        since_lists: int, upto_lists: int, since_events: int,

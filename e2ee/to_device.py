@@ -7,8 +7,10 @@ acknowledges everything at or below it, deletes those first: a response lost in 
 sent again to a client that retries with the same token. At most `LIMIT` messages go out per
 sync; the next_batch then stops at the last one delivered and the next sync continues from there.
 
-Remote recipients (other server names) are skipped for now; federation (m.direct_to_device EDUs)
-is a later issue and will hook in at `_local_only`.
+Remote recipients (other server names) go to `remote` (homeserver/federation/to_device.py):
+one m.direct_to_device EDU per server, queued in the same transaction as the txn id, so a
+resend queues nothing and a crash loses nothing. Messages from other servers come in through
+`deliver_remote`, de-duplicated by the EDU's message_id in the transaction that stores them.
 
 A device with nothing pending is remembered (`_clean`: "no rows for it at or below this
 position"), so the common sync with nothing new for this device costs no query.
@@ -17,13 +19,16 @@ position"), so the common sync with nothing new for this device costs no query.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 import orjson
 
 from e2ee.store import ToDeviceStore
 from homeserver.errors import Codes, MatrixError
-from homeserver.storage.database import Database
+from homeserver.storage.database import Conn, Database
 from homeserver.storage.streams import Stream
 from homeserver.streams.notifier import Notifier
 from homeserver.types import JsonDict, Requester
@@ -41,6 +46,21 @@ def _server_of(user_id: str) -> str:
     return user_id.partition(":")[2]
 
 
+# {server: {user_id: {device_id or "*": content}}}
+ByServer = dict[str, dict[str, dict[str, JsonDict]]]
+
+
+class RemoteToDevice(Protocol):
+    async def queue(self, conn: Conn, sender: str, event_type: str, message_id: str,
+                    by_server: ByServer) -> None:
+        """Queue the messages for other servers in the caller's transaction."""
+        ...
+
+    def wake(self, servers: Iterable[str]) -> None:
+        """The transaction committed: send them."""
+        ...
+
+
 class ToDeviceService:
     def __init__(self, db: Database, store: ToDeviceStore, notifier: Notifier,
                  stream: Stream) -> None:
@@ -51,6 +71,7 @@ class ToDeviceService:
         self._clean: dict[tuple[str, str], int] = {}
         self.prune_every = PRUNE_EVERY
         self._sends = 0
+        self.remote: RemoteToDevice | None = None
 
     def current(self) -> int:
         return self._stream.current
@@ -60,19 +81,23 @@ class ToDeviceService:
         """Store `messages` ({user_id: {device_id or "*": content}}) for their devices.
 
         Idempotent per (sender, sender's device, txn_id); unknown local users and devices are
-        ignored, as the spec says; remote users are ignored until federation lands.
+        ignored, as the spec says; remote users' go to their servers (without federation,
+        they are dropped).
         """
         user_ids: list[str] = []
         device_ids: list[str] = []
         contents: list[str] = []
+        remote: ByServer = {}
         local_server = _server_of(requester.user_id)
         for user_id, by_device in messages.items():
-            if _server_of(user_id) != local_server:
-                continue  # TODO(federation): queue an m.direct_to_device EDU for its server
             for device_id, content in by_device.items():
                 raw = orjson.dumps(content).decode()
                 if len(raw) > MAX_CONTENT_BYTES:
                     raise MatrixError(413, Codes.TOO_LARGE, "To-device message too large")
+                if _server_of(user_id) != local_server:
+                    remote.setdefault(_server_of(user_id), {}).setdefault(
+                        user_id, {})[device_id] = content
+                    continue
                 user_ids.append(user_id)
                 device_ids.append(device_id)
                 contents.append(raw)
@@ -81,6 +106,7 @@ class ToDeviceService:
 
         pos = await self._stream.allocate()
         recipients: set[str] = set()
+        queued = False
         try:
             async with self._db.transaction() as conn:
                 if await self._store.add_txn(conn, requester.user_id, requester.device_id,
@@ -89,8 +115,15 @@ class ToDeviceService:
                         recipients = await self._store.insert_messages(
                             conn, pos, requester.user_id, event_type, user_ids, device_ids,
                             contents)
+                    if remote and self.remote is not None:
+                        message_id = f"{pos}-{secrets.token_urlsafe(8)}"
+                        await self.remote.queue(conn, requester.user_id, event_type,
+                                                message_id, remote)
+                        queued = True
         finally:
             self._stream.finish(pos, wake=recipients)
+        if queued and self.remote is not None:
+            self.remote.wake(remote)
         self._sends += 1
         if self._sends >= self.prune_every:
             self._sends = 0
@@ -98,6 +131,30 @@ class ToDeviceService:
                 await self.prune_txns()
             except Exception:  # housekeeping never fails a send
                 log.exception("pruning to-device txn ids failed")
+
+    async def deliver_remote(self, sender: str, event_type: str,
+                             messages: dict[str, dict[str, JsonDict]],
+                             first: Callable[[Conn], Awaitable[bool]]) -> None:
+        """Messages for local devices from another server's user (the caller checked the
+        sender and dropped other servers' recipients); `first` records the EDU's message id
+        in the same transaction and says whether it is new (False: delivered already)."""
+        user_ids, device_ids, contents = [], [], []
+        for user_id, by_device in messages.items():
+            for device_id, content in by_device.items():
+                user_ids.append(user_id)
+                device_ids.append(device_id)
+                contents.append(orjson.dumps(content).decode())
+        if len(user_ids) > MAX_TARGETS:
+            return
+        pos = await self._stream.allocate()
+        recipients: set[str] = set()
+        try:
+            async with self._db.transaction() as conn:
+                if await first(conn) and user_ids:
+                    recipients = await self._store.insert_messages(
+                        conn, pos, sender, event_type, user_ids, device_ids, contents)
+        finally:
+            self._stream.finish(pos, wake=recipients)
 
     async def prune_txns(self, now_ms: int | None = None) -> int:
         """Forget txn ids older than TXN_MAX_AGE_MS (a resend that late is a new message)."""

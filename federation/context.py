@@ -28,6 +28,10 @@ class FederationContext:
     # Room services (federation/rooms.py etc.), set when wired.
     rooms: Any = None  # homeserver.federation.serving.FederationRooms
     inbound: Any = None  # homeserver.federation.inbound.Inbound
+    devices: Any = None  # homeserver.federation.devices.DeviceListFederation
+    e2ee_keys: Any = None  # homeserver.federation.e2ee_keys.RemoteKeyQueries
+    public_rooms: Any = None  # homeserver.rooms.directory.PublicRoomDirectory
+    openid: Any = None  # homeserver.users.openid.OpenIdService
 
     async def servers_in_room(self, room_id: str) -> list[str]:
         """This server first, then the others with joined members."""

@@ -21,6 +21,7 @@ from client_api import (
     login,
     media,
     media_upload,
+    openid,
     presence,
     profile,
     pushers,
@@ -62,12 +63,18 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
 from homeserver.events.store import EventStore, StateGroupStore
 from homeserver.federation.backfill import Backfiller
+from homeserver.federation.device_store import RemoteDeviceStore
+from homeserver.federation.devices import DeviceListFederation, RoomPeers
+from homeserver.federation.e2ee_keys import RemoteKeyQueries
+from homeserver.federation.edus import EduRouter, RealtimeEdus
 from homeserver.federation.inbound import Inbound
 from homeserver.federation.keys import KeyRing
 from homeserver.federation.membership import RemoteMembership
+from homeserver.federation.queries import RemoteQueries
 from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import FederationRooms
 from homeserver.federation.store import FederationStore
+from homeserver.federation.to_device import FederatedToDevice
 from homeserver.http import (
     OBSERVER,
     MatrixAppRunner,
@@ -100,6 +107,7 @@ from homeserver.receipts.service import ReceiptService
 from homeserver.receipts.store import ReceiptStore
 from homeserver.reports.service import ReportService
 from homeserver.reports.store import ReportStore
+from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.feed import EventConsumer
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
@@ -124,6 +132,8 @@ from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
 from homeserver.users.devices import DeviceService, LastSeen
 from homeserver.users.filters import FilterService
+from homeserver.users.openid import OpenIdService
+from homeserver.users.openid_store import OpenIdStore
 from homeserver.users.profiles import ProfileService
 from homeserver.users.sessions import SessionService
 from homeserver.users.store import UserStore
@@ -177,6 +187,8 @@ class Homeserver:
     admin: AdminContext | None = None
     limiter: RateLimiter | None = None
     observer: Observer | None = None
+    public_rooms: PublicRoomDirectory | None = None
+    openid: OpenIdService | None = None
 
 
 @dataclass(slots=True)
@@ -209,11 +221,17 @@ class Federation:
     client: FederationClient
     context: FederationContext
     sender: FederationSender
+    devices: DeviceListFederation
+    realtime: RealtimeEdus
 
     async def start(self) -> None:
         await self.sender.start()
+        await self.devices.start()
+        await self.realtime.start()
 
     async def stop(self) -> None:
+        await self.realtime.stop()
+        await self.devices.stop()
         await self.sender.stop()
         await self.client.close()
 
@@ -272,7 +290,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
                                         PushRuleStore(), cache)
     persist_hooks.append(notifications)
     push_rules.on_change.append(notifications.invalidate)
-    profiles = ProfileService(db, user_store)
+    profiles = ProfileService(db, user_store, config.server_name)
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
                                writer, cache, config.default_room_version, members, profiles)
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
@@ -295,6 +313,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
         sync=sync_service, notifier=notifier)
     hs.writer, hs.event_stream = writer, event_stream
+    hs.public_rooms = PublicRoomDirectory(config.server_name, reader, room_service)
+    hs.openid = OpenIdService(db, OpenIdStore(), config.server_name)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -387,7 +407,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.admin.users.pusher_service = hs.pushers
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
-            room_store, event_store, cache, groups, registry, writer, event_stream))
+            room_store, event_store, cache, groups, registry, writer, event_stream, members,
+            membership_hooks))
         hs.background.append(hs.federation)
     return hs
 
@@ -403,6 +424,8 @@ class RoomParts:
     registry: RoomRegistry
     writer: RoomWriter
     stream: Stream
+    members: MembershipIndex
+    membership_hooks: list[MembershipHook]
 
 
 def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) -> Federation:
@@ -423,6 +446,20 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     sender = FederationSender(name, db, store, consumer, parts.registry, parts.cache, client)
     serving.forward = sender.forward
     inbound.on_origin = sender.remote_alive
+    router = EduRouter()
+    inbound.edus = router.receive
+    assert hs.typing and hs.receipts and hs.presence and hs.to_device
+    realtime = RealtimeEdus(name, sender, parts.registry, parts.members, hs.typing,
+                            hs.receipts, hs.presence, config.presence_federation)
+    realtime.register(router, parts.membership_hooks)
+    FederatedToDevice(name, db, store, sender, hs.to_device).register(router)
+    assert hs.device_lists and hs.keys
+    device_store, peers = RemoteDeviceStore(), RoomPeers(name, parts.members, parts.registry)
+    device_fed = DeviceListFederation(name, db, device_store, sender, hs.device_lists, hs.keys,
+                                      peers, client)
+    device_fed.register(router)
+    e2ee_keys = RemoteKeyQueries(name, db, device_store, hs.keys, device_fed, peers, client)
+    hs.keys.remote = e2ee_keys
     hs.reader.backfill = Backfiller(name, db, store, hs.rooms, parts.writer, parts.cache,
                                     keyring, client, inbound).backfill
     hs.rooms.remote = RemoteMembership(name, db, hs.rooms, parts.store, parts.writer, builder,
@@ -431,7 +468,14 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
                                 config.well_known_server, rooms=serving, inbound=inbound,
                                 limiter=RateLimiter(config.rate_limits.enabled),
                                 rate_limit=config.rate_limits.federation)
-    return Federation(keys=keyring, client=client, context=context, sender=sender)
+    context.devices, context.e2ee_keys = device_fed, e2ee_keys
+    queries = RemoteQueries(client)
+    hs.profiles.remote = queries.profile
+    assert hs.public_rooms is not None
+    hs.public_rooms.remote = queries.public_rooms
+    context.public_rooms, context.openid = hs.public_rooms, hs.openid
+    return Federation(keys=keyring, client=client, context=context, sender=sender,
+                      devices=device_fed, realtime=realtime)
 
 
 def server_version() -> str:
@@ -478,9 +522,10 @@ def make_app(hs: Homeserver) -> web.Application:
         app[CTX].reports = hs.admin.reports
         add_routes(app, report_routes.routes)
         add_admin_routes(app, hs.admin)
+    app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated, room_keys, pushers, media, media_upload):
+                   dehydrated, room_keys, pushers, media, media_upload, openid):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

@@ -97,6 +97,7 @@ class Config:
     default_room_version: str = DEFAULT_ROOM_VERSION
     allow_guest_access: bool = False
     presence_enabled: bool = True
+    presence_federation: bool = True  # send and accept m.presence EDUs (presence.federation)
     presence_idle_after_ms: int = 30_000  # no heartbeat this long (past a sync's timeout): idle
     presence_offline_after_ms: int = 300_000  # ... and this long: offline
     # Each process sharing one database needs its own name (see storage/instances.py).
@@ -288,6 +289,7 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         default_room_version=str(raw.get("default_room_version", DEFAULT_ROOM_VERSION)),
         allow_guest_access=bool(raw.get("allow_guest_access", False)),
         presence_enabled=bool((raw.get("presence") or {}).get("enabled", True)),
+        presence_federation=bool((raw.get("presence") or {}).get("federation", True)),
         presence_idle_after_ms=int((raw.get("presence") or {}).get(
             "idle_after_ms", cfg.presence_idle_after_ms)),
         presence_offline_after_ms=int((raw.get("presence") or {}).get(

@@ -9,7 +9,8 @@ events unknown here gets them fetched, outside the room's lock so local writes g
   turn; if a gap remains, the state before the PDU is asked for (/state at each missing prev
   event, plus the event itself) and the PDU is accepted with it.
 A PDU from a server the room's server ACL denies is refused (an error for it in the answer).
-EDUs are not processed yet (federation, part 2); room EDUs will need the same ACL check.
+EDUs follow the PDUs, in order, through `edus` (homeserver/federation/edus.py), which applies
+the ACL to room EDUs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from homeserver.errors import MatrixError, bad_json
@@ -66,6 +67,7 @@ class Inbound:
         self._origins: dict[str, asyncio.Lock] = {}
         # Told when an origin talks to us, so the sender can stop backing off from it.
         self.on_origin: Callable[[str], None] | None = None
+        self.edus: Callable[[str, list[Any]], Awaitable[None]] | None = None
 
     async def transaction(self, origin: str, txn_id: str, body: Any) -> JsonDict:
         if not isinstance(body, dict):
@@ -90,6 +92,8 @@ class Inbound:
                 outcome = await self._one(origin, pdu)
                 if outcome is not None:
                     results[outcome[0]] = outcome[1]
+            if edus and self.edus is not None:
+                await self.edus(origin, edus)
             response: JsonDict = {"pdus": results}
             async with self._db.connection() as conn:
                 await self._store.save_inbound_txn(conn, origin, txn_id, response,

@@ -9,6 +9,12 @@ PDUs, one in flight at a time; a failure backs off exponentially (saved in the d
 a destination that comes back after failures first has its outbox trimmed to each room's latest
 events (it fetches the rest with /get_missing_events). Each destination has its own task, so a
 dead or slow server delays nobody else, and client requests never wait for any of them.
+
+EDUs ride in the same transactions (homeserver/federation/edus.py says which): durable ones
+(to-device, device list and signing key updates) come from `federation_edu_outbox`, written
+in the transaction of the change; ephemeral ones (typing, receipts, presence) wait in the
+queue's memory, one per key, so a newer one replaces an older one not yet sent (presence of
+many users goes out as one m.presence EDU).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 from collections.abc import Iterable
 
 import asyncpg
+import orjson
 
 from homeserver.events.model import EventEntry
 from homeserver.federation.serving import domain, servers_of
@@ -26,11 +33,15 @@ from homeserver.federation.store import FederationStore
 from homeserver.federation.transport import RemoteError, Transport, Unreachable, fed_path
 from homeserver.rooms.feed import EventConsumer
 from homeserver.rooms.state import EventCache, RoomRegistry
-from homeserver.storage.database import Database
+from homeserver.storage.database import Conn, Database
+from homeserver.types import JsonDict
 
 log = logging.getLogger(__name__)
 
 MAX_PDUS = 50
+MAX_DURABLE_EDUS = 50  # per transaction; ephemeral ones fill the rest of the spec's 100
+MAX_EPHEMERAL_EDUS = 50
+MAX_PRESENCE_PER_EDU = 500
 CATCH_UP_PER_ROOM = 5
 
 
@@ -74,6 +85,30 @@ class FederationSender:
         if q is None:
             q = self._queues[destination] = DestinationQueue(self, destination)
         return q
+
+    # ------------------------------------------------------------------ EDUs
+
+    def send_ephemeral(self, destinations: Iterable[str], key: tuple[str, ...],
+                       edu_type: str, content: JsonDict) -> None:
+        """Queue an EDU that may be lost with the process (typing, receipts, presence); a
+        later one with the same key replaces it while it waits."""
+        for d in destinations:
+            if d != self.server_name:
+                q = self.queue(d)
+                q.ephemeral[key] = (edu_type, content)
+                q.wake()
+
+    async def enqueue_durable(self, conn: Conn, rows: list[tuple[str, str, JsonDict]]) -> None:
+        """Queue (destination, edu_type, content) EDUs in the caller's transaction; call
+        `wake` with their destinations once it committed."""
+        rows = [r for r in rows if r[0] != self.server_name]
+        if rows:
+            await self._store.enqueue_edus(conn, rows)
+
+    def wake(self, destinations: Iterable[str]) -> None:
+        for d in destinations:
+            if d != self.server_name:
+                self.queue(d).wake()
 
     def remote_alive(self, destination: str) -> None:
         """The destination just talked to us: retry it now rather than at its backoff."""
@@ -140,6 +175,7 @@ class DestinationQueue:
         self.task: asyncio.Task[None] | None = None
         self._more = asyncio.Event()
         self._retry = asyncio.Event()
+        self.ephemeral: dict[tuple[str, ...], tuple[str, JsonDict]] = {}
 
     def wake(self) -> None:
         self._more.set()
@@ -170,11 +206,14 @@ class DestinationQueue:
                 async with s._db.connection() as conn:
                     if failures:
                         await s._store.trim_outbox(conn, self.destination, CATCH_UP_PER_ROOM)
+                        await s._store.trim_edu_outbox(conn, self.destination)
                     rows = await s._store.outbox(conn, self.destination, MAX_PDUS)
-                if not rows:
+                    edu_rows = await s._store.edu_outbox(conn, self.destination,
+                                                         MAX_DURABLE_EDUS)
+                if not rows and not edu_rows and not self.ephemeral:
                     await self._more.wait()
                     continue
-                await self._send(rows, failures, last_txn + 1)
+                await self._send(rows, edu_rows, failures, last_txn + 1)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -182,23 +221,50 @@ class DestinationQueue:
                     log.exception("sending to %s failed unexpectedly", self.destination)
                 await asyncio.sleep(1.0)
 
-    async def _send(self, rows: list[asyncpg.Record], failures: int, txn_id: int) -> None:
+    def _take_ephemeral(self) -> tuple[dict[tuple[str, ...], tuple[str, JsonDict]],
+                                       list[JsonDict]]:
+        """The waiting ephemeral EDUs that fit in one transaction (taken out of the queue),
+        and their JSON; every user's presence goes in one m.presence EDU."""
+        taken: dict[tuple[str, ...], tuple[str, JsonDict]] = {}
+        edus: list[JsonDict] = []
+        presence: list[JsonDict] = []
+        for key, (edu_type, content) in list(self.ephemeral.items()):
+            if edu_type == "m.presence":
+                if len(presence) >= MAX_PRESENCE_PER_EDU:
+                    continue
+                presence.append(content)
+            elif len(edus) < MAX_EPHEMERAL_EDUS - 1:
+                edus.append({"edu_type": edu_type, "content": content})
+            else:
+                continue
+            taken[key] = self.ephemeral.pop(key)
+        if presence:
+            edus.append({"edu_type": "m.presence", "content": {"push": presence}})
+        return taken, edus
+
+    async def _send(self, rows: list[asyncpg.Record], edu_rows: list[asyncpg.Record],
+                    failures: int, txn_id: int) -> None:
         s = self.sender
-        upto = max(r["stream_ordering"] for r in rows)
+        upto = max((r["stream_ordering"] for r in rows), default=0)
         got = await s._cache.get_many([r["event_id"] for r in rows])
         pdus = [got[r["event_id"]].pdu for r in rows if r["event_id"] in got]
+        taken, ephemeral = self._take_ephemeral()
+        edus = [{"edu_type": r["edu_type"], "content": orjson.loads(r["content"])}
+                for r in edu_rows] + ephemeral
         now = int(time.time() * 1000)
         # The txn id is taken (saved) before the request, so a restart never reuses one.
         async with s._db.connection() as conn:
             await s._store.set_destination(conn, self.destination, failures,
                                            0 if not failures else now, txn_id)
-        body = {"origin": s.server_name, "origin_server_ts": now, "pdus": pdus, "edus": []}
+        body = {"origin": s.server_name, "origin_server_ts": now, "pdus": pdus, "edus": edus}
         try:
             await s._t.request(self.destination, "PUT", fed_path(
                 "/_matrix/federation/v1/send/%s", str(txn_id)), body=body, timeout=60.0)
         except (RemoteError, Unreachable) as e:
             permanent = isinstance(e, RemoteError) and e.status in (400, 401, 403, 404)
             if not permanent:
+                for k, v in taken.items():  # unless a newer one replaced it meanwhile
+                    self.ephemeral.setdefault(k, v)
                 failures += 1
                 delay = min(s.backoff_base_ms * 2 ** min(failures - 1, 30), s.backoff_max_ms)
                 log.info("transaction to %s failed (%s); retry in %d ms", self.destination,
@@ -210,5 +276,8 @@ class DestinationQueue:
             log.warning("%s refused a transaction (%s): its PDUs are dropped",
                         self.destination, e)
         async with s._db.transaction() as conn:
-            await s._store.sent(conn, self.destination, upto)
+            if rows:
+                await s._store.sent(conn, self.destination, upto)
+            if edu_rows:
+                await s._store.edus_sent(conn, self.destination, [r["id"] for r in edu_rows])
             await s._store.set_destination(conn, self.destination, 0, 0, txn_id)

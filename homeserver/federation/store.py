@@ -44,7 +44,51 @@ class FederationStore:
 
     async def pending_destinations(self, conn: Conn) -> list[str]:
         return [r["destination"] for r in await conn.fetch(
-            "SELECT DISTINCT destination FROM federation_outbox")]
+            "SELECT DISTINCT destination FROM federation_outbox UNION"
+            " SELECT DISTINCT destination FROM federation_edu_outbox")]
+
+    # ------------------------------------------------------------------ durable EDUs
+
+    async def enqueue_edus(self, conn: Conn, rows: list[tuple[str, str, Any]]) -> None:
+        """(destination, edu_type, content) rows, in the caller's transaction."""
+        await conn.executemany(
+            "INSERT INTO federation_edu_outbox (destination, edu_type, content)"
+            " VALUES ($1, $2, $3::jsonb)",
+            [(d, t, orjson.dumps(c).decode()) for d, t, c in rows])
+
+    async def edu_outbox(self, conn: Conn, destination: str, limit: int) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            "SELECT id, edu_type, content::text AS content FROM federation_edu_outbox"
+            " WHERE destination = $1 ORDER BY id LIMIT $2", destination, limit))
+
+    async def edus_sent(self, conn: Conn, destination: str, ids: list[int]) -> None:
+        """Exactly the rows sent: ids come from a sequence and may commit out of order, so a
+        row below the highest one sent may have committed since it was read."""
+        await conn.execute(
+            "DELETE FROM federation_edu_outbox WHERE destination = $1 AND id = ANY($2::bigint[])",
+            destination, ids)
+
+    async def trim_edu_outbox(self, conn: Conn, destination: str) -> None:
+        """Catch-up after a long absence: of each user's device list updates keep only the
+        newest (the destination sees the gap in prev_id and fetches the whole list)."""
+        await conn.execute(
+            "DELETE FROM federation_edu_outbox o WHERE o.destination = $1"
+            " AND o.edu_type = 'm.device_list_update' AND EXISTS ("
+            "  SELECT 1 FROM federation_edu_outbox n WHERE n.destination = $1"
+            "  AND n.edu_type = 'm.device_list_update' AND n.id > o.id"
+            "  AND n.content->>'user_id' = o.content->>'user_id')", destination)
+
+    async def prune_inbound_to_device(self, conn: Conn, before_ts: int) -> None:
+        await conn.execute("DELETE FROM federation_inbound_to_device WHERE received_ts < $1",
+                           before_ts)
+
+    async def first_to_device(self, conn: Conn, origin: str, message_id: str,
+                              now: int) -> bool:
+        """Record an inbound to-device message id; False if it was delivered before."""
+        return await conn.fetchval(
+            "INSERT INTO federation_inbound_to_device (origin, message_id, received_ts)"
+            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING TRUE",
+            origin, message_id, now) is not None
 
     async def outbox(self, conn: Conn, destination: str, limit: int) -> list[asyncpg.Record]:
         return list(await conn.fetch(

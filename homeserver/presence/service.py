@@ -35,6 +35,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from homeserver.errors import Codes, MatrixError
@@ -60,6 +61,9 @@ log = logging.getLogger(__name__)
 API_DEVICE = ""  # the pseudo device of PUT /presence (real device ids are never empty)
 INITIAL_SYNC_LIMIT = 500  # co-members' presence on an initial sync, newest changes first
 TOUCH_FLUSH_MS = 60_000  # how often last_active_ts alone (no state change) is written
+
+# (user_id, content of the m.presence event): a local user's visible change, for federation.
+PresenceHook = Callable[[str, JsonDict], None]
 
 
 def now_ms() -> int:
@@ -102,6 +106,7 @@ class PresenceService:
         self._last_touch_flush = 0
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
+        self.on_local: list[PresenceHook] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -262,6 +267,30 @@ class PresenceService:
         self._dirty.add(user_id)
         # Visible at once (the change is in memory, nothing to commit); the audience, worked
         # out next, is woken through the stream so it never runs ahead of `current`.
+        self._stream.finish(pos)
+        self._stream.wake_at(pos, await self._audience(user_id))
+        for hook in self.on_local:
+            hook(user_id, self._content(u, now))
+
+    async def apply_remote(self, user_id: str, presence: str, status_msg: str | None,
+                           last_active_ago: int | None) -> None:
+        """An m.presence update from the user's server (the caller checked the origin). Kept
+        in memory only (the presence table holds local users); no timers run for it, its
+        server says when it changes."""
+        if not self.enabled or presence not in STATES:
+            return
+        now = now_ms()
+        u = self._users.get(user_id)
+        if u is None:
+            u = self._users[user_id] = UserPresence()
+        u.last_active_ts = None if last_active_ago is None else now - max(0, last_active_ago)
+        if (u.presence, u.status_msg) == (presence, status_msg) and u.stream_id:
+            return
+        u.presence, u.status_msg = presence, status_msg
+        pos = await self._stream.allocate()
+        u.stream_id = pos
+        self._changes[user_id] = pos
+        self._changes.move_to_end(user_id)
         self._stream.finish(pos)
         self._stream.wake_at(pos, await self._audience(user_id))
 

@@ -40,6 +40,9 @@ THREAD_HOPS = 3  # how far to follow relations to find an event's thread (the sp
 ReceiptHook = Callable[[Any, str, str, str, str | None, int], Awaitable[None]]
 # (room_id, user_id): after that receipt's transaction committed, before anyone is woken.
 ReceiptCommitted = Callable[[str, str], None]
+# (room_id, receipt_type, user_id, event_id, data): a local user's public receipt, written;
+# federation sends it on as an m.receipt EDU.
+SentHook = Callable[[str, str, str, str, JsonDict], None]
 
 
 class ReceiptService:
@@ -61,6 +64,7 @@ class ReceiptService:
         # rooms have none after `since` needs no query at all.
         self._boot = stream.current
         self._room_pos: dict[str, int] = {}
+        self.on_local: list[SentHook] = []
 
     # ------------------------------------------------------------------ writes
 
@@ -130,6 +134,31 @@ class ReceiptService:
             cb(room_id, requester.user_id)
         self._room_pos[room_id] = max(pos, self._room_pos.get(room_id, 0))
         self.stream.finish(pos, wake=wake)
+        if receipt_type == "m.read":
+            for sent in self.on_local:
+                sent(room_id, receipt_type, requester.user_id, event_id, data)
+
+    async def receive_remote(self, room_id: str, receipt_type: str, user_id: str,
+                             event_id: str, data: JsonDict) -> None:
+        """A receipt from another server (the caller checked the origin, the ACL and that
+        the room is known): stored like a local one if the user is joined, and the room's
+        members woken. No push counts change (they are local users' own receipts)."""
+        room = await self._rooms.get(room_id)
+        if room is None or room.membership(user_id) != "join":
+            return
+        thread_id = data.get("thread_id")
+        if not isinstance(thread_id, str) or not thread_id:
+            thread_id = ""
+        pos = await self.stream.allocate()
+        try:
+            async with self._db.transaction() as conn:
+                await self._store.upsert(conn, room_id, receipt_type, user_id, thread_id,
+                                         event_id, orjson.dumps(data).decode(), pos)
+        except BaseException:
+            self.stream.finish(pos)
+            raise
+        self._room_pos[room_id] = max(pos, self._room_pos.get(room_id, 0))
+        self.stream.finish(pos, wake=room.joined_members())
 
     async def on_advance(self, stream: str, before: int, after: int) -> None:
         """Receipts another process wrote: note their rooms so sync does not skip them."""

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+from collections.abc import Callable
 
 from homeserver.errors import forbidden
 from homeserver.rooms.state import RoomData, RoomRegistry
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 MAX_TIMEOUT_MS = 120_000
 DEFAULT_TIMEOUT_MS = 30_000
+REMOTE_TIMEOUT_MS = 30_000  # m.typing EDUs carry no timeout: the receiver picks one (Synapse's)
+
+# (room_id, user_id, typing): a local user's typing notice, for federation to send on.
+TypingHook = Callable[[str, str, bool], None]
 
 
 class TypingTimers:
@@ -100,6 +105,7 @@ class TypingService:
         self._room_pos: dict[str, int] = {}  # position of each room's latest change
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.on_local: list[TypingHook] = []
 
     # ------------------------------------------------------------------ writes
 
@@ -113,6 +119,20 @@ class TypingService:
         room = await self._rooms.get(room_id)
         if room is None or room.membership(user_id) != "join":
             raise forbidden("You are not joined to this room")
+        changed = await self._set(room, user_id, typing, timeout_ms)
+        if typing or changed:  # a repeated start renews the other servers' timeout too
+            for hook in self.on_local:
+                hook(room_id, user_id, typing)
+
+    async def set_remote(self, room_id: str, user_id: str, typing: bool) -> None:
+        """An m.typing EDU from the user's server (which the caller checked); ignored for a
+        user not joined here."""
+        room = await self._rooms.get(room_id)
+        if room is not None and room.membership(user_id) == "join":
+            await self._set(room, user_id, typing, REMOTE_TIMEOUT_MS)
+
+    async def _set(self, room: RoomData, user_id: str, typing: bool, timeout_ms: int) -> bool:
+        room_id = room.room_id
         if typing:
             timeout_ms = min(max(timeout_ms, 0), MAX_TIMEOUT_MS)
             deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
@@ -124,11 +144,14 @@ class TypingService:
             changed = self._timers.stop(room_id, user_id)
         if changed:
             await self._changed(room_id, room.joined_members())
+        return changed
 
     def on_membership(self, room: RoomData, user_id: str, membership: str) -> None:
         """RoomWriter hook: a user who is no longer joined (left, kicked, banned) stops typing
         at once instead of at their timeout."""
         if membership != "join" and self._timers.stop(room.room_id, user_id):
+            for hook in self.on_local:
+                hook(room.room_id, user_id, False)
             task = asyncio.get_running_loop().create_task(
                 self._changed(room.room_id, room.joined_members()))
             self._tasks.add(task)
@@ -190,8 +213,10 @@ class TypingService:
 
     async def _expire(self, now: float) -> None:
         rooms: dict[str, None] = {}
-        for room_id, _ in self._timers.expire(now):
+        for room_id, user_id in self._timers.expire(now):
             rooms[room_id] = None
+            for hook in self.on_local:  # federation sends only its own users' stops
+                hook(room_id, user_id, False)
         for room_id in rooms:
             room = self._rooms.loaded(room_id) or await self._rooms.get(room_id)
             await self._changed(room_id, room.joined_members() if room is not None else [])

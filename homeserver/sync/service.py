@@ -27,6 +27,7 @@ from homeserver.types import JsonDict, Requester
 from homeserver.users.account_data import AccountDataService
 
 DEFAULT_TIMELINE_LIMIT = 10
+OUT_OF_BAND_LOOKAHEAD = 10  # timeline events looked at for the state after an out-of-band one
 INVITE_STATE_TYPES = (
     "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
     "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
@@ -281,14 +282,24 @@ class SyncService:
         return (entries[-limit:] if limit else []), limited
 
     async def _state_ids_before(self, room: RoomData, first: EventEntry | None,
-                                now: int) -> dict[tuple[str, str], str]:
+                                now: int, events: list[EventEntry] | None = None
+                                ) -> dict[tuple[str, str], str]:
         if first is None:
             if room.last_stream <= now:
                 return {k: e.event_id for k, e in room.state.items()}
             return dict(await self._groups.state_ids(room.state_group))
-        if first.state_group_before == 0:
-            return {}
-        return dict(await self._groups.state_ids(first.state_group_before))
+        state = dict(await self._groups.state_ids(first.state_group_before)) \
+            if first.state_group_before else {}
+        if ("m.room.create", "") in state or first.type == "m.room.create":
+            return state
+        # An out-of-band membership (an invite or knock received over federation, kept
+        # without the room's state) cannot say what the state was; a later event can.
+        for e in (events or [])[1:OUT_OF_BAND_LOOKAHEAD]:
+            if e.state_group_before:
+                later = dict(await self._groups.state_ids(e.state_group_before))
+                if ("m.room.create", "") in later:
+                    return later
+        return state
 
     async def _joined_room(self, requester: Requester, room: RoomData, since: SyncToken | None,
                            now: SyncToken, flt: SyncFilter, full_state: bool,
@@ -315,10 +326,10 @@ class SyncService:
         state_events: list[EventEntry] = []
         base: dict[tuple[str, str], str] | None = None  # the client's state at timeline start
         if since is None or full_state:
-            base = await self._state_ids_before(room, first, now.events)
+            base = await self._state_ids_before(room, first, now.events, events)
             wanted = list(base.items())
         elif limited and first is not None:
-            base = await self._state_ids_before(room, first, now.events)
+            base = await self._state_ids_before(room, first, now.events, events)
             at_since = await self._state_at_stream(room, since_pos)
             wanted = [(k, v) for k, v in base.items() if at_since.get(k) != v]
         else:

@@ -6,6 +6,8 @@ room are sent by `RoomService.update_profile`, which client_api/profile.py calls
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from homeserver.errors import forbidden, not_found, suspended
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict, Requester
@@ -13,9 +15,19 @@ from homeserver.users.store import UserStore
 
 
 class ProfileService:
-    def __init__(self, db: Database, store: UserStore) -> None:
+    def __init__(self, db: Database, store: UserStore, server_name: str = "") -> None:
         self._db = db
         self._store = store
+        self._server_name = server_name
+        # Another server's user's profile (federation /query/profile), when federation is on.
+        self.remote: Callable[[str], Awaitable[JsonDict]] | None = None
+
+    async def lookup(self, user_id: str) -> JsonDict:
+        """GET /profile: a local user's profile, or a remote user's asked of their server."""
+        if self.remote is not None and self._server_name \
+                and user_id.partition(":")[2] != self._server_name:
+            return await self.remote(user_id)
+        return await self.profile(user_id)
 
     async def profile(self, user_id: str) -> JsonDict:
         async with self._db.connection() as conn:

@@ -132,3 +132,13 @@ async def test_public_rooms_pagination(c: Client) -> None:
     assert "prev_batch" in second
     seen = {r["room_id"] for r in first["chunk"]}
     assert not seen & {r["room_id"] for r in second["chunk"]}
+
+
+async def test_public_rooms_of_another_server_without_federation(c: Client) -> None:
+    user = await c.register()
+    status, body = await c.request("GET", "/publicRooms", token=user.access_token,
+                                   params={"server": "elsewhere.example"})
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    status, body = await c.request("GET", "/publicRooms", token=user.access_token,
+                                   params={"server": "parley.test"})
+    assert status == 200 and "chunk" in body

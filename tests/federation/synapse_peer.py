@@ -67,8 +67,9 @@ class Synapse:
 
 
 def start_synapse(folder: Path, cert: Cert, ca_file: Path,
-                  database: dict[str, object] | None = None) -> Synapse:
-    """`database`: Synapse's `database` setting (default SQLite in `folder`)."""
+                  database: dict[str, object] | None = None, presence: bool = False) -> Synapse:
+    """`database`: Synapse's `database` setting (default SQLite in `folder`); `presence`
+    turns Synapse's presence on (off by default, as it slows Synapse down)."""
     py = synapse_python()
     port = free_port()
     name = f"127.0.0.1:{port}"
@@ -97,8 +98,9 @@ def start_synapse(folder: Path, cert: Cert, ca_file: Path,
         "bcrypt_rounds": 4,
         "report_stats": False,
         "enable_metrics": False,
-        "presence": {"enabled": False},
+        "presence": {"enabled": presence},
         "room_list_publication_rules": [{"action": "allow"}],
+        "allow_public_rooms_over_federation": True,  # off by default in Synapse
         "url_preview_enabled": False,
         "rc_message": big, "rc_registration": big, "rc_login": {
             "address": big, "account": big, "failed_attempts": big},

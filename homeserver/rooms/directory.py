@@ -1,0 +1,59 @@
+"""The public room directory (client-server spec "Listing rooms"; server-server spec "Public
+Room Directory"): one page of this server's published rooms, for local clients and other
+servers alike, and, through `remote`, another server's list for a client that names it
+(`/publicRooms?server=...`).
+
+Pages are offsets into the list sorted by joined members (largest first), as `since` /
+`next_batch` strings; a search term matches the name, topic or canonical alias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from homeserver.errors import Codes, MatrixError
+from homeserver.rooms.reader import RoomReader
+from homeserver.rooms.service import RoomService
+from homeserver.types import JsonDict
+
+# (server, limit, since, search term) -> that server's page
+RemoteDirectory = Callable[[str, int, str | None, str | None], Awaitable[JsonDict]]
+
+
+class PublicRoomDirectory:
+    def __init__(self, server_name: str, reader: RoomReader, rooms: RoomService) -> None:
+        self.server_name = server_name
+        self._reader = reader
+        self._rooms = rooms
+        self.remote: RemoteDirectory | None = None
+
+    async def page(self, limit: int, since: str | None, term: str | None,
+                   server: str | None = None) -> JsonDict:
+        """One page of `server`'s list (None or ours: this server's)."""
+        if server is not None and server != self.server_name:
+            if self.remote is None:
+                raise MatrixError(400, Codes.INVALID_PARAM,
+                                  "Federation is off: other servers' lists are not available")
+            return await self.remote(server, limit, since, term)
+        entries = []
+        for room_id in await self._reader.public_rooms():
+            room = await self._rooms.rooms.get(room_id)
+            if room is None:
+                continue
+            entries.append(self._rooms.directory_entry(room))
+        if term:
+            t = term.lower()
+            entries = [e for e in entries if t in (e.get("name") or "").lower()
+                       or t in (e.get("topic") or "").lower()
+                       or t in (e.get("canonical_alias") or "").lower()]
+        entries.sort(key=lambda e: -int(e["num_joined_members"]))
+        start = 0
+        if since and since.isascii() and since.isdigit():  # a position we handed out; a huge
+            start = int(since) if len(since) < 16 else len(entries)  # one is past the end
+        chunk = entries[start:start + limit] if limit else entries[start:]
+        body: JsonDict = {"chunk": chunk, "total_room_count_estimate": len(entries)}
+        if limit and start + limit < len(entries):
+            body["next_batch"] = str(start + limit)
+        if start > 0:
+            body["prev_batch"] = str(max(0, start - limit))
+        return body
