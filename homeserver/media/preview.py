@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from homeserver.config import MediaConfig
 from homeserver.errors import Codes, MatrixError
@@ -27,6 +25,7 @@ from homeserver.media.headers import base_type
 from homeserver.media.service import MediaService, now_ms
 from homeserver.media.store import MediaStore
 from homeserver.outbound import OutboundPolicy
+from homeserver.outbound_resolver import PolicyResolver
 from homeserver.storage.database import Database
 
 MAX_URL = 2048
@@ -37,23 +36,6 @@ PREVIEW_USER = ""  # owner of stored preview images: no user (no quota)
 
 class Blocked(Exception):
     pass
-
-
-class _PolicyResolver(AbstractResolver):
-    def __init__(self, policy: OutboundPolicy) -> None:
-        self._policy = policy
-        self._inner = aiohttp.ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        infos = await self._inner.resolve(host, port, family)
-        allowed = [i for i in infos if self._policy.permits(i["host"])]
-        if not allowed:
-            raise Blocked(f"{host} resolves to no address the preview policy permits")
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 class _OpenGraph(HTMLParser):
@@ -119,7 +101,7 @@ class PreviewService:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(resolver=_PolicyResolver(self._policy),
+                connector=aiohttp.TCPConnector(resolver=PolicyResolver(self._policy, Blocked),
                                                use_dns_cache=False, limit=50),
                 headers={"User-Agent": "Parley URL preview"})
         return self._session

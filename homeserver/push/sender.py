@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
 import ssl
 import time
 from collections import deque
@@ -47,9 +46,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from homeserver.outbound import OutboundPolicy
+from homeserver.outbound_resolver import PolicyResolver
 from homeserver.push.notify_store import NotificationStore
 from homeserver.rooms.state import EventCache, RoomRegistry
 from homeserver.storage.database import Database
@@ -87,26 +86,6 @@ class _Pusher:
     synced_to: int
     queue: deque[_Note] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
-
-
-class _PolicyResolver(AbstractResolver):
-    """DNS answers filtered by the outbound policy (checked after resolution, so a name that
-    points into a denied range is refused like the address itself)."""
-
-    def __init__(self, policy: OutboundPolicy) -> None:
-        self._policy = policy
-        self._inner = aiohttp.ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        infos = await self._inner.resolve(host, port, family)
-        allowed = [i for i in infos if self._policy.permits(i["host"])]
-        if not allowed:
-            raise OSError(f"{host} resolves to no address the outbound policy permits")
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 class GatewayError(Exception):
@@ -153,7 +132,7 @@ class PusherSender:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=_PolicyResolver(self._policy),
+            connector=aiohttp.TCPConnector(resolver=PolicyResolver(self._policy),
                                            use_dns_cache=False, limit=100, ssl=self._tls),
             timeout=aiohttp.ClientTimeout(total=self._timeout))
         self._stopping = False
