@@ -29,6 +29,7 @@ from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.typing import TypingService
 from homeserver.sync.service import SyncService
+from homeserver.sync.sliding import SlidingSyncService
 from homeserver.types import Requester
 from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
@@ -66,6 +67,7 @@ class ClientContext:
     key_backup: KeyBackupService | None = None
     pushers: PusherService | None = None
     notifications: NotificationService | None = None
+    sliding_sync: SlidingSyncService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -24,6 +24,7 @@ from client_api import (
     register,
     room_keys,
     rooms,
+    sliding_sync,
     sync,
     tags,
     to_device,
@@ -87,6 +88,8 @@ from homeserver.storage.migrate import migrate
 from homeserver.storage.streams import IdPool, Stream
 from homeserver.streams.notifier import Notifier
 from homeserver.sync.service import SyncService
+from homeserver.sync.sliding import SlidingSyncService
+from homeserver.sync.sliding_store import SlidingStore
 from homeserver.sync.streams import SyncSources
 from homeserver.uia.service import UIASessionService
 from homeserver.uia.store import UIASessionStore
@@ -143,6 +146,7 @@ class Homeserver:
     federation: Federation | None = None
     notifications: NotificationService | None = None
     pushers: PusherService | None = None
+    sliding_sync: SlidingSyncService | None = None
 
 
 @dataclass(slots=True)
@@ -239,6 +243,9 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
         sync=sync_service, notifier=notifier)
     hs.writer, hs.event_stream = writer, event_stream
+    # -- sliding sync (MSC4186): the same engine and sources as /sync
+    hs.sliding_sync = SlidingSyncService(db, sync_service, registry, members, cache, visibility,
+                                         account_data, notifier, SlidingStore())
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -371,9 +378,10 @@ def make_app(hs: Homeserver) -> web.Application:
     )
     app[CTX].key_backup = hs.key_backup
     app[CTX].pushers, app[CTX].notifications = hs.pushers, hs.notifications
+    app[CTX].sliding_sync = hs.sliding_sync
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated, room_keys, pushers):
+                   dehydrated, room_keys, pushers, sliding_sync):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

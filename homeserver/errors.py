@@ -39,6 +39,7 @@ class Codes(StrEnum):
     BAD_ALIAS = "M_BAD_ALIAS"
     INVALID_SIGNATURE = "M_INVALID_SIGNATURE"
     WRONG_ROOM_KEYS_VERSION = "M_WRONG_ROOM_KEYS_VERSION"
+    UNKNOWN_POS = "M_UNKNOWN_POS"  # sliding sync (MSC4186): start a new connection
     UNSTABLE = "M_UNKNOWN"
 
 

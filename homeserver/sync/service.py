@@ -243,6 +243,25 @@ class SyncService:
                     out.setdefault(room_id, []).extend(events)
         return out
 
+    # -------------------------------------------- shared with sliding sync (sliding.py)
+
+    async def timeline(self, room: RoomData, since: int, upto: int,
+                       limit: int) -> tuple[list[EventEntry], bool]:
+        return await self._timeline_events(room, since, upto, limit)
+
+    async def state_at_stream(self, room: RoomData, pos: int) -> dict[tuple[str, str], str]:
+        return await self._state_at_stream(room, pos)
+
+    async def stripped_state(self, room_id: str, membership: str,
+                             event_id: str) -> list[JsonDict]:
+        """What an invited or knocking user may see of a room (invite_state / knock_state)."""
+        if membership == "invite":
+            return list((await self._invited_room(room_id, event_id))["invite_state"]["events"])
+        return list((await self._knocked_room(room_id, event_id))["knock_state"]["events"])
+
+    def summary(self, room: RoomData, user_id: str) -> JsonDict:
+        return self._summary(room, user_id)
+
     # ------------------------------------------------------------------ rooms
 
     async def _timeline_events(self, room: RoomData, since: int, upto: int, limit: int,
