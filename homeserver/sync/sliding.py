@@ -57,6 +57,7 @@ class ConnState:
     token: SyncToken
     rooms: dict[str, SentRoom]
     counts: dict[str, int]
+    subscriptions: dict[str, RoomConfig] = field(default_factory=dict)  # unstable: sticky
 
 
 @dataclass(slots=True)
@@ -152,10 +153,7 @@ class SlidingSyncService:
                     break
             finally:
                 self._notifier.unsubscribe(user_id, fut, deadline if waits else None)
-        if result.empty and prev is not None:
-            result.body["pos"] = req.pos  # nothing new: the same position again
-        else:
-            result.body["pos"] = self._issue(conn, state)
+        result.body["pos"] = self._issue(conn, state)
         return result.body
 
     async def compute(self, requester: Requester, req: SlidingRequest, prev: ConnState | None,
@@ -192,7 +190,14 @@ class SlidingSyncService:
             for r in chosen:
                 in_lists.setdefault(r, []).append(lst.name)
                 configs[r] = configs[r].merge(lst.config) if r in configs else lst.config
-        for room_id, config in req.subscriptions:
+        subs = dict(req.subscriptions)
+        if not stable and prev is not None:
+            # The unstable dialect (matrix-js-sdk) sends a subscription once and ends it
+            # with unsubscribe_rooms; the accepted MSC sends them with every request.
+            subs = {**prev.subscriptions, **subs}
+        for room_id in req.unsubscribe:
+            subs.pop(room_id, None)
+        for room_id, config in subs.items():
             m = memberships.get(room_id)
             if m is None or m.stream_ordering > now.events:
                 continue  # never in the room (or no such room): ignored, as the MSC says
@@ -234,7 +239,7 @@ class SlidingSyncService:
             requester, req, since, now, memberships, list(configs), initial_rooms)
         body_out["extensions"] = extensions
         empty = not rooms_out and ext_empty and (prev is None or prev.counts == counts)
-        return SlidingResult(body_out, empty), ConnState(ext_state, new_rooms, counts)
+        return SlidingResult(body_out, empty), ConnState(ext_state, new_rooms, counts, subs)
 
     # ------------------------------------------------------------ the room list
 
@@ -341,7 +346,8 @@ class SlidingSyncService:
         body["required_state"] = (
             [got[current[k]].to_client(did, dev, with_room_id=False)
              for k in sorted(wanted) if k in current and current[k] in got]
-            + [{"type": k[0], "state_key": k[1]} for k in sorted(wanted) if k not in current])
+            + [{"type": k[0], "state_key": k[1]} for k in sorted(wanted)
+               if k not in current and stable])  # a stub for deleted state (accepted MSC)
 
         name_changed = old is None or ("m.room.name", "") in changed
         members_changed = old is None or any(k[0] == "m.room.member" for k in changed)

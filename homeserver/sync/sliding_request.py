@@ -110,6 +110,7 @@ class SlidingRequest:
     set_presence: str = "online"
     lists: tuple[SlidingList, ...] = ()
     subscriptions: tuple[tuple[str, RoomConfig], ...] = ()
+    unsubscribe: tuple[str, ...] = ()  # unstable dialect: subscriptions are sticky until this
     extensions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def extension(self, name: str) -> dict[str, Any] | None:
@@ -147,10 +148,13 @@ def parse_request(body: dict[str, Any], query_pos: str | None = None,
         if not room_id.startswith("!"):
             raise _bad(f"not a room ID: {room_id!r}")
         subs.append((room_id, _parse_config(_obj(v, "room subscription"))))
+    unsub = _opt(body, "unsubscribe_rooms", list, [])
+    if len(unsub) > MAX_SUBSCRIPTIONS or not all(isinstance(r, str) for r in unsub):
+        raise _bad("unsubscribe_rooms must be a list of room IDs")
     ext_raw = _opt(body, "extensions", dict, {})
     extensions = {k: _obj(v, f"extension {k}") for k, v in ext_raw.items()}
     return SlidingRequest(conn_id, pos, min(timeout, 600_000), presence, lists, tuple(subs),
-                          extensions)
+                          tuple(unsub), extensions)
 
 
 def _opt(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:

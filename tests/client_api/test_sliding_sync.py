@@ -95,11 +95,11 @@ async def test_long_poll_wakes_on_message(c: Client) -> None:
     assert time.monotonic() - t0 < 5
     assert r2["rooms"][room]["timeline"][-1]["event_id"] == eid
 
-    # With nothing new it waits its timeout and answers with the same position.
+    # With nothing new it waits its timeout and answers with no rooms.
     t0 = time.monotonic()
     r3 = await ss(c, u, {"pos": r2["pos"], "timeout": 300, **all_rooms([0, 9])})
     assert time.monotonic() - t0 >= 0.25
-    assert "rooms" not in r3 and r3["pos"] == r2["pos"]
+    assert "rooms" not in r3 and r3["pos"] != r2["pos"]
 
 
 async def test_unknown_pos_and_pos_of_another_connection(c: Client) -> None:
@@ -169,6 +169,26 @@ async def test_subscription_required_state_lazy_and_me(c: Client) -> None:
     stranger = await c.register()
     r3 = await ss(c, stranger, sub2)
     assert "rooms" not in r3
+
+
+async def test_unstable_subscriptions_are_sticky_until_unsubscribed(c: Client) -> None:
+    u = await c.register()
+    room = await c.create_room(u)
+    sub = {"room_subscriptions": {room: {"timeline_limit": 1, "required_state": []}}}
+    r = await ss(c, u, sub, path=UNSTABLE)
+    assert room in r["rooms"]
+    await c.send(u, room, "one")
+    r = await ss(c, u, {"pos": r["pos"]}, path=UNSTABLE)  # not sent again, still subscribed
+    assert room in r["rooms"]
+    r = await ss(c, u, {"pos": r["pos"], "unsubscribe_rooms": [room]}, path=UNSTABLE)
+    await c.send(u, room, "two")
+    r = await ss(c, u, {"pos": r["pos"]}, path=UNSTABLE)
+    assert "rooms" not in r
+    # The accepted MSC's path: a subscription lasts one request.
+    r = await ss(c, u, sub)
+    await c.send(u, room, "three")
+    r = await ss(c, u, {"pos": r["pos"]})
+    assert "rooms" not in r
 
 
 async def test_filters_invite_dm_and_room_types(c: Client) -> None:
