@@ -74,7 +74,7 @@ async def run(n_rooms: int, runs: int) -> dict[str, Any]:
                         rooms.append(room)
                     token = u.access_token
 
-                    async def window() -> float:
+                    async def window(c: Client = c, token: str = token) -> float:
                         t0 = time.perf_counter()
                         status, data = await c.request("POST", V4, WINDOW, token)
                         dt = time.perf_counter() - t0
