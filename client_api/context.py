@@ -28,6 +28,7 @@ from homeserver.receipts.service import ReceiptService
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.typing import TypingService
+from homeserver.search.service import SearchService
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.types import Requester
@@ -68,6 +69,7 @@ class ClientContext:
     pushers: PusherService | None = None
     notifications: NotificationService | None = None
     sliding_sync: SlidingSyncService | None = None
+    search: SearchService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

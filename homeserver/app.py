@@ -24,6 +24,7 @@ from client_api import (
     register,
     room_keys,
     rooms,
+    search,
     sliding_sync,
     sync,
     tags,
@@ -81,6 +82,8 @@ from homeserver.rooms.store import RoomStore
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
+from homeserver.search.service import SearchService
+from homeserver.search.store import SearchStore
 from homeserver.signing import ServerSigningKey, load_old_keys
 from homeserver.storage.database import Database
 from homeserver.storage.instances import InstanceRegistry
@@ -147,6 +150,7 @@ class Homeserver:
     notifications: NotificationService | None = None
     pushers: PusherService | None = None
     sliding_sync: SlidingSyncService | None = None
+    search: SearchService | None = None
 
 
 @dataclass(slots=True)
@@ -246,6 +250,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # -- sliding sync (MSC4186): the same engine and sources as /sync
     hs.sliding_sync = SlidingSyncService(db, sync_service, registry, members, cache, visibility,
                                          account_data, notifier, SlidingStore())
+    hs.search = SearchService(db, SearchStore(), event_store, cache, groups, visibility, members,
+                              registry)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -378,10 +384,10 @@ def make_app(hs: Homeserver) -> web.Application:
     )
     app[CTX].key_backup = hs.key_backup
     app[CTX].pushers, app[CTX].notifications = hs.pushers, hs.notifications
-    app[CTX].sliding_sync = hs.sliding_sync
+    app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated, room_keys, pushers, sliding_sync):
+                   dehydrated, room_keys, pushers, sliding_sync, search):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
