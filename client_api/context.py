@@ -27,6 +27,7 @@ from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
+from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.typing import TypingService
 from homeserver.search.service import SearchService
 from homeserver.sync.service import SyncService
@@ -70,6 +71,7 @@ class ClientContext:
     notifications: NotificationService | None = None
     sliding_sync: SlidingSyncService | None = None
     search: SearchService | None = None
+    threads: ThreadService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -28,6 +28,7 @@ from client_api import (
     sliding_sync,
     sync,
     tags,
+    threads,
     to_device,
     user_directory,
 )
@@ -79,6 +80,8 @@ from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
+from homeserver.rooms.thread_store import ThreadStore
+from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
@@ -151,6 +154,7 @@ class Homeserver:
     pushers: PusherService | None = None
     sliding_sync: SlidingSyncService | None = None
     search: SearchService | None = None
+    threads: ThreadService | None = None
 
 
 @dataclass(slots=True)
@@ -250,8 +254,9 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     # -- sliding sync (MSC4186): the same engine and sources as /sync
     hs.sliding_sync = SlidingSyncService(db, sync_service, registry, members, cache, visibility,
                                          account_data, notifier, SlidingStore())
+    hs.threads = ThreadService(db, ThreadStore(), cache, visibility, reader, registry)
     hs.search = SearchService(db, SearchStore(), event_store, cache, groups, visibility, members,
-                              registry)
+                              registry, hs.threads)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -385,9 +390,10 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].key_backup = hs.key_backup
     app[CTX].pushers, app[CTX].notifications = hs.pushers, hs.notifications
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
+    app[CTX].threads = hs.threads
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated, room_keys, pushers, sliding_sync, search):
+                   dehydrated, room_keys, pushers, sliding_sync, search, threads):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

@@ -163,6 +163,11 @@ class RoomReader:
             return False
         raise forbidden("You are not allowed to view this room")
 
+    async def check_reader(self, requester: Requester, room: RoomData) -> bool:
+        """Whether the user is joined now (False: may read as a former member or a
+        world-readable room's guest); M_FORBIDDEN for users who never had any access."""
+        return await self._check_reader(requester, room)
+
     async def visible_event(self, requester: Requester, room: RoomData,
                             event_id: str) -> EventEntry:
         try:

@@ -18,6 +18,7 @@ from homeserver.events.model import EventEntry
 from homeserver.events.store import EventStore
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
+from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.visibility import Visibility
 from homeserver.search.store import SearchStore
 from homeserver.storage.database import Database
@@ -34,7 +35,7 @@ MAX_CONTEXT = 20
 class SearchService:
     def __init__(self, db: Database, store: SearchStore, events: EventStore, cache: EventCache,
                  groups: StateGroups, visibility: Visibility, members: MembershipIndex,
-                 rooms: RoomRegistry) -> None:
+                 rooms: RoomRegistry, threads: ThreadService | None = None) -> None:
         self._db = db
         self._store = store
         self._events = events
@@ -43,6 +44,7 @@ class SearchService:
         self._visibility = visibility
         self._members = members
         self._rooms = rooms
+        self._threads = threads
 
     async def search(self, requester: Requester, body: JsonDict,
                      next_batch: str | None) -> JsonDict:
@@ -100,9 +102,12 @@ class SearchService:
                 before = rows[-1]["stream_ordering"]
 
         ctx_spec = spec.get("event_context")
+        served = [e.to_client(uid, dev) for _, e in results]
+        if self._threads is not None and results:
+            await self._threads.bundle(requester, [e for _, e in results], served)
         out_results: list[JsonDict] = []
-        for rank, e in results:
-            item: JsonDict = {"rank": rank, "result": e.to_client(uid, dev)}
+        for (rank, e), event in zip(results, served, strict=True):
+            item: JsonDict = {"rank": rank, "result": event}
             if ctx_spec is not None:
                 item["context"] = await self._context(requester, e, ctx_spec)
             out_results.append(item)
