@@ -58,6 +58,7 @@ class ConnState:
     rooms: dict[str, SentRoom]
     counts: dict[str, int]
     subscriptions: dict[str, RoomConfig] = field(default_factory=dict)  # unstable: sticky
+    extensions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -235,11 +236,17 @@ class SlidingSyncService:
         body_out: JsonDict = {"lists": lists_out}
         if rooms_out:
             body_out["rooms"] = rooms_out
+        # Extension configs are sticky: matrix-rust-sdk sends `enabled` once and then only
+        # what changes (e.g. to_device's `since`); a key the request gives replaces the old.
+        exts = dict(prev.extensions) if prev is not None else {}
+        for name, cfg in req.extensions.items():
+            exts[name] = {**exts.get(name, {}), **cfg}
         extensions, ext_state, ext_empty = await self._extensions(
-            requester, req, since, now, memberships, list(configs), initial_rooms)
+            requester, exts, since, now, memberships, list(configs), initial_rooms)
         body_out["extensions"] = extensions
         empty = not rooms_out and ext_empty and (prev is None or prev.counts == counts)
-        return SlidingResult(body_out, empty), ConnState(ext_state, new_rooms, counts, subs)
+        return SlidingResult(body_out, empty), ConnState(ext_state, new_rooms, counts, subs,
+                                                            exts)
 
     # ------------------------------------------------------------ the room list
 
@@ -412,7 +419,7 @@ class SlidingSyncService:
 
     # ------------------------------------------------------------ extensions
 
-    async def _extensions(self, requester: Requester, req: SlidingRequest,
+    async def _extensions(self, requester: Requester, exts: dict[str, dict[str, Any]],
                           since: SyncToken | None, now: SyncToken,
                           memberships: dict[str, Membership], rooms: list[str],
                           initial_rooms: list[str]) -> tuple[JsonDict, SyncToken, bool]:
@@ -423,12 +430,12 @@ class SlidingSyncService:
         out: JsonDict = {}
         empty = True
         token = now
-        if (cfg := req.extension("to_device")) is not None and src.to_device is not None:
+        if (cfg := _enabled(exts, "to_device")) is not None and src.to_device is not None:
             ack = _to_device_since(cfg.get("since"))
             msgs, pos = await src.to_device.for_device(user_id, device_id, ack, now.to_device)
             out["to_device"] = {"next_batch": str(pos), "events": msgs}
             empty = empty and not msgs
-        if req.extension("e2ee") is not None:
+        if _enabled(exts, "e2ee") is not None:
             e2ee: JsonDict = {}
             if src.device_lists is not None and since is not None and (
                     since.device_lists < now.device_lists or since.events < now.events):
@@ -443,7 +450,7 @@ class SlidingSyncService:
                 e2ee["device_one_time_keys_count"] = counts
                 e2ee["device_unused_fallback_key_types"] = fallback
             out["e2ee"] = e2ee
-        if req.extension("account_data") is not None and (
+        if _enabled(exts, "account_data") is not None and (
                 since is None or now.account_data > since.account_data):
             rows = await self._account_data.account_data_since(
                 user_id, since.account_data if since is not None else 0)
@@ -458,7 +465,7 @@ class SlidingSyncService:
         fresh = set(initial_rooms)
         for name, source, field_name in (("receipts", src.receipts, "receipts"),
                                          ("typing", src.typing, "typing")):
-            if req.extension(name) is None or source is None:
+            if _enabled(exts, name) is None or source is None:
                 continue
             upto = getattr(now, field_name)
             got: dict[str, list[JsonDict]] = {}
@@ -473,7 +480,7 @@ class SlidingSyncService:
             out[name] = {"rooms": merged}
             # Freshly sent rooms' typing/receipts are not news on their own.
             empty = empty and not any(r not in fresh for r in merged)
-        if req.extension("presence") is not None and src.presence is not None:
+        if _enabled(exts, "presence") is not None and src.presence is not None:
             events = await src.presence.for_user(
                 user_id, since.presence if since is not None else None, now.presence)
             out["presence"] = {"events": events}
@@ -554,6 +561,12 @@ class _Facts:
                         got.add(k)
             self._children[spaces] = got
         return got
+
+
+def _enabled(exts: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The config of an extension that is enabled, else None."""
+    ext = exts.get(name)
+    return ext if ext is not None and ext.get("enabled") is True else None
 
 
 def _bump_in_memory(room: RoomData, upto: int) -> int | None:

@@ -113,11 +113,6 @@ class SlidingRequest:
     unsubscribe: tuple[str, ...] = ()  # unstable dialect: subscriptions are sticky until this
     extensions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def extension(self, name: str) -> dict[str, Any] | None:
-        """The config of an enabled extension, else None."""
-        ext = self.extensions.get(name)
-        return ext if ext is not None and ext.get("enabled") is True else None
-
 
 def parse_request(body: dict[str, Any], query_pos: str | None = None,
                   query_timeout: int | None = None,

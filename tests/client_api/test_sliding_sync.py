@@ -258,6 +258,14 @@ async def test_extensions(c: Client) -> None:
                             "extensions": {**ext, "to_device": {"enabled": True,
                                                                 "since": since}}})
     assert r["extensions"]["to_device"]["events"] == []
+    # Extension configs are sticky (matrix-rust-sdk sends `enabled` once): a request with
+    # only `since` still gets the extension, one with enabled false does not.
+    r = await ss(c, alice, {**all_rooms([0, 9]), "pos": r["pos"],
+                            "extensions": {"to_device": {"since": since}}})
+    assert r["extensions"]["to_device"]["events"] == [] and "e2ee" in r["extensions"]
+    r = await ss(c, alice, {**all_rooms([0, 9]), "pos": r["pos"],
+                            "extensions": {"e2ee": {"enabled": False}}})
+    assert "e2ee" not in r["extensions"] and "to_device" in r["extensions"]
 
     async def later() -> None:
         await asyncio.sleep(0.2)
