@@ -50,6 +50,7 @@ class SentRoom:
     events_pos: int  # the room's events up to here were sent (or were not wanted)
     membership_pos: int  # the user's membership event when sent
     config: RoomConfig
+    membership: str = "join"
 
 
 @dataclass(slots=True)
@@ -212,7 +213,10 @@ class SlidingSyncService:
         for room_id in sorted(configs, key=lambda r: infos[r].last, reverse=True):
             config, m, info = configs[room_id], memberships[room_id], infos[room_id]
             old = sent.get(room_id)
-            initial = old is None or config.expands(old.config)
+            # A room joined after an invite or knock was sent with stripped state only: it
+            # is sent whole now.
+            initial = old is None or config.expands(old.config) or (
+                m.membership == "join" and old.membership != "join")
             if not initial and old is not None:
                 room = self._rooms.loaded(room_id) if m.membership == "join" else None
                 last = room.last_stream if room is not None else info.last
@@ -230,7 +234,7 @@ class SlidingSyncService:
                 body["lists"] = in_lists[room_id]
             rooms_out[room_id] = body
             keep = config if old is None or initial else old.config
-            new_rooms[room_id] = SentRoom(now.events, m.stream_ordering, keep)
+            new_rooms[room_id] = SentRoom(now.events, m.stream_ordering, keep, m.membership)
         await self._counts(user_id, rooms_out, memberships)
 
         body_out: JsonDict = {"lists": lists_out}

@@ -327,6 +327,9 @@ async def test_notification_counts_and_invite_then_join(c: Client) -> None:
     r2 = await ss(c, bob, {"pos": r["pos"], **all_rooms([0, 9], limit=5)})
     body = r2["rooms"][room]
     assert body["membership"] == "join" and body["joined_count"] == 2
+    # Sent whole now that it is joined (the invite had stripped state only).
+    assert body["initial"] is True
+    assert [e["type"] for e in body["required_state"]] == ["m.room.create"]
     assert body["notification_count"] == 2 and body["highlight_count"] == 0
 
 
