@@ -10,6 +10,7 @@ M_INVALID_PARAM (or M_BAD_JSON for a wrong JSON type), raised before anything is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ MAX_STATE_ELEMENTS = 100
 WILDCARD = "*"
 LAZY = "$LAZY"
 ME = "$ME"
+_OPAQUE_ID = re.compile(r"[0-9A-Za-z._~-]{1,255}")  # the spec's opaque identifier grammar
 
 # (type, state_key); None matches anything.
 StateMatch = tuple[str | None, str | None]
@@ -140,7 +142,7 @@ def parse_request(body: dict[str, Any], query_pos: str | None = None,
         raise _bad(f"at most {MAX_SUBSCRIPTIONS} room subscriptions")
     subs = []
     for room_id, v in subs_raw.items():
-        if not room_id.startswith("!"):
+        if not room_id.startswith("!") or len(room_id) > 255:
             raise _bad(f"not a room ID: {room_id!r}")
         subs.append((room_id, _parse_config(_obj(v, "room subscription"))))
     unsub = _opt(body, "unsubscribe_rooms", list, [])
@@ -169,8 +171,8 @@ def _obj(v: Any, what: str) -> dict[str, Any]:
 
 def _parse_list(name: str, raw: Any) -> SlidingList:
     raw = _obj(raw, f"list {name}")
-    if not name or len(name) > 64:
-        raise _bad("list names must be 1 to 64 characters")
+    if not _OPAQUE_ID.fullmatch(name):
+        raise _bad("list names are opaque identifiers: 1 to 255 of [0-9A-Za-z._~-]")
     ranges: list[tuple[int, int]] | None = None
     if "range" in raw or "ranges" in raw:
         given = [raw["range"]] if "range" in raw else raw["ranges"]

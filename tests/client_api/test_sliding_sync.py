@@ -127,6 +127,7 @@ async def test_bad_input(c: Client) -> None:
                        ({"lists": {f"l{i}": {"timeline_limit": 1} for i in range(101)}},
                         "M_BAD_JSON"),
                        ({"timeout": "soon"}, "M_BAD_JSON"),
+                       ({"lists": {"bad name": {"timeline_limit": 1}}}, "M_INVALID_PARAM"),
                        ({"set_presence": "away"}, "M_INVALID_PARAM"),
                        ({"room_subscriptions": {"nope": {"timeline_limit": 1}}},
                         "M_INVALID_PARAM"),
