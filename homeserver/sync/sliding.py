@@ -156,6 +156,8 @@ class SlidingSyncService:
             finally:
                 self._notifier.unsubscribe(user_id, fut, deadline if waits else None)
         result.body["pos"] = self._issue(conn, state)
+        if req.txn_id is not None:
+            result.body["txn_id"] = req.txn_id
         return result.body
 
     async def compute(self, requester: Requester, req: SlidingRequest, prev: ConnState | None,

@@ -113,6 +113,7 @@ class SlidingRequest:
     lists: tuple[SlidingList, ...] = ()
     subscriptions: tuple[tuple[str, RoomConfig], ...] = ()
     unsubscribe: tuple[str, ...] = ()  # unstable dialect: subscriptions are sticky until this
+    txn_id: str | None = None  # echoed in the response (older matrix-rust-sdk matched on it)
     extensions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -150,8 +151,11 @@ def parse_request(body: dict[str, Any], query_pos: str | None = None,
         raise _bad("unsubscribe_rooms must be a list of room IDs")
     ext_raw = _opt(body, "extensions", dict, {})
     extensions = {k: _obj(v, f"extension {k}") for k, v in ext_raw.items()}
+    txn_id = _opt(body, "txn_id", str, None)
+    if txn_id is not None and len(txn_id) > 255:
+        raise _bad("txn_id too long")
     return SlidingRequest(conn_id, pos, min(timeout, 600_000), presence, lists, tuple(subs),
-                          tuple(unsub), extensions)
+                          tuple(unsub), txn_id, extensions)
 
 
 def _opt(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:

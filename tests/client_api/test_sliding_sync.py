@@ -106,7 +106,8 @@ async def test_unknown_pos_and_pos_of_another_connection(c: Client) -> None:
     u = await c.register()
     other = await c.register()
     await c.create_room(u)
-    r = await ss(c, u, {"conn_id": "main", **all_rooms([0, 0])})
+    r = await ss(c, u, {"conn_id": "main", "txn_id": "t-1", **all_rooms([0, 0])})
+    assert r["txn_id"] == "t-1"
     for who, body in ((u, {"pos": "nope"}), (u, {"pos": r["pos"], "conn_id": "other"}),
                       (other, {"pos": r["pos"], "conn_id": "main"})):
         status, data = await c.request("POST", V4, body, who.access_token)
