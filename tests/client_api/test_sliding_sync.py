@@ -225,6 +225,35 @@ async def test_filters_invite_dm_and_room_types(c: Client) -> None:
     assert set(r["rooms"]) == {plain, dm}
 
 
+async def test_filters_encrypted_spaces_and_tags(c: Client) -> None:
+    u = await c.register()
+    enc = await c.create_room(u, initial_state=[{
+        "type": "m.room.encryption", "state_key": "",
+        "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+    child = await c.create_room(u)
+    other = await c.create_room(u)
+    space = await c.create_room(u, creation_content={"type": "m.space"})
+    status, _ = await c.request("PUT", f"/rooms/{space}/state/m.space.child/{child}",
+                                {"via": ["parley.test"]}, u.access_token)
+    assert status == 200
+    status, _ = await c.request("PUT", f"/user/{u.user_id}/rooms/{other}/tags/m.favourite",
+                                {"order": 0.5}, u.access_token)
+    assert status == 200
+
+    async def rooms(**filters: Any) -> set[str]:
+        r = await ss(c, u, {"lists": {"l": {"timeline_limit": 0, "filters": filters}}})
+        assert r["lists"]["l"]["count"] == len(r.get("rooms", {}))
+        return set(r.get("rooms", {}))
+
+    assert await rooms() == {enc, child, other, space}  # no range: the whole list
+    assert await rooms(is_encrypted=True) == {enc}
+    assert await rooms(is_encrypted=False) == {child, other, space}
+    assert await rooms(spaces=[space]) == {child}
+    assert await rooms(spaces=["!unknown:parley.test"]) == set()
+    assert await rooms(tags=["m.favourite"]) == {other}
+    assert await rooms(not_tags=["m.favourite"]) == {enc, child, space}
+
+
 async def test_extensions(c: Client) -> None:
     alice = await c.register()
     bob = await c.register()
