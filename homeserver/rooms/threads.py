@@ -1,17 +1,24 @@
 """Threads (spec "Threading"): the thread list of a room and the m.thread bundled aggregation
 (latest_event, count, current_user_participated) of thread roots.
 
-Served for GET /_matrix/client/v1/rooms/{roomId}/threads and for search results; the other
-places events are served (/sync timelines, /messages, /context, /event) do not bundle yet.
-History visibility applies to the roots and to the latest event alike.
+Served for GET /_matrix/client/v1/rooms/{roomId}/threads, search results and the timelines of
+/sync (long poll and WebSocket) and sliding sync; /messages, /context and /event do not bundle
+yet. History visibility applies to the roots and to the latest event alike.
+
+In a sync timeline the roots are recent events, and every event after a room's memory floor is
+in memory (RoomData.recent), replies included: `bundle_in_room` answers those from memory at no
+database cost (the common case, e.g. every member's sync after a new message: the new event has
+nothing after it), and asks the database only for older roots.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.model import EventEntry
 from homeserver.rooms.reader import RoomReader
-from homeserver.rooms.state import EventCache, RoomRegistry
+from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.thread_store import ThreadStore
 from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database
@@ -62,6 +69,37 @@ class ThreadService:
             out["next_batch"] = str(rows[-1]["latest_pos"])
         return out
 
+    async def bundle_in_room(self, requester: Requester, room: RoomData,
+                             events: list[EventEntry], served: list[JsonDict], upto: int,
+                             joined: bool = True) -> None:
+        """`bundle` for events of one room's timeline, seen up to stream position `upto`:
+        from memory for roots after the room's memory floor, from the database for others."""
+        recent = room.recent
+        older: list[int] = []
+        if not recent:
+            older = list(range(len(events)))
+        for i, e in enumerate(events):
+            if not recent:
+                break
+            if e.stream_ordering <= room.floor or e.stream_ordering > recent[-1].stream_ordering:
+                older.append(i)
+                continue
+            start = bisect_right(recent, e.stream_ordering, key=lambda x: x.stream_ordering)
+            replies = [x for x in recent[start:]
+                       if x.stream_ordering <= upto and thread_root(x) == e.event_id]
+            if not replies:
+                continue
+            visible = await self._visibility.filter(requester.user_id, replies, joined)
+            if not visible:
+                continue
+            uid = requester.user_id
+            participated = e.sender == uid or any(x.sender == uid for x in replies)
+            _bundled(served[i], visible[-1].to_client(uid, requester.device_id),
+                     len(replies), participated)
+        if older:
+            await self.bundle(requester, [events[i] for i in older],
+                              [served[i] for i in older], joined)
+
     async def bundle(self, requester: Requester, events: list[EventEntry],
                      served: list[JsonDict], joined: bool = True) -> None:
         """Add the m.thread aggregation to each served event (`served[i]` is `events[i]` in
@@ -85,6 +123,15 @@ class ThreadService:
                     uid, [latest], joined):
                 continue
             _bundled(body, latest.to_client(uid, dev), s[1], s[2])
+
+
+def thread_root(ev: EventEntry) -> str | None:
+    """The root an event replies to in a thread, if it is a thread reply."""
+    rel = ev.pdu.get("content", {}).get("m.relates_to")
+    if isinstance(rel, dict) and rel.get("rel_type") == "m.thread":
+        root = rel.get("event_id")
+        return root if isinstance(root, str) else None
+    return None
 
 
 def _bundled(root: JsonDict, latest: JsonDict, count: int, participated: bool) -> JsonDict:

@@ -332,7 +332,8 @@ class SlidingSyncService:
         events, limited = await self._sync.timeline(room, start, upto, config.timeline_limit)
         events = await self._visibility.filter(user_id, events, currently_joined=joined)
         did, dev = user_id, requester.device_id
-        body["timeline"] = [e.to_client(did, dev, with_room_id=False) for e in events]
+        body["timeline"] = await self._sync.served_timeline(requester, room, events, upto,
+                                                           joined)
         body["limited"] = limited
         first = events[0] if events else None
         body["prev_batch"] = (PaginationToken(first.depth, first.stream_ordering).serialize()

@@ -99,3 +99,43 @@ async def test_history_visibility_hides_earlier_threads(c: Client) -> None:
     await reply(c, alice, room, new, "reply after bob")
     status, data = await threads(c, bob, room)
     assert status == 200 and [e["event_id"] for e in data["chunk"]] == [new]
+
+
+async def test_sync_timelines_bundle_thread_roots(c: Client) -> None:
+    alice = await c.register()
+    bob = await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    root = await c.send(alice, room, "root")
+    await reply(c, bob, room, root, "one")
+    last = await reply(c, bob, room, root, "two")
+    sync = await c.sync(alice, filter='{"room": {"timeline": {"limit": 5}}}')
+    events = {e["event_id"]: e for e in sync["rooms"]["join"][room]["timeline"]["events"]}
+    agg = events[root]["unsigned"]["m.relations"]["m.thread"]
+    assert agg["count"] == 2 and agg["latest_event"]["event_id"] == last
+    assert agg["current_user_participated"] is True
+    assert "m.relations" not in events[last].get("unsigned", {})
+    # Sliding sync timelines too, for bob (who replied).
+    status, r = await c.request("POST", "/_matrix/client/v4/sync", {"room_subscriptions": {
+        room: {"timeline_limit": 5, "required_state": {}}}}, bob.access_token)
+    assert status == 200
+    tl = {e["event_id"]: e for e in r["rooms"][room]["timeline"]}
+    agg = tl[root]["unsigned"]["m.relations"]["m.thread"]
+    assert agg["count"] == 2 and agg["current_user_participated"] is True
+
+
+async def test_sync_bundles_a_root_older_than_the_rooms_memory(c: Client) -> None:
+    # RoomData keeps the last 200 events in memory; a root before them is bundled from the
+    # database (the same answer as from memory).
+    alice = await c.register()
+    room = await c.create_room(alice)
+    root = await c.send(alice, room, "old root")
+    last = await reply(c, alice, room, root, "old reply")
+    for i in range(201):
+        await c.send(alice, room, f"filler {i}")
+    sync = await c.sync(alice, filter='{"room": {"timeline": {"limit": 220}}}')
+    events = {e["event_id"]: e for e in sync["rooms"]["join"][room]["timeline"]["events"]}
+    agg = events[root]["unsigned"]["m.relations"]["m.thread"]
+    assert agg == {"latest_event": agg["latest_event"], "count": 1,
+                   "current_user_participated": True}
+    assert agg["latest_event"]["event_id"] == last
