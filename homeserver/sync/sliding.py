@@ -30,7 +30,9 @@ from homeserver.storage.database import Database
 from homeserver.streams.notifier import Notifier
 from homeserver.streams.tokens import PaginationToken, SyncToken
 from homeserver.sync.service import SyncService
-from homeserver.sync.sliding_request import ListFilters, RoomConfig, SlidingRequest
+from homeserver.sync.sliding_extensions import SlidingExtensions
+from homeserver.sync.sliding_filters import ListFacts, RoomInfo
+from homeserver.sync.sliding_request import RoomConfig, SlidingRequest
 from homeserver.sync.sliding_store import SlidingStore
 from homeserver.types import JsonDict, Requester
 from homeserver.users.account_data import AccountDataService
@@ -68,14 +70,6 @@ class Connection:
 
 
 @dataclass(slots=True)
-class RoomInfo:
-    last: int  # recency: the newest event's stream position (the membership's, if not joined)
-    bump: int
-    room_type: str | None
-    encrypted: bool
-
-
-@dataclass(slots=True)
 class SlidingResult:
     body: JsonDict
     empty: bool
@@ -95,6 +89,7 @@ class SlidingSyncService:
         self._account_data = account_data
         self._notifier = notifier
         self._store = store
+        self._ext = SlidingExtensions(sync.sources, account_data)
         self._epoch = secrets.token_hex(3)  # a pos from an earlier run is unknown, not misread
         self._next = 0
         self._conns: OrderedDict[tuple[str, str, str], Connection] = OrderedDict()
@@ -175,7 +170,7 @@ class SlidingSyncService:
         in_lists: dict[str, list[str]] = {}
         lists_out: JsonDict = {}
         counts: dict[str, int] = {}
-        facts = _Facts(user_id, self._account_data, self._members, self._rooms)
+        facts = ListFacts(user_id, self._account_data, self._members, self._rooms)
         for lst in req.lists:
             matching = [r for r in order
                         if await facts.passes(lst.filters, r, memberships[r], infos[r])]
@@ -247,7 +242,7 @@ class SlidingSyncService:
         exts = dict(prev.extensions) if prev is not None else {}
         for name, cfg in req.extensions.items():
             exts[name] = {**exts.get(name, {}), **cfg}
-        extensions, ext_state, ext_empty = await self._extensions(
+        extensions, ext_state, ext_empty = await self._ext.compute(
             requester, exts, since, now, memberships, list(configs), initial_rooms)
         body_out["extensions"] = extensions
         empty = not rooms_out and ext_empty and (prev is None or prev.counts == counts)
@@ -424,185 +419,9 @@ class SlidingSyncService:
             rooms_out[room_id]["notification_count"] = unread.get("notification_count", 0)
             rooms_out[room_id]["highlight_count"] = unread.get("highlight_count", 0)
 
-    # ------------------------------------------------------------ extensions
-
-    async def _extensions(self, requester: Requester, exts: dict[str, dict[str, Any]],
-                          since: SyncToken | None, now: SyncToken,
-                          memberships: dict[str, Membership], rooms: list[str],
-                          initial_rooms: list[str]) -> tuple[JsonDict, SyncToken, bool]:
-        """The extensions' results, the token the next request starts from, and whether
-        they hold nothing new."""
-        user_id, device_id = requester.user_id, requester.device_id
-        src = self._sync.sources
-        out: JsonDict = {}
-        empty = True
-        token = now
-        if (cfg := _enabled(exts, "to_device")) is not None and src.to_device is not None:
-            ack = _to_device_since(cfg.get("since"))
-            msgs, pos = await src.to_device.for_device(user_id, device_id, ack, now.to_device)
-            out["to_device"] = {"next_batch": str(pos), "events": msgs}
-            empty = empty and not msgs
-        if _enabled(exts, "e2ee") is not None:
-            e2ee: JsonDict = {}
-            if src.device_lists is not None and since is not None and (
-                    since.device_lists < now.device_lists or since.events < now.events):
-                changed, left = await src.device_lists.for_sync(
-                    user_id, memberships, since.device_lists, now.device_lists, since.events,
-                    now.events)
-                if changed or left:
-                    e2ee["device_lists"] = {"changed": sorted(changed), "left": sorted(left)}
-                    empty = False
-            if src.key_counts is not None:
-                counts, fallback = await src.key_counts.counts(user_id, device_id)
-                e2ee["device_one_time_keys_count"] = counts
-                e2ee["device_unused_fallback_key_types"] = fallback
-            out["e2ee"] = e2ee
-        if _enabled(exts, "account_data") is not None and (
-                since is None or now.account_data > since.account_data):
-            rows = await self._account_data.account_data_since(
-                user_id, since.account_data if since is not None else 0)
-            glob = [{"type": t, "content": c} for r, t, c in rows if not r]
-            per_room: JsonDict = {}
-            for r, t, c in rows:
-                if r and r in memberships:
-                    per_room.setdefault(r, []).append({"type": t, "content": c})
-            out["account_data"] = {"global": glob, "rooms": per_room}
-            empty = empty and not glob and not per_room
-        joined = [r for r in rooms if memberships[r].membership == "join"]
-        fresh = set(initial_rooms)
-        for name, source, field_name in (("receipts", src.receipts, "receipts"),
-                                         ("typing", src.typing, "typing")):
-            if _enabled(exts, name) is None or source is None:
-                continue
-            upto = getattr(now, field_name)
-            got: dict[str, list[JsonDict]] = {}
-            new = [r for r in joined if r in fresh or since is None]
-            if new:
-                got.update(await source.for_rooms(user_id, new, None, upto))
-            old = [r for r in joined if r not in fresh and since is not None]
-            start = getattr(since, field_name) if since is not None else 0
-            if old and start < upto:
-                got.update(await source.for_rooms(user_id, old, start, upto))
-            merged = {r: _merge_ephemeral(evs) for r, evs in got.items() if evs}
-            out[name] = {"rooms": merged}
-            # Freshly sent rooms' typing/receipts are not news on their own.
-            empty = empty and not any(r not in fresh for r in merged)
-        if _enabled(exts, "presence") is not None and src.presence is not None:
-            events = await src.presence.for_user(
-                user_id, since.presence if since is not None else None, now.presence)
-            out["presence"] = {"events": events}
-            empty = empty and not events
-        return out, token, empty
-
-
-class _Facts:
-    """What list filters ask about rooms, read once per request and only when asked."""
-
-    def __init__(self, user_id: str, account_data: AccountDataService,
-                 members: MembershipIndex, rooms: RoomRegistry) -> None:
-        self._user_id = user_id
-        self._account_data = account_data
-        self._members = members
-        self._rooms = rooms
-        self._dms: set[str] | None = None
-        self._tags: dict[str, set[str]] | None = None
-        self._children: dict[tuple[str, ...], set[str]] = {}
-
-    async def passes(self, f: ListFilters, room_id: str, m: Membership,
-                     info: RoomInfo) -> bool:
-        if f.is_invite is not None and (m.membership == "invite") != f.is_invite:
-            return False
-        if f.is_encrypted is not None and info.encrypted != f.is_encrypted:
-            return False
-        if info.room_type in f.not_room_types:
-            return False
-        if f.room_types is not None and info.room_type not in f.room_types:
-            return False
-        if f.is_dm is not None and (room_id in await self._dm_rooms()) != f.is_dm:
-            return False
-        if f.spaces is not None and room_id not in await self._space_children(f.spaces):
-            return False
-        if f.tags is not None or f.not_tags:
-            tags = (await self._room_tags()).get(room_id, set())
-            if tags & set(f.not_tags):
-                return False
-            if f.tags is not None and not tags & set(f.tags):
-                return False
-        return True
-
-    async def _dm_rooms(self) -> set[str]:
-        if self._dms is None:
-            try:
-                direct = await self._account_data.get_account_data(
-                    self._user_id, "", "m.direct")
-            except MatrixError:
-                direct = {}
-            self._dms = {r for v in direct.values() if isinstance(v, list)
-                         for r in v if isinstance(r, str)}
-        return self._dms
-
-    async def _room_tags(self) -> dict[str, set[str]]:
-        if self._tags is None:
-            self._tags = {}
-            for room_id, etype, content in await self._account_data.account_data_since(
-                    self._user_id, 0):
-                tags = content.get("tags") if etype == "m.tag" else None
-                if room_id and isinstance(tags, dict):
-                    self._tags[room_id] = set(tags)
-        return self._tags
-
-    async def _space_children(self, spaces: tuple[str, ...]) -> set[str]:
-        got = self._children.get(spaces)
-        if got is None:
-            got = set()
-            joined = await self._members.rooms_of(self._user_id)
-            for space_id in spaces:
-                m = joined.get(space_id)
-                room = await self._rooms.get(space_id) if m and m.membership == "join" \
-                    else None
-                if room is None:
-                    continue
-                for (t, k), ev in room.state.items():
-                    via = ev.pdu.get("content", {}).get("via")
-                    if t == "m.space.child" and isinstance(via, list) and via:
-                        got.add(k)
-            self._children[spaces] = got
-        return got
-
-
-def _enabled(exts: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
-    """The config of an extension that is enabled, else None."""
-    ext = exts.get(name)
-    return ext if ext is not None and ext.get("enabled") is True else None
-
 
 def _bump_in_memory(room: RoomData, upto: int) -> int | None:
     for e in reversed(room.recent):
         if e.stream_ordering <= upto and e.type in BUMP_TYPES:
             return e.stream_ordering
     return None if room.floor > 0 else (room.recent[0].stream_ordering if room.recent else 0)
-
-
-def _to_device_since(raw: Any) -> int | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise MatrixError(400, Codes.INVALID_PARAM, "invalid to_device since")
-    return int(raw)
-
-
-def _merge_ephemeral(events: list[JsonDict]) -> JsonDict:
-    """One m.typing or m.receipt event per room, as the extensions answer."""
-    if len(events) == 1:
-        return events[0]
-    content: JsonDict = {}
-    for ev in events:
-        if ev.get("type") == "m.typing":
-            content = ev.get("content", {})
-            continue
-        for event_id, by_type in ev.get("content", {}).items():
-            slot = content.setdefault(event_id, {})
-            for rtype, users in by_type.items():
-                slot.setdefault(rtype, {}).update(users)
-    return {"type": events[-1].get("type"), "content": content}
-
