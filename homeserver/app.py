@@ -255,7 +255,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.sliding_sync = SlidingSyncService(db, sync_service, registry, members, cache, visibility,
                                          account_data, notifier, SlidingStore())
     hs.threads = ThreadService(db, ThreadStore(), cache, visibility, reader, registry)
-    sources.aggregations = hs.threads  # m.thread bundled in /sync and sliding sync timelines
+    # m.thread bundled in /sync and sliding sync timelines, /messages, /context and /event
+    sources.aggregations = reader.aggregations = hs.threads
     hs.search = SearchService(db, SearchStore(), event_store, cache, groups, visibility, members,
                               registry, hs.threads)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists

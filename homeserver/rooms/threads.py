@@ -1,9 +1,9 @@
 """Threads (spec "Threading"): the thread list of a room and the m.thread bundled aggregation
 (latest_event, count, current_user_participated) of thread roots.
 
-Served for GET /_matrix/client/v1/rooms/{roomId}/threads, search results and the timelines of
-/sync (long poll and WebSocket) and sliding sync; /messages, /context and /event do not bundle
-yet. History visibility applies to the roots and to the latest event alike.
+Served for GET /_matrix/client/v1/rooms/{roomId}/threads, search results, the timelines of
+/sync (long poll and WebSocket) and sliding sync, and /messages, /context and /event (through
+`RoomReader.served`). History visibility applies to the roots and to the latest event alike.
 
 In a sync timeline the roots are recent events, and every event after a room's memory floor is
 in memory (RoomData.recent), replies included: `bundle_in_room` answers those from memory at no

@@ -64,9 +64,26 @@ async def test_thread_list_bundles_and_pages(c: Client) -> None:
     (hit,) = [r for r in found["search_categories"]["room_events"]["results"]
               if r["result"]["event_id"] == root1]
     assert hit["result"]["unsigned"]["m.relations"]["m.thread"]["count"] == 2
-    # The event cache was not changed by the bundling: the plain event has no aggregation.
-    status, ev = await c.request("GET", f"/rooms/{room}/event/{root1}", token=alice.access_token)
-    assert status == 200 and "m.relations" not in ev.get("unsigned", {})
+    # /event, /context and /messages bundle too, per reader: alice sent the root, carol did
+    # not take part (asked in turn, so an aggregation kept in a shared cache would show).
+    carol = await c.register()
+    await c.join(carol, room)
+    for who, took_part in ((alice, True), (carol, False), (alice, True)):
+        status, ev = await c.request("GET", f"/rooms/{room}/event/{root1}",
+                                     token=who.access_token)
+        assert status == 200, ev
+        agg = ev["unsigned"]["m.relations"]["m.thread"]
+        assert agg["count"] == 2 and agg["current_user_participated"] is took_part
+    status, ctx = await c.request("GET", f"/rooms/{room}/context/{root1}",
+                                  token=alice.access_token, params={"limit": "2"})
+    assert status == 200
+    assert ctx["event"]["unsigned"]["m.relations"]["m.thread"]["count"] == 2
+    status, msgs = await c.request("GET", f"/rooms/{room}/messages", token=alice.access_token,
+                                   params={"dir": "b", "limit": "20"})
+    assert status == 200
+    roots = {e["event_id"]: e["unsigned"]["m.relations"]["m.thread"]["count"]
+             for e in msgs["chunk"] if "m.relations" in e.get("unsigned", {})}
+    assert roots == {root1: 2, root2: 1}
 
 
 async def test_threads_access_and_bad_input(c: Client) -> None:
