@@ -33,8 +33,11 @@ from homeserver.reports.service import ReportService
 from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
+from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.typing import TypingService
+from homeserver.search.service import SearchService
 from homeserver.sync.service import SyncService
+from homeserver.sync.sliding import SlidingSyncService
 from homeserver.types import Requester
 from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
@@ -79,6 +82,9 @@ class ClientContext:
     reports: ReportService | None = None
     public_rooms: PublicRoomDirectory | None = None
     openid: OpenIdService | None = None
+    sliding_sync: SlidingSyncService | None = None
+    search: SearchService | None = None
+    threads: ThreadService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

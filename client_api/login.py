@@ -18,9 +18,11 @@ SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7
 
 @routes.get("/_matrix/client/versions")
 async def versions(request: web.Request) -> web.Response:
-    # Only what works end to end: MSC3814 dehydrated devices (e2ee/dehydrated.py).
+    # Only what works end to end: MSC3814 dehydrated devices (e2ee/dehydrated.py) and
+    # MSC4186 simplified sliding sync (homeserver/sync/sliding.py).
     return json_response({"versions": SPEC_VERSIONS,
-                          "unstable_features": {"org.matrix.msc3814": True}})
+                          "unstable_features": {"org.matrix.msc3814": True,
+                                                "org.matrix.simplified_msc3575": True}})
 
 
 @routes.get("/.well-known/matrix/client")

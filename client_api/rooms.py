@@ -267,7 +267,8 @@ async def get_event(request: web.Request) -> web.Response:
     c = ctx(request)
     room = await room_or_404(c, request.match_info["room_id"])
     ev = await c.reader.visible_event(requester, room, event_id_param(request))
-    return json_response(ev.to_client(requester.user_id, requester.device_id))
+    joined = room.membership(requester.user_id) == "join"
+    return json_response((await c.reader.served(requester, room, [ev], joined))[0])
 
 
 @routes.get(V + "/rooms/{room_id}/messages")

@@ -30,8 +30,11 @@ from client_api import (
     register,
     room_keys,
     rooms,
+    search,
+    sliding_sync,
     sync,
     tags,
+    threads,
     to_device,
     user_directory,
 )
@@ -115,9 +118,13 @@ from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
+from homeserver.rooms.thread_store import ThreadStore
+from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
+from homeserver.search.service import SearchService
+from homeserver.search.store import SearchStore
 from homeserver.signing import ServerSigningKey, load_old_keys
 from homeserver.storage.database import Database
 from homeserver.storage.instances import InstanceRegistry
@@ -125,6 +132,8 @@ from homeserver.storage.migrate import migrate
 from homeserver.storage.streams import IdPool, Stream
 from homeserver.streams.notifier import Notifier
 from homeserver.sync.service import SyncService
+from homeserver.sync.sliding import SlidingSyncService
+from homeserver.sync.sliding_store import SlidingStore
 from homeserver.sync.streams import SyncSources
 from homeserver.uia.service import UIASessionService
 from homeserver.uia.store import UIASessionStore
@@ -189,6 +198,9 @@ class Homeserver:
     observer: Observer | None = None
     public_rooms: PublicRoomDirectory | None = None
     openid: OpenIdService | None = None
+    sliding_sync: SlidingSyncService | None = None
+    search: SearchService | None = None
+    threads: ThreadService | None = None
 
 
 @dataclass(slots=True)
@@ -315,6 +327,14 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.writer, hs.event_stream = writer, event_stream
     hs.public_rooms = PublicRoomDirectory(config.server_name, reader, room_service)
     hs.openid = OpenIdService(db, OpenIdStore(), config.server_name)
+    # -- sliding sync (MSC4186): the same engine and sources as /sync
+    hs.sliding_sync = SlidingSyncService(db, sync_service, registry, members, cache, visibility,
+                                         account_data, notifier, SlidingStore())
+    hs.threads = ThreadService(db, ThreadStore(), cache, visibility, reader, registry)
+    # m.thread bundled in /sync and sliding sync timelines, /messages, /context and /event
+    sources.aggregations = reader.aggregations = hs.threads
+    hs.search = SearchService(db, SearchStore(), event_store, cache, groups, visibility, members,
+                              registry, hs.threads)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -523,9 +543,12 @@ def make_app(hs: Homeserver) -> web.Application:
         add_routes(app, report_routes.routes)
         add_admin_routes(app, hs.admin)
     app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
+    app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
+    app[CTX].threads = hs.threads
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
-                   dehydrated, room_keys, pushers, media, media_upload, openid):
+                   dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
+                   search, threads):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

@@ -22,6 +22,7 @@ from homeserver.rooms.store import RoomStore
 from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database
 from homeserver.streams.tokens import PaginationToken, SyncToken
+from homeserver.sync.streams import AggregationSource
 from homeserver.types import JsonDict, Requester
 
 MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
@@ -46,6 +47,8 @@ class RoomReader:
         # when /messages pages past what this server has: (room, below depth, how many) ->
         # whether any was added.
         self.backfill: Callable[[RoomData, int, int], Awaitable[bool]] | None = None
+        # Bundled aggregations (m.thread) on what /messages, /context and /event serve.
+        self.aggregations: AggregationSource | None = None
 
     async def events(self, event_ids: list[str]) -> list[EventEntry]:
         got = await self._cache.get_many(event_ids)
@@ -163,6 +166,19 @@ class RoomReader:
             return False
         raise forbidden("You are not allowed to view this room")
 
+    async def served(self, requester: Requester, room: RoomData, events: list[EventEntry],
+                     joined: bool) -> list[JsonDict]:
+        """Events in client form, with their bundled aggregations when wired."""
+        out = [e.to_client(requester.user_id, requester.device_id) for e in events]
+        if self.aggregations is not None and events:
+            await self.aggregations.bundle_in_room(requester, room, events, out, 2**62, joined)
+        return out
+
+    async def check_reader(self, requester: Requester, room: RoomData) -> bool:
+        """Whether the user is joined now (False: may read as a former member or a
+        world-readable room's guest); M_FORBIDDEN for users who never had any access."""
+        return await self._check_reader(requester, room)
+
     async def visible_event(self, requester: Requester, room: RoomData,
                             event_id: str) -> EventEntry:
         try:
@@ -243,7 +259,7 @@ class RoomReader:
                    else await self._visibility.filter(requester.user_id, events, joined))
         visible = [e for e in visible if flt.allows(e)]
         body: JsonDict = {
-            "chunk": [e.to_client(requester.user_id, requester.device_id) for e in visible],
+            "chunk": await self.served(requester, room, visible, joined),
             "start": start,
         }
         if end is not None:
@@ -296,9 +312,9 @@ class RoomReader:
                          if k[0] != "m.room.member" or k[1] in senders}
         state = await self.events(list(state_ids.values()))
         return {
-            "event": ev.to_client(uid, dev),
-            "events_before": [e.to_client(uid, dev) for e in before],
-            "events_after": [e.to_client(uid, dev) for e in after],
+            "event": (await self.served(requester, room, [ev], joined))[0],
+            "events_before": await self.served(requester, room, before, joined),
+            "events_after": await self.served(requester, room, after, joined),
             "start": start.serialize(),
             "end": end.serialize(),
             "state": [e.to_client(uid, dev) for e in state],

@@ -252,6 +252,36 @@ class SyncService:
                     out.setdefault(room_id, []).extend(events)
         return out
 
+    # -------------------------------------------- shared with sliding sync (sliding.py)
+
+    async def timeline(self, room: RoomData, since: int, upto: int,
+                       limit: int) -> tuple[list[EventEntry], bool]:
+        return await self._timeline_events(room, since, upto, limit)
+
+    async def state_at_stream(self, room: RoomData, pos: int) -> dict[tuple[str, str], str]:
+        return await self._state_at_stream(room, pos)
+
+    async def stripped_state(self, room_id: str, membership: str,
+                             event_id: str) -> list[JsonDict]:
+        """What an invited or knocking user may see of a room (invite_state / knock_state)."""
+        if membership == "invite":
+            return list((await self._invited_room(room_id, event_id))["invite_state"]["events"])
+        return list((await self._knocked_room(room_id, event_id))["knock_state"]["events"])
+
+    def summary(self, room: RoomData, user_id: str) -> JsonDict:
+        return self._summary(room, user_id)
+
+    async def served_timeline(self, requester: Requester, room: RoomData,
+                               timeline: list[EventEntry], upto: int,
+                               joined: bool) -> list[JsonDict]:
+        """The timeline in client form, with bundled aggregations (m.thread) when wired."""
+        served = [e.to_client(requester.user_id, requester.device_id, with_room_id=False)
+                  for e in timeline]
+        if self.sources.aggregations is not None and timeline:
+            await self.sources.aggregations.bundle_in_room(requester, room, timeline, served,
+                                                           upto, joined)
+        return served
+
     # ------------------------------------------------------------------ rooms
 
     async def _timeline_events(self, room: RoomData, since: int, upto: int, limit: int,
@@ -351,9 +381,10 @@ class SyncService:
             state_events = [got[v] for _, v in wanted if v in got]
 
         did, dev = requester.user_id, requester.device_id
+        served = await self.served_timeline(requester, room, timeline, now.events, True)
         body: JsonDict = {
             "timeline": {
-                "events": [e.to_client(did, dev, with_room_id=False) for e in timeline],
+                "events": served,
                 "limited": limited,
                 "prev_batch": (PaginationToken(first.depth, first.stream_ordering).serialize()
                                if first is not None else now.serialize()),
@@ -466,9 +497,10 @@ class SyncService:
             got = await self._cache.get_many(wanted)
             state = [got[v] for v in wanted if v in got]
         uid, dev = requester.user_id, requester.device_id
+        served = await self.served_timeline(requester, room, timeline, leave_pos, False)
         return {
             "timeline": {
-                "events": [e.to_client(uid, dev, with_room_id=False) for e in timeline],
+                "events": served,
                 "limited": limited,
                 "prev_batch": (PaginationToken(first.depth, first.stream_ordering).serialize()
                                if first is not None else SyncToken(leave_pos).serialize()),

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from homeserver.events.model import EventEntry
 from homeserver.rooms.members import Membership
-from homeserver.types import JsonDict
+from homeserver.rooms.state import RoomData
+from homeserver.types import JsonDict, Requester
 
 
 class RoomEphemeralSource(Protocol):
@@ -65,6 +67,14 @@ class NotificationCountSource(Protocol):
                      by_thread: bool) -> dict[str, JsonDict]: ...
 
 
+class AggregationSource(Protocol):
+    async def bundle_in_room(self, requester: Requester, room: RoomData,
+                             events: list[EventEntry], served: list[JsonDict], upto: int,
+                             joined: bool = True) -> None:
+        """Add bundled aggregations (m.thread) to `served`, the client form of `events`."""
+        ...
+
+
 @dataclass(slots=True)
 class SyncSources:
     typing: RoomEphemeralSource | None = None
@@ -74,3 +84,4 @@ class SyncSources:
     device_lists: DeviceListSource | None = None
     key_counts: KeyCountSource | None = None
     notifications: NotificationCountSource | None = None
+    aggregations: AggregationSource | None = None
