@@ -42,13 +42,13 @@ def media_json(r: Any) -> JsonDict:
 
 
 def mxc_uris(content: Any) -> list[str]:
-    """The mxc URIs an event's content points at: `url` (files, images, stickers, room
-    avatars), `info.thumbnail_url`, and `avatar_url` (member events), as Synapse looks."""
+    """The mxc URIs an event's content points at, where Synapse looks: `url` (files,
+    images, stickers, room avatars) and `info.thumbnail_url`."""
     found: list[str] = []
     if not isinstance(content, dict):
         return found
     info = content.get("info")
-    for value in (content.get("url"), content.get("avatar_url"),
+    for value in (content.get("url"),
                   info.get("thumbnail_url") if isinstance(info, dict) else None):
         if isinstance(value, str) and value.startswith("mxc://"):
             found.append(value)
@@ -104,7 +104,8 @@ class MediaAdminService:
                 "sha256": r["sha256"]}
 
     async def room_media(self, room_id: str) -> tuple[list[str], list[str]]:
-        """The mxc URIs the room's (unredacted, unencrypted) events mention: (local, remote)."""
+        """The mxc URIs the room's (unredacted, unencrypted) events point at, newest first:
+        (local, remote)."""
         if not is_valid_room_id(room_id):
             raise invalid_param("Invalid room id")
         async with self._db.connection() as conn:

@@ -466,10 +466,12 @@ class AdminStore:
         return bool(status == "UPDATE 1")
 
     async def room_event_json_with_mxc(self, conn: Conn, room_id: str) -> list[str]:
-        """The JSON of the room's unredacted events that mention an mxc URI."""
+        """The JSON of the room's unredacted events (not outliers) that mention an mxc URI,
+        newest first."""
         rows = await conn.fetch(
             "SELECT json FROM events WHERE room_id = $1 AND redacted_by IS NULL"
-            " AND strpos(json, 'mxc://') > 0 ORDER BY stream_ordering", room_id)
+            " AND NOT outlier AND strpos(json, 'mxc://') > 0 ORDER BY stream_ordering DESC",
+            room_id)
         return [r["json"] for r in rows]
 
     async def remote_unused_since(self, conn: Conn, before_ts: int) -> list[asyncpg.Record]:

@@ -196,7 +196,11 @@ async def test_quarantine_by_id_user_and_room_and_protection(c: Client, server: 
     for media_id in (b1, b2):
         await c.request("POST", A + f"/media/unquarantine/parley.test/{media_id}", {}, token=t)
 
-    # media in a room: what its events point at
+    # media in a room: what its events point at (not its members' avatars, as in Synapse)
+    av = await upload(c, alice, unique(), "image/png")
+    status, _ = await c.request("PUT", f"/profile/{alice.user_id}/avatar_url",
+                                {"avatar_url": f"mxc://parley.test/{av}"}, alice.access_token)
+    assert status == 200
     room = await c.create_room(alice)
     img, thumb = await upload(c, alice, unique(), "image/png"), await upload(c, alice, unique())
     content = {"msgtype": "m.image", "body": "cat.png", "url": f"mxc://parley.test/{img}",
@@ -218,6 +222,10 @@ async def test_quarantine_by_id_user_and_room_and_protection(c: Client, server: 
     assert (await download(c, alice, img))[0] == 404
     assert (await download(c, alice, thumb))[0] == 404
     assert (await download(c, alice, a1))[0] == 200
+    assert (await download(c, alice, av))[0] == 200
+    assert await server.hs.db.fetchval(
+        "SELECT count(*) FROM events WHERE room_id = $1 AND strpos(json, $2) > 0",
+        room, av) > 0  # the member event names the avatar, and it was left alone
 
     # bad input: the spec's errcodes, nothing changed
     for path in (f"/media/quarantine/parley.test/{'x' * 300}", "/media/protect/nosuch",
