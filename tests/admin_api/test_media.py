@@ -4,6 +4,7 @@ it, purge the remote cache and read the usage statistics; everyone else is refus
 
 from __future__ import annotations
 
+import io
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from tests.admin_api.conftest import make_admin
 from tests.conftest import Server, start_server
@@ -268,6 +270,24 @@ async def test_delete_media_by_id_and_by_user(c: Client, server: Server, admin: 
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"
     status, body = await c.request("DELETE", A + "/media/remote.test/abc", token=t)
     assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+
+    # an image's thumbnails go with it
+    buf = io.BytesIO()
+    Image.new("RGB", (120, 90), tuple(secrets.token_bytes(3))).save(buf, "PNG")
+    img = await upload(c, alice, buf.getvalue(), "image/png")
+    async with c.session.get(f"{c.base}{V1}/thumbnail/parley.test/{img}",
+                             params={"width": "32", "height": "32", "method": "crop"},
+                             headers={"Authorization": f"Bearer {alice.access_token}"}) as r:
+        assert r.status == 200
+    img_sha = await sha_of(server, img)
+    thumbs = [r["sha256"] for r in await server.hs.db.fetch(
+        "SELECT sha256 FROM media_thumbnails WHERE source_sha256 = $1", img_sha)]
+    assert thumbs and all(on_disk(server, x) for x in thumbs)
+    status, body = await c.request("DELETE", A + f"/media/parley.test/{img}", token=t)
+    assert status == 200 and body["deleted_media"] == [img]
+    assert not on_disk(server, img_sha) and not any(on_disk(server, x) for x in thumbs)
+    assert await server.hs.db.fetchval(
+        "SELECT count(*) FROM media_thumbnails WHERE source_sha256 = $1", img_sha) == 0
 
     # a user's media, newest first, `limit` at a time
     ids = [await upload(c, bob, unique()) for _ in range(3)]
