@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from client_api.context import auth
+from homeserver.admin.media import MediaAdminService
 from homeserver.admin.notices import ServerNotices
 from homeserver.admin.registration_tokens import RegistrationTokens
 from homeserver.admin.rooms import RoomAdminService
@@ -26,6 +27,7 @@ class AdminContext:
     reports: ReportService
     notices: ServerNotices
     server_version: str
+    media: MediaAdminService
 
 
 ADMIN: web.AppKey[AdminContext] = web.AppKey("parley_admin_ctx", AdminContext)

@@ -56,6 +56,7 @@ from federation.client import FederationClient
 from federation.context import FED, FederationContext
 from federation.routes import add_federation_routes
 from federation.tls import client_context, server_context
+from homeserver.admin.media import MediaAdminService
 from homeserver.admin.notices import ServerNotices
 from homeserver.admin.registration_tokens import RegistrationTokens
 from homeserver.admin.rooms import RoomAdminService, RoomCaches
@@ -393,7 +394,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(pusher_sender)
     hs.background.append(NotificationPruner(db, notification_store))
     # -- media repository; the retention task also clears half-written uploads at start
-    hs.media = build_media(config, db)
+    hs.media = media_parts = build_media(config, db)
     hs.background.append(hs.media.retention)
     if hs.media.previews is not None:
         hs.background.append(hs.media.previews)
@@ -423,7 +424,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         rooms=room_admin, tokens=RegistrationTokens(db, admin_store),
         reports=ReportService(db, ReportStore(), room_service, reader),
         notices=notices,
-        server_version=server_version())
+        server_version=server_version(),
+        media=MediaAdminService(db, admin_store, media_parts.retention, config.server_name))
     hs.admin.users.pusher_service = hs.pushers
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(

@@ -34,6 +34,20 @@ _USER_FILTER = (
     " AND ($5::boolean IS NULL OR u.is_admin = $5) AND ($6 OR NOT u.locked)"
 )
 
+# order_by values of GET /_synapse/admin/v1/users/{userId}/media -> SQL.
+USER_MEDIA_ORDER = {
+    "media_id": "media_id", "upload_name": "upload_name", "created_ts": "created_ts",
+    "last_access_ts": "last_access_ts", "media_length": "size", "media_type": "content_type",
+    "quarantined_by": "quarantined_by", "safe_from_quarantine": "safe_from_quarantine",
+}
+
+_MEDIA_COLUMNS = ("media_id, created_ts, last_access_ts, size, content_type, upload_name,"
+                  " quarantined_by, safe_from_quarantine")
+
+# order_by values of GET /_synapse/admin/v1/statistics/users/media -> SQL.
+USAGE_ORDER = {"user_id": "m.user_id", "displayname": "p.displayname",
+               "media_length": "media_length", "media_count": "media_count"}
+
 # order_by values of GET /_synapse/admin/v1/rooms -> SQL.
 ROOM_ORDER = {
     "name": "name", "canonical_alias": "canonical_alias", "joined_members": "joined_members",
@@ -345,3 +359,146 @@ class AdminStore:
     async def delete_registration_token(self, conn: Conn, token: str) -> bool:
         res = await conn.execute("DELETE FROM registration_tokens WHERE token = $1", token)
         return bool(res.endswith(" 1"))
+
+    # -- media (Synapse's media admin API and users' media statistics; the tables are the
+    # media repository's, migrations/0022_media.sql and 0027_admin_media.sql)
+    async def user_media(self, conn: Conn, user_id: str, order: str, backwards: bool,
+                         limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+        """A user's uploaded media (pending ids not included), in `order` (a key of
+        USER_MEDIA_ORDER) then by media id, and how many there are."""
+        column, way = USER_MEDIA_ORDER[order], "DESC" if backwards else "ASC"
+        rows = await conn.fetch(
+            f"SELECT {_MEDIA_COLUMNS} FROM local_media WHERE user_id = $1"
+            f" AND sha256 IS NOT NULL ORDER BY {column} {way}, media_id ASC"
+            " LIMIT $2 OFFSET $3", user_id, limit, offset)
+        total = await conn.fetchval(
+            "SELECT count(*) FROM local_media WHERE user_id = $1 AND sha256 IS NOT NULL",
+            user_id)
+        return list(rows), int(total)
+
+    async def local_media_info(self, conn: Conn, media_id: str) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            f"SELECT {_MEDIA_COLUMNS}, user_id, sha256, authenticated FROM local_media"
+            " WHERE media_id = $1", media_id)
+
+    async def remote_media_info(self, conn: Conn, origin: str, media_id: str
+                                ) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            "SELECT origin, media_id, content_type, upload_name, size, sha256, cached_ts,"
+            " last_access_ts, authenticated, quarantined_by FROM remote_media"
+            " WHERE origin = $1 AND media_id = $2", origin, media_id)
+
+    async def delete_local_media(self, conn: Conn, media_ids: list[str]
+                                 ) -> list[asyncpg.Record]:
+        """Delete local media rows; (media_id, sha256) of those that were there."""
+        return list(await conn.fetch(
+            "DELETE FROM local_media WHERE media_id = ANY($1::text[])"
+            " RETURNING media_id, sha256", media_ids))
+
+    async def old_local_media(self, conn: Conn, prefix: str, before_ts: int, size_gt: int,
+                              keep_profiles: bool) -> list[str]:
+        """Local media last downloaded (or, never downloaded, created) before `before_ts`,
+        larger than `size_gt` bytes, neither quarantined nor protected; with
+        `keep_profiles`, not a user's avatar (profile or room member event) nor a room's
+        avatar. `prefix` is `mxc://<server>/`."""
+        rows = await conn.fetch(
+            "WITH kept AS ("
+            "  SELECT avatar_url AS url FROM profiles WHERE $4 AND avatar_url IS NOT NULL"
+            "  UNION SELECT e.json::jsonb -> 'content' ->> 'url' FROM current_state cs"
+            "    JOIN events e ON e.event_id = cs.event_id"
+            "    WHERE $4 AND cs.type = 'm.room.avatar'"
+            "  UNION SELECT e.json::jsonb -> 'content' ->> 'avatar_url' FROM current_state cs"
+            "    JOIN events e ON e.event_id = cs.event_id"
+            "    WHERE $4 AND cs.type = 'm.room.member')"
+            " SELECT media_id FROM local_media m WHERE sha256 IS NOT NULL"
+            " AND (last_access_ts < $2 OR (last_access_ts IS NULL AND created_ts < $2))"
+            " AND size > $3 AND NOT quarantined AND NOT safe_from_quarantine"
+            " AND NOT EXISTS (SELECT 1 FROM kept WHERE kept.url = $1 || m.media_id)"
+            " ORDER BY created_ts, media_id", prefix, before_ts, size_gt, keep_profiles)
+        return [r["media_id"] for r in rows]
+
+    async def quarantine_local(self, conn: Conn, media_ids: list[str], by: str | None) -> int:
+        """(Un)quarantine local media and every local or cached item with the same content,
+        as Synapse does; protected media is never quarantined. How many items changed."""
+        hashes = await conn.fetch(
+            "SELECT DISTINCT sha256 FROM local_media WHERE media_id = ANY($1::text[])"
+            " AND sha256 IS NOT NULL AND ($2::text IS NULL OR NOT safe_from_quarantine)",
+            media_ids, by)
+        return await self._quarantine(conn, media_ids, [], [r["sha256"] for r in hashes], by)
+
+    async def quarantine_remote(self, conn: Conn, items: list[tuple[str, str]],
+                                by: str | None) -> int:
+        origins, ids = [o for o, _ in items], [m for _, m in items]
+        hashes = await conn.fetch(
+            "SELECT DISTINCT r.sha256 FROM remote_media r JOIN unnest($1::text[], $2::text[])"
+            " AS x (origin, media_id) ON r.origin = x.origin AND r.media_id = x.media_id",
+            origins, ids)
+        return await self._quarantine(conn, [], items, [r["sha256"] for r in hashes], by)
+
+    async def _quarantine(self, conn: Conn, local_ids: list[str],
+                          remote: list[tuple[str, str]], hashes: list[str],
+                          by: str | None) -> int:
+        flag = by is not None
+        # local: the named ids (a pending one has no content yet) and their content's copies
+        local = await conn.fetch(
+            "UPDATE local_media SET quarantined = $3, quarantined_by = $4"
+            " WHERE (media_id = ANY($1::text[]) OR sha256 = ANY($2::text[]))"
+            " AND (quarantined <> $3 OR quarantined_by IS DISTINCT FROM $4)"
+            " AND NOT ($3 AND safe_from_quarantine) RETURNING media_id",
+            local_ids, hashes, flag, by)
+        rem = await conn.fetch(
+            "UPDATE remote_media r SET quarantined = $4, quarantined_by = $5"
+            " WHERE (r.sha256 = ANY($3::text[]) OR (r.origin, r.media_id) IN"
+            "   (SELECT * FROM unnest($1::text[], $2::text[])))"
+            " AND (r.quarantined <> $4 OR r.quarantined_by IS DISTINCT FROM $5)"
+            " RETURNING r.media_id",
+            [o for o, _ in remote], [m for _, m in remote], hashes, flag, by)
+        return len(local) + len(rem)
+
+    async def user_media_ids(self, conn: Conn, user_id: str) -> list[str]:
+        rows = await conn.fetch("SELECT media_id FROM local_media WHERE user_id = $1", user_id)
+        return [r["media_id"] for r in rows]
+
+    async def set_media_protected(self, conn: Conn, media_id: str, safe: bool) -> bool:
+        status = await conn.execute(
+            "UPDATE local_media SET safe_from_quarantine = $2 WHERE media_id = $1",
+            media_id, safe)
+        return bool(status == "UPDATE 1")
+
+    async def room_event_json_with_mxc(self, conn: Conn, room_id: str) -> list[str]:
+        """The JSON of the room's unredacted events (not outliers) that mention an mxc URI,
+        newest first."""
+        rows = await conn.fetch(
+            "SELECT json FROM events WHERE room_id = $1 AND redacted_by IS NULL"
+            " AND NOT outlier AND strpos(json, 'mxc://') > 0 ORDER BY stream_ordering DESC",
+            room_id)
+        return [r["json"] for r in rows]
+
+    async def remote_unused_since(self, conn: Conn, before_ts: int) -> list[asyncpg.Record]:
+        """Delete cached remote media last used before `before_ts` (quarantined items are
+        kept, so a later fetch does not bring them back unquarantined); their hashes."""
+        return list(await conn.fetch(
+            "DELETE FROM remote_media WHERE last_access_ts < $1 AND NOT quarantined"
+            " RETURNING sha256", before_ts))
+
+    async def users_media_usage(self, conn: Conn, order: str, backwards: bool, limit: int,
+                                offset: int, from_ts: int | None, until_ts: int | None,
+                                search: str | None) -> tuple[list[asyncpg.Record], int]:
+        column, way = USAGE_ORDER[order], "DESC" if backwards else "ASC"
+        base = (
+            " FROM local_media m LEFT JOIN profiles p ON p.user_id = m.user_id"
+            " WHERE m.sha256 IS NOT NULL"
+            " AND ($1::bigint IS NULL OR m.created_ts >= $1)"
+            " AND ($2::bigint IS NULL OR m.created_ts <= $2)"
+            " AND ($3::text IS NULL"
+            "   OR strpos(split_part(substr(m.user_id, 2), ':', 1), $3) > 0"
+            "   OR strpos(COALESCE(p.displayname, ''), $3) > 0)"
+            " GROUP BY m.user_id, p.displayname")
+        rows = await conn.fetch(
+            "SELECT m.user_id, p.displayname, count(*) AS media_count,"
+            f" COALESCE(sum(m.size), 0)::bigint AS media_length {base}"
+            f" ORDER BY {column} {way}, m.user_id {way} LIMIT $4 OFFSET $5",
+            from_ts, until_ts, search, limit, offset)
+        total = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 {base}) AS u",
+                                    from_ts, until_ts, search)
+        return list(rows), int(total)

@@ -157,6 +157,7 @@ class MediaService:
         check_media_id(server_name, media_id)
         if server_name == self.server_name:
             info = await self._local(media_id, min(wait_ms, MAX_WAIT_MS))
+            await self.store.touch_local(self.db.pool, media_id, now_ms())
         else:
             info = await self._remote(server_name, media_id, allow_remote)
         if legacy and info.authenticated:

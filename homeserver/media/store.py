@@ -65,6 +65,13 @@ class MediaStore:
             "UPDATE local_media SET quarantined = $2 WHERE user_id = $1", user_id, flag)
         return int(status.split()[-1])
 
+    async def touch_local(self, conn: Conn, media_id: str, now: int) -> None:
+        """Record a download (at most once a minute per item), for the admin API's
+        delete-by-date (migrations/0027_admin_media.sql)."""
+        await conn.execute(
+            "UPDATE local_media SET last_access_ts = $2::bigint WHERE media_id = $1"
+            " AND (last_access_ts IS NULL OR last_access_ts < $2::bigint - 60000)", media_id, now)
+
     # -- remote media cache
     async def remote(self, conn: Conn, origin: str, media_id: str) -> asyncpg.Record | None:
         return await conn.fetchrow(
