@@ -203,7 +203,12 @@ class MediaService:
             raise not_found("Unknown media")
         ctype, name, body = await self.remote.fetch(origin, media_id,
                                                     self.config.max_upload_bytes)
-        return await self.store_remote(origin, media_id, ctype, name, body)
+        try:
+            return await self.store_remote(origin, media_id, ctype, name, body)
+        finally:  # release the remote's answer even when the cache refused it midway
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def store_remote(self, origin: str, media_id: str, content_type: str | None,
                            upload_name: str | None, body: AsyncIterable[bytes]) -> MediaInfo:
@@ -231,9 +236,10 @@ class MediaService:
     def chunks(self, sha256: str) -> AsyncIterator[bytes]:
         return self.storage.chunks(sha256)
 
-    async def open_local(self, media_id: str) -> tuple[MediaInfo, AsyncIterator[bytes]]:
+    async def open_local(self, media_id: str, wait_ms: int = 0
+                         ) -> tuple[MediaInfo, AsyncIterator[bytes]]:
         """Our own media by id, for federation: (metadata, byte stream); 404 if unknown."""
-        info = await self.get(self.server_name, media_id)
+        info = await self.get(self.server_name, media_id, wait_ms=wait_ms)
         return info, self.storage.chunks(info.sha256)
 
     # ------------------------------------------------------------------ admin
