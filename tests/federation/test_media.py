@@ -1,19 +1,29 @@
 """Remote media between two Parley servers over real TLS on loopback: a client of B downloads
 and thumbnails media uploaded on A (through /_matrix/federation/v1/media/download), B keeps it
-in its cache, and the federation media endpoints themselves (multipart answers, X-Matrix)."""
+in its cache, and the federation media endpoints themselves (multipart answers, X-Matrix); and,
+against a stand-in remote server, the answers Parley never gives (Location, the deprecated
+endpoint, too large, malformed, cut off)."""
 
 from __future__ import annotations
 
 import io
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from PIL import Image
 
 from federation.client import FederationClient
 from federation.tls import client_context
 from homeserver.outbound import OutboundPolicy, parse_ranges
-from tests.federation.conftest import LOOPBACK, Factory, FedServer
+from tests.conftest import free_port
+from tests.federation.conftest import LOOPBACK, Factory, FedServer, fed_config
+from tests.federation.pki import Cert, LocalCA
 from tests.helpers import User
 
 V1 = "/_matrix/client/v1/media"
@@ -160,3 +170,101 @@ async def test_federation_media_endpoints(make_server: Factory) -> None:
                               ssl=ssl_ctx) as resp:
             assert resp.status == 401
             assert (await resp.json())["errcode"] == "M_UNAUTHORIZED"
+
+
+# ---------------------------------------------------------------- answers Parley never gives
+
+def _multipart(second_part_headers: str, payload: bytes = b"") -> web.Response:
+    body = (b"--XyZ\r\nContent-Type: application/json\r\n\r\n{}\r\n--XyZ\r\n"
+            + second_part_headers.encode() + b"\r\n\r\n" + payload + b"\r\n--XyZ--\r\n")
+    return web.Response(body=body, headers={"Content-Type": "multipart/mixed; boundary=XyZ"})
+
+
+@asynccontextmanager
+async def other_server(cert: Cert) -> AsyncIterator[str]:
+    """A remote homeserver (TLS on loopback, name `127.0.0.1:PORT`) whose media answers are
+    ones Parley itself never gives: a Location redirect, a deprecated-endpoints-only server,
+    oversized, malformed and cut-off answers."""
+    port = free_port()
+    name = f"127.0.0.1:{port}"
+
+    async def media(request: web.Request) -> web.StreamResponse:
+        assert request.headers["Authorization"].startswith("X-Matrix ")
+        what = request.match_info["media_id"]
+        if what == "redirected":
+            return _multipart(f"Location: https://{name}/files/cat.txt")
+        if what == "redirected_inside":
+            return _multipart("Location: http://10.0.0.1/files/cat.txt")
+        if what == "oldstyle":
+            return web.json_response({"errcode": "M_UNRECOGNIZED", "error": "?"}, status=404)
+        if what == "huge":
+            return _multipart("Content-Type: application/octet-stream", b"x" * 5000)
+        if what == "notmultipart":
+            return web.Response(body=b"surprise", content_type="text/plain")
+        if what == "cutoff":
+            resp = web.StreamResponse(
+                headers={"Content-Type": "multipart/mixed; boundary=XyZ"})
+            resp.content_length = 100_000
+            await resp.prepare(request)
+            await resp.write(b"--XyZ\r\nContent-Type: application/json\r\n\r\n{}\r\n--XyZ\r\n"
+                             b"Content-Type: text/plain\r\n\r\npartial")
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        if what == "toolarge":
+            return web.json_response({"errcode": "M_TOO_LARGE", "error": "no"}, status=502)
+        return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
+
+    async def file(request: web.Request) -> web.Response:
+        return web.Response(body=b"meow", headers={
+            "Content-Type": "text/plain", "Content-Disposition": 'inline; filename="cat.txt"'})
+
+    async def legacy(request: web.Request) -> web.Response:
+        assert request.query["allow_remote"] == "false"
+        assert request.match_info["server_name"] == name
+        return web.Response(body=b"from the old endpoint", headers={
+            "Content-Type": "text/plain", "Content-Disposition": "inline; filename=old.txt"})
+
+    app = web.Application()
+    app.router.add_get("/_matrix/federation/v1/media/download/{media_id}", media)
+    app.router.add_get("/files/cat.txt", file)
+    app.router.add_get("/_matrix/media/v3/download/{server_name}/{media_id}", legacy)
+    ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ssl_ctx.load_cert_chain(cert.cert, cert.key)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_ctx).start()
+    try:
+        yield name
+    finally:
+        await runner.cleanup()
+
+
+async def test_redirects_fallback_and_bad_answers(make_server: Factory, server_cert: Cert,
+                                                  tmp_path: Path, local_ca: LocalCA) -> None:
+    cfg = fed_config(tmp_path, server_cert, local_ca.ca_file)
+    b: FedServer = await make_server(config=replace(
+        cfg, media=replace(cfg.media, max_upload_bytes=4000)))
+    bob = await b.client.register("bob")
+    async with other_server(server_cert) as name:
+        status, headers, body = await _get(b, bob, f"/download/{name}/redirected")
+        assert (status, body) == (200, b"meow")
+        assert headers["Content-Disposition"] == 'inline; filename="cat.txt"'
+        status, headers, body = await _get(b, bob, f"/download/{name}/oldstyle")
+        assert (status, body) == (200, b"from the old endpoint")
+        assert headers["Content-Disposition"] == 'inline; filename="old.txt"'
+        # a Location into a denied range is not followed; beyond the size limit, cut-off,
+        # not multipart, or the remote's own errors: 502 (M_TOO_LARGE where it is that)
+        for media_id, errcode in (("redirected_inside", "M_UNKNOWN"), ("huge", "M_TOO_LARGE"),
+                                  ("toolarge", "M_TOO_LARGE"), ("notmultipart", "M_UNKNOWN"),
+                                  ("cutoff", "M_UNKNOWN")):
+            status, _, body = await _get(b, bob, f"/download/{name}/{media_id}")
+            assert (status, _json(body)["errcode"]) == (502, errcode), (media_id, body)
+        status, _, body = await _get(b, bob, f"/download/{name}/absent")
+        assert (status, _json(body)["errcode"]) == (404, "M_NOT_FOUND")
+        rows = await b.hs.db.pool.fetch(
+            "SELECT media_id FROM remote_media WHERE origin = $1 ORDER BY media_id", name)
+        assert [r["media_id"] for r in rows] == ["oldstyle", "redirected"]
+    # what was cached is served with the other server gone
+    status, _, body = await _get(b, bob, f"/download/{name}/redirected")
+    assert (status, body) == (200, b"meow")
