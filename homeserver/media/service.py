@@ -76,6 +76,7 @@ class MediaService:
         self.server_name = server_name
         self.remote: RemoteMediaSource | None = None
         self._uploaded: dict[str, asyncio.Event] = {}
+        self._fetching: dict[tuple[str, str], asyncio.Task[MediaInfo]] = {}
 
     # ------------------------------------------------------------------ uploads
 
@@ -201,8 +202,24 @@ class MediaService:
             return _remote_info(row)
         if not allow_remote or self.remote is None:
             raise not_found("Unknown media")
-        ctype, name, body = await self.remote.fetch(origin, media_id,
-                                                    self.config.max_upload_bytes)
+        # One fetch per item however many ask at once, as a task of its own: a client that
+        # goes away does not abort a download others (or the next request) will use.
+        key = (origin, media_id)
+        task = self._fetching.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch_remote(self.remote, origin, media_id))
+            self._fetching[key] = task
+            task.add_done_callback(lambda t: self._fetched(key, t))
+        return await asyncio.shield(task)
+
+    def _fetched(self, key: tuple[str, str], task: asyncio.Task[MediaInfo]) -> None:
+        self._fetching.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved, even when every waiter has gone
+
+    async def _fetch_remote(self, remote: RemoteMediaSource, origin: str, media_id: str
+                            ) -> MediaInfo:
+        ctype, name, body = await remote.fetch(origin, media_id, self.config.max_upload_bytes)
         try:
             return await self.store_remote(origin, media_id, ctype, name, body)
         finally:  # release the remote's answer even when the cache refused it midway

@@ -6,6 +6,7 @@ endpoint, too large, malformed, cut off)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ssl
 from collections.abc import AsyncIterator
@@ -181,7 +182,7 @@ def _multipart(second_part_headers: str, payload: bytes = b"") -> web.Response:
 
 
 @asynccontextmanager
-async def other_server(cert: Cert) -> AsyncIterator[str]:
+async def other_server(cert: Cert, hits: dict[str, int]) -> AsyncIterator[str]:
     """A remote homeserver (TLS on loopback, name `127.0.0.1:PORT`) whose media answers are
     ones Parley itself never gives: a Location redirect, a deprecated-endpoints-only server,
     oversized, malformed and cut-off answers."""
@@ -191,6 +192,10 @@ async def other_server(cert: Cert) -> AsyncIterator[str]:
     async def media(request: web.Request) -> web.StreamResponse:
         assert request.headers["Authorization"].startswith("X-Matrix ")
         what = request.match_info["media_id"]
+        hits[what] = hits.get(what, 0) + 1
+        if what == "slow":
+            await asyncio.sleep(0.3)
+            return _multipart("Content-Type: text/plain", b"worth the wait")
         if what == "redirected":
             return _multipart(f"Location: https://{name}/files/cat.txt")
         if what == "redirected_inside":
@@ -246,7 +251,12 @@ async def test_redirects_fallback_and_bad_answers(make_server: Factory, server_c
     b: FedServer = await make_server(config=replace(
         cfg, media=replace(cfg.media, max_upload_bytes=4000)))
     bob = await b.client.register("bob")
-    async with other_server(server_cert) as name:
+    hits: dict[str, int] = {}
+    async with other_server(server_cert, hits) as name:
+        # many asking at once: one fetch, and everyone gets the bytes
+        got = await asyncio.gather(*(_get(b, bob, f"/download/{name}/slow") for _ in range(5)))
+        assert [(s, body) for s, _, body in got] == [(200, b"worth the wait")] * 5
+        assert hits["slow"] == 1
         status, headers, body = await _get(b, bob, f"/download/{name}/redirected")
         assert (status, body) == (200, b"meow")
         assert headers["Content-Disposition"] == 'inline; filename="cat.txt"'
@@ -264,7 +274,7 @@ async def test_redirects_fallback_and_bad_answers(make_server: Factory, server_c
         assert (status, _json(body)["errcode"]) == (404, "M_NOT_FOUND")
         rows = await b.hs.db.pool.fetch(
             "SELECT media_id FROM remote_media WHERE origin = $1 ORDER BY media_id", name)
-        assert [r["media_id"] for r in rows] == ["oldstyle", "redirected"]
+        assert [r["media_id"] for r in rows] == ["oldstyle", "redirected", "slow"]
     # what was cached is served with the other server gone
     status, _, body = await _get(b, bob, f"/download/{name}/redirected")
     assert (status, body) == (200, b"meow")
