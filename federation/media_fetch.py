@@ -69,8 +69,12 @@ class FederationMediaClient:
             meta = await reader.next()
             if not isinstance(meta, aiohttp.BodyPartReader):
                 raise FederationError(502, {"error": "media answer has no metadata part"})
-            raw = await meta.read()
-            if len(raw) > MAX_METADATA or not isinstance(orjson.loads(raw or b"{}"), dict):
+            raw = b""
+            while chunk := await meta.read_chunk(CHUNK):
+                raw += chunk
+                if len(raw) > MAX_METADATA:
+                    raise FederationError(502, {"error": "media metadata too large"})
+            if not isinstance(orjson.loads(raw or b"{}"), dict):
                 raise FederationError(502, {"error": "bad media metadata"})
             part = await reader.next()
             if not isinstance(part, aiohttp.BodyPartReader):

@@ -37,6 +37,11 @@ class FederatedMedia:
             ctype, name, body = await self._transport.download(origin, media_id, max_bytes)
         except (RemoteError, Unreachable) as e:
             raise _client_error(origin, media_id, e) from None
+        except MatrixError:
+            raise
+        except Exception as e:  # noqa: BLE001 (a transport bug is still not the client's 500)
+            log.warning("fetching mxc://%s/%s failed", origin, media_id, exc_info=True)
+            raise _client_error(origin, media_id, e) from None
         return ctype, name, _translated(origin, media_id, body)
 
 
@@ -46,6 +51,11 @@ async def _translated(origin: str, media_id: str, body: AsyncIterator[bytes]
         async for chunk in body:
             yield chunk
     except (RemoteError, Unreachable) as e:
+        raise _client_error(origin, media_id, e) from None
+    except MatrixError:
+        raise
+    except Exception as e:  # noqa: BLE001 (as in fetch)
+        log.warning("receiving mxc://%s/%s failed", origin, media_id, exc_info=True)
         raise _client_error(origin, media_id, e) from None
     finally:
         aclose = getattr(body, "aclose", None)
