@@ -1,10 +1,11 @@
 """The media repository's entry point: uploads, asynchronous uploads, lookups, quarantine.
 
-HTTP handlers (client_api/media.py, client_api/media_upload.py) and, later, the federation
-media endpoints call this; they never see the store or the storage backend. What a download
-needs is `get` (metadata, after the access rules) and `content` (a local file or a byte
-stream); federation serves our own media with `open_local` and caches other servers' media with
-`store_remote`.
+HTTP handlers (client_api/media.py, client_api/media_upload.py) and the federation media
+endpoints (federation/media.py) call this; they never see the store or the storage backend.
+What a download needs is `get` (metadata, after the access rules) and `content` (a local file
+or a byte stream); federation serves our own media with `open_local` and caches other servers'
+media with `store_remote`, fetching through `remote` (homeserver/media/remote.py) once per
+item however many ask.
 
 Rules kept here: media ids are `[A-Za-z0-9_-]` (the spec's sanitising rule), quarantined media
 and expired pending ids do not exist for downloads, media uploaded while unauthenticated
