@@ -13,8 +13,10 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -178,6 +180,66 @@ class FederationClient:
         if not 200 <= status < 300 or not isinstance(data, (dict, list)):
             raise FederationError(status, data)
         return data
+
+    # ------------------------------------------------------------------ streamed answers
+
+    @asynccontextmanager
+    async def stream(self, destination: str, uri: str, *, signed: bool = True,
+                     timeout: float | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET of `uri` (path and query, encoded) on `destination` whose answer, of any
+        status, the caller reads as it arrives (media). Raises FederationUnreachable."""
+        headers: dict[str, str] = {}
+        if signed:
+            headers["Authorization"] = sign_request(self.key, "GET", uri, destination, None)
+        addr = await self.address(destination)
+        headers["Host"] = addr.host_header
+        async with self._open("https", addr.host, addr.port, addr.tls_name, uri, headers,
+                              timeout or self._timeout) as resp:
+            yield resp
+
+    @asynccontextmanager
+    async def stream_url(self, url: str, *, timeout: float | None = None
+                         ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A plain GET of an http(s) URL another server pointed us to (a media `Location`),
+        connecting only to addresses the outbound policy permits; redirects are not
+        followed. Raises FederationUnreachable."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as e:
+            raise FederationUnreachable(f"bad URL: {e}") from e
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FederationUnreachable("not an http(s) URL")
+        host = parts.hostname
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Host": parts.netloc.rpartition("@")[2]}
+        async with self._open(parts.scheme, host, port, host, target, headers,
+                              timeout or self._timeout) as resp:
+            yield resp
+
+    @asynccontextmanager
+    async def _open(self, scheme: str, host: str, port: int, tls_name: str, target: str,
+                    headers: dict[str, str], timeout: float
+                    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        last: Exception | None = None
+        for ip in await self._ips(host, port):
+            literal = f"[{ip}]" if ":" in ip else ip
+            url = URL(f"{scheme}://{literal}:{port}{target}", encoded=True)
+            try:
+                resp = await self._http().get(
+                    url, headers=headers, allow_redirects=False,
+                    server_hostname=tls_name if scheme == "https" else None,
+                    timeout=aiohttp.ClientTimeout(sock_connect=min(timeout, 20.0),
+                                                  sock_read=timeout))
+            except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as e:
+                last = e
+                continue
+            try:
+                yield resp
+            finally:
+                resp.release()
+            return
+        raise FederationUnreachable(f"{host}:{port}: {last}")
 
     # ------------------------------------------------------------------ RemoteKeySource
 

@@ -32,6 +32,8 @@ class FederationContext:
     e2ee_keys: Any = None  # homeserver.federation.e2ee_keys.RemoteKeyQueries
     public_rooms: Any = None  # homeserver.rooms.directory.PublicRoomDirectory
     openid: Any = None  # homeserver.users.openid.OpenIdService
+    media: Any = None  # homeserver.media.service.MediaService
+    thumbnails: Any = None  # homeserver.media.thumbnailer.Thumbnailer
 
     async def servers_in_room(self, room_id: str) -> list[str]:
         """This server first, then the others with joined members."""

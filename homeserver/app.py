@@ -54,6 +54,7 @@ from e2ee.store import ToDeviceStore
 from e2ee.to_device import ToDeviceService
 from federation.client import FederationClient
 from federation.context import FED, FederationContext
+from federation.media_fetch import FederationMediaClient
 from federation.routes import add_federation_routes
 from federation.tls import client_context, server_context
 from homeserver.admin.media import MediaAdminService
@@ -87,6 +88,7 @@ from homeserver.http import (
     matrix_errors,
 )
 from homeserver.media.preview import PreviewService
+from homeserver.media.remote import FederatedMedia
 from homeserver.media.retention import MediaRetention
 from homeserver.media.service import MediaService
 from homeserver.media.storage import LocalDiskStorage
@@ -496,6 +498,9 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     assert hs.public_rooms is not None
     hs.public_rooms.remote = queries.public_rooms
     context.public_rooms, context.openid = hs.public_rooms, hs.openid
+    if hs.media is not None:  # our media served to other servers, theirs fetched and cached
+        context.media, context.thumbnails = hs.media.service, hs.media.thumbnails
+        hs.media.service.remote = FederatedMedia(FederationMediaClient(client))
     return Federation(keys=keyring, client=client, context=context, sender=sender,
                       devices=device_fed, realtime=realtime)
 

@@ -1,10 +1,11 @@
 """The media repository's entry point: uploads, asynchronous uploads, lookups, quarantine.
 
-HTTP handlers (client_api/media.py, client_api/media_upload.py) and, later, the federation
-media endpoints call this; they never see the store or the storage backend. What a download
-needs is `get` (metadata, after the access rules) and `content` (a local file or a byte
-stream); federation serves our own media with `open_local` and caches other servers' media with
-`store_remote`.
+HTTP handlers (client_api/media.py, client_api/media_upload.py) and the federation media
+endpoints (federation/media.py) call this; they never see the store or the storage backend.
+What a download needs is `get` (metadata, after the access rules) and `content` (a local file
+or a byte stream); federation serves our own media with `open_local` and caches other servers'
+media with `store_remote`, fetching through `remote` (homeserver/media/remote.py) once per
+item however many ask.
 
 Rules kept here: media ids are `[A-Za-z0-9_-]` (the spec's sanitising rule), quarantined media
 and expired pending ids do not exist for downloads, media uploaded while unauthenticated
@@ -76,6 +77,7 @@ class MediaService:
         self.server_name = server_name
         self.remote: RemoteMediaSource | None = None
         self._uploaded: dict[str, asyncio.Event] = {}
+        self._fetching: dict[tuple[str, str], asyncio.Task[MediaInfo]] = {}
 
     # ------------------------------------------------------------------ uploads
 
@@ -202,9 +204,30 @@ class MediaService:
             return _remote_info(row)
         if not allow_remote or self.remote is None:
             raise not_found("Unknown media")
-        ctype, name, body = await self.remote.fetch(origin, media_id,
-                                                    self.config.max_upload_bytes)
-        return await self.store_remote(origin, media_id, ctype, name, body)
+        # One fetch per item however many ask at once, as a task of its own: a client that
+        # goes away does not abort a download others (or the next request) will use.
+        key = (origin, media_id)
+        task = self._fetching.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch_remote(self.remote, origin, media_id))
+            self._fetching[key] = task
+            task.add_done_callback(lambda t: self._fetched(key, t))
+        return await asyncio.shield(task)
+
+    def _fetched(self, key: tuple[str, str], task: asyncio.Task[MediaInfo]) -> None:
+        self._fetching.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved, even when every waiter has gone
+
+    async def _fetch_remote(self, remote: RemoteMediaSource, origin: str, media_id: str
+                            ) -> MediaInfo:
+        ctype, name, body = await remote.fetch(origin, media_id, self.config.max_upload_bytes)
+        try:
+            return await self.store_remote(origin, media_id, ctype, name, body)
+        finally:  # release the remote's answer even when the cache refused it midway
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def store_remote(self, origin: str, media_id: str, content_type: str | None,
                            upload_name: str | None, body: AsyncIterable[bytes]) -> MediaInfo:
@@ -232,9 +255,10 @@ class MediaService:
     def chunks(self, sha256: str) -> AsyncIterator[bytes]:
         return self.storage.chunks(sha256)
 
-    async def open_local(self, media_id: str) -> tuple[MediaInfo, AsyncIterator[bytes]]:
+    async def open_local(self, media_id: str, wait_ms: int = 0
+                         ) -> tuple[MediaInfo, AsyncIterator[bytes]]:
         """Our own media by id, for federation: (metadata, byte stream); 404 if unknown."""
-        info = await self.get(self.server_name, media_id)
+        info = await self.get(self.server_name, media_id, wait_ms=wait_ms)
         return info, self.storage.chunks(info.sha256)
 
     # ------------------------------------------------------------------ admin

@@ -80,8 +80,9 @@ class MediaStore:
 
     async def touch_remote(self, conn: Conn, origin: str, media_id: str, now: int) -> None:
         await conn.execute(
-            "UPDATE remote_media SET last_access_ts = $3 WHERE origin = $1 AND media_id = $2"
-            " AND last_access_ts < $3 - 60000", origin, media_id, now)
+            "UPDATE remote_media SET last_access_ts = $3::bigint"
+            " WHERE origin = $1 AND media_id = $2 AND last_access_ts < $3::bigint - 60000",
+            origin, media_id, now)
 
     async def insert_remote(self, conn: Conn, origin: str, media_id: str,
                             content_type: str | None, upload_name: str | None, size: int,
