@@ -415,7 +415,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     states = AccountStates(db, admin_store, tokens, hs.limiter, visibility.erased)
     await states.load()
     room_admin = RoomAdminService(db, admin_store, room_service, reader,
-                                  RoomCaches(registry, cache, members), config.instance_name)
+                                  RoomCaches(registry, cache, members, notifications.forget_room),
+                                  config.instance_name)
     room_service.is_blocked = room_admin.is_blocked
     notices = ServerNotices(db, admin_store, accounts, room_service, account_data)
     room_service.is_notice_room = notices.is_notice_room

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,8 @@ class RoomCaches:
     registry: RoomRegistry
     events: EventCache
     members: MembershipIndex
+    # Drops the unread counts kept in memory for a room (NotificationService.forget_room).
+    counts: Callable[[str], None] | None = None
 
 
 def room_json(r: Any, full: bool = False) -> JsonDict:
@@ -353,6 +356,8 @@ class RoomAdminService:
                 event_ids = await self._store.room_event_ids(conn, room_id)
                 await self._store.purge_room(conn, room_id)
             self._caches.registry.drop(room_id)
+            if self._caches.counts is not None:
+                self._caches.counts(room_id)
         for event_id in event_ids:
             self._caches.events.drop(event_id)
         for user_id in members:
@@ -393,6 +398,8 @@ class RoomAdminService:
             async with self._db.transaction() as conn:
                 gone = await self._store.purge_history(conn, room_id, depth, stream, suffix)
             self._caches.registry.drop(room_id)
+            if self._caches.counts is not None:
+                self._caches.counts(room_id)
         for event_id in gone:
             self._caches.events.drop(event_id)
         log.info("purged %d events of %s", len(gone), room_id)

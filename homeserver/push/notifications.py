@@ -280,6 +280,13 @@ class NotificationService:
             self._dirty.add(key)
         return self._counts.get(key)
 
+    def forget_room(self, room_id: str) -> None:
+        """The room's notifications were deleted (an admin purge): its counts in memory go
+        and are read again from the database."""
+        for key in [k for k in self._counts if k[1] == room_id]:
+            del self._counts[key]
+        self._dirty.update(k for k in self._loading if k[1] == room_id)
+
     # ------------------------------------------------------------------ receipts
 
     async def on_receipt(self, conn: Conn, room_id: str, receipt_type: str, user_id: str,

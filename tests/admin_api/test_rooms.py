@@ -321,3 +321,22 @@ async def test_join_a_user_to_a_room(c: Client, admin: User) -> None:
     assert status == 400
     status, body = await c.request("POST", A + f"/v1/join/{private}", {}, token=t)
     assert status == 400 and body["errcode"] == "M_MISSING_PARAM"
+
+
+async def test_purge_history_takes_purged_messages_off_unread_counts(c: Client,
+                                                                     admin: User) -> None:
+    owner, member = await c.register(), await c.register()
+    room = await c.create_room(owner, preset="public_chat")
+    await c.join(member, room)
+    sent = [await c.send(owner, room, f"m{i}") for i in range(4)]
+    sync = await c.sync(member)  # the counts are now also in the server's memory
+    assert sync["rooms"]["join"][room]["unread_notifications"]["notification_count"] == 4
+    status, body = await c.request("POST", A + f"/v1/purge_history/{room}", {
+        "purge_up_to_event_id": sent[2], "delete_local_events": True},
+        token=admin.access_token)
+    assert status == 200, body
+    await _wait_job(c, admin, A + f"/v1/purge_history_status/{body['purge_id']}")
+    sync = await c.sync(member)
+    assert sync["rooms"]["join"][room]["unread_notifications"]["notification_count"] == 2
+    status, body = await c.request("GET", "/notifications", token=member.access_token)
+    assert [n["event"]["event_id"] for n in body["notifications"]] == [sent[3], sent[2]]
