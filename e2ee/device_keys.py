@@ -143,10 +143,14 @@ class DeviceKeyService:
                                                   _dumps(keys.device_keys), _now_ms())
                 await self._lists.record(conn, pos, user_id, [device_id])
             elif orjson.loads(old) != keys.device_keys:
-                raise MatrixError(
-                    400, Codes.INVALID_PARAM,
-                    "This device already has different identity keys; a device's keys "
-                    "cannot be replaced (log in as a new device instead)")
+                # New identity keys for the same device (a client that lost its crypto store
+                # but kept its session, as Synapse allows): they replace the old ones, the
+                # signatures others made of the old keys go, and everyone who shares a room
+                # hears of the change, so their clients see the keys changed.
+                await self._store.set_device_keys(conn, user_id, device_id,
+                                                  _dumps(keys.device_keys), _now_ms())
+                await self._store.delete_signatures_of(conn, user_id, [device_id])
+                await self._lists.record(conn, pos, user_id, [device_id])
         if keys.one_time_keys:
             await self._add_one_time_keys(conn, user_id, device_id, keys.one_time_keys)
         for alg, kid, key in keys.fallback_keys:

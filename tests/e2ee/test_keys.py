@@ -46,20 +46,26 @@ async def test_display_name_is_in_unsigned(c: Client) -> None:
     assert served[alice.device_id]["unsigned"] == {"device_display_name": "Phone"}
 
 
-async def test_identical_reupload_is_fine_different_is_refused(c: Client) -> None:
+async def test_identical_reupload_is_fine_different_replaces(c: Client) -> None:
+    """Same keys again: nothing changes. Different keys for the same device (a client that
+    lost its crypto store but kept its session): they replace the old ones, as Synapse does,
+    and the user's device list changes so others refetch them."""
     alice = await c.register()
     dev = new_device(alice)
     keys = dev.device_keys()
     assert (await upload(c, alice, {"device_keys": keys}))[0] == 200
+    since = (await c.sync(alice))["next_batch"]
     assert (await upload(c, alice, {"device_keys": keys}))[0] == 200
     other = dev.device_keys()  # new curve25519 key, same device
-    status, body = await upload(c, alice, {"device_keys": other,
-                                           "one_time_keys": dev.one_time_keys(2)})
-    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    assert other != keys
+    status, _ = await upload(c, alice, {"device_keys": other})
+    assert status == 200
     served = (await query(c, alice, {alice.user_id: []}))["device_keys"][alice.user_id]
-    assert {k: v for k, v in served[alice.device_id].items() if k != "unsigned"} == keys
-    # the one-time keys of the refused request were not stored either
-    assert (await upload(c, alice, {}))[1] == {"one_time_key_counts": {"signed_curve25519": 0}}
+    assert {k: v for k, v in served[alice.device_id].items() if k != "unsigned"} == other
+    status, changes = await c.request("GET", "/keys/changes", token=alice.access_token,
+                                      params={"from": since, "to": (await c.sync(alice))[
+                                          "next_batch"]})
+    assert status == 200 and alice.user_id in changes["changed"], changes
 
 
 def _bad_device_keys(kind: str, keys: dict[str, Any], user_id: str) -> Any:
@@ -85,6 +91,17 @@ def _bad_device_keys(kind: str, keys: dict[str, Any], user_id: str) -> Any:
     if kind == "bad key id":
         return {**keys, "keys": {**keys["keys"], "nocolon": "x"}}
     raise AssertionError(kind)
+
+
+async def test_device_keys_without_a_self_signature_are_kept_as_synapse_does(c: Client) -> None:
+    """`signatures: {}` (SyTest's uploads): stored and served; other clients will not trust
+    such a device, since they check the signature themselves."""
+    alice = await c.register()
+    keys = {**new_device(alice).device_keys(), "signatures": {}}
+    status, _ = await upload(c, alice, {"device_keys": keys})
+    assert status == 200
+    served = (await query(c, alice, {alice.user_id: []}))["device_keys"][alice.user_id]
+    assert served[alice.device_id]["keys"] == keys["keys"]
 
 
 @pytest.mark.parametrize("kind,code", [
