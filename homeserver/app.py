@@ -17,6 +17,7 @@ from client_api import (
     dehydrated,
     devices,
     directory,
+    events_stream,
     keys,
     login,
     media,
@@ -556,7 +557,7 @@ def make_app(hs: Homeserver) -> web.Application:
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
-                   search, threads):
+                   search, threads, events_stream):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
