@@ -1,5 +1,5 @@
 """Membership handshake routes: make_join/send_join, make_leave/send_leave,
-make_knock/send_knock, invite (v2);
+make_knock/send_knock, invite (v2, and the deprecated v1);
 the v1 send_join/send_leave forms answer in their older shape."""
 
 from __future__ import annotations
@@ -85,6 +85,21 @@ async def send_knock(request: web.Request) -> web.Response:
     entry = await rooms.send_membership(origin, request.match_info["room_id"],
                                         request.match_info["event_id"], body, "knock")
     return json_response(await rooms.knock_response(entry))
+
+
+@routes.put(F + "/v1/invite/{room_id}/{event_id}")
+async def invite_v1(request: web.Request) -> web.Response:
+    """The deprecated v1 form (rooms of versions 1 and 2 only): the body is the event itself,
+    its stripped room state in `unsigned.invite_room_state`; the answer is `[200, {event}]`."""
+    origin, body = await signed(request)
+    if not isinstance(body, dict):
+        raise MatrixError(400, Codes.BAD_JSON, "The body must be the invite event")
+    unsigned = body.get("unsigned")
+    state = unsigned.get("invite_room_state", []) if isinstance(unsigned, dict) else []
+    answer = await fed(request).rooms.receive_invite(
+        origin, request.match_info["room_id"], request.match_info["event_id"],
+        {"event": body, "room_version": "1", "invite_room_state": state})
+    return json_response([200, answer])
 
 
 @routes.put(F + "/v2/invite/{room_id}/{event_id}")

@@ -296,8 +296,15 @@ class RemoteMembership:
         body = {"event": pdu, "room_version": room.version.identifier,
                 "invite_room_state": room_state_pdus(room, pdu["sender"])}
         try:
-            resp = await self._t.request(server, "PUT", fed_path(
-                "/_matrix/federation/v2/invite/%s/%s", room.room_id, event_id), body=body)
+            try:
+                resp = await self._t.request(server, "PUT", fed_path(
+                    "/_matrix/federation/v2/invite/%s/%s", room.room_id, event_id), body=body)
+            except RemoteError as e:
+                # A server without the v2 API: the v1 form carries rooms of versions 1 and 2.
+                unknown = e.status == 404 or (e.status == 400 and e.errcode == "M_UNRECOGNIZED")
+                if not unknown or room.version.identifier not in ("1", "2"):
+                    raise
+                resp = await self._invite_v1(server, room, event_id, pdu)
         except RemoteError as e:
             raise forbidden(f"{server} refused the invite: {e.errcode or e.status}") from e
         except Unreachable as e:
@@ -310,6 +317,18 @@ class RemoteMembership:
         signed = dict(pdu)
         signed["signatures"] = {**pdu["signatures"], server: theirs}
         return signed
+
+    async def _invite_v1(self, server: str, room: RoomData, event_id: str,
+                         pdu: JsonDict) -> JsonDict:
+        unsigned = {**pdu.get("unsigned", {}),
+                    "invite_room_state": room_state_pdus(room, pdu["sender"])}
+        answer = await self._t.request(server, "PUT", fed_path(
+            "/_matrix/federation/v1/invite/%s/%s", room.room_id, event_id),
+            body={**pdu, "unsigned": unsigned})
+        # [200, {"event": ...}]; anything else is treated as an answer without a signature.
+        if isinstance(answer, list) and len(answer) == 2 and isinstance(answer[1], dict):
+            return answer[1]
+        return {}
 
     async def _check_signature(self, rv: RoomVersion, pdu: JsonDict, server: str,
                                sigs: dict[str, Any]) -> None:

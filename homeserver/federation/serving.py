@@ -280,9 +280,12 @@ class FederationRooms:
             check_format(rv, pdu)
             if compute_event_id(pdu, rv) != event_id:
                 raise bad_json("The event id does not match the event")
-            await check_signatures(rv, pdu, event_id, self._keys)
         except (InvalidPdu, ValueError) as e:
             raise bad_json(f"Bad invite: {e}") from e
+        try:
+            await check_signatures(rv, pdu, event_id, self._keys)
+        except (InvalidPdu, ValueError) as e:  # not signed by its sender's server
+            raise forbidden(f"Bad invite: {e}") from e
         target = pdu.get("state_key")
         content = pdu.get("content", {})
         if pdu.get("type") != "m.room.member" or content.get("membership") != "invite" or \
