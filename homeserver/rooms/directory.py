@@ -46,7 +46,8 @@ class PublicRoomDirectory:
             entries = [e for e in entries if t in (e.get("name") or "").lower()
                        or t in (e.get("topic") or "").lower()
                        or t in (e.get("canonical_alias") or "").lower()]
-        entries.sort(key=lambda e: -int(e["num_joined_members"]))
+        # Ties by room id, so pages stay the same from one request to the next.
+        entries.sort(key=lambda e: (-int(e["num_joined_members"]), str(e["room_id"])))
         start = 0
         if since and since.isascii() and since.isdigit():  # a position we handed out; a huge
             start = int(since) if len(since) < 16 else len(entries)  # one is past the end

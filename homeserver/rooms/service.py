@@ -802,6 +802,32 @@ class RoomService:
                 raise forbidden("You may not delete this alias")
         async with self._db.connection() as conn:
             await self._store.delete_alias(conn, alias)
+        await self._drop_canonical_alias(requester, str(row["room_id"]), alias)
+
+    async def _drop_canonical_alias(self, requester: Requester, room_id: str,
+                                    alias: str) -> None:
+        """A deleted alias no longer names its room: it leaves the room's m.room.canonical_alias
+        (as the reference server does), when the deleter may change that event; otherwise
+        the event keeps it (an alias that resolves to nothing, which clients tolerate)."""
+        room = await self.get_room(room_id)
+        current = room.state.get(("m.room.canonical_alias", ""))
+        if current is None:
+            return
+        content = dict(current.pdu.get("content", {}))
+        alt = content.get("alt_aliases")
+        changed = False
+        if content.get("alias") == alias:
+            del content["alias"]
+            changed = True
+        if isinstance(alt, list) and alias in alt:
+            content["alt_aliases"] = [a for a in alt if a != alias]
+            changed = True
+        if not changed:
+            return
+        try:
+            await self.set_state(requester, room_id, "m.room.canonical_alias", "", content)
+        except MatrixError:  # not allowed to send it: the alias is gone all the same
+            pass
 
     async def set_public(self, requester: Requester, room_id: str, is_public: bool) -> None:
         """PUT /directory/list/room/{roomId}: moderators (power level 50) and admins may list
