@@ -20,7 +20,8 @@ async def test_deleting_the_canonical_alias_clears_it(c: Client) -> None:
     status, body = await c.request("PUT", f"/rooms/{room}/state/m.room.canonical_alias",
                                    {"alias": name, "alt_aliases": [alt]}, alice.access_token)
     assert status == 200, body
-    status, _ = await c.request("DELETE", f"/directory/room/{quote(name)}", None, alice.access_token)
+    status, _ = await c.request("DELETE", f"/directory/room/{quote(name)}", None,
+                                alice.access_token)
     assert status == 200
     status, body = await c.request("GET", f"/rooms/{room}/state/m.room.canonical_alias",
                                    token=alice.access_token)
