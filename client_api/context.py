@@ -35,6 +35,7 @@ from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.typing import TypingService
+from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.search.service import SearchService
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
@@ -85,6 +86,7 @@ class ClientContext:
     sliding_sync: SlidingSyncService | None = None
     search: SearchService | None = None
     threads: ThreadService | None = None
+    upgrades: RoomUpgrader | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

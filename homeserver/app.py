@@ -29,6 +29,7 @@ from client_api import (
     receipts,
     register,
     room_keys,
+    room_upgrades,
     rooms,
     search,
     sliding_sync,
@@ -124,6 +125,7 @@ from homeserver.rooms.store import RoomStore
 from homeserver.rooms.thread_store import ThreadStore
 from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.typing import TypingService
+from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
 from homeserver.search.service import SearchService
@@ -552,10 +554,11 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     app[CTX].threads = hs.threads
+    app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
-                   search, threads):
+                   search, threads, room_upgrades):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
