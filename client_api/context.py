@@ -33,6 +33,7 @@ from homeserver.reports.service import ReportService
 from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
+from homeserver.rooms.spaces import SpaceService
 from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.upgrades import RoomUpgrader
@@ -87,6 +88,7 @@ class ClientContext:
     search: SearchService | None = None
     threads: ThreadService | None = None
     upgrades: RoomUpgrader | None = None
+    spaces: SpaceService | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

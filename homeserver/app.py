@@ -33,6 +33,7 @@ from client_api import (
     rooms,
     search,
     sliding_sync,
+    spaces,
     sync,
     tags,
     threads,
@@ -120,6 +121,7 @@ from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
+from homeserver.rooms.spaces import SpaceService
 from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.thread_store import ThreadStore
@@ -555,10 +557,11 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     app[CTX].threads = hs.threads
     app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
+    app[CTX].spaces = SpaceService(hs.rooms)
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
-                   search, threads, room_upgrades):
+                   search, threads, room_upgrades, spaces):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
