@@ -59,8 +59,9 @@ def _children(room: RoomData, suggested_only: bool) -> list[tuple[str, JsonDict,
 
     def sort_key(c: tuple[str, JsonDict, int, str]) -> tuple[bool, str, int, str]:
         order = c[1].get("order")
-        ok = _valid_order(order)
-        return (not ok, order if ok else "", c[2], c[0])
+        if isinstance(order, str) and _valid_order(order):
+            return (False, order, c[2], c[0])
+        return (True, "", c[2], c[0])
 
     return sorted(out, key=sort_key)
 
