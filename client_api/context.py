@@ -35,6 +35,7 @@ from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.spaces import SpaceService
 from homeserver.rooms.threads import ThreadService
+from homeserver.rooms.timestamps import TimestampLookup
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.search.service import SearchService
@@ -89,6 +90,7 @@ class ClientContext:
     threads: ThreadService | None = None
     upgrades: RoomUpgrader | None = None
     spaces: SpaceService | None = None
+    timestamps: TimestampLookup | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

@@ -37,6 +37,7 @@ from client_api import (
     sync,
     tags,
     threads,
+    timestamps,
     to_device,
     user_directory,
 )
@@ -126,6 +127,7 @@ from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.thread_store import ThreadStore
 from homeserver.rooms.threads import ThreadService
+from homeserver.rooms.timestamps import TimestampLookup, TimestampStore
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
@@ -208,6 +210,7 @@ class Homeserver:
     sliding_sync: SlidingSyncService | None = None
     search: SearchService | None = None
     threads: ThreadService | None = None
+    timestamps: TimestampLookup | None = None
 
 
 @dataclass(slots=True)
@@ -342,6 +345,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     sources.aggregations = reader.aggregations = hs.threads
     hs.search = SearchService(db, SearchStore(), event_store, cache, groups, visibility, members,
                               registry, hs.threads)
+    hs.timestamps = TimestampLookup(db, TimestampStore(), room_service, reader, cache, visibility)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -558,10 +562,11 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].threads = hs.threads
     app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
     app[CTX].spaces = SpaceService(hs.rooms)
+    app[CTX].timestamps = hs.timestamps
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
-                   search, threads, room_upgrades, spaces):
+                   search, threads, room_upgrades, spaces, timestamps):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
