@@ -31,6 +31,7 @@ from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.reports.service import ReportService
 from homeserver.rooms.directory import PublicRoomDirectory
+from homeserver.rooms.mutual_rooms import MutualRooms
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.spaces import SpaceService
@@ -91,6 +92,7 @@ class ClientContext:
     upgrades: RoomUpgrader | None = None
     spaces: SpaceService | None = None
     timestamps: TimestampLookup | None = None
+    mutual_rooms: MutualRooms | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

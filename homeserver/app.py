@@ -21,6 +21,7 @@ from client_api import (
     login,
     media,
     media_upload,
+    mutual_rooms,
     openid,
     presence,
     profile,
@@ -34,12 +35,15 @@ from client_api import (
     search,
     sliding_sync,
     spaces,
+    support,
     sync,
     tags,
+    thirdparty,
     threads,
     timestamps,
     to_device,
     user_directory,
+    voip,
 )
 from client_api import reports as report_routes
 from client_api.context import CTX, ClientContext
@@ -119,6 +123,7 @@ from homeserver.reports.store import ReportStore
 from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.feed import EventConsumer
 from homeserver.rooms.members import MembershipIndex
+from homeserver.rooms.mutual_rooms import MutualRooms
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
@@ -211,6 +216,7 @@ class Homeserver:
     search: SearchService | None = None
     threads: ThreadService | None = None
     timestamps: TimestampLookup | None = None
+    mutual_rooms: MutualRooms | None = None
 
 
 @dataclass(slots=True)
@@ -345,6 +351,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     sources.aggregations = reader.aggregations = hs.threads
     hs.search = SearchService(db, SearchStore(), event_store, cache, groups, visibility, members,
                               registry, hs.threads)
+    hs.mutual_rooms = MutualRooms(members, registry)
     hs.timestamps = TimestampLookup(db, TimestampStore(), room_service, reader, cache, visibility)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
@@ -562,11 +569,12 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].threads = hs.threads
     app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
     app[CTX].spaces = SpaceService(hs.rooms)
-    app[CTX].timestamps = hs.timestamps
+    app[CTX].timestamps, app[CTX].mutual_rooms = hs.timestamps, hs.mutual_rooms
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
-                   search, threads, room_upgrades, spaces, timestamps):
+                   search, threads, room_upgrades, spaces, timestamps, mutual_rooms,
+                   thirdparty, voip, support):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
