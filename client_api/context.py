@@ -31,6 +31,7 @@ from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.reports.service import ReportService
 from homeserver.rooms.directory import PublicRoomDirectory
+from homeserver.rooms.initial_sync import RoomInitialSync
 from homeserver.rooms.mutual_rooms import MutualRooms
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
@@ -93,6 +94,7 @@ class ClientContext:
     spaces: SpaceService | None = None
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
+    initial_sync: RoomInitialSync | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

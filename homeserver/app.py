@@ -17,6 +17,7 @@ from client_api import (
     dehydrated,
     devices,
     directory,
+    initial_sync,
     keys,
     login,
     media,
@@ -122,6 +123,7 @@ from homeserver.reports.service import ReportService
 from homeserver.reports.store import ReportStore
 from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.feed import EventConsumer
+from homeserver.rooms.initial_sync import RoomInitialSync
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.mutual_rooms import MutualRooms
 from homeserver.rooms.reader import RoomReader
@@ -570,11 +572,12 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
     app[CTX].spaces = SpaceService(hs.rooms)
     app[CTX].timestamps, app[CTX].mutual_rooms = hs.timestamps, hs.mutual_rooms
+    app[CTX].initial_sync = RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data)
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
                    search, threads, room_upgrades, spaces, timestamps, mutual_rooms,
-                   thirdparty, voip, support):
+                   thirdparty, voip, support, initial_sync):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context
