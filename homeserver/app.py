@@ -159,6 +159,7 @@ from homeserver.users.devices import DeviceService, LastSeen
 from homeserver.users.filters import FilterService
 from homeserver.users.openid import OpenIdService
 from homeserver.users.openid_store import OpenIdStore
+from homeserver.users.profile_fields import ProfileFields, ProfileFieldStore
 from homeserver.users.profiles import ProfileService
 from homeserver.users.sessions import SessionService
 from homeserver.users.store import UserStore
@@ -321,6 +322,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     persist_hooks.append(notifications)
     push_rules.on_change.append(notifications.invalidate)
     profiles = ProfileService(db, user_store, config.server_name)
+    profiles.fields = ProfileFields(db, ProfileFieldStore())
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
                                writer, cache, config.default_room_version, members, profiles)
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
