@@ -157,6 +157,7 @@ from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
 from homeserver.users.devices import DeviceService, LastSeen
 from homeserver.users.filters import FilterService
+from homeserver.users.invite_permission import InvitePermission
 from homeserver.users.openid import OpenIdService
 from homeserver.users.openid_store import OpenIdStore
 from homeserver.users.profile_fields import ProfileFields, ProfileFieldStore
@@ -356,6 +357,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.search = SearchService(db, SearchStore(), event_store, cache, groups, visibility, members,
                               registry, hs.threads)
     hs.mutual_rooms = MutualRooms(members, registry)
+    invite_permission = InvitePermission(account_data)
+    room_service.invite_blocked = sources.invite_blocked = invite_permission.blocks
     hs.timestamps = TimestampLookup(db, TimestampStore(), room_service, reader, cache, visibility)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
