@@ -109,8 +109,8 @@ class RoomUpgrader:
     def _power_levels(self, old: RoomData, rv: RoomVersion, user: str,
                       extra_creators: list[str]) -> JsonDict:
         """The old room's power levels as valid content for the new version: integer levels,
-        the new room's creators unlisted when they have infinite power, and a creator of the
-        old room (who had infinite power there) at 100 when the new version has none."""
+        the new room's creators unlisted when they have infinite power, and the old room's
+        creators (who had infinite power there) at 100 unless they are creators again."""
         pl = self._content(old, "m.room.power_levels") or {}
 
         def level(v: object) -> int | None:
@@ -124,12 +124,13 @@ class RoomUpgrader:
             elif (lv := level(v)) is not None:
                 out[k] = lv
         users: dict[str, Any] = dict(out.get("users") or {})
-        if rv.creators_have_infinite_power:
-            for u in [user, *extra_creators]:
-                users.pop(u, None)
-        elif old.version.creators_have_infinite_power and \
-                user in creators(old.version, old.state_pdus()):
-            users[user] = max(users.get(user, 0), 100)
+        new_creators = {user, *extra_creators} if rv.creators_have_infinite_power else set()
+        if old.version.creators_have_infinite_power:
+            # Creators of the old room who are not creators of the new one keep the top level.
+            for c in creators(old.version, old.state_pdus()) - new_creators:
+                users[c] = max(users.get(c, 0), 100)
+        for u in new_creators:
+            users.pop(u, None)  # v12 creators may not be listed
         out["users"] = users
         return out
 
@@ -180,6 +181,7 @@ class RoomUpgrader:
                                                   "m.room.canonical_alias"}
         needed = [events.get(t, state_default) for t in types]
         needed += [pl.get("ban", 50), pl.get("users_default", 0)]
+        needed += list((pl.get("users") or {}).values())  # to set others' levels at all
         return max(int(x) for x in needed if isinstance(x, int))
 
     @staticmethod

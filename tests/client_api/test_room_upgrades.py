@@ -90,6 +90,31 @@ async def test_upgrade_to_v12_unlists_creator(c: Client) -> None:
     assert (await state(c, u, body["replacement_room"], "m.room.create"))["type"] == "m.space"
 
 
+async def test_upgrade_by_admin_keeps_old_creator_powerful(c: Client) -> None:
+    creator = await c.register()
+    admin = await c.register()
+    room = await c.create_room(creator, room_version="12", preset="public_chat")
+    await c.join(admin, room)
+    pl = await state(c, creator, room, "m.room.power_levels")
+    pl["users"] = {admin.user_id: 100}
+    status, body = await c.request("PUT", f"/rooms/{room}/state/m.room.power_levels/", pl,
+                                   creator.access_token)
+    assert status == 200, body
+    status, body = await c.request("POST", f"/rooms/{room}/upgrade", {"new_version": "12"},
+                                   admin.access_token)
+    assert status == 200, body
+    new = body["replacement_room"]
+    assert (await state(c, admin, new, "m.room.create"))["predecessor"]["room_id"] == room
+    new_pl = await state(c, admin, new, "m.room.power_levels")
+    assert new_pl["users"] == {creator.user_id: 100}  # admin is the new room's creator
+    # And to an older version: both listed at 100.
+    status, body = await c.request("POST", f"/rooms/{new}/upgrade", {"new_version": "10"},
+                                   admin.access_token)
+    assert status == 200, body
+    pl10 = await state(c, admin, body["replacement_room"], "m.room.power_levels")
+    assert pl10["users"] == {creator.user_id: 100, admin.user_id: 100}
+
+
 async def test_upgrade_errors(c: Client) -> None:
     u = await c.register()
     member = await c.register()
