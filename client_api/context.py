@@ -31,10 +31,15 @@ from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.reports.service import ReportService
 from homeserver.rooms.directory import PublicRoomDirectory
+from homeserver.rooms.initial_sync import RoomInitialSync
+from homeserver.rooms.mutual_rooms import MutualRooms
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
+from homeserver.rooms.spaces import SpaceService
 from homeserver.rooms.threads import ThreadService
+from homeserver.rooms.timestamps import TimestampLookup
 from homeserver.rooms.typing import TypingService
+from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.search.service import SearchService
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
@@ -85,6 +90,11 @@ class ClientContext:
     sliding_sync: SlidingSyncService | None = None
     search: SearchService | None = None
     threads: ThreadService | None = None
+    upgrades: RoomUpgrader | None = None
+    spaces: SpaceService | None = None
+    timestamps: TimestampLookup | None = None
+    mutual_rooms: MutualRooms | None = None
+    initial_sync: RoomInitialSync | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

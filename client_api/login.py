@@ -18,11 +18,16 @@ SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7
 
 @routes.get("/_matrix/client/versions")
 async def versions(request: web.Request) -> web.Response:
-    # Only what works end to end: MSC3814 dehydrated devices (e2ee/dehydrated.py) and
-    # MSC4186 simplified sliding sync (homeserver/sync/sliding.py).
+    # Only what works end to end: MSC3814 dehydrated devices (e2ee/dehydrated.py),
+    # MSC4186 simplified sliding sync (homeserver/sync/sliding.py), MSC3266 room summaries
+    # (homeserver/rooms/spaces.py), MSC2666 mutual rooms (homeserver/rooms/mutual_rooms.py)
+    # and MSC4133 profile fields (homeserver/users/profile_fields.py).
     return json_response({"versions": SPEC_VERSIONS,
                           "unstable_features": {"org.matrix.msc3814": True,
-                                                "org.matrix.simplified_msc3575": True}})
+                                                "org.matrix.simplified_msc3575": True,
+                                                "im.nheko.summary": True,
+                                                "uk.half-shot.msc2666.query_mutual_rooms": True,
+                                                "uk.tcpip.msc4133": True}})
 
 
 @routes.get("/.well-known/matrix/client")
@@ -41,6 +46,9 @@ async def capabilities(request: web.Request) -> web.Response:
                                           else "unstable" for v in ROOM_VERSIONS}},
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
+        # Any field may be changed (spec v1.16, client_api/profile.py).
+        "m.profile_fields": {"enabled": True},
+        "uk.tcpip.msc4133.profile_fields": {"enabled": True},
         "m.3pid_changes": {"enabled": False},
         "m.get_login_token": {"enabled": False},
     }})

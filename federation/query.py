@@ -9,6 +9,7 @@ from federation.context import fed, signed
 from homeserver.errors import Codes, MatrixError, not_found
 from homeserver.http import json_response
 from homeserver.types import is_valid_room_alias, is_valid_user_id
+from homeserver.users.profile_fields import KEY_PATTERN
 
 routes = web.RouteTableDef()
 
@@ -25,9 +26,12 @@ async def profile(request: web.Request) -> web.Response:
     if user_id.partition(":")[2] != ctx.server_name:
         raise not_found("Not a user of this server")
     field = request.query.get("field")
-    if field is not None and field not in ("displayname", "avatar_url"):
+    if field is not None and not KEY_PATTERN.fullmatch(field):
         raise MatrixError(400, Codes.INVALID_PARAM, "Unknown profile field")
-    body = await ctx.profiles.profile(user_id)
+    # The whole profile, custom fields (MSC4133) included, as the spec allows.
+    profiles = ctx.profiles
+    body = await (profiles.fields.full_profile(user_id) if profiles.fields is not None
+                  else profiles.profile(user_id))
     if field is not None:
         body = {field: body[field]} if field in body else {}
     return json_response(body)

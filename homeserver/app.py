@@ -18,10 +18,12 @@ from client_api import (
     devices,
     directory,
     events_stream,
+    initial_sync,
     keys,
     login,
     media,
     media_upload,
+    mutual_rooms,
     openid,
     presence,
     profile,
@@ -30,14 +32,20 @@ from client_api import (
     receipts,
     register,
     room_keys,
+    room_upgrades,
     rooms,
     search,
     sliding_sync,
+    spaces,
+    support,
     sync,
     tags,
+    thirdparty,
     threads,
+    timestamps,
     to_device,
     user_directory,
+    voip,
 )
 from client_api import reports as report_routes
 from client_api.context import CTX, ClientContext
@@ -116,15 +124,20 @@ from homeserver.reports.service import ReportService
 from homeserver.reports.store import ReportStore
 from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.feed import EventConsumer
+from homeserver.rooms.initial_sync import RoomInitialSync
 from homeserver.rooms.members import MembershipIndex
+from homeserver.rooms.mutual_rooms import MutualRooms
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.refresh import RoomCacheRefresher
 from homeserver.rooms.service import RoomService
+from homeserver.rooms.spaces import SpaceService
 from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.thread_store import ThreadStore
 from homeserver.rooms.threads import ThreadService
+from homeserver.rooms.timestamps import TimestampLookup, TimestampStore
 from homeserver.rooms.typing import TypingService
+from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
 from homeserver.search.service import SearchService
@@ -145,8 +158,10 @@ from homeserver.users.account_data import AccountDataService
 from homeserver.users.accounts import AccountService
 from homeserver.users.devices import DeviceService, LastSeen
 from homeserver.users.filters import FilterService
+from homeserver.users.invite_permission import InvitePermission
 from homeserver.users.openid import OpenIdService
 from homeserver.users.openid_store import OpenIdStore
+from homeserver.users.profile_fields import ProfileFields, ProfileFieldStore
 from homeserver.users.profiles import ProfileService
 from homeserver.users.sessions import SessionService
 from homeserver.users.store import UserStore
@@ -205,6 +220,8 @@ class Homeserver:
     sliding_sync: SlidingSyncService | None = None
     search: SearchService | None = None
     threads: ThreadService | None = None
+    timestamps: TimestampLookup | None = None
+    mutual_rooms: MutualRooms | None = None
 
 
 @dataclass(slots=True)
@@ -307,6 +324,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     persist_hooks.append(notifications)
     push_rules.on_change.append(notifications.invalidate)
     profiles = ProfileService(db, user_store, config.server_name)
+    profiles.fields = ProfileFields(db, ProfileFieldStore())
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
                                writer, cache, config.default_room_version, members, profiles)
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
@@ -339,6 +357,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     sources.aggregations = reader.aggregations = hs.threads
     hs.search = SearchService(db, SearchStore(), event_store, cache, groups, visibility, members,
                               registry, hs.threads)
+    hs.mutual_rooms = MutualRooms(members, registry)
+    invite_permission = InvitePermission(account_data)
+    room_service.invite_blocked = sources.invite_blocked = invite_permission.blocks
+    hs.timestamps = TimestampLookup(db, TimestampStore(), room_service, reader, cache, visibility)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
@@ -554,10 +576,15 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     app[CTX].threads = hs.threads
+    app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
+    app[CTX].spaces = SpaceService(hs.rooms)
+    app[CTX].timestamps, app[CTX].mutual_rooms = hs.timestamps, hs.mutual_rooms
+    app[CTX].initial_sync = RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data)
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
-                   search, threads, events_stream):
+                   search, threads, room_upgrades, spaces, timestamps, mutual_rooms,
+                   thirdparty, voip, support, initial_sync, events_stream):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

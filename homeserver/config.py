@@ -73,6 +73,25 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VoipConfig:
+    """GET /voip/turnServer (client_api/voip.py): TURN URIs and either a shared secret (the
+    coturn `use-auth-secret` scheme: time-limited HMAC credentials) or a fixed user/password."""
+    turn_uris: tuple[str, ...] = ()
+    turn_shared_secret: str = ""
+    turn_username: str = ""
+    turn_password: str = ""
+    turn_user_lifetime_ms: int = 3600 * 1000
+    turn_allow_guests: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SupportConfig:
+    """/.well-known/matrix/support (spec v1.10): admin contacts and a support page."""
+    contacts: tuple[tuple[tuple[str, str], ...], ...] = ()  # each contact's (key, value)s
+    support_page: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: str = "localhost"
     listen_host: str = "127.0.0.1"
@@ -117,6 +136,8 @@ class Config:
     old_signing_keys_path: Path = Path("parley-data/signing.key.old")
     key_validity_ms: int = 24 * 3600 * 1000
     media: MediaConfig = field(default_factory=MediaConfig)
+    voip: VoipConfig = field(default_factory=VoipConfig)
+    support: SupportConfig = field(default_factory=SupportConfig)
 
     @property
     def base_url(self) -> str:
@@ -309,9 +330,52 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         old_signing_keys_path=old_keys,
         key_validity_ms=int(fcfg.get("key_validity_ms", cfg.key_validity_ms)),
         media=_media(raw.get("media") or {}, _path),
+        voip=_voip(raw.get("voip") or {}),
+        support=_support(raw.get("support") or {}),
     )
     validate(cfg)
     return cfg
+
+
+def _voip(v: Any) -> VoipConfig:
+    if not isinstance(v, dict):
+        raise ConfigError("voip must be a mapping")
+    unknown = set(v) - set(VoipConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"voip: unknown option(s) {', '.join(sorted(unknown))}")
+    uris = v.get("turn_uris") or []
+    if not isinstance(uris, list) or not all(
+            isinstance(u, str) and u.startswith(("turn:", "turns:")) for u in uris):
+        raise ConfigError("voip.turn_uris must be a list of turn: or turns: URIs")
+    d = VoipConfig()
+    lifetime = int(v.get("turn_user_lifetime_ms", d.turn_user_lifetime_ms))
+    if lifetime <= 0:
+        raise ConfigError("voip.turn_user_lifetime_ms must be positive")
+    return VoipConfig(
+        turn_uris=tuple(uris),
+        turn_shared_secret=str(v.get("turn_shared_secret") or ""),
+        turn_username=str(v.get("turn_username") or ""),
+        turn_password=str(v.get("turn_password") or ""),
+        turn_user_lifetime_ms=lifetime,
+        turn_allow_guests=bool(v.get("turn_allow_guests", True)),
+    )
+
+
+def _support(s: Any) -> SupportConfig:
+    if not isinstance(s, dict) or set(s) - {"contacts", "support_page"}:
+        raise ConfigError("support must be a mapping of contacts and support_page")
+    contacts = s.get("contacts") or []
+    if not isinstance(contacts, list):
+        raise ConfigError("support.contacts must be a list")
+    out = []
+    for c in contacts:
+        if not isinstance(c, dict) or not all(isinstance(x, str) for x in c.values()) or \
+                not isinstance(c.get("role"), str) or not (
+                    c.get("matrix_id") or c.get("email_address")):
+            raise ConfigError("each support contact needs a role and a matrix_id or an "
+                              "email_address")
+        out.append(tuple(sorted(c.items())))
+    return SupportConfig(contacts=tuple(out), support_page=str(s.get("support_page") or ""))
 
 
 def _media(m: Any, path: Callable[[object], Path | None]) -> MediaConfig:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from homeserver.errors import forbidden, not_found
+from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events.builder import EventBuilder
 from homeserver.events.checks import InvalidPdu, KeyFetcher
 from homeserver.events.hashing import compute_event_id, prune_event
@@ -306,6 +306,9 @@ class RemoteMembership:
                     raise
                 resp = await self._invite_v1(server, room, event_id, pdu)
         except RemoteError as e:
+            if e.errcode == "M_INVITE_BLOCKED":  # spec v1.18: passed on to the inviter
+                raise MatrixError(403, "M_INVITE_BLOCKED",
+                                  f"{target} does not accept invites") from e
             raise forbidden(f"{server} refused the invite: {e.errcode or e.status}") from e
         except Unreachable as e:
             raise forbidden(f"{server} cannot be reached to invite {target}") from e

@@ -12,6 +12,7 @@ from homeserver.errors import Codes, MatrixError, not_found
 from homeserver.federation.serving import domain
 from homeserver.federation.transport import RemoteError, Transport, Unreachable
 from homeserver.types import JsonDict
+from homeserver.users.profile_fields import KEY_PATTERN
 
 TIMEOUT_S = 15.0
 
@@ -37,8 +38,12 @@ class RemoteQueries:
             raise _passed_on(e, "profile") from e
         if not isinstance(resp, dict):
             raise not_found("profile not found")
-        return {k: resp[k] for k in ("displayname", "avatar_url")
-                if isinstance(resp.get(k), str)}
+        out = {k: resp[k] for k in ("displayname", "avatar_url")
+               if isinstance(resp.get(k), str)}
+        # Other fields (spec v1.16, MSC4133) under the spec's key grammar, as sent.
+        out.update({k: v for k, v in resp.items() if k not in ("displayname", "avatar_url")
+                    and isinstance(k, str) and len(k) <= 255 and KEY_PATTERN.fullmatch(k)})
+        return out
 
     async def public_rooms(self, server: str, limit: int, since: str | None,
                            term: str | None) -> JsonDict:

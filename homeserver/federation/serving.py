@@ -293,6 +293,8 @@ class FederationRooms:
             raise bad_json("Not an invite")
         if domain(target) != self.server_name:
             raise bad_json("The invited user is not of this server")
+        if self._rooms.invite_blocked is not None and await self._rooms.invite_blocked(target):
+            raise MatrixError(403, "M_INVITE_BLOCKED", f"{target} does not accept invites")
         if domain(pdu["sender"]) != origin or pdu.get("room_id") != room_id:
             raise forbidden("The invite is not from the requesting server, or another room")
         if compute_content_hash(pdu) != pdu["hashes"]["sha256"]:

@@ -122,6 +122,8 @@ class RoomService:
         # (user, room) -> whether it is the user's server notices room (homeserver/admin/
         # notices.py), whose invite cannot be rejected (spec "Server Notices").
         self.is_notice_room: Callable[[str, str], Awaitable[bool]] | None = None
+        # Whether a local user blocks invites (spec v1.18; homeserver/users/invite_permission.py).
+        self.invite_blocked: Callable[[str], Awaitable[bool]] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -563,6 +565,8 @@ class RoomService:
         await self.get_room(room_id)
         if not is_valid_user_id(target):
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user id")
+        if membership == "invite" and await self._blocks_invites(target):
+            raise MatrixError(403, "M_INVITE_BLOCKED", f"{target} does not accept invites")
         content: JsonDict = {"membership": membership}
         if profile:
             content.update({k: v for k, v in profile.items() if v is not None})
@@ -582,6 +586,11 @@ class RoomService:
             entry = await self._send_locked(room, requester.user_id, "m.room.member", content,
                                             target)
         return entry.event_id
+
+    async def _blocks_invites(self, user_id: str) -> bool:
+        return (self.invite_blocked is not None and is_valid_user_id(user_id)
+                and user_id.partition(":")[2] == self.server_name
+                and await self.invite_blocked(user_id))
 
     async def leave_all(self, requester: Requester) -> None:
         """Leave (or reject) every room the user is in, for account deactivation."""
@@ -630,6 +639,8 @@ class RoomService:
         for u in invites:
             if not is_valid_user_id(u):
                 raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid user id {u!r}")
+        # Users who block invites are left out; the room is made all the same (spec v1.18).
+        invites = [u for u in invites if not await self._blocks_invites(u)]
 
         alias = None
         if body.get("room_alias_name") is not None:

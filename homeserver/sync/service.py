@@ -103,6 +103,11 @@ class SyncService:
             finally:
                 self._notifier.unsubscribe(user_id, fut, deadline if waits else None)
 
+    async def invites_blocked(self, user_id: str) -> bool:
+        """Invites to this user are not served (spec v1.18 invite blocking)."""
+        blocked = self.sources.invite_blocked
+        return blocked is not None and await blocked(user_id)
+
     async def compute(self, requester: Requester, since: SyncToken | None, flt: SyncFilter,
                       full_state: bool) -> SyncResult:
         user_id = requester.user_id
@@ -149,7 +154,8 @@ class SyncService:
                 if body:
                     join[room_id] = body
             elif m.membership == "invite" and changed:
-                invite[room_id] = await self._invited_room(room_id, m.event_id)
+                if not await self.invites_blocked(user_id):
+                    invite[room_id] = await self._invited_room(room_id, m.event_id)
             elif m.membership == "knock" and changed:
                 knock[room_id] = await self._knocked_room(room_id, m.event_id)
             elif m.membership in ("leave", "ban") and (

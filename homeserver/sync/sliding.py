@@ -260,6 +260,8 @@ class SlidingSyncService:
         for room_id, m in memberships.items():
             if m.stream_ordering > now.events:
                 continue
+            if m.membership == "invite" and await self._sync.invites_blocked(user_id):
+                continue  # spec v1.18 invite blocking
             if m.membership in ("join", "invite", "knock") or room_id in sent:
                 out.append(room_id)
             elif m.membership in ("leave", "ban"):

@@ -7,7 +7,7 @@ homeserver/app.py. A source with nothing new returns empty and costs no query.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -85,3 +85,6 @@ class SyncSources:
     key_counts: KeyCountSource | None = None
     notifications: NotificationCountSource | None = None
     aggregations: AggregationSource | None = None
+    # Whether a user blocks invites (spec v1.18, homeserver/users/invite_permission.py): their
+    # invites are not served.
+    invite_blocked: Callable[[str], Awaitable[bool]] | None = None

@@ -7,11 +7,15 @@ room are sent by `RoomService.update_profile`, which client_api/profile.py calls
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from homeserver.errors import forbidden, not_found, suspended
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict, Requester
 from homeserver.users.store import UserStore
+
+if TYPE_CHECKING:
+    from homeserver.users.profile_fields import ProfileFields
 
 
 class ProfileService:
@@ -21,12 +25,16 @@ class ProfileService:
         self._server_name = server_name
         # Another server's user's profile (federation /query/profile), when federation is on.
         self.remote: Callable[[str], Awaitable[JsonDict]] | None = None
+        # The fields beyond displayname and avatar_url (homeserver/users/profile_fields.py).
+        self.fields: ProfileFields | None = None
 
     async def lookup(self, user_id: str) -> JsonDict:
         """GET /profile: a local user's profile, or a remote user's asked of their server."""
         if self.remote is not None and self._server_name \
                 and user_id.partition(":")[2] != self._server_name:
             return await self.remote(user_id)
+        if self.fields is not None:
+            return await self.fields.full_profile(user_id)
         return await self.profile(user_id)
 
     async def profile(self, user_id: str) -> JsonDict:

@@ -38,8 +38,8 @@ class UserStore:
         await conn.execute(
             "UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = $1", user_id
         )
-        await conn.execute("UPDATE profiles SET displayname = NULL, avatar_url = NULL"
-                           " WHERE user_id = $1", user_id)
+        await conn.execute("UPDATE profiles SET displayname = NULL, avatar_url = NULL,"
+                           " fields = '{}'::jsonb WHERE user_id = $1", user_id)
         await conn.execute("DELETE FROM devices WHERE user_id = $1", user_id)
 
     async def set_admin(self, conn: Conn, user_id: str, is_admin: bool) -> None:

@@ -33,6 +33,13 @@ async def test_remote_profile_alias_and_public_rooms(make_server: Factory) -> No
     status, body = await a.client.request("GET", f"/profile/@nobody:{b.name}",
                                           token=alice.access_token)
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    # Profile fields beyond the classic two (MSC4133) travel too.
+    status, _ = await b.client.request("PUT", f"/profile/{bob.user_id}/m.tz",
+                                       {"m.tz": "Europe/Paris"}, bob.access_token)
+    assert status == 200
+    status, body = await a.client.request("GET", f"/profile/{bob.user_id}/m.tz",
+                                          token=alice.access_token)
+    assert (status, body) == (200, {"m.tz": "Europe/Paris"})
 
     # Alias
     room_id = await b.client.create_room(bob, preset="public_chat", room_alias_name="town",

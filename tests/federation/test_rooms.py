@@ -215,3 +215,20 @@ async def test_join_a_room_whose_state_is_large(make_server: Factory) -> None:
     room = await a.hs.rooms.rooms.get(room_id)
     assert [room.state[("org.example.big", f"k{i}")].pdu["content"]["blob"][:1]
             for i in range(6)] == [str(i) for i in range(6)]
+
+
+async def test_invite_blocking_over_federation(make_server: Factory) -> None:
+    """Spec v1.18: a user of A who blocks invites makes A refuse B's PUT /v2/invite with
+    M_INVITE_BLOCKED, which B passes on to its inviting user."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    status, _ = await a.client.request(
+        "PUT", f"/user/{alice.user_id}/account_data/m.invite_permission_config",
+        {"default_action": "block"}, alice.access_token)
+    assert status == 200
+    room_id = await b.client.create_room(bob, preset="private_chat")
+    status, body = await b.client.request("POST", f"/rooms/{room_id}/invite",
+                                          {"user_id": alice.user_id}, bob.access_token)
+    assert (status, body["errcode"]) == (403, "M_INVITE_BLOCKED")

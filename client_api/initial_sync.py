@@ -1,0 +1,22 @@
+"""GET /rooms/{roomId}/initialSync (homeserver/rooms/initial_sync.py)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from client_api.context import auth, ctx
+from client_api.rooms import room_id_param
+from homeserver.http import json_response, query_int
+
+routes = web.RouteTableDef()
+V = "/_matrix/client/{v:(v3|r0)}"
+
+
+@routes.get(V + "/rooms/{room_id}/initialSync")
+async def room_initial_sync(request: web.Request) -> web.Response:
+    requester = await auth(request)
+    room_id = room_id_param(request)
+    limit = query_int(request, "limit", 20, 0, 100)
+    c = ctx(request)
+    assert c.initial_sync is not None
+    return json_response(await c.initial_sync.room(requester, room_id, limit))

@@ -1,0 +1,262 @@
+"""Room upgrades (spec "Room Upgrades", POST /rooms/{roomId}/upgrade).
+
+The replacement room is made through `RoomService.create_room`, so it gets the same checks and
+the same single-writer path as any new room; this module only decides what goes into it and
+what happens to the old room afterwards, in the order the spec's "Server behaviour" lists:
+
+1. the user must be able to send `m.room.tombstone` in the old room;
+2. the new room's create event names the old room (`predecessor`) and keeps its `type`;
+3. the transferable state is copied (server ACL, encryption, name, avatar, topic, guest access,
+   history visibility, join rules, power levels; a space's `m.space.child` events too);
+   members are not: local users follow the tombstone themselves, as the spec's clients do;
+4. local aliases move to the new room (with the canonical alias event, and the directory
+   listing);
+5. the tombstone is sent to the old room;
+6. the old room's power levels are raised so that sending and inviting need
+   max(50, users_default + 1).
+
+Bans are copied too (as Synapse does), so that a banned user cannot walk into the new room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from homeserver.errors import Codes, MatrixError, forbidden, invalid_param
+from homeserver.events.auth import (
+    creators,
+    parse_power_level,
+    required_power_level_for_event,
+    user_power_level,
+)
+from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.rooms.service import RoomService
+from homeserver.rooms.state import RoomData
+from homeserver.rooms.store import RoomStore
+from homeserver.storage.database import Database
+from homeserver.types import JsonDict, Requester, is_valid_user_id
+
+# State copied as is (besides the power levels, which are adjusted, and the aliases).
+COPIED = ("m.room.server_acl", "m.room.encryption", "m.room.name", "m.room.avatar",
+          "m.room.topic", "m.room.guest_access", "m.room.history_visibility",
+          "m.room.join_rules")
+TOMBSTONE = "m.room.tombstone"
+
+
+class RoomUpgrader:
+    def __init__(self, db: Database, rooms: RoomService, store: RoomStore) -> None:
+        self._db = db
+        self._rooms = rooms
+        self._store = store
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def upgrade(self, requester: Requester, room_id: str, new_version: str,
+                      additional_creators: list[str] | None = None) -> str:
+        """Upgrade `room_id` to `new_version`; returns the replacement room's id.
+
+        Raises:
+            MatrixError: 400 M_UNSUPPORTED_ROOM_VERSION, 400 M_INVALID_PARAM for a bad
+                additional creator, 404 for an unknown room, 403 M_FORBIDDEN for a user who
+                is not joined or may not send the tombstone.
+        """
+        rv = ROOM_VERSIONS.get(new_version)
+        if rv is None:
+            raise MatrixError(400, Codes.UNSUPPORTED_ROOM_VERSION,
+                              f"Room version {new_version!r} is not supported")
+        for u in additional_creators or ():
+            if not is_valid_user_id(u):
+                raise invalid_param(f"Invalid user id in additional_creators: {u!r}")
+        lock = self._locks.setdefault(room_id, asyncio.Lock())
+        try:
+            async with lock:  # two upgrades of one room at once would make two new rooms
+                return await self._upgrade(requester, room_id, rv, additional_creators or [])
+        finally:
+            if not lock.locked() and self._locks.get(room_id) is lock:
+                del self._locks[room_id]
+
+    async def _upgrade(self, requester: Requester, room_id: str, rv: RoomVersion,
+                       extra_creators: list[str]) -> str:
+        user = requester.user_id
+        old = await self._rooms.get_room(room_id)
+        if old.membership(user) != "join":
+            raise forbidden("You are not in this room")
+        if ("m.room.create", "") not in old.state:
+            raise forbidden("This server does not hold this room's state")
+        pdus = old.state_pdus()
+        if user_power_level(old.version, user, pdus) < required_power_level_for_event(
+                TOMBSTONE, True, pdus):
+            raise forbidden("You cannot upgrade this room")
+        if not rv.creators_have_infinite_power:
+            extra_creators = []  # the field has no effect for these versions (spec)
+        new_id = await self._rooms.create_room(requester, self._create_body(
+            old, rv, user, extra_creators))
+        await self._after_create(requester, old, new_id, rv, user, extra_creators)
+        await self._rooms.set_state(requester, room_id, TOMBSTONE, "", {
+            "body": "This room has been replaced", "replacement_room": new_id})
+        await self._restrict_old(requester, room_id)
+        return new_id
+
+    # ------------------------------------------------------------------ the new room
+
+    def _content(self, room: RoomData, etype: str, key: str = "") -> JsonDict | None:
+        ev = room.state.get((etype, key))
+        if ev is None:
+            return None
+        content = ev.pdu.get("content")
+        return dict(content) if isinstance(content, dict) else None
+
+    def _power_levels(self, old: RoomData, rv: RoomVersion, user: str,
+                      extra_creators: list[str]) -> JsonDict:
+        """The old room's power levels as valid content for the new version: integer levels,
+        the new room's creators unlisted when they have infinite power, and the old room's
+        creators (who had infinite power there) at 100 unless they are creators again."""
+        pl = self._content(old, "m.room.power_levels") or {}
+
+        def level(v: object) -> int | None:
+            return parse_power_level(old.version, v)
+
+        out: JsonDict = {}
+        for k, v in pl.items():
+            if isinstance(v, dict):
+                out[k] = {kk: lv for kk, vv in v.items() if (lv := level(vv)) is not None} \
+                    if k in ("users", "events", "notifications") else v
+            elif (lv := level(v)) is not None:
+                out[k] = lv
+        users: dict[str, Any] = dict(out.get("users") or {})
+        new_creators = {user, *extra_creators} if rv.creators_have_infinite_power else set()
+        if old.version.creators_have_infinite_power:
+            # Creators of the old room who are not creators of the new one keep the top level.
+            for c in creators(old.version, old.state_pdus()) - new_creators:
+                users[c] = max(users.get(c, 0), 100)
+        for u in new_creators:
+            users.pop(u, None)  # v12 creators may not be listed
+        out["users"] = users
+        return out
+
+    def _create_body(self, old: RoomData, rv: RoomVersion, user: str,
+                     extra_creators: list[str]) -> JsonDict:
+        create = self._content(old, "m.room.create") or {}
+        creation: JsonDict = {"predecessor": {"room_id": old.room_id,
+                                              "event_id": self._last_event(old)}}
+        for k in ("type", "m.federate"):
+            if k in create:
+                creation[k] = create[k]
+        if extra_creators:
+            creation["additional_creators"] = list(dict.fromkeys(extra_creators))
+        initial: list[JsonDict] = []
+        for etype in COPIED:
+            content = self._content(old, etype)
+            if content is not None:
+                initial.append({"type": etype, "state_key": "", "content": content})
+        if self._content(old, "m.room.guest_access") is None:
+            # No event means forbidden; keep it so (the preset below would allow guests).
+            initial.append({"type": "m.room.guest_access", "state_key": "",
+                            "content": {"guest_access": "forbidden"}})
+        if create.get("type") == "m.space":
+            for (etype, key), ev in old.state.items():
+                if etype == "m.space.child" and ev.pdu.get("content"):
+                    initial.append({"type": etype, "state_key": key,
+                                    "content": dict(ev.pdu["content"])})
+        join_rule = (self._content(old, "m.room.join_rules") or {}).get("join_rule")
+        pl = self._power_levels(old, rv, user, extra_creators)
+        pl["users"] = dict(pl["users"])
+        if not rv.creators_have_infinite_power:
+            # The upgrader sends the copied state, so for the moment they need the levels to
+            # do so; the copied power levels are restored right after (_after_create).
+            pl["users"][user] = max(pl["users"].get(user, 0), self._needed(pl, initial))
+        return {
+            "room_version": rv.identifier,
+            "creation_content": creation,
+            "preset": "public_chat" if join_rule == "public" else "private_chat",
+            "initial_state": initial,
+            "power_level_content_override": pl,
+        }
+
+    @staticmethod
+    def _needed(pl: JsonDict, initial: list[JsonDict]) -> int:
+        events = pl.get("events") or {}
+        state_default = pl.get("state_default", 50)
+        types = {s["type"] for s in initial} | {"m.room.power_levels",
+                                                  "m.room.canonical_alias"}
+        needed = [events.get(t, state_default) for t in types]
+        needed += [pl.get("ban", 50), pl.get("users_default", 0)]
+        needed += list((pl.get("users") or {}).values())  # to set others' levels at all
+        return max(int(x) for x in needed if isinstance(x, int))
+
+    @staticmethod
+    def _last_event(room: RoomData) -> str:
+        if room.recent:
+            return room.recent[-1].event_id
+        return room.extremities[-1] if room.extremities else room.state[
+            ("m.room.create", "")].event_id
+
+    async def _after_create(self, requester: Requester, old: RoomData, new_id: str,
+                            rv: RoomVersion, user: str, extra_creators: list[str]) -> None:
+        if not rv.creators_have_infinite_power:
+            pl = self._power_levels(old, rv, user, extra_creators)
+            await self._rooms.set_state(requester, new_id, "m.room.power_levels", "", pl)
+        # Bans carry over (best effort: the upgrader may lack the ban level).
+        for (etype, key), ev in list(old.state.items()):
+            if etype == "m.room.member" and ev.pdu.get("content", {}).get(
+                    "membership") == "ban":
+                try:
+                    await self._rooms.ban(requester, new_id, key,
+                                          ev.pdu["content"].get("reason"))
+                except MatrixError:
+                    pass
+        await self._move_aliases(requester, old, new_id)
+
+    async def _move_aliases(self, requester: Requester, old: RoomData, new_id: str) -> None:
+        async with self._db.transaction() as conn:
+            moved = await self._store.aliases_for_room(conn, old.room_id)
+            for alias in moved:
+                row = await self._store.get_alias(conn, alias)
+                creator = row["creator"] if row is not None else requester.user_id
+                await self._store.delete_alias(conn, alias)
+                await self._store.create_alias(conn, alias, new_id, creator)
+            row = await self._store.get_room(conn, old.room_id)
+            if row is not None and row["is_public"]:
+                await self._store.set_public(conn, old.room_id, False)
+                await self._store.set_public(conn, new_id, True)
+        canonical = self._content(old, "m.room.canonical_alias") or {}
+        main = canonical.get("alias")
+        alt = canonical.get("alt_aliases")
+        new: JsonDict = {}
+        if isinstance(main, str) and main in moved:
+            new["alias"] = main
+        if isinstance(alt, list):
+            kept = [a for a in alt if isinstance(a, str) and a in moved]
+            if kept:
+                new["alt_aliases"] = kept
+        if new:
+            await self._rooms.set_state(requester, new_id, "m.room.canonical_alias", "", new)
+        if canonical:
+            try:  # the aliases no longer point at the old room
+                await self._rooms.set_state(requester, old.room_id, "m.room.canonical_alias",
+                                            "", {})
+            except MatrixError:
+                pass
+
+    # ------------------------------------------------------------------ the old room
+
+    async def _restrict_old(self, requester: Requester, room_id: str) -> None:
+        """Raise events_default and invite to max(50, users_default + 1), where the user may
+        change the power levels at all (the spec's "if possible")."""
+        room = await self._rooms.get_room(room_id)
+        pl = self._content(room, "m.room.power_levels")
+        if pl is None:
+            return
+        users_default = parse_power_level(room.version, pl.get("users_default", 0)) or 0
+        floor = max(50, users_default + 1)
+        changed = dict(pl)
+        for k, default in (("events_default", 0), ("invite", 0)):
+            current = parse_power_level(room.version, pl.get(k, default))
+            if current is None or current < floor:
+                changed[k] = floor
+        if changed != pl:
+            try:
+                await self._rooms.set_state(requester, room_id, "m.room.power_levels", "",
+                                            changed)
+            except MatrixError:
+                pass
