@@ -47,6 +47,9 @@ async def events(request: web.Request) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     timeout = query_int(request, "timeout", 0, 0, 600_000)
+    # `limit` (an old parameter some clients still send) is checked, then not used: every event
+    # after `from` is returned, so that none is skipped.
+    query_int(request, "limit", 0, 0, 1_000_000)
     raw = request.query.get("from")
     since = SyncToken.parse(raw) if raw else c.sync.current_token()
     if timeout > 0:

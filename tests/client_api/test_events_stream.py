@@ -39,5 +39,9 @@ async def test_events_bad_token_and_no_token(c: Client) -> None:
     status, body = await c.request("GET", "/events", token=alice.access_token,
                                    params={"timeout": "-1"})
     assert status == 400
+    for bad in ("x", "-1"):
+        status, body = await c.request("GET", "/events", token=alice.access_token,
+                                       params={"limit": bad, "timeout": "0"})
+        assert status == 400 and body["errcode"] == "M_INVALID_PARAM", body
     status, body = await c.request("GET", "/events")
     assert status == 401
