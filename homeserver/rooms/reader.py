@@ -285,8 +285,10 @@ class RoomReader:
 
     async def context(self, requester: Requester, room: RoomData, event_id: str, limit: int,
                       flt: EventFilter) -> JsonDict:
-        ev = await self.visible_event(requester, room, event_id)
+        # A user with no access to the room at all is 403 here, as Synapse answers (the spec
+        # lists no error for /context; GET /event's 404-for-both is for that endpoint).
         joined = await self._check_reader(requester, room)
+        ev = await self.visible_event(requester, room, event_id)
         before_n = limit // 2
         after_n = limit - before_n
         async with self._db.connection() as conn:

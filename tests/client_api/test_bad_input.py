@@ -274,6 +274,9 @@ async def test_numbers_outside_canonical_json_in_event_content(
     await check.refused("PUT", f"/rooms/{r}/send/m.room.message/{txn()}",
                         {"msgtype": "m.text", "body": "x", "n": bad}, token=tok,
                         errcode="M_BAD_JSON")
+    await check.refused("POST", f"/rooms/{r}/send/m.room.message",
+                        {"msgtype": "m.text", "body": "x", "n": bad}, token=tok,
+                        errcode="M_BAD_JSON")
     await check.refused("PUT", f"/rooms/{r}/state/m.custom/k", {"n": [{"m": bad}]}, token=tok,
                         errcode="M_BAD_JSON")
     await check.refused("POST", "/createRoom", {"creation_content": {"n": bad}}, token=tok,

@@ -410,10 +410,11 @@ async def test_get_event_and_context(c: Client) -> None:
     assert [e["event_id"] for e in back["chunk"]] == [ids[0]]
     status, fwd = await _messages(c, u, room, **{"from": ctx["end"], "dir": "f", "limit": "1"})
     assert [e["event_id"] for e in fwd["chunk"]] == [ids[6]]
+    # /context on a room the user may not read is 403 (Synapse, SyTest), not 404.
     status, body = await c.request("GET", f"/rooms/{room}/context/{ids[3]}",
                                    token=outsider.access_token)
-    assert status == 404
-    assert body["errcode"] == "M_NOT_FOUND"
+    assert status == 403
+    assert body["errcode"] == "M_FORBIDDEN"
 
 
 async def test_messages_paging(c: Client) -> None:
@@ -673,3 +674,34 @@ async def test_identical_rooms_created_at_once_get_distinct_ids(c: Client) -> No
     alice = await c.register()
     ids = await asyncio.gather(*(c.create_room(alice) for _ in range(20)))
     assert len(set(ids)) == 20
+
+
+async def test_post_send_without_a_transaction_id(c: Client) -> None:
+    """POST /rooms/{id}/send/{type} (the r0-era form SyTest and older bots use): each request is
+    its own event; its content is checked as PUT's is (NaN, Infinity: M_NOT_JSON; floats:
+    M_BAD_JSON; past 65,536 bytes: 413 M_TOO_LARGE) and a refusal sends nothing."""
+    u = await c.register()
+    room = await c.create_room(u)
+    path = f"/rooms/{room}/send/m.room.message"
+    ids = []
+    for _ in range(2):
+        status, body = await c.request("POST", path, {"msgtype": "m.text", "body": "same"},
+                                       u.access_token)
+        assert status == 200, body
+        ids.append(body["event_id"])
+    assert ids[0] != ids[1]
+    for raw in (b'{"msgtype": "m.text", "body": NaN}', b'{"msgtype": "m.text", "body": Infinity}',
+                b'{"msgtype": "m.text", "body": -Infinity}'):
+        status, body = await c.request("POST", path, raw=raw, token=u.access_token)
+        assert status == 400 and body["errcode"] == "M_NOT_JSON", (raw, body)
+    status, body = await c.request("POST", path, {"msgtype": "m.text", "body": 1.1},
+                                   u.access_token)
+    assert status == 400 and body["errcode"] == "M_BAD_JSON", body
+    status, body = await c.request("POST", path, {"msgtype": "m.text", "body": "A" * 70000},
+                                   u.access_token)
+    assert status == 413 and body["errcode"] == "M_TOO_LARGE", body
+    status, body = await c.request("PUT", f"/rooms/{room}/state/oooooooh",
+                                   {"key": "O" * 70000}, u.access_token)
+    assert status == 413 and body["errcode"] == "M_TOO_LARGE", body
+    status, msgs = await _messages(c, u, room, dir="b", limit="5")
+    assert [e["event_id"] for e in msgs["chunk"]][:2] == [ids[1], ids[0]]
