@@ -140,7 +140,8 @@ class SyncService:
                         await self._joined_at(room, user_id, since.events):
                     changed = False  # a profile change, not a new join: stay incremental
                 body = await self._joined_room(requester, room, since if not changed else None,
-                                               now, flt, full_state)
+                                               now, flt, full_state,
+                                               newly_joined=changed and since is not None)
                 ad = room_account_data.get(room_id)
                 if ad:
                     body = body or await self._joined_room(requester, room, since, now, flt,
@@ -333,7 +334,7 @@ class SyncService:
 
     async def _joined_room(self, requester: Requester, room: RoomData, since: SyncToken | None,
                            now: SyncToken, flt: SyncFilter, full_state: bool,
-                           force: bool = False) -> JsonDict:
+                           force: bool = False, newly_joined: bool = False) -> JsonDict:
         user_id = requester.user_id
         tl_filter = flt.timeline
         limit = tl_filter.limit if tl_filter.limit is not None else DEFAULT_TIMELINE_LIMIT
@@ -343,6 +344,11 @@ class SyncService:
             return {}
         events, limited = await self._timeline_events(room, since_pos, now.events, limit,
                                                       tl_filter)
+        if newly_joined and (not events or events[0].type != "m.room.create"):
+            # A room joined since the last sync: the client has none of its history, and the
+            # timeline does not reach back to the room's start, so it is a gap (SyTest "Newly
+            # joined room has correct timeline in incremental sync"; Synapse does the same).
+            limited = True
         incremental = since is not None and not full_state
         if incremental and not events and not force and not tl_filter.drops_events:
             return {}
@@ -397,6 +403,11 @@ class SyncService:
         }
         if since is None or full_state or any(e.type == "m.room.member" for e in events):
             body["summary"] = self._summary(room, user_id)
+            if _named(room):
+                # m.heroes is for naming a room that has no name (spec: "Required if the
+                # room's m.room.name or m.room.canonical_alias state events are unset or
+                # empty"); a named room's summary is just the counts, as Synapse sends it.
+                del body["summary"]["m.heroes"]
         return body
 
     async def _filtered_out_state(
@@ -518,3 +529,11 @@ def _sent_state(membership: EventEntry, key: str) -> list[JsonDict]:
     sent = unsigned.get(key) if isinstance(unsigned, dict) else None
     return [e for e in remote_stripped_state(sent)
             if (e["type"], e["state_key"]) != ("m.room.member", membership.state_key)]
+
+
+def _named(room: RoomData) -> bool:
+    """Whether the room has a non-empty m.room.name or m.room.canonical_alias alias."""
+    name = room.state.get(("m.room.name", ""))
+    alias = room.state.get(("m.room.canonical_alias", ""))
+    return bool((name is not None and name.pdu.get("content", {}).get("name"))
+                or (alias is not None and alias.pdu.get("content", {}).get("alias")))

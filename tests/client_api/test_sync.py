@@ -349,7 +349,7 @@ async def test_initial_sync_limited_state(c: Client) -> None:
             ("m.room.member", alice.user_id), ("m.room.member", bob.user_id)} == set(state)
     assert state[("m.room.name", "")]["content"] == {"name": "Busy"}
     assert r["summary"]["m.joined_member_count"] == 2
-    assert r["summary"]["m.heroes"] == [alice.user_id]
+    assert "m.heroes" not in r["summary"]  # a named room: the counts only
 
 
 async def test_rejected_invite_in_leave_section(c: Client) -> None:
@@ -424,3 +424,51 @@ async def test_parsed_filters_are_per_user_and_errors_repeat(c: Client) -> None:
         status, body = await c.request("GET", "/sync", token=alice.access_token,
                                        params={"filter": '{"room": {"timeline": {"limit": "x"}}}'})
         assert status == 400 and body["errcode"] == "M_BAD_JSON"
+
+
+async def test_room_summary_heroes_only_for_unnamed_rooms(c: Client) -> None:
+    """m.heroes names a room without a name (spec: "Required if the room's m.room.name or
+    m.room.canonical_alias state events are unset or empty"); a named room's summary is the
+    counts only, as Synapse sends it (SyTest 31sync/16room-summary.pl)."""
+    alice, bob, carol = await c.register(), await c.register(), await c.register()
+    unnamed = await c.create_room(alice, preset="public_chat")
+    named = await c.create_room(alice, preset="public_chat", name="A room name")
+    for room in (unnamed, named):
+        await c.join(bob, room)
+    status, _ = await c.request("POST", f"/rooms/{named}/invite", {"user_id": carol.user_id},
+                                alice.access_token)
+    assert status == 200
+    rooms = (await c.sync(alice))["rooms"]["join"]
+    assert rooms[unnamed]["summary"] == {"m.heroes": [bob.user_id], "m.joined_member_count": 2,
+                                         "m.invited_member_count": 0}
+    assert rooms[named]["summary"] == {"m.joined_member_count": 2, "m.invited_member_count": 1}
+    # An emptied name makes the room unnamed again.
+    status, _ = await c.request("PUT", f"/rooms/{named}/state/m.room.name", {"name": ""},
+                                alice.access_token)
+    assert status == 200
+    summary = (await c.sync(alice))["rooms"]["join"][named]["summary"]
+    assert summary["m.heroes"] == sorted([bob.user_id, carol.user_id])
+
+
+async def test_newly_joined_room_in_incremental_sync_is_limited(c: Client) -> None:
+    """A room joined since the last sync comes with `limited`: the client has none of the
+    history before the timeline, even when the timeline filter leaves fewer events than its
+    limit (SyTest "Newly joined room has correct timeline in incremental sync")."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    for i in range(4):
+        await c.send(alice, room, f"m{i}")
+    flt = ('{"room": {"timeline": {"types": ["m.room.message"], "limit": 10},'
+           ' "state": {"types": []}}}')
+    since = (await c.sync(bob, filter=flt))["next_batch"]
+    await c.join(bob, room)
+    body = (await c.sync(bob, since, filter=flt))["rooms"]["join"][room]
+    assert [e["content"]["body"] for e in body["timeline"]["events"]] == ["m0", "m1", "m2",
+                                                                          "m3"]
+    assert body["timeline"]["limited"] is True
+    # The next incremental sync of the same room is not a gap.
+    since = (await c.sync(bob, since, filter=flt))["next_batch"]
+    await c.send(alice, room, "after")
+    body = (await c.sync(bob, since, filter=flt))["rooms"]["join"][room]
+    assert [e["content"]["body"] for e in body["timeline"]["events"]] == ["after"]
+    assert body["timeline"]["limited"] is False
