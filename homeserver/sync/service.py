@@ -25,6 +25,7 @@ from homeserver.streams.tokens import PaginationToken, SyncToken
 from homeserver.sync.streams import SyncSources
 from homeserver.types import JsonDict, Requester
 from homeserver.users.account_data import AccountDataService
+from homeserver.users.ignored import IgnoredUsers
 
 DEFAULT_TIMELINE_LIMIT = 10
 OUT_OF_BAND_LOOKAHEAD = 10  # timeline events looked at for the state after an out-of-band one
@@ -58,6 +59,7 @@ class SyncService:
         self._visibility = visibility
         self._event_stream = event_stream
         self._account_data = account_data
+        self._ignored = IgnoredUsers(account_data)
         self._notifier = notifier
         # Told how long after the last wake-up a woken long-poll had its answer (metrics).
         self.on_woken: Callable[[float], None] | None = None
@@ -114,6 +116,7 @@ class SyncService:
         knock: JsonDict = {}
         leave: JsonDict = {}
         memberships = await self._members.rooms_of(user_id)
+        ignored = await self._ignored.of(user_id)
         forgotten: set[str] | None = None
         room_account_data: dict[str, list[JsonDict]] = {}
         global_ad: list[JsonDict] = []
@@ -141,15 +144,19 @@ class SyncService:
                     changed = False  # a profile change, not a new join: stay incremental
                 body = await self._joined_room(requester, room, since if not changed else None,
                                                now, flt, full_state,
-                                               newly_joined=changed and since is not None)
+                                               newly_joined=changed and since is not None,
+                                               ignored=ignored)
                 ad = room_account_data.get(room_id)
                 if ad:
                     body = body or await self._joined_room(requester, room, since, now, flt,
-                                                           full_state, force=True)
+                                                           full_state, force=True,
+                                                           ignored=ignored)
                     body["account_data"] = {"events": ad}
                 if body:
                     join[room_id] = body
             elif m.membership == "invite" and changed:
+                if ignored and await self._invited_by(m.event_id, ignored):
+                    continue  # spec: "Servers must not send room invites from ignored users"
                 invite[room_id] = await self._invited_room(room_id, m.event_id)
             elif m.membership == "knock" and changed:
                 knock[room_id] = await self._knocked_room(room_id, m.event_id)
@@ -173,7 +180,7 @@ class SyncService:
                 if eroom is None:
                     continue
                 room_body = await self._joined_room(requester, eroom, since, now, flt,
-                                                    full_state, force=True)
+                                                    full_state, force=True, ignored=ignored)
                 join[room_id] = room_body
             room_body["ephemeral"] = {"events": events}
         if self.sources.notifications is not None and join:
@@ -334,7 +341,8 @@ class SyncService:
 
     async def _joined_room(self, requester: Requester, room: RoomData, since: SyncToken | None,
                            now: SyncToken, flt: SyncFilter, full_state: bool,
-                           force: bool = False, newly_joined: bool = False) -> JsonDict:
+                           force: bool = False, newly_joined: bool = False,
+                           ignored: frozenset[str] = frozenset()) -> JsonDict:
         user_id = requester.user_id
         tl_filter = flt.timeline
         limit = tl_filter.limit if tl_filter.limit is not None else DEFAULT_TIMELINE_LIMIT
@@ -356,6 +364,8 @@ class SyncService:
         events = await self._visibility.filter(user_id, events, currently_joined=True)
         # State events the user may not see in the timeline still make the current state.
         hides_state = len(events) < unfiltered
+        if ignored:  # their messages are left out; their state events still make the state
+            events = [e for e in events if e.state_key is not None or e.sender not in ignored]
         first = events[0] if events else None
         timeline = [e for e in events if tl_filter.allows(e)]
 
@@ -470,6 +480,10 @@ class SyncService:
                 if ev is not None:
                     events.append(stripped_state(ev.pdu))
         return room, events
+
+    async def _invited_by(self, invite_event_id: str, users: frozenset[str]) -> bool:
+        inv = (await self._cache.get_many([invite_event_id])).get(invite_event_id)
+        return inv is not None and inv.sender in users
 
     async def _invited_room(self, room_id: str, invite_event_id: str) -> JsonDict:
         room, events = await self._stripped_room_state(room_id)
