@@ -395,6 +395,12 @@ class SyncService:
             wanted = [(k, v) for k, v in wanted if flt.state.allows_type(k[0])]
             got = await self._cache.get_many(v for _, v in wanted)
             state_events = [got[v] for _, v in wanted if v in got]
+        if incremental and not force and not timeline and not state_events:
+            # Everything new was filtered out (e.g. one's own displayname change under a
+            # filter without m.room.member): nothing to tell, so the room is left out rather
+            # than sent with an empty timeline (SyTest "A change to displayname should not
+            # result in a full state sync"; Synapse leaves it out too).
+            return {}
 
         did, dev = requester.user_id, requester.device_id
         served = await self.served_timeline(requester, room, timeline, now.events, True)

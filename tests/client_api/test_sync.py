@@ -472,3 +472,34 @@ async def test_newly_joined_room_in_incremental_sync_is_limited(c: Client) -> No
     body = (await c.sync(bob, since, filter=flt))["rooms"]["join"][room]
     assert [e["content"]["body"] for e in body["timeline"]["events"]] == ["after"]
     assert body["timeline"]["limited"] is False
+
+
+async def test_filtered_out_changes_leave_the_room_out_of_an_incremental_sync(
+        c: Client) -> None:
+    """A displayname change and a message, both kept out by the filter, give an incremental
+    sync without the room, not the room with an empty timeline or its state again (SyTest "A
+    change to displayname should not result in a full state sync")."""
+    alice = await c.register()
+    room = await c.create_room(alice)
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/a.madeup.test.state",
+                                {"my_key": 1}, alice.access_token)
+    assert status == 200
+    flt = ('{"room": {"timeline": {"types": []}, "state": {"types": ["a.madeup.test.state"]},'
+           ' "ephemeral": {"types": []}}, "presence": {"types": []}}')
+    body = await c.sync(alice, filter=flt)
+    assert [e["type"] for e in body["rooms"]["join"][room]["state"]["events"]] == [
+        "a.madeup.test.state"]
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/m.room.member/{alice.user_id}",
+                                {"membership": "join", "displayname": "boris"},
+                                alice.access_token)
+    assert status == 200
+    await c.send(alice, room, "to wait on")
+    body = await c.sync(alice, body["next_batch"], filter=flt)
+    assert room not in body.get("rooms", {}).get("join", {}), body
+    # A change the filter lets through still comes.
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/a.madeup.test.state",
+                                {"my_key": 2}, alice.access_token)
+    assert status == 200
+    body = await c.sync(alice, body["next_batch"], filter=flt)
+    assert [e["content"] for e in body["rooms"]["join"][room]["state"]["events"]] == [
+        {"my_key": 2}]
