@@ -522,8 +522,13 @@ class SyncService:
         timeline = [e for e in events if flt.timeline.allows(e)]
         first = events[0] if events else None
         state: list[EventEntry] = []
-        if since is None and first is not None:
-            ids = await self._state_ids_before(room, first, leave_pos)
+        # The room's state goes with it when the client has none: an initial sync, or a room
+        # joined and left within this batch (SyTest "When user joins and leaves a room in the
+        # same batch, the full state is still included in the next sync").
+        full = since is None or not await self._joined_at(room, requester.user_id, since_pos)
+        if full:
+            ids = (await self._state_ids_before(room, first, leave_pos) if first is not None
+                   else await self._state_at_stream(room, leave_pos))
             wanted = [v for k, v in ids.items() if flt.state.allows_type(k[0])]
             got = await self._cache.get_many(wanted)
             state = [got[v] for v in wanted if v in got]

@@ -503,3 +503,26 @@ async def test_filtered_out_changes_leave_the_room_out_of_an_incremental_sync(
     body = await c.sync(alice, body["next_batch"], filter=flt)
     assert [e["content"] for e in body["rooms"]["join"][room]["state"]["events"]] == [
         {"my_key": 2}]
+
+
+async def test_room_joined_and_left_in_one_batch_comes_with_its_state(c: Client) -> None:
+    """The client never had the state of a room joined and left since its last sync, so the
+    leave section carries it (filtered by the state filter), even when the timeline filter
+    keeps every event out."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice)
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/a.madeup.test.state",
+                                {"my_key": 1}, alice.access_token)
+    assert status == 200
+    status, _ = await c.request("POST", f"/rooms/{room}/invite", {"user_id": bob.user_id},
+                                alice.access_token)
+    assert status == 200
+    flt = ('{"room": {"timeline": {"types": []}, "state": {"types": ["a.madeup.test.state"]},'
+           ' "include_leave": true}}')
+    since = (await c.sync(bob, filter=flt))["next_batch"]
+    await c.join(bob, room)
+    status, _ = await c.request("POST", f"/rooms/{room}/leave", {}, bob.access_token)
+    assert status == 200
+    left = (await c.sync(bob, since, filter=flt))["rooms"]["leave"][room]
+    assert [(e["type"], e["content"]) for e in left["state"]["events"]] == [
+        ("a.madeup.test.state", {"my_key": 1})]
