@@ -117,6 +117,7 @@ class SyncService:
         leave: JsonDict = {}
         memberships = await self._members.rooms_of(user_id)
         ignored = await self._ignored.of(user_id)
+        newly_shared: set[str] = set()  # users who came to share a room with this user
         forgotten: set[str] | None = None
         room_account_data: dict[str, list[JsonDict]] = {}
         global_ad: list[JsonDict] = []
@@ -146,6 +147,9 @@ class SyncService:
                                                now, flt, full_state,
                                                newly_joined=changed and since is not None,
                                                ignored=ignored)
+                if since is not None:
+                    _note_new_peers(room, user_id, changed, since.events, now.events,
+                                    newly_shared)
                 ad = room_account_data.get(room_id)
                 if ad:
                     body = body or await self._joined_room(requester, room, since, now, flt,
@@ -215,7 +219,7 @@ class SyncService:
             empty = empty and not msgs
         if src.presence is not None:
             presence = await src.presence.for_user(user_id, since.presence if since else None,
-                                                   now.presence)
+                                                   now.presence, newly_shared)
             presence = [p for p in presence if flt.presence.allows_type(p.get("type", ""))]
             if presence:
                 body_out["presence"] = {"events": presence}
@@ -554,6 +558,21 @@ def _sent_state(membership: EventEntry, key: str) -> list[JsonDict]:
     sent = unsigned.get(key) if isinstance(unsigned, dict) else None
     return [e for e in remote_stripped_state(sent)
             if (e["type"], e["state_key"]) != ("m.room.member", membership.state_key)]
+
+
+def _note_new_peers(room: RoomData, user_id: str, newly_joined: bool, since: int, now: int,
+                    into: set[str]) -> None:
+    """Add to `into` the users who came to share `room` with `user_id` in (since, now]: all
+    its members when the user joined it then, else those whose join is in that window (as far
+    as the in-memory recent events reach; a profile change counts too, harmlessly)."""
+    if newly_joined:
+        into.update(k for (t, k), e in room.state.items()
+                    if t == "m.room.member" and e.membership == "join" and k != user_id)
+        return
+    for e in room.events_after(since, now) or ():
+        if e.type == "m.room.member" and e.membership == "join" and e.state_key != user_id \
+                and e.state_key is not None:
+            into.add(e.state_key)
 
 
 def _named(room: RoomData) -> bool:
