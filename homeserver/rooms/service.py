@@ -802,6 +802,30 @@ class RoomService:
                 raise forbidden("You may not delete this alias")
         async with self._db.connection() as conn:
             await self._store.delete_alias(conn, alias)
+        await self._drop_canonical_alias(requester, row["room_id"], alias)
+
+    async def _drop_canonical_alias(self, requester: Requester, room_id: str,
+                                    alias: str) -> None:
+        """Take a deleted alias out of the room's m.room.canonical_alias (alias and
+        alt_aliases), as Synapse does and the spec allows, so the room does not go on naming
+        an alias that no longer resolves. Best effort: a requester without the power level
+        to send it leaves the event as it is."""
+        room = await self.rooms.get(room_id)
+        current = room.state.get(("m.room.canonical_alias", "")) if room is not None else None
+        if current is None:
+            return
+        content = dict(current.pdu.get("content", {}))
+        alt = content.get("alt_aliases")
+        if content.get("alias") != alias and not (isinstance(alt, list) and alias in alt):
+            return
+        if content.get("alias") == alias:
+            del content["alias"]
+        if isinstance(alt, list):
+            content["alt_aliases"] = [a for a in alt if a != alias]
+        try:
+            await self.set_state(requester, room_id, "m.room.canonical_alias", "", content)
+        except MatrixError:
+            pass
 
     async def set_public(self, requester: Requester, room_id: str, is_public: bool) -> None:
         """PUT /directory/list/room/{roomId}: moderators (power level 50) and admins may list

@@ -142,3 +142,29 @@ async def test_public_rooms_of_another_server_without_federation(c: Client) -> N
     status, body = await c.request("GET", "/publicRooms", token=user.access_token,
                                    params={"server": "parley.test"})
     assert status == 200 and "chunk" in body
+
+
+async def test_deleting_an_alias_takes_it_out_of_the_canonical_alias(c: Client,
+                                                                    server: Server) -> None:
+    """A deleted alias no longer names the room in m.room.canonical_alias (alias or
+    alt_aliases); the others stay (SyTest "Can delete canonical alias")."""
+    u = await c.register()
+    room = await c.create_room(u)
+    main, alt, other = (f"#{p}{secrets.token_hex(4)}:{server.config.server_name}"
+                        for p in ("main", "alt", "other"))
+    for alias in (main, alt, other):
+        status, body = await c.request("PUT", f"/directory/room/{quote(alias)}",
+                                       {"room_id": room}, u.access_token)
+        assert status == 200, body
+    path = f"/rooms/{room}/state/m.room.canonical_alias"
+    status, body = await c.request("PUT", path, {"alias": main, "alt_aliases": [alt, other]},
+                                   u.access_token)
+    assert status == 200, body
+    status, _ = await c.request("DELETE", f"/directory/room/{quote(main)}", {}, u.access_token)
+    assert status == 200
+    status, body = await c.request("GET", path, token=u.access_token)
+    assert (status, body) == (200, {"alt_aliases": [alt, other]})
+    status, _ = await c.request("DELETE", f"/directory/room/{quote(alt)}", {}, u.access_token)
+    assert status == 200
+    status, body = await c.request("GET", path, token=u.access_token)
+    assert (status, body) == (200, {"alt_aliases": [other]})

@@ -705,3 +705,25 @@ async def test_post_send_without_a_transaction_id(c: Client) -> None:
     assert status == 413 and body["errcode"] == "M_TOO_LARGE", body
     status, msgs = await _messages(c, u, room, dir="b", limit="5")
     assert [e["event_id"] for e in msgs["chunk"]][:2] == [ids[1], ids[0]]
+
+
+async def test_messages_of_a_departed_room_page_back_from_the_leave(c: Client) -> None:
+    """A former member's /messages without `from` starts where they left: the page holds
+    what they saw, not an empty page of what came after (SyTest SPEC-216)."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    await c.send(alice, room, "before")
+    await c.send(bob, room, "bob's before leaving")
+    status, _ = await c.request("POST", f"/rooms/{room}/leave", {}, bob.access_token)
+    assert status == 200
+    for i in range(3):
+        await c.send(alice, room, f"after {i}")
+    status, body = await _messages(c, bob, room, dir="b", limit="2")
+    assert status == 200, body
+    got = [(e["type"], e["content"].get("body", e["content"].get("membership")))
+           for e in body["chunk"]]
+    assert got == [("m.room.member", "leave"), ("m.room.message", "bob's before leaving")]
+    # A member still pages from the newest event.
+    status, body = await _messages(c, alice, room, dir="b", limit="1")
+    assert body["chunk"][0]["content"]["body"] == "after 2"
