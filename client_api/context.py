@@ -6,6 +6,7 @@ services its endpoint is about (`ctx(request).devices`, `ctx(request).sessions`,
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -85,6 +86,8 @@ class ClientContext:
     sliding_sync: SlidingSyncService | None = None
     search: SearchService | None = None
     threads: ThreadService | None = None
+    # Marks a user erased (homeserver/admin/users.py), for /account/deactivate with `erase`.
+    erase_user: Callable[[str], Awaitable[None]] | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

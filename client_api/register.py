@@ -143,11 +143,18 @@ async def change_password(request: web.Request) -> web.Response:
 async def deactivate(request: web.Request) -> web.Response:
     requester = await auth(request)
     body = await read_json(request, allow_empty=True)
+    erase = body.get("erase", False)
+    if not isinstance(erase, bool):
+        raise MatrixError(400, Codes.BAD_JSON, "erase must be a boolean")
     await password_uia(request, requester, body)
     c = ctx(request)
     # Leave every room first so other members see the user go.
     await c.rooms.leave_all(requester)
     await c.accounts.deactivate(requester.user_id)
+    if erase and c.erase_user is not None:
+        # Spec: users "which join the room after the erasure request are served redacted
+        # copies of the events sent by this account"; those who saw them still do.
+        await c.erase_user(requester.user_id)
     return json_response({"id_server_unbind_result": "no-support"})
 
 

@@ -377,3 +377,29 @@ async def test_register_session_is_not_for_another_request(c: Client) -> None:
         "username": _local(), "password": "pw-secret-1",
         "auth": {"type": "m.login.dummy", "session": body["session"]}})
     assert status == 400 and body["errcode"] == "M_UNKNOWN", body
+
+
+async def test_deactivate_with_erase_hides_messages_from_later_joiners(c: Client) -> None:
+    """POST /account/deactivate {"erase": true}: a member who saw the message keeps seeing
+    it; one who joined after it was sent gets it with its content removed (spec; SyTest
+    30rooms/32erasure.pl). A non-boolean erase is M_BAD_JSON and deactivates nothing."""
+    creator, member, joiner = await c.register(), await c.register(), await c.register()
+    room = await c.create_room(creator, preset="public_chat")
+    await c.join(member, room)
+    message = await c.send(creator, room, "body1")
+    await c.join(joiner, room)
+    auth = {"type": "m.login.password", "password": "pw-secret-1",
+            "identifier": {"type": "m.id.user", "user": creator.user_id}}
+    status, body = await c.request("POST", "/account/deactivate",
+                                   {"auth": auth, "erase": "yes"}, creator.access_token)
+    assert status == 400 and body["errcode"] == "M_BAD_JSON", body
+    status, body = await c.request("POST", "/account/deactivate", {"auth": auth, "erase": True},
+                                   creator.access_token)
+    assert status == 200, body
+
+    def content(sync: dict[str, Any]) -> Any:
+        events = sync["rooms"]["join"][room]["timeline"]["events"]
+        return next(e for e in events if e["event_id"] == message)["content"]
+
+    assert content(await c.sync(member)) == {"msgtype": "m.text", "body": "body1"}
+    assert content(await c.sync(joiner)) == {}
