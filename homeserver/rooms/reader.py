@@ -262,6 +262,12 @@ class RoomReader:
             last = events[-1]
             end = (PaginationToken(last.depth, last.stream_ordering).serialize() if backwards
                    else PaginationToken(last.depth, last.stream_ordering + 1).serialize())
+        elif not backwards and to_point is None:
+            # Forwards to the live end: more events may come, so `end` is where to go on
+            # from later (as Synapse answers; SyTest "A next_batch token can be used in the
+            # v1 messages API"). Backwards, the room's start is the end: no `end`.
+            end = (PaginationToken(events[-1].depth, events[-1].stream_ordering + 1).serialize()
+                   if events else PaginationToken(depth, stream).serialize())
         visible = (events if as_admin
                    else await self._visibility.filter(requester.user_id, events, joined))
         visible = [e for e in visible if flt.allows(e)]

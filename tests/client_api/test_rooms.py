@@ -727,3 +727,24 @@ async def test_messages_of_a_departed_room_page_back_from_the_leave(c: Client) -
     # A member still pages from the newest event.
     status, body = await _messages(c, alice, room, dir="b", limit="1")
     assert body["chunk"][0]["content"]["body"] == "after 2"
+
+
+async def test_messages_forwards_from_a_sync_token_to_the_live_end(c: Client) -> None:
+    """Paging forwards from a sync's next_batch gives what came after it and an `end` to go
+    on from when more comes (SyTest "A next_batch token can be used in the v1 messages API");
+    backwards to the room's start there is no `end`."""
+    u = await c.register()
+    room = await c.create_room(u)
+    await c.send(u, room, "1")
+    since = (await c.sync(u))["next_batch"]
+    second = await c.send(u, room, "2")
+    status, body = await _messages(c, u, room, dir="f", **{"from": since})
+    assert status == 200, body
+    assert [e["event_id"] for e in body["chunk"]] == [second]
+    status, again = await _messages(c, u, room, dir="f", **{"from": body["end"]})
+    assert again["chunk"] == [] and "end" in again
+    third = await c.send(u, room, "3")
+    status, more = await _messages(c, u, room, dir="f", **{"from": again["end"]})
+    assert [e["event_id"] for e in more["chunk"]] == [third]
+    status, back = await _messages(c, u, room, dir="b", limit="100")
+    assert "end" not in back
