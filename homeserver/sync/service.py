@@ -29,6 +29,7 @@ from homeserver.users.ignored import IgnoredUsers
 
 DEFAULT_TIMELINE_LIMIT = 10
 OUT_OF_BAND_LOOKAHEAD = 10  # timeline events looked at for the state after an out-of-band one
+MEMBERS_SENT_ROOMS = 100_000  # (user, device, room) entries kept for lazy-loading members
 INVITE_STATE_TYPES = (
     "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
     "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
@@ -60,6 +61,8 @@ class SyncService:
         self._event_stream = event_stream
         self._account_data = account_data
         self._ignored = IgnoredUsers(account_data)
+        # (user, device, room) -> member user -> the member event id that device was sent.
+        self._members_sent: dict[tuple[str, str, str], dict[str, str]] = {}
         self._notifier = notifier
         # Told how long after the last wake-up a woken long-poll had its answer (metrics).
         self.on_woken: Callable[[float], None] | None = None
@@ -396,9 +399,16 @@ class SyncService:
                 senders = {e.sender for e in timeline} | {user_id}
                 wanted = [(k, v) for k, v in wanted
                           if k[0] != "m.room.member" or k[1] in senders]
+        if flt.lazy_load_members and incremental:
+            wanted += self._lazy_members(requester, room, timeline, wanted,
+                                         flt.state.include_redundant_members)
+        if wanted:
             wanted = [(k, v) for k, v in wanted if flt.state.allows_type(k[0])]
             got = await self._cache.get_many(v for _, v in wanted)
             state_events = [got[v] for _, v in wanted if v in got]
+        if flt.lazy_load_members:
+            self._note_members_sent(requester, room.room_id, [
+                e for e in [*state_events, *timeline] if e.type == "m.room.member"])
         if incremental and not force and not timeline and not state_events:
             # Everything new was filtered out (e.g. one's own displayname change under a
             # filter without m.room.member): nothing to tell, so the room is left out rather
@@ -453,6 +463,40 @@ class SyncService:
         else:
             end = await self._state_at_stream(room, now)
         return {k: v for k, v in end.items() if base.get(k) != v and v not in in_timeline}
+
+    def _lazy_members(self, requester: Requester, room: RoomData, timeline: list[EventEntry],
+                      wanted: list[tuple[tuple[str, str], str]],
+                      redundant: bool) -> list[tuple[tuple[str, str], str]]:
+        """For a lazy-loading incremental sync: the member events of the timeline's senders
+        that this device has not been sent yet (all of them with include_redundant_members),
+        besides those already `wanted` or in the timeline itself (spec "Lazy-loading room
+        members": "the server should send the membership events for the senders")."""
+        have = {k for k, _ in wanted} | {(e.type, e.state_key) for e in timeline}
+        sent = self._members_sent.get((requester.user_id, requester.device_id, room.room_id),
+                                      {})
+        out: list[tuple[tuple[str, str], str]] = []
+        for sender in dict.fromkeys(e.sender for e in timeline):
+            key = ("m.room.member", sender)
+            member = room.state.get(key)
+            if key in have or member is None:
+                continue
+            if redundant or sent.get(sender) != member.event_id:
+                out.append((key, member.event_id))
+        return out
+
+    def _note_members_sent(self, requester: Requester, room_id: str,
+                           members: list[EventEntry]) -> None:
+        """Remember which member events this device was sent (what lazy loading need not
+        send it again); bounded, least recently used first out (a forgotten entry only
+        means one member event sent again)."""
+        key = (requester.user_id, requester.device_id, room_id)
+        sent = self._members_sent.pop(key, {})
+        for e in members:
+            if e.state_key is not None:
+                sent[e.state_key] = e.event_id
+        self._members_sent[key] = sent
+        while len(self._members_sent) > MEMBERS_SENT_ROOMS:
+            self._members_sent.pop(next(iter(self._members_sent)))
 
     async def _joined_at(self, room: RoomData, user_id: str, pos: int) -> bool:
         event_id = (await self._state_at_stream(room, pos)).get(("m.room.member", user_id))

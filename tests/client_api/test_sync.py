@@ -526,3 +526,38 @@ async def test_room_joined_and_left_in_one_batch_comes_with_its_state(c: Client)
     left = (await c.sync(bob, since, filter=flt))["rooms"]["leave"][room]
     assert [(e["type"], e["content"]) for e in left["state"]["events"]] == [
         ("a.madeup.test.state", {"my_key": 1})]
+
+
+async def test_lazy_loading_members_in_incremental_syncs(c: Client) -> None:
+    """With lazy_load_members an incremental sync carries the member events of the timeline's
+    senders the device was not sent yet, once; with include_redundant_members every time
+    (SyTest 31sync/15lazy-members.pl)."""
+    alice, bob, carol = await c.register(), await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat", name="A room name")
+    for u in (bob, carol):
+        await c.join(u, room)
+    for i in range(3):
+        await c.send(bob, room, f"bob {i}")
+
+    def members(body: dict[str, Any]) -> list[str]:
+        r = body["rooms"]["join"].get(room, {})
+        return sorted(e["state_key"] for e in r.get("state", {}).get("events", [])
+                      if e["type"] == "m.room.member")
+
+    lazy = '{"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 3}}}'
+    first = await c.sync(alice, filter=lazy)
+    assert members(first) == sorted([alice.user_id, bob.user_id])
+    await c.send(carol, room, "carol")
+    await c.send(bob, room, "bob again")
+    second = await c.sync(alice, first["next_batch"], filter=lazy)
+    assert members(second) == [carol.user_id]  # bob's was sent already
+    await c.send(carol, room, "carol again")
+    third = await c.sync(alice, second["next_batch"], filter=lazy)
+    assert members(third) == []
+
+    redundant = ('{"room": {"state": {"lazy_load_members": true,'
+                 ' "include_redundant_members": true}, "timeline": {"limit": 3}}}')
+    await c.send(bob, room, "bob once more")
+    await c.send(carol, room, "carol once more")
+    fourth = await c.sync(alice, third["next_batch"], filter=redundant)
+    assert members(fourth) == sorted([bob.user_id, carol.user_id])
