@@ -323,8 +323,8 @@ class PresenceService:
             seen = {e["sender"] for e in out}
             now = now_ms()
             for uid in sorted(set(newly_shared) - seen):
-                u = self._users.get(uid)
-                if u is not None and 0 < u.stream_id <= upto:
+                u = self._users.get(uid) or UserPresence()  # never seen: offline, as Synapse
+                if u.stream_id <= upto:
                     out.append(self._event(uid, u, now))
             return out
         return await self._changed_for_user(user_id, since, upto)

@@ -252,3 +252,14 @@ async def test_presence_of_new_room_peers_in_incremental_sync(c: Client) -> None
         assert content["presence"] == "online" and content["status_msg"] == msg
         again = await c.sync(viewer, body["next_batch"])
         assert presence_of(again, peer.user_id) == []
+
+
+async def test_a_new_peer_without_presence_comes_as_offline(c: Client) -> None:
+    """A user who never had any presence and joins a room shows up to its members as offline
+    in their next incremental sync (SyTest "Get presence for newly joined members")."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    since = (await c.sync(alice))["next_batch"]
+    await c.join(bob, room)
+    [content] = presence_of(await c.sync(alice, since), bob.user_id)
+    assert content["presence"] == "offline"
