@@ -240,7 +240,25 @@ class SyncService:
             counts, fallback = await src.key_counts.counts(user_id, requester.device_id)
             body_out["device_one_time_keys_count"] = counts
             body_out["device_unused_fallback_key_types"] = fallback
+        if flt.event_format == "federation" and rooms:
+            await self._federation_format(rooms)
         return SyncResult(body_out, empty, now)
+
+    async def _federation_format(self, rooms: JsonDict) -> None:
+        """The filter's event_format "federation" (spec: "`federation` will return the raw
+        event as received over federation"): each room event of the join and leave sections
+        as its PDU with its event_id; invite and knock state stay stripped."""
+        lists = [r[part]["events"] for section in ("join", "leave")
+                 for r in rooms.get(section, {}).values()
+                 for part in ("timeline", "state") if part in r]
+        ids = [e["event_id"] for events in lists for e in events if "event_id" in e]
+        got = await self._cache.get_many(ids)
+        for events in lists:
+            for i, e in enumerate(events):
+                entry = got.get(e.get("event_id", ""))
+                if entry is not None:
+                    events[i] = {**entry.pdu, "event_id": entry.event_id,
+                                 **({"unsigned": e["unsigned"]} if "unsigned" in e else {})}
 
     async def _ephemeral(self, user_id: str, memberships: dict[str, Membership],
                          since: SyncToken | None, now: SyncToken,

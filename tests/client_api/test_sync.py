@@ -561,3 +561,22 @@ async def test_lazy_loading_members_in_incremental_syncs(c: Client) -> None:
     await c.send(carol, room, "carol once more")
     fourth = await c.sync(alice, third["next_batch"], filter=redundant)
     assert members(fourth) == sorted([bob.user_id, carol.user_id])
+
+
+async def test_event_format_federation(c: Client) -> None:
+    """A filter with event_format "federation" gets the events as PDUs (prev_events,
+    auth_events, depth, hashes, signatures) with their event_id (SyTest 31sync/13)."""
+    u = await c.register()
+    room = await c.create_room(u)
+    event_id = await c.send(u, room, "Test message")
+    body = await c.sync(u, filter='{"event_format": "federation", "room": {"timeline":'
+                                  ' {"limit": 1}}}')
+    [ev] = body["rooms"]["join"][room]["timeline"]["events"]
+    assert ev["event_id"] == event_id and ev["room_id"] == room
+    assert ev["content"] == {"msgtype": "m.text", "body": "Test message"}
+    assert {"prev_events", "auth_events", "depth", "hashes", "signatures",
+            "origin_server_ts", "sender", "type"} <= set(ev)
+    state = body["rooms"]["join"][room]["state"]["events"]
+    assert state and all("auth_events" in e and "event_id" in e for e in state)
+    plain = await c.sync(u, filter='{"room": {"timeline": {"limit": 1}}}')
+    assert "auth_events" not in plain["rooms"]["join"][room]["timeline"]["events"][0]
