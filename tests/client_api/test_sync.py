@@ -580,3 +580,35 @@ async def test_event_format_federation(c: Client) -> None:
     assert state and all("auth_events" in e and "event_id" in e for e in state)
     plain = await c.sync(u, filter='{"room": {"timeline": {"limit": 1}}}')
     assert "auth_events" not in plain["rooms"]["join"][room]["timeline"]["events"][0]
+
+
+async def test_lazy_loading_gapped_sync_has_the_gaps_membership_changes(c: Client) -> None:
+    """A gapped (limited) incremental sync with lazy_load_members still carries the member
+    events that changed in the gap, a silent joiner's and a leaver's (SyTest "Gapped
+    incremental syncs include all state changes", "Old leaves are present")."""
+    alice, bob, carol, dave = [await c.register() for _ in range(4)]
+    room = await c.create_room(alice, preset="public_chat", name="A room name")
+    for u in (bob, carol):
+        await c.join(u, room)
+    for i in range(3):
+        await c.send(bob, room, f"bob {i}")
+    lazy = '{"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 3}}}'
+
+    def members(body: dict[str, Any]) -> dict[str, str]:
+        r = body["rooms"]["join"][room]
+        assert r["timeline"]["limited"] is True
+        return {e["state_key"]: e["content"]["membership"] for e in r["state"]["events"]
+                if e["type"] == "m.room.member"}
+
+    first = await c.sync(alice, filter=lazy)
+    await c.join(dave, room)
+    for i in range(5):
+        await c.send(carol, room, f"carol {i}")
+    second = await c.sync(alice, first["next_batch"], filter=lazy)
+    assert members(second) == {carol.user_id: "join", dave.user_id: "join"}
+    status, _ = await c.request("POST", f"/rooms/{room}/leave", {}, dave.access_token)
+    assert status == 200
+    for i in range(5):
+        await c.send(carol, room, f"carol again {i}")
+    third = await c.sync(alice, second["next_batch"], filter=lazy)
+    assert members(third) == {dave.user_id: "leave"}
