@@ -239,11 +239,15 @@ class RoomReader:
             limit = min(limit, flt.limit)
         depth, stream = await self._point(room, from_token, backwards)
         own = room.state.get(("m.room.member", requester.user_id))
-        if (from_token is None and backwards and not joined and own is not None
-                and own.membership in ("leave", "ban")):
-            # A former member pages back from where they left (SyTest "Can get
-            # rooms/{roomId}/messages for a departed room"): what comes after is not theirs
-            # to see, and a page of it would be empty.
+        hv = room.state.get(("m.room.history_visibility", ""))
+        world_readable = (hv is not None and hv.pdu.get("content", {}).get("history_visibility")
+                          == "world_readable")
+        if (backwards and not joined and not world_readable and own is not None
+                and own.membership in ("leave", "ban")
+                and (own.depth, own.stream_ordering + 1) < (depth, stream)):
+            # A former member pages back from where they left at the latest (as Synapse; SyTest
+            # "Can get rooms/{roomId}/messages for a departed room", from a sync token of
+            # now): what came after is not theirs to see, and a page of it would be empty.
             depth, stream = own.depth, own.stream_ordering + 1
         to_point = await self._point(room, to_token, not backwards) if to_token else None
         rows = await self._page(room, depth, stream, backwards, limit, flt)

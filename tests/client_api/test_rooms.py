@@ -724,6 +724,11 @@ async def test_messages_of_a_departed_room_page_back_from_the_leave(c: Client) -
     got = [(e["type"], e["content"].get("body", e["content"].get("membership")))
            for e in body["chunk"]]
     assert got == [("m.room.member", "leave"), ("m.room.message", "bob's before leaving")]
+    # From a token of now (a sync's next_batch) too.
+    since = (await c.sync(bob))["next_batch"]
+    status, body = await _messages(c, bob, room, dir="b", limit="2", **{"from": since})
+    assert status == 200, body
+    assert [e["type"] for e in body["chunk"]] == ["m.room.member", "m.room.message"]
     # A member still pages from the newest event.
     status, body = await _messages(c, alice, room, dir="b", limit="1")
     assert body["chunk"][0]["content"]["body"] == "after 2"
