@@ -266,12 +266,13 @@ class RoomReader:
             last = events[-1]
             end = (PaginationToken(last.depth, last.stream_ordering).serialize() if backwards
                    else PaginationToken(last.depth, last.stream_ordering + 1).serialize())
-        elif not backwards and to_point is None:
-            # Forwards to the live end: more events may come, so `end` is where to go on
-            # from later (as Synapse answers; SyTest "A next_batch token can be used in the
-            # v1 messages API"). Backwards, the room's start is the end: no `end`.
-            end = (PaginationToken(events[-1].depth, events[-1].stream_ordering + 1).serialize()
-                   if events else PaginationToken(depth, stream).serialize())
+        elif events and not backwards and to_point is None:
+            # Forwards up to the live end: more events may come, so a page that has events
+            # says where to go on from later (as Synapse; SyTest "A next_batch token can be
+            # used in the v1 messages API"). An empty page has no `end` (spec: omitted when
+            # "no further events are available"), so a client paging until there is none
+            # stops; backwards, the room's start is the end.
+            end = PaginationToken(events[-1].depth, events[-1].stream_ordering + 1).serialize()
         visible = (events if as_admin
                    else await self._visibility.filter(requester.user_id, events, joined))
         visible = [e for e in visible if flt.allows(e)]
