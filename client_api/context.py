@@ -6,6 +6,7 @@ services its endpoint is about (`ctx(request).devices`, `ctx(request).sessions`,
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -95,6 +96,8 @@ class ClientContext:
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
     initial_sync: RoomInitialSync | None = None
+    # Marks a user erased (homeserver/admin/users.py), for /account/deactivate with `erase`.
+    erase_user: Callable[[str], Awaitable[None]] | None = None
 
 
 CTX: web.AppKey[ClientContext] = web.AppKey("parley_client_ctx", ClientContext)

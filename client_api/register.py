@@ -52,6 +52,18 @@ async def register(request: web.Request) -> web.Response:
     if mode == "closed":
         raise forbidden("Registration is disabled")
     c.limiter.check("register", request.remote or "", c.config.rate_limits.registration)
+    uia = _uia(request)
+    operation = operation_of(request)
+    session = await uia.session_of(body)
+    if session is not None and session.operation == operation and session.user_id is None:
+        # A client may finish the flow sending only `auth`: the parameters of the request that
+        # started the session hold (spec: the session is for "the same API call").
+        if session.params is not None and not any(k != "auth" for k in body):
+            body = {**session.params, "auth": body.get("auth")}
+        if session.result is not None:
+            # The same session finishing twice gives the same account (a client retrying
+            # after a lost response), logged in again rather than registered again.
+            return await _registered(request, body, session.result)
     username = body.get("username")
     if username is not None:
         c.accounts.validate_localpart(username.lower())
@@ -73,11 +85,20 @@ async def register(request: web.Request) -> web.Response:
                 return True
         return False
 
-    await _uia(request).check(body, flows, stage, operation=operation_of(request), user_id=None)
+    session = await uia.check(body, flows, stage, operation=operation, user_id=None,
+                              remember={k: v for k, v in body.items() if k != "auth"})
     db_token = token_used[0] if token_used and token_used[0] not in \
         c.config.registration_tokens else None
     user_id = await c.accounts.register(username, body.get("password"),
                                      registration_token=db_token)
+    if session is not None:
+        await uia.set_result(session, user_id)
+    return await _registered(request, body, user_id)
+
+
+async def _registered(request: web.Request, body: JsonDict, user_id: str) -> web.Response:
+    """The answer to a registration: the new account, logged in unless `inhibit_login`."""
+    c = ctx(request)
     if body.get("inhibit_login"):
         return json_response({"user_id": user_id, "home_server": c.config.server_name})
     result = await c.sessions.create_session(
@@ -97,7 +118,9 @@ async def password_uia(request: web.Request, requester: Requester, body: JsonDic
         if isinstance(user, str):
             uid = user if user.startswith("@") else c.accounts.user_id_for(user)
             if uid != requester.user_id:
-                return False
+                # Someone else's password does not authorise this user's request (a stolen
+                # access token plus the thief's own account): refused outright, as Synapse does.
+                raise forbidden("The authenticating user does not match the requester")
         password = auth_dict.get("password")
         return isinstance(password, str) and await c.accounts.check_password(
             requester.user_id, password)
@@ -120,11 +143,18 @@ async def change_password(request: web.Request) -> web.Response:
 async def deactivate(request: web.Request) -> web.Response:
     requester = await auth(request)
     body = await read_json(request, allow_empty=True)
+    erase = body.get("erase", False)
+    if not isinstance(erase, bool):
+        raise MatrixError(400, Codes.BAD_JSON, "erase must be a boolean")
     await password_uia(request, requester, body)
     c = ctx(request)
     # Leave every room first so other members see the user go.
     await c.rooms.leave_all(requester)
     await c.accounts.deactivate(requester.user_id)
+    if erase and c.erase_user is not None:
+        # Spec: users "which join the room after the erasure request are served redacted
+        # copies of the events sent by this account"; those who saw them still do.
+        await c.erase_user(requester.user_id)
     return json_response({"id_server_unbind_result": "no-support"})
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from aiohttp import web
 
 from client_api.context import ClientContext, auth, ctx
@@ -78,15 +80,18 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 @routes.put(V + "/rooms/{room_id}/send/{event_type}/{txn_id}")
+@routes.post(V + "/rooms/{room_id}/send/{event_type}")
 async def send(request: web.Request) -> web.Response:
+    """Send a message; POST without a transaction id is the r0-era form older clients, bots
+    and SyTest still use: every such request is a new transaction."""
     requester = await auth(request)
     c = ctx(request)
     body = await read_json(request)
     c.limiter.check("message", requester.user_id, c.config.rate_limits.message,
                     requester.is_admin)
+    txn_id = request.match_info.get("txn_id") or "post:" + secrets.token_urlsafe(16)
     event_id = await c.rooms.send_message(requester, room_id_param(request),
-                                          request.match_info["event_type"], body,
-                                          request.match_info["txn_id"])
+                                          request.match_info["event_type"], body, txn_id)
     if c.presence is not None:  # sending is activity (spec: presence "last active")
         await c.presence.note_activity(requester.user_id, requester.device_id)
     return json_response({"event_id": event_id})

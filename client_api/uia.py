@@ -2,9 +2,11 @@
 
 The flow logic lives here; the sessions are rows in the database (homeserver/uia/service.py), so
 a flow survives a restart and can be finished on another process sharing the database. Each
-session is bound to the API call that started it (`operation_of(request)`: the method and route,
-not the concrete path) and to the requesting user; a session offered to another call or by
-another user is refused like an unknown one.
+session is bound to the API call that started it (`operation_of(request)`: the method and the
+path, e.g. which device a DELETE /devices/{id} deletes, with r0 and v3 alike) and to the
+requesting user. A session offered by another user is refused like an unknown one; offered for
+another operation it is 403 (the spec: "the same API call"; SyTest "The operation must be
+consistent through an interactive authentication session").
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ from homeserver.uia.service import UIASession, UIASessionService
 
 
 def operation_of(request: web.Request) -> str:
-    """The API call a request makes, e.g. "POST /_matrix/client/{v}/account/password"."""
+    """The API call a request makes, e.g. "DELETE /_matrix/client/{v}/devices/ABCDEF": the route
+    with its parameters filled in, except the API version."""
     resource = request.match_info.route.resource
-    return f"{request.method} {resource.canonical if resource is not None else request.path}"
+    if resource is None:
+        return f"{request.method} {request.path}"
+    path = resource.canonical
+    for name, value in request.match_info.items():
+        if name != "v":
+            path = path.replace("{" + name + "}", value)
+    return f"{request.method} {path}"
 
 
 def _unknown_session() -> MatrixError:
@@ -33,23 +42,37 @@ class UIA:
     def __init__(self, sessions: UIASessionService) -> None:
         self._sessions = sessions
 
+    async def session_of(self, body: JsonDict) -> UIASession | None:
+        """The session body["auth"] names, if it is a known one (finished or not)."""
+        auth: Any = body.get("auth")
+        sid = auth.get("session") if isinstance(auth, dict) else None
+        return await self._sessions.get(sid) if isinstance(sid, str) else None
+
+    async def set_result(self, session: UIASession, result: str) -> None:
+        await self._sessions.set_result(session.session_id, result)
+
     async def check(
         self, body: JsonDict, flows: list[list[str]],
         stage_check: Callable[[str, JsonDict], Awaitable[bool]],
         params: JsonDict | None = None, *, operation: str, user_id: str | None,
-    ) -> None:
+        remember: JsonDict | None = None,
+    ) -> UIASession | None:
         """Complete the stage in body["auth"]; returns when a flow is done (the session is then
-        used up), else raises UIARequired (401) with the flows and completed stages."""
+        used up), else raises UIARequired (401) with the flows and completed stages.
+
+        With `remember` (the request's parameters), a new session stores them and a completed
+        one is kept, marked finished, rather than deleted, so that the caller can record its
+        result (set_result) for a repeat of the same request; the session is returned."""
         auth: Any = body.get("auth")
         sid = auth.get("session") if isinstance(auth, dict) else None
         session: UIASession | None = None
         if sid is not None:
             session = await self._sessions.get(sid) if isinstance(sid, str) else None
-            if session is None:
+            if session is None or session.finished or session.user_id != user_id:
                 raise _unknown_session()
-            if session.operation != operation or session.user_id != user_id:
-                raise MatrixError(400, Codes.UNKNOWN,
-                                  "This UIA session was started for another request")
+            if session.operation != operation:
+                raise MatrixError(403, Codes.FORBIDDEN, "Requested operation has changed during"
+                                  " the user-interactive authentication session")
         done = session.completed if session is not None else frozenset()
         error: JsonDict = {}
         if isinstance(auth, dict) and isinstance(auth.get("type"), str):
@@ -68,12 +91,15 @@ class UIA:
                 error = {"errcode": Codes.FORBIDDEN, "error": "Invalid authentication"}
         for flow in flows:
             if all(s in done for s in flow):
-                if session is not None and not await self._sessions.finish(session.session_id):
-                    raise _unknown_session()  # a concurrent request completed it first
-                return
+                if session is not None:
+                    finish = (self._sessions.finish if remember is None
+                              else self._sessions.finish_kept)
+                    if not await finish(session.session_id):
+                        raise _unknown_session()  # a concurrent request completed it first
+                return session
         # Only a flow that goes on needs a session (a one-request flow writes nothing).
         if session is None:
-            session = await self._sessions.start(operation, user_id, done)
+            session = await self._sessions.start(operation, user_id, done, remember)
         body_out: JsonDict = {
             "flows": [{"stages": f} for f in flows],
             "params": params or {},

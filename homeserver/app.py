@@ -573,6 +573,7 @@ def make_app(hs: Homeserver) -> web.Application:
         app[CTX].reports = hs.admin.reports
         add_routes(app, report_routes.routes)
         add_admin_routes(app, hs.admin)
+        app[CTX].erase_user = hs.admin.users.mark_erased
     app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     app[CTX].threads = hs.threads

@@ -12,16 +12,16 @@ from typing import Any
 
 JsonDict = dict[str, Any]
 
-_NEW_LOCALPART = re.compile(r"^[a-z0-9._=\-/+]+$")
-_SERVER_NAME = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.\-]+)(:[0-9]{1,5})?$")
+_NEW_LOCALPART = re.compile(r"[a-z0-9._=\-/+]+")  # fullmatch: "$" would allow a final "\n"
+_SERVER_NAME = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.\-]+)(:[0-9]{1,5})?")
 
 
 def is_valid_new_localpart(localpart: str) -> bool:
-    return bool(localpart) and bool(_NEW_LOCALPART.match(localpart))
+    return bool(localpart) and bool(_NEW_LOCALPART.fullmatch(localpart))
 
 
 def is_valid_server_name(name: str) -> bool:
-    return bool(name) and len(name) <= 255 and bool(_SERVER_NAME.match(name))
+    return bool(name) and len(name) <= 255 and bool(_SERVER_NAME.fullmatch(name))
 
 
 def _opaque_ok(s: str) -> bool:

@@ -205,9 +205,14 @@ class UserAdminService:
         await self._rooms.leave_all(Requester(user_id, ""))
         await self.accounts.deactivate(user_id)
         if erase:
-            async with self._db.connection() as conn:
-                await self._store.set_flag(conn, user_id, "erased", True)
-            self.states.erased.add(user_id)
+            await self.mark_erased(user_id)
+
+    async def mark_erased(self, user_id: str) -> None:
+        """Mark the user erased: readers who were not joined when their events were sent see
+        them without content (also the client API's deactivation with `erase`)."""
+        async with self._db.connection() as conn:
+            await self._store.set_flag(conn, user_id, "erased", True)
+        self.states.erased.add(user_id)
 
     async def reactivate(self, user_id: str, password: str | None) -> None:
         u = await self.existing(user_id)

@@ -100,6 +100,7 @@ class SyncFilter:
     not_rooms: tuple[str, ...] = ()
     include_leave: bool = False
     event_fields: tuple[str, ...] | None = None
+    event_format: str = "client"  # or "federation": events as the PDUs servers exchange
 
     @classmethod
     def parse(cls, d: JsonDict | None) -> SyncFilter:
@@ -119,6 +120,7 @@ class SyncFilter:
             not_rooms=_list(room.get("not_rooms")) or (),
             include_leave=bool(room.get("include_leave", False)),
             event_fields=_list(d.get("event_fields")),
+            event_format="federation" if d.get("event_format") == "federation" else "client",
         )
 
     def allows_room(self, room_id: str) -> bool:

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from homeserver.errors import Codes, MatrixError
@@ -311,10 +311,26 @@ class PresenceService:
             return {"presence": PresenceState.OFFLINE.value}
         return self._content(u, now_ms())
 
-    async def for_user(self, user_id: str, since: int | None, upto: int) -> list[JsonDict]:
+    async def for_user(self, user_id: str, since: int | None, upto: int,
+                       newly_shared: Collection[str] = ()) -> list[JsonDict]:
         """m.presence of the user and of users sharing a joined room with them: those changed in
         (since, upto], or on an initial sync (`since` None) the current non-offline ones (at
-        most INITIAL_SYNC_LIMIT, newest first)."""
+        most INITIAL_SYNC_LIMIT, newest first). On an incremental sync, also the current
+        presence of `newly_shared`, users who came to share a room with the user in that
+        window (SyTest "Newly joined room includes presence in incremental sync")."""
+        if since is not None and newly_shared and self.enabled:
+            out = await self._changed_for_user(user_id, since, upto)
+            seen = {e["sender"] for e in out}
+            now = now_ms()
+            for uid in sorted(set(newly_shared) - seen):
+                u = self._users.get(uid) or UserPresence()  # never seen: offline, as Synapse
+                if u.stream_id <= upto:
+                    out.append(self._event(uid, u, now))
+            return out
+        return await self._changed_for_user(user_id, since, upto)
+
+    async def _changed_for_user(self, user_id: str, since: int | None,
+                                upto: int) -> list[JsonDict]:
         if not self.enabled:
             return []
         now = now_ms()

@@ -4,7 +4,7 @@ servers alike, and, through `remote`, another server's list for a client that na
 (`/publicRooms?server=...`).
 
 Pages are offsets into the list sorted by joined members (largest first), as `since` /
-`next_batch` strings; a search term matches the name, topic or canonical alias.
+`next_batch` strings ("o<offset>"); a search term matches the name, topic or canonical alias.
 """
 
 from __future__ import annotations
@@ -49,12 +49,15 @@ class PublicRoomDirectory:
         # Ties by room id, so pages stay the same from one request to the next.
         entries.sort(key=lambda e: (-int(e["num_joined_members"]), str(e["room_id"])))
         start = 0
-        if since and since.isascii() and since.isdigit():  # a position we handed out; a huge
-            start = int(since) if len(since) < 16 else len(entries)  # one is past the end
+        offset = since[1:] if since and since[:1] == "o" else since  # "o<n>", or bare <n>
+        if offset and offset.isascii() and offset.isdigit():  # a position we handed out; a
+            start = int(offset) if len(offset) < 16 else len(entries)  # huge one: past the end
         chunk = entries[start:start + limit] if limit else entries[start:]
         body: JsonDict = {"chunk": chunk, "total_room_count_estimate": len(entries)}
+        # Tokens are "o<offset>", never a bare "0": a client may take "0" for "no token" (as
+        # SyTest's Perl does), and miss the first page paging backwards.
         if limit and start + limit < len(entries):
-            body["next_batch"] = str(start + limit)
+            body["next_batch"] = f"o{start + limit}"
         if start > 0:
-            body["prev_batch"] = str(max(0, start - limit))
+            body["prev_batch"] = f"o{max(0, start - limit)}"
         return body

@@ -238,6 +238,17 @@ class RoomReader:
         if flt.limit is not None:
             limit = min(limit, flt.limit)
         depth, stream = await self._point(room, from_token, backwards)
+        own = room.state.get(("m.room.member", requester.user_id))
+        hv = room.state.get(("m.room.history_visibility", ""))
+        world_readable = (hv is not None and hv.pdu.get("content", {}).get("history_visibility")
+                          == "world_readable")
+        if (backwards and not joined and not world_readable and own is not None
+                and own.membership in ("leave", "ban")
+                and (own.depth, own.stream_ordering + 1) < (depth, stream)):
+            # A former member pages back from where they left at the latest (as Synapse; SyTest
+            # "Can get rooms/{roomId}/messages for a departed room", from a sync token of
+            # now): what came after is not theirs to see, and a page of it would be empty.
+            depth, stream = own.depth, own.stream_ordering + 1
         to_point = await self._point(room, to_token, not backwards) if to_token else None
         rows = await self._page(room, depth, stream, backwards, limit, flt)
         if backwards and len(rows) < limit and self.backfill is not None and await \
@@ -255,6 +266,13 @@ class RoomReader:
             last = events[-1]
             end = (PaginationToken(last.depth, last.stream_ordering).serialize() if backwards
                    else PaginationToken(last.depth, last.stream_ordering + 1).serialize())
+        elif events and not backwards and to_point is None:
+            # Forwards up to the live end: more events may come, so a page that has events
+            # says where to go on from later (as Synapse; SyTest "A next_batch token can be
+            # used in the v1 messages API"). An empty page has no `end` (spec: omitted when
+            # "no further events are available"), so a client paging until there is none
+            # stops; backwards, the room's start is the end.
+            end = PaginationToken(events[-1].depth, events[-1].stream_ordering + 1).serialize()
         visible = (events if as_admin
                    else await self._visibility.filter(requester.user_id, events, joined))
         visible = [e for e in visible if flt.allows(e)]
@@ -285,8 +303,10 @@ class RoomReader:
 
     async def context(self, requester: Requester, room: RoomData, event_id: str, limit: int,
                       flt: EventFilter) -> JsonDict:
-        ev = await self.visible_event(requester, room, event_id)
+        # A user with no access to the room at all is 403 here, as Synapse answers (the spec
+        # lists no error for /context; GET /event's 404-for-both is for that endpoint).
         joined = await self._check_reader(requester, room)
+        ev = await self.visible_event(requester, room, event_id)
         before_n = limit // 2
         after_n = limit - before_n
         async with self._db.connection() as conn:

@@ -25,9 +25,11 @@ from homeserver.streams.tokens import PaginationToken, SyncToken
 from homeserver.sync.streams import SyncSources
 from homeserver.types import JsonDict, Requester
 from homeserver.users.account_data import AccountDataService
+from homeserver.users.ignored import IgnoredUsers
 
 DEFAULT_TIMELINE_LIMIT = 10
 OUT_OF_BAND_LOOKAHEAD = 10  # timeline events looked at for the state after an out-of-band one
+MEMBERS_SENT_ROOMS = 100_000  # (user, device, room) entries kept for lazy-loading members
 INVITE_STATE_TYPES = (
     "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
     "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
@@ -58,6 +60,9 @@ class SyncService:
         self._visibility = visibility
         self._event_stream = event_stream
         self._account_data = account_data
+        self._ignored = IgnoredUsers(account_data)
+        # (user, device, room) -> member user -> the member event id that device was sent.
+        self._members_sent: dict[tuple[str, str, str], dict[str, str]] = {}
         self._notifier = notifier
         # Told how long after the last wake-up a woken long-poll had its answer (metrics).
         self.on_woken: Callable[[float], None] | None = None
@@ -119,6 +124,8 @@ class SyncService:
         knock: JsonDict = {}
         leave: JsonDict = {}
         memberships = await self._members.rooms_of(user_id)
+        ignored = await self._ignored.of(user_id)
+        newly_shared: set[str] = set()  # users who came to share a room with this user
         forgotten: set[str] | None = None
         room_account_data: dict[str, list[JsonDict]] = {}
         global_ad: list[JsonDict] = []
@@ -145,15 +152,23 @@ class SyncService:
                         await self._joined_at(room, user_id, since.events):
                     changed = False  # a profile change, not a new join: stay incremental
                 body = await self._joined_room(requester, room, since if not changed else None,
-                                               now, flt, full_state)
+                                               now, flt, full_state,
+                                               newly_joined=changed and since is not None,
+                                               ignored=ignored)
+                if since is not None:
+                    _note_new_peers(room, user_id, changed, since.events, now.events,
+                                    newly_shared)
                 ad = room_account_data.get(room_id)
                 if ad:
                     body = body or await self._joined_room(requester, room, since, now, flt,
-                                                           full_state, force=True)
+                                                           full_state, force=True,
+                                                           ignored=ignored)
                     body["account_data"] = {"events": ad}
                 if body:
                     join[room_id] = body
             elif m.membership == "invite" and changed:
+                if ignored and await self._invited_by(m.event_id, ignored):
+                    continue  # spec: "Servers must not send room invites from ignored users"
                 if not await self.invites_blocked(user_id):
                     invite[room_id] = await self._invited_room(room_id, m.event_id)
             elif m.membership == "knock" and changed:
@@ -178,7 +193,7 @@ class SyncService:
                 if eroom is None:
                     continue
                 room_body = await self._joined_room(requester, eroom, since, now, flt,
-                                                    full_state, force=True)
+                                                    full_state, force=True, ignored=ignored)
                 join[room_id] = room_body
             room_body["ephemeral"] = {"events": events}
         if self.sources.notifications is not None and join:
@@ -213,7 +228,7 @@ class SyncService:
             empty = empty and not msgs
         if src.presence is not None:
             presence = await src.presence.for_user(user_id, since.presence if since else None,
-                                                   now.presence)
+                                                   now.presence, newly_shared)
             presence = [p for p in presence if flt.presence.allows_type(p.get("type", ""))]
             if presence:
                 body_out["presence"] = {"events": presence}
@@ -231,7 +246,25 @@ class SyncService:
             counts, fallback = await src.key_counts.counts(user_id, requester.device_id)
             body_out["device_one_time_keys_count"] = counts
             body_out["device_unused_fallback_key_types"] = fallback
+        if flt.event_format == "federation" and rooms:
+            await self._federation_format(rooms)
         return SyncResult(body_out, empty, now)
+
+    async def _federation_format(self, rooms: JsonDict) -> None:
+        """The filter's event_format "federation" (spec: "`federation` will return the raw
+        event as received over federation"): each room event of the join and leave sections
+        as its PDU with its event_id; invite and knock state stay stripped."""
+        lists = [r[part]["events"] for section in ("join", "leave")
+                 for r in rooms.get(section, {}).values()
+                 for part in ("timeline", "state") if part in r]
+        ids = [e["event_id"] for events in lists for e in events if "event_id" in e]
+        got = await self._cache.get_many(ids)
+        for events in lists:
+            for i, e in enumerate(events):
+                entry = got.get(e.get("event_id", ""))
+                if entry is not None:
+                    events[i] = {**entry.pdu, "event_id": entry.event_id,
+                                 **({"unsigned": e["unsigned"]} if "unsigned" in e else {})}
 
     async def _ephemeral(self, user_id: str, memberships: dict[str, Membership],
                          since: SyncToken | None, now: SyncToken,
@@ -339,7 +372,8 @@ class SyncService:
 
     async def _joined_room(self, requester: Requester, room: RoomData, since: SyncToken | None,
                            now: SyncToken, flt: SyncFilter, full_state: bool,
-                           force: bool = False) -> JsonDict:
+                           force: bool = False, newly_joined: bool = False,
+                           ignored: frozenset[str] = frozenset()) -> JsonDict:
         user_id = requester.user_id
         tl_filter = flt.timeline
         limit = tl_filter.limit if tl_filter.limit is not None else DEFAULT_TIMELINE_LIMIT
@@ -349,6 +383,11 @@ class SyncService:
             return {}
         events, limited = await self._timeline_events(room, since_pos, now.events, limit,
                                                       tl_filter)
+        if newly_joined and (not events or events[0].type != "m.room.create"):
+            # A room joined since the last sync: the client has none of its history, and the
+            # timeline does not reach back to the room's start, so it is a gap (SyTest "Newly
+            # joined room has correct timeline in incremental sync"; Synapse does the same).
+            limited = True
         incremental = since is not None and not full_state
         if incremental and not events and not force and not tl_filter.drops_events:
             return {}
@@ -356,6 +395,8 @@ class SyncService:
         events = await self._visibility.filter(user_id, events, currently_joined=True)
         # State events the user may not see in the timeline still make the current state.
         hides_state = len(events) < unfiltered
+        if ignored:  # their messages are left out; their state events still make the state
+            events = [e for e in events if e.state_key is not None or e.sender not in ignored]
         first = events[0] if events else None
         timeline = [e for e in events if tl_filter.allows(e)]
 
@@ -377,14 +418,29 @@ class SyncService:
                 wanted = [(k, v) for k, v in wanted if k not in hidden] + list(hidden.items())
             elif incremental and not events and not force:
                 return {}
+        if wanted and flt.lazy_load_members and not incremental:
+            # In an incremental sync `wanted` is what changed in a gap: membership changes
+            # there are state changes the client must learn (SyTest "Gapped incremental syncs
+            # include all state changes"), not members to load lazily.
+            senders = {e.sender for e in timeline} | {user_id}
+            wanted = [(k, v) for k, v in wanted
+                      if k[0] != "m.room.member" or k[1] in senders]
+        if flt.lazy_load_members and incremental:
+            wanted += self._lazy_members(requester, room, timeline, wanted,
+                                         flt.state.include_redundant_members)
         if wanted:
-            if flt.lazy_load_members:
-                senders = {e.sender for e in timeline} | {user_id}
-                wanted = [(k, v) for k, v in wanted
-                          if k[0] != "m.room.member" or k[1] in senders]
             wanted = [(k, v) for k, v in wanted if flt.state.allows_type(k[0])]
             got = await self._cache.get_many(v for _, v in wanted)
             state_events = [got[v] for _, v in wanted if v in got]
+        if flt.lazy_load_members:
+            self._note_members_sent(requester, room.room_id, [
+                e for e in [*state_events, *timeline] if e.type == "m.room.member"])
+        if incremental and not force and not timeline and not state_events:
+            # Everything new was filtered out (e.g. one's own displayname change under a
+            # filter without m.room.member): nothing to tell, so the room is left out rather
+            # than sent with an empty timeline (SyTest "A change to displayname should not
+            # result in a full state sync"; Synapse leaves it out too).
+            return {}
 
         did, dev = requester.user_id, requester.device_id
         served = await self.served_timeline(requester, room, timeline, now.events, True)
@@ -403,6 +459,11 @@ class SyncService:
         }
         if since is None or full_state or any(e.type == "m.room.member" for e in events):
             body["summary"] = self._summary(room, user_id)
+            if _named(room):
+                # m.heroes is for naming a room that has no name (spec: "Required if the
+                # room's m.room.name or m.room.canonical_alias state events are unset or
+                # empty"); a named room's summary is just the counts, as Synapse sends it.
+                del body["summary"]["m.heroes"]
         return body
 
     async def _filtered_out_state(
@@ -428,6 +489,40 @@ class SyncService:
         else:
             end = await self._state_at_stream(room, now)
         return {k: v for k, v in end.items() if base.get(k) != v and v not in in_timeline}
+
+    def _lazy_members(self, requester: Requester, room: RoomData, timeline: list[EventEntry],
+                      wanted: list[tuple[tuple[str, str], str]],
+                      redundant: bool) -> list[tuple[tuple[str, str], str]]:
+        """For a lazy-loading incremental sync: the member events of the timeline's senders
+        that this device has not been sent yet (all of them with include_redundant_members),
+        besides those already `wanted` or in the timeline itself (spec "Lazy-loading room
+        members": "the server should send the membership events for the senders")."""
+        have = {k for k, _ in wanted} | {(e.type, e.state_key) for e in timeline}
+        sent = self._members_sent.get((requester.user_id, requester.device_id, room.room_id),
+                                      {})
+        out: list[tuple[tuple[str, str], str]] = []
+        for sender in dict.fromkeys(e.sender for e in timeline):
+            key = ("m.room.member", sender)
+            member = room.state.get(key)
+            if key in have or member is None:
+                continue
+            if redundant or sent.get(sender) != member.event_id:
+                out.append((key, member.event_id))
+        return out
+
+    def _note_members_sent(self, requester: Requester, room_id: str,
+                           members: list[EventEntry]) -> None:
+        """Remember which member events this device was sent (what lazy loading need not
+        send it again); bounded, least recently used first out (a forgotten entry only
+        means one member event sent again)."""
+        key = (requester.user_id, requester.device_id, room_id)
+        sent = self._members_sent.pop(key, {})
+        for e in members:
+            if e.state_key is not None:
+                sent[e.state_key] = e.event_id
+        self._members_sent[key] = sent
+        while len(self._members_sent) > MEMBERS_SENT_ROOMS:
+            self._members_sent.pop(next(iter(self._members_sent)))
 
     async def _joined_at(self, room: RoomData, user_id: str, pos: int) -> bool:
         event_id = (await self._state_at_stream(room, pos)).get(("m.room.member", user_id))
@@ -466,6 +561,10 @@ class SyncService:
                     events.append(stripped_state(ev.pdu))
         return room, events
 
+    async def _invited_by(self, invite_event_id: str, users: frozenset[str]) -> bool:
+        inv = (await self._cache.get_many([invite_event_id])).get(invite_event_id)
+        return inv is not None and inv.sender in users
+
     async def _invited_room(self, room_id: str, invite_event_id: str) -> JsonDict:
         room, events = await self._stripped_room_state(room_id)
         inv = (await self._cache.get_many([invite_event_id])).get(invite_event_id)
@@ -497,8 +596,13 @@ class SyncService:
         timeline = [e for e in events if flt.timeline.allows(e)]
         first = events[0] if events else None
         state: list[EventEntry] = []
-        if since is None and first is not None:
-            ids = await self._state_ids_before(room, first, leave_pos)
+        # The room's state goes with it when the client has none: an initial sync, or a room
+        # joined and left within this batch (SyTest "When user joins and leaves a room in the
+        # same batch, the full state is still included in the next sync").
+        full = since is None or not await self._joined_at(room, requester.user_id, since_pos)
+        if full:
+            ids = (await self._state_ids_before(room, first, leave_pos) if first is not None
+                   else await self._state_at_stream(room, leave_pos))
             wanted = [v for k, v in ids.items() if flt.state.allows_type(k[0])]
             got = await self._cache.get_many(wanted)
             state = [got[v] for v in wanted if v in got]
@@ -524,3 +628,26 @@ def _sent_state(membership: EventEntry, key: str) -> list[JsonDict]:
     sent = unsigned.get(key) if isinstance(unsigned, dict) else None
     return [e for e in remote_stripped_state(sent)
             if (e["type"], e["state_key"]) != ("m.room.member", membership.state_key)]
+
+
+def _note_new_peers(room: RoomData, user_id: str, newly_joined: bool, since: int, now: int,
+                    into: set[str]) -> None:
+    """Add to `into` the users who came to share `room` with `user_id` in (since, now]: all
+    its members when the user joined it then, else those whose join is in that window (as far
+    as the in-memory recent events reach; a profile change counts too, harmlessly)."""
+    if newly_joined:
+        into.update(k for (t, k), e in room.state.items()
+                    if t == "m.room.member" and e.membership == "join" and k != user_id)
+        return
+    for e in room.events_after(since, now) or ():
+        if e.type == "m.room.member" and e.membership == "join" and e.state_key != user_id \
+                and e.state_key is not None:
+            into.add(e.state_key)
+
+
+def _named(room: RoomData) -> bool:
+    """Whether the room has a non-empty m.room.name or m.room.canonical_alias alias."""
+    name = room.state.get(("m.room.name", ""))
+    alias = room.state.get(("m.room.canonical_alias", ""))
+    return bool((name is not None and name.pdu.get("content", {}).get("name"))
+                or (alias is not None and alias.pdu.get("content", {}).get("alias")))

@@ -7,7 +7,7 @@ homeserver/app.py. A source with nothing new returns empty and costs no query.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,8 +41,11 @@ class ToDeviceSource(Protocol):
 class PresenceSource(Protocol):
     def current(self) -> int: ...
 
-    async def for_user(self, user_id: str, since: int | None, upto: int) -> list[JsonDict]:
-        """m.presence events of users sharing a room with `user_id`, changed in (since, upto]."""
+    async def for_user(self, user_id: str, since: int | None, upto: int,
+                       newly_shared: Collection[str] = ()) -> list[JsonDict]:
+        """m.presence events of users sharing a room with `user_id`, changed in (since, upto],
+        and the current presence of `newly_shared` (users who came to share a room with
+        `user_id` in that window, whose presence the client has never had)."""
         ...
 
 

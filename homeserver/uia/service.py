@@ -15,7 +15,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import orjson
+
 from homeserver.storage.database import Database
+from homeserver.types import JsonDict
 from homeserver.uia.store import UIASessionStore
 
 SESSION_TTL_MS = 600_000
@@ -31,6 +34,9 @@ class UIASession:
     operation: str
     user_id: str | None  # None: registration, before there is a user
     completed: frozenset[str]
+    params: JsonDict | None = None  # the starting request's parameters, if remembered
+    result: str | None = None  # what the finished flow produced (the registered user)
+    finished: bool = False
 
 
 class UIASessionService:
@@ -41,24 +47,27 @@ class UIASessionService:
         self._ttl_ms = ttl_ms
 
     async def start(self, operation: str, user_id: str | None,
-                    completed: frozenset[str] = frozenset()) -> UIASession:
-        """A new session for `operation` by `user_id`, with `completed` stages already done."""
+                    completed: frozenset[str] = frozenset(),
+                    params: JsonDict | None = None) -> UIASession:
+        """A new session for `operation` by `user_id`, with `completed` stages already done
+        (and `params`, the request's parameters, remembered for the requests that follow)."""
         now = _now()
         session_id = secrets.token_urlsafe(16)
         async with self._db.connection() as conn:
             await self._store.delete_created_before(conn, now - self._ttl_ms)
             await self._store.insert(conn, session_id, operation, user_id, sorted(completed),
-                                     now)
-        return UIASession(session_id, operation, user_id, completed)
+                                     now, None if params is None else orjson.dumps(params).decode())
+        return UIASession(session_id, operation, user_id, completed, params)
 
     async def get(self, session_id: str) -> UIASession | None:
-        """The session, unless it is unknown, finished or expired."""
+        """The session, unless it is unknown, deleted or expired (a kept one may be finished)."""
         async with self._db.connection() as conn:
             row = await self._store.get(conn, session_id, _now() - self._ttl_ms)
         if row is None:
             return None
+        params = orjson.loads(row["params"]) if row["params"] is not None else None
         return UIASession(row["session_id"], row["operation"], row["user_id"],
-                          frozenset(row["completed"]))
+                          frozenset(row["completed"]), params, row["result"], row["finished"])
 
     async def complete_stage(self, session_id: str, stage: str) -> frozenset[str] | None:
         """Record a completed stage; the session's completed stages, or None if it is gone."""
@@ -71,6 +80,16 @@ class UIASessionService:
         """Delete the session of a completed flow; False if another request already did."""
         async with self._db.connection() as conn:
             return await self._store.delete(conn, session_id)
+
+    async def finish_kept(self, session_id: str) -> bool:
+        """Finish a session that is kept until it expires (so that a repeated request can be
+        answered with the same `result`); False if another request already finished it."""
+        async with self._db.connection() as conn:
+            return await self._store.mark_finished(conn, session_id)
+
+    async def set_result(self, session_id: str, result: str) -> None:
+        async with self._db.connection() as conn:
+            await self._store.set_result(conn, session_id, result)
 
     async def delete_expired(self) -> int:
         async with self._db.connection() as conn:

@@ -142,3 +142,63 @@ async def test_public_rooms_of_another_server_without_federation(c: Client) -> N
     status, body = await c.request("GET", "/publicRooms", token=user.access_token,
                                    params={"server": "parley.test"})
     assert status == 200 and "chunk" in body
+
+
+async def test_deleting_an_alias_takes_it_out_of_the_canonical_alias(c: Client,
+                                                                    server: Server) -> None:
+    """A deleted alias no longer names the room in m.room.canonical_alias (alias or
+    alt_aliases); the others stay (SyTest "Can delete canonical alias")."""
+    u = await c.register()
+    room = await c.create_room(u)
+    main, alt, other = (f"#{p}{secrets.token_hex(4)}:{server.config.server_name}"
+                        for p in ("main", "alt", "other"))
+    for alias in (main, alt, other):
+        status, body = await c.request("PUT", f"/directory/room/{quote(alias)}",
+                                       {"room_id": room}, u.access_token)
+        assert status == 200, body
+    path = f"/rooms/{room}/state/m.room.canonical_alias"
+    status, body = await c.request("PUT", path, {"alias": main, "alt_aliases": [alt, other]},
+                                   u.access_token)
+    assert status == 200, body
+    status, _ = await c.request("DELETE", f"/directory/room/{quote(main)}", {}, u.access_token)
+    assert status == 200
+    status, body = await c.request("GET", path, token=u.access_token)
+    assert (status, body) == (200, {"alt_aliases": [alt, other]})
+    status, _ = await c.request("DELETE", f"/directory/room/{quote(alt)}", {}, u.access_token)
+    assert status == 200
+    status, body = await c.request("GET", path, token=u.access_token)
+    assert (status, body) == (200, {"alt_aliases": [other]})
+
+
+async def test_public_rooms_paging_both_ways_sees_every_room_once(c: Client) -> None:
+    """Forwards to the end and back to the start, each room once each way; no token is "0",
+    which a client may take for "no more" (SyTest "Can paginate public room list")."""
+    u = await c.register()
+    for _ in range(7):
+        await c.create_room(u, visibility="public")
+    status, everything = await c.request("GET", "/publicRooms")
+    assert status == 200
+    total = {r["room_id"] for r in everything["chunk"]}
+    forwards: list[str] = []
+    tokens: list[str] = []
+    body: dict[str, object] = {"limit": 3}
+    while True:
+        status, page = await c.request("POST", "/publicRooms", body, u.access_token)
+        assert status == 200, page
+        forwards += [r["room_id"] for r in page["chunk"]]
+        tokens += [t for t in (page.get("next_batch"), page.get("prev_batch")) if t]
+        if not page.get("next_batch"):
+            break
+        body = {"limit": 3, "since": page["next_batch"]}
+    assert sorted(forwards) == sorted(total)
+    backwards: list[str] = []
+    while page.get("prev_batch"):
+        status, page = await c.request("POST", "/publicRooms",
+                                       {"limit": 3, "since": page["prev_batch"]},
+                                       u.access_token)
+        backwards += [r["room_id"] for r in page["chunk"]]
+        tokens += [t for t in (page.get("next_batch"), page.get("prev_batch")) if t]
+    assert len(backwards) == len(set(backwards))
+    assert set(backwards) == set(forwards[:len(backwards)]) and len(backwards) >= len(total) - 3
+    assert set(forwards[:3]) <= set(backwards)  # the first page too
+    assert "0" not in tokens

@@ -229,3 +229,37 @@ async def test_presence_disabled(fresh_database: str, tmp_path: Path) -> None:
             assert "presence" not in await c.sync(bob)
             assert await get_presence(c, bob, alice.user_id) == (200, {"presence": "offline"})
             assert server.hs.presence.current() == 0
+
+
+async def test_presence_of_new_room_peers_in_incremental_sync(c: Client) -> None:
+    """Users who come to share a room since the last sync get each other's current presence,
+    though it did not change in the window: the joiner learns the room's members' presence,
+    the members learn the joiner's (SyTest 31sync/03joined.pl "Newly joined room includes
+    presence", "Get presence for newly joined members"); it is not repeated after."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    for u, msg in ((alice, "here"), (bob, "also here")):
+        status, _ = await put_presence(c, u, "online", msg)
+        assert status == 200
+    alice_since = (await c.sync(alice))["next_batch"]
+    bob_since = (await c.sync(bob))["next_batch"]
+    assert presence_of(await c.sync(alice), bob.user_id) == []  # no shared room yet
+    await c.join(bob, room)
+    for viewer, since, peer, msg in ((bob, bob_since, alice, "here"),
+                                     (alice, alice_since, bob, "also here")):
+        body = await c.sync(viewer, since)
+        [content] = presence_of(body, peer.user_id)
+        assert content["presence"] == "online" and content["status_msg"] == msg
+        again = await c.sync(viewer, body["next_batch"])
+        assert presence_of(again, peer.user_id) == []
+
+
+async def test_a_new_peer_without_presence_comes_as_offline(c: Client) -> None:
+    """A user who never had any presence and joins a room shows up to its members as offline
+    in their next incremental sync (SyTest "Get presence for newly joined members")."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    since = (await c.sync(alice))["next_batch"]
+    await c.join(bob, room)
+    [content] = presence_of(await c.sync(alice, since), bob.user_id)
+    assert content["presence"] == "offline"

@@ -410,10 +410,11 @@ async def test_get_event_and_context(c: Client) -> None:
     assert [e["event_id"] for e in back["chunk"]] == [ids[0]]
     status, fwd = await _messages(c, u, room, **{"from": ctx["end"], "dir": "f", "limit": "1"})
     assert [e["event_id"] for e in fwd["chunk"]] == [ids[6]]
+    # /context on a room the user may not read is 403 (Synapse, SyTest), not 404.
     status, body = await c.request("GET", f"/rooms/{room}/context/{ids[3]}",
                                    token=outsider.access_token)
-    assert status == 404
-    assert body["errcode"] == "M_NOT_FOUND"
+    assert status == 403
+    assert body["errcode"] == "M_FORBIDDEN"
 
 
 async def test_messages_paging(c: Client) -> None:
@@ -673,3 +674,82 @@ async def test_identical_rooms_created_at_once_get_distinct_ids(c: Client) -> No
     alice = await c.register()
     ids = await asyncio.gather(*(c.create_room(alice) for _ in range(20)))
     assert len(set(ids)) == 20
+
+
+async def test_post_send_without_a_transaction_id(c: Client) -> None:
+    """POST /rooms/{id}/send/{type} (the r0-era form SyTest and older bots use): each request is
+    its own event; its content is checked as PUT's is (NaN, Infinity: M_NOT_JSON; floats:
+    M_BAD_JSON; past 65,536 bytes: 413 M_TOO_LARGE) and a refusal sends nothing."""
+    u = await c.register()
+    room = await c.create_room(u)
+    path = f"/rooms/{room}/send/m.room.message"
+    ids = []
+    for _ in range(2):
+        status, body = await c.request("POST", path, {"msgtype": "m.text", "body": "same"},
+                                       u.access_token)
+        assert status == 200, body
+        ids.append(body["event_id"])
+    assert ids[0] != ids[1]
+    for raw in (b'{"msgtype": "m.text", "body": NaN}', b'{"msgtype": "m.text", "body": Infinity}',
+                b'{"msgtype": "m.text", "body": -Infinity}'):
+        status, body = await c.request("POST", path, raw=raw, token=u.access_token)
+        assert status == 400 and body["errcode"] == "M_NOT_JSON", (raw, body)
+    status, body = await c.request("POST", path, {"msgtype": "m.text", "body": 1.1},
+                                   u.access_token)
+    assert status == 400 and body["errcode"] == "M_BAD_JSON", body
+    status, body = await c.request("POST", path, {"msgtype": "m.text", "body": "A" * 70000},
+                                   u.access_token)
+    assert status == 413 and body["errcode"] == "M_TOO_LARGE", body
+    status, body = await c.request("PUT", f"/rooms/{room}/state/oooooooh",
+                                   {"key": "O" * 70000}, u.access_token)
+    assert status == 413 and body["errcode"] == "M_TOO_LARGE", body
+    status, msgs = await _messages(c, u, room, dir="b", limit="5")
+    assert [e["event_id"] for e in msgs["chunk"]][:2] == [ids[1], ids[0]]
+
+
+async def test_messages_of_a_departed_room_page_back_from_the_leave(c: Client) -> None:
+    """A former member's /messages without `from` starts where they left: the page holds
+    what they saw, not an empty page of what came after (SyTest SPEC-216)."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    await c.join(bob, room)
+    await c.send(alice, room, "before")
+    await c.send(bob, room, "bob's before leaving")
+    status, _ = await c.request("POST", f"/rooms/{room}/leave", {}, bob.access_token)
+    assert status == 200
+    for i in range(3):
+        await c.send(alice, room, f"after {i}")
+    status, body = await _messages(c, bob, room, dir="b", limit="2")
+    assert status == 200, body
+    got = [(e["type"], e["content"].get("body", e["content"].get("membership")))
+           for e in body["chunk"]]
+    assert got == [("m.room.member", "leave"), ("m.room.message", "bob's before leaving")]
+    # From a token of now (a sync's next_batch) too.
+    since = (await c.sync(bob))["next_batch"]
+    status, body = await _messages(c, bob, room, dir="b", limit="2", **{"from": since})
+    assert status == 200, body
+    assert [e["type"] for e in body["chunk"]] == ["m.room.member", "m.room.message"]
+    # A member still pages from the newest event.
+    status, body = await _messages(c, alice, room, dir="b", limit="1")
+    assert body["chunk"][0]["content"]["body"] == "after 2"
+
+
+async def test_messages_forwards_from_a_sync_token_to_the_live_end(c: Client) -> None:
+    """Paging forwards from a sync's next_batch gives what came after it and an `end` to go
+    on from when more comes (SyTest "A next_batch token can be used in the v1 messages API");
+    an empty page, and backwards to the room's start, have no `end`."""
+    u = await c.register()
+    room = await c.create_room(u)
+    await c.send(u, room, "1")
+    since = (await c.sync(u))["next_batch"]
+    second = await c.send(u, room, "2")
+    status, body = await _messages(c, u, room, dir="f", **{"from": since})
+    assert status == 200, body
+    assert [e["event_id"] for e in body["chunk"]] == [second]
+    status, again = await _messages(c, u, room, dir="f", **{"from": body["end"]})
+    assert again["chunk"] == [] and "end" not in again  # nothing further: a pager stops
+    third = await c.send(u, room, "3")
+    status, more = await _messages(c, u, room, dir="f", **{"from": body["end"]})
+    assert [e["event_id"] for e in more["chunk"]] == [third]
+    status, back = await _messages(c, u, room, dir="b", limit="100")
+    assert "end" not in back

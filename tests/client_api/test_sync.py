@@ -349,7 +349,7 @@ async def test_initial_sync_limited_state(c: Client) -> None:
             ("m.room.member", alice.user_id), ("m.room.member", bob.user_id)} == set(state)
     assert state[("m.room.name", "")]["content"] == {"name": "Busy"}
     assert r["summary"]["m.joined_member_count"] == 2
-    assert r["summary"]["m.heroes"] == [alice.user_id]
+    assert "m.heroes" not in r["summary"]  # a named room: the counts only
 
 
 async def test_rejected_invite_in_leave_section(c: Client) -> None:
@@ -424,3 +424,191 @@ async def test_parsed_filters_are_per_user_and_errors_repeat(c: Client) -> None:
         status, body = await c.request("GET", "/sync", token=alice.access_token,
                                        params={"filter": '{"room": {"timeline": {"limit": "x"}}}'})
         assert status == 400 and body["errcode"] == "M_BAD_JSON"
+
+
+async def test_room_summary_heroes_only_for_unnamed_rooms(c: Client) -> None:
+    """m.heroes names a room without a name (spec: "Required if the room's m.room.name or
+    m.room.canonical_alias state events are unset or empty"); a named room's summary is the
+    counts only, as Synapse sends it (SyTest 31sync/16room-summary.pl)."""
+    alice, bob, carol = await c.register(), await c.register(), await c.register()
+    unnamed = await c.create_room(alice, preset="public_chat")
+    named = await c.create_room(alice, preset="public_chat", name="A room name")
+    for room in (unnamed, named):
+        await c.join(bob, room)
+    status, _ = await c.request("POST", f"/rooms/{named}/invite", {"user_id": carol.user_id},
+                                alice.access_token)
+    assert status == 200
+    rooms = (await c.sync(alice))["rooms"]["join"]
+    assert rooms[unnamed]["summary"] == {"m.heroes": [bob.user_id], "m.joined_member_count": 2,
+                                         "m.invited_member_count": 0}
+    assert rooms[named]["summary"] == {"m.joined_member_count": 2, "m.invited_member_count": 1}
+    # An emptied name makes the room unnamed again.
+    status, _ = await c.request("PUT", f"/rooms/{named}/state/m.room.name", {"name": ""},
+                                alice.access_token)
+    assert status == 200
+    summary = (await c.sync(alice))["rooms"]["join"][named]["summary"]
+    assert summary["m.heroes"] == sorted([bob.user_id, carol.user_id])
+
+
+async def test_newly_joined_room_in_incremental_sync_is_limited(c: Client) -> None:
+    """A room joined since the last sync comes with `limited`: the client has none of the
+    history before the timeline, even when the timeline filter leaves fewer events than its
+    limit (SyTest "Newly joined room has correct timeline in incremental sync")."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat")
+    for i in range(4):
+        await c.send(alice, room, f"m{i}")
+    flt = ('{"room": {"timeline": {"types": ["m.room.message"], "limit": 10},'
+           ' "state": {"types": []}}}')
+    since = (await c.sync(bob, filter=flt))["next_batch"]
+    await c.join(bob, room)
+    body = (await c.sync(bob, since, filter=flt))["rooms"]["join"][room]
+    assert [e["content"]["body"] for e in body["timeline"]["events"]] == ["m0", "m1", "m2",
+                                                                          "m3"]
+    assert body["timeline"]["limited"] is True
+    # The next incremental sync of the same room is not a gap.
+    since = (await c.sync(bob, since, filter=flt))["next_batch"]
+    await c.send(alice, room, "after")
+    body = (await c.sync(bob, since, filter=flt))["rooms"]["join"][room]
+    assert [e["content"]["body"] for e in body["timeline"]["events"]] == ["after"]
+    assert body["timeline"]["limited"] is False
+
+
+async def test_filtered_out_changes_leave_the_room_out_of_an_incremental_sync(
+        c: Client) -> None:
+    """A displayname change and a message, both kept out by the filter, give an incremental
+    sync without the room, not the room with an empty timeline or its state again (SyTest "A
+    change to displayname should not result in a full state sync")."""
+    alice = await c.register()
+    room = await c.create_room(alice)
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/a.madeup.test.state",
+                                {"my_key": 1}, alice.access_token)
+    assert status == 200
+    flt = ('{"room": {"timeline": {"types": []}, "state": {"types": ["a.madeup.test.state"]},'
+           ' "ephemeral": {"types": []}}, "presence": {"types": []}}')
+    body = await c.sync(alice, filter=flt)
+    assert [e["type"] for e in body["rooms"]["join"][room]["state"]["events"]] == [
+        "a.madeup.test.state"]
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/m.room.member/{alice.user_id}",
+                                {"membership": "join", "displayname": "boris"},
+                                alice.access_token)
+    assert status == 200
+    await c.send(alice, room, "to wait on")
+    body = await c.sync(alice, body["next_batch"], filter=flt)
+    assert room not in body.get("rooms", {}).get("join", {}), body
+    # A change the filter lets through still comes.
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/a.madeup.test.state",
+                                {"my_key": 2}, alice.access_token)
+    assert status == 200
+    body = await c.sync(alice, body["next_batch"], filter=flt)
+    assert [e["content"] for e in body["rooms"]["join"][room]["state"]["events"]] == [
+        {"my_key": 2}]
+
+
+async def test_room_joined_and_left_in_one_batch_comes_with_its_state(c: Client) -> None:
+    """The client never had the state of a room joined and left since its last sync, so the
+    leave section carries it (filtered by the state filter), even when the timeline filter
+    keeps every event out."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice)
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/a.madeup.test.state",
+                                {"my_key": 1}, alice.access_token)
+    assert status == 200
+    status, _ = await c.request("POST", f"/rooms/{room}/invite", {"user_id": bob.user_id},
+                                alice.access_token)
+    assert status == 200
+    flt = ('{"room": {"timeline": {"types": []}, "state": {"types": ["a.madeup.test.state"]},'
+           ' "include_leave": true}}')
+    since = (await c.sync(bob, filter=flt))["next_batch"]
+    await c.join(bob, room)
+    status, _ = await c.request("POST", f"/rooms/{room}/leave", {}, bob.access_token)
+    assert status == 200
+    left = (await c.sync(bob, since, filter=flt))["rooms"]["leave"][room]
+    assert [(e["type"], e["content"]) for e in left["state"]["events"]] == [
+        ("a.madeup.test.state", {"my_key": 1})]
+
+
+async def test_lazy_loading_members_in_incremental_syncs(c: Client) -> None:
+    """With lazy_load_members an incremental sync carries the member events of the timeline's
+    senders the device was not sent yet, once; with include_redundant_members every time
+    (SyTest 31sync/15lazy-members.pl)."""
+    alice, bob, carol = await c.register(), await c.register(), await c.register()
+    room = await c.create_room(alice, preset="public_chat", name="A room name")
+    for u in (bob, carol):
+        await c.join(u, room)
+    for i in range(3):
+        await c.send(bob, room, f"bob {i}")
+
+    def members(body: dict[str, Any]) -> list[str]:
+        r = body["rooms"]["join"].get(room, {})
+        return sorted(e["state_key"] for e in r.get("state", {}).get("events", [])
+                      if e["type"] == "m.room.member")
+
+    lazy = '{"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 3}}}'
+    first = await c.sync(alice, filter=lazy)
+    assert members(first) == sorted([alice.user_id, bob.user_id])
+    await c.send(carol, room, "carol")
+    await c.send(bob, room, "bob again")
+    second = await c.sync(alice, first["next_batch"], filter=lazy)
+    assert members(second) == [carol.user_id]  # bob's was sent already
+    await c.send(carol, room, "carol again")
+    third = await c.sync(alice, second["next_batch"], filter=lazy)
+    assert members(third) == []
+
+    redundant = ('{"room": {"state": {"lazy_load_members": true,'
+                 ' "include_redundant_members": true}, "timeline": {"limit": 3}}}')
+    await c.send(bob, room, "bob once more")
+    await c.send(carol, room, "carol once more")
+    fourth = await c.sync(alice, third["next_batch"], filter=redundant)
+    assert members(fourth) == sorted([bob.user_id, carol.user_id])
+
+
+async def test_event_format_federation(c: Client) -> None:
+    """A filter with event_format "federation" gets the events as PDUs (prev_events,
+    auth_events, depth, hashes, signatures) with their event_id (SyTest 31sync/13)."""
+    u = await c.register()
+    room = await c.create_room(u)
+    event_id = await c.send(u, room, "Test message")
+    body = await c.sync(u, filter='{"event_format": "federation", "room": {"timeline":'
+                                  ' {"limit": 1}}}')
+    [ev] = body["rooms"]["join"][room]["timeline"]["events"]
+    assert ev["event_id"] == event_id and ev["room_id"] == room
+    assert ev["content"] == {"msgtype": "m.text", "body": "Test message"}
+    assert {"prev_events", "auth_events", "depth", "hashes", "signatures",
+            "origin_server_ts", "sender", "type"} <= set(ev)
+    state = body["rooms"]["join"][room]["state"]["events"]
+    assert state and all("auth_events" in e and "event_id" in e for e in state)
+    plain = await c.sync(u, filter='{"room": {"timeline": {"limit": 1}}}')
+    assert "auth_events" not in plain["rooms"]["join"][room]["timeline"]["events"][0]
+
+
+async def test_lazy_loading_gapped_sync_has_the_gaps_membership_changes(c: Client) -> None:
+    """A gapped (limited) incremental sync with lazy_load_members still carries the member
+    events that changed in the gap, a silent joiner's and a leaver's (SyTest "Gapped
+    incremental syncs include all state changes", "Old leaves are present")."""
+    alice, bob, carol, dave = [await c.register() for _ in range(4)]
+    room = await c.create_room(alice, preset="public_chat", name="A room name")
+    for u in (bob, carol):
+        await c.join(u, room)
+    for i in range(3):
+        await c.send(bob, room, f"bob {i}")
+    lazy = '{"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 3}}}'
+
+    def members(body: dict[str, Any]) -> dict[str, str]:
+        r = body["rooms"]["join"][room]
+        assert r["timeline"]["limited"] is True
+        return {e["state_key"]: e["content"]["membership"] for e in r["state"]["events"]
+                if e["type"] == "m.room.member"}
+
+    first = await c.sync(alice, filter=lazy)
+    await c.join(dave, room)
+    for i in range(5):
+        await c.send(carol, room, f"carol {i}")
+    second = await c.sync(alice, first["next_batch"], filter=lazy)
+    assert members(second) == {carol.user_id: "join", dave.user_id: "join"}
+    status, _ = await c.request("POST", f"/rooms/{room}/leave", {}, dave.access_token)
+    assert status == 200
+    for i in range(5):
+        await c.send(carol, room, f"carol again {i}")
+    third = await c.sync(alice, second["next_batch"], filter=lazy)
+    assert members(third) == {dave.user_id: "leave"}

@@ -82,7 +82,7 @@ async def test_session_belongs_to_its_user_and_request(c: Client, server: Server
     # Nor can Alice use it for another request: the account stays active.
     status, body = await c.request("POST", "/account/deactivate", {
         "auth": _password_auth(alice, session)}, alice.access_token)
-    assert status == 400 and body["errcode"] == "M_UNKNOWN"
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
     status, _ = await c.request("GET", "/account/whoami", token=alice.access_token)
     assert status == 200
     # A session id that is not a string is an unknown session, not a server error.
@@ -162,10 +162,50 @@ async def test_finishing_is_what_authorises(server: Server) -> None:
     results = await asyncio.gather(
         *(uia.check(body, [["m.login.dummy"]], stage, operation="test", user_id=None)
           for _ in range(2)), return_exceptions=True)
-    assert results.count(None) == 1, results
-    [error] = [r for r in results if r is not None]
+    passed = [r for r in results if not isinstance(r, BaseException)]
+    assert len(passed) == 1 and passed[0] is not None, results
+    [error] = [r for r in results if isinstance(r, BaseException)]
     assert isinstance(error, MatrixError) and error.errcode == "M_UNKNOWN"
 
 
 async def _never(stage: str, auth: dict[str, Any]) -> bool:
     raise AssertionError("no stage was offered")
+
+
+async def _new_device(c: Client, user: User) -> str:
+    status, body = await c.request("POST", "/login", {
+        "type": "m.login.password", "password": "pw-secret-1",
+        "identifier": {"type": "m.id.user", "user": user.user_id}})
+    assert status == 200, body
+    return str(body["device_id"])
+
+
+async def test_session_is_bound_to_the_device_it_deletes(c: Client) -> None:
+    """SyTest "The operation must be consistent through an interactive authentication session":
+    a session started to delete one device cannot delete another."""
+    alice = await c.register()
+    first, second = await _new_device(c, alice), await _new_device(c, alice)
+    for device in (first, second):
+        assert (await c.request("GET", f"/devices/{device}", token=alice.access_token))[0] == 200
+    status, body = await c.request("DELETE", f"/devices/{first}", {}, alice.access_token)
+    assert status == 401, body
+    status, body = await c.request("DELETE", f"/devices/{second}", {
+        "auth": _password_auth(alice, body["session"])}, alice.access_token)
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN", body
+    for device in (first, second):
+        assert (await c.request("GET", f"/devices/{device}", token=alice.access_token))[0] == 200
+
+
+async def test_deleting_a_device_needs_its_owners_password(c: Client) -> None:
+    """SyTest "DELETE /device/{deviceId} requires UI auth user to match device owner": Eve with
+    Alice's access token and her own password cannot delete Alice's device."""
+    alice, eve = await c.register(), await c.register()
+    device = await _new_device(c, alice)
+    status, body = await c.request("DELETE", f"/devices/{device}", {
+        "auth": _password_auth(eve, None)}, alice.access_token)
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN", body
+    assert (await c.request("GET", f"/devices/{device}", token=alice.access_token))[0] == 200
+    status, body = await c.request("DELETE", f"/devices/{device}", {
+        "auth": _password_auth(alice, None)}, alice.access_token)
+    assert status == 200, body
+    assert (await c.request("GET", f"/devices/{device}", token=alice.access_token))[0] == 404
