@@ -251,15 +251,13 @@ class NotificationService:
                 self._writing.pop(key, None)
         if not committed:
             for key in keys:
-                if key in self._loading:
-                    self._dirty.add(key)
+                self._unkeep_load(key)
             return
         for u in done.readers:
             # Read up to their send, in every thread, and nothing of this room can have been
             # written since (the room's writes are serialised): known to be zero, cached or not.
             key = (u, done.room_id)
-            if key in self._loading:
-                self._dirty.add(key)
+            self._unkeep_load(key)
             counts = self._counts.get(key)
             if counts is None:
                 self._counts[key] = {}
@@ -273,11 +271,15 @@ class NotificationService:
         while len(self._counts) > COUNTS_CACHE_SIZE:
             self._counts.popitem(last=False)
 
-    def _touch(self, key: tuple[str, str]) -> Counts | None:
-        """The cached counts of `key` to change in place, or None when not cached; a load in
-        flight for it will not be kept."""
+    def _unkeep_load(self, key: tuple[str, str]) -> None:
+        """A load of `key` in flight may have read the counts from before a change: it is
+        not kept."""
         if key in self._loading:
             self._dirty.add(key)
+
+    def _touch(self, key: tuple[str, str]) -> Counts | None:
+        """The cached counts of `key` to change in place, or None when not cached."""
+        self._unkeep_load(key)
         return self._counts.get(key)
 
     def forget_room(self, room_id: str) -> None:
@@ -300,8 +302,7 @@ class NotificationService:
         """After a receipt's transaction commits: its counts are read again from the
         database (a receipt is rarer than an event, so no need to work out the change)."""
         key = (user_id, room_id)
-        if key in self._loading:
-            self._dirty.add(key)
+        self._unkeep_load(key)
         self._counts.pop(key, None)
 
     # ------------------------------------------------------------------ reads

@@ -76,6 +76,11 @@ class _Note:
     actions: str
     unread: int
 
+    @classmethod
+    def of(cls, row: Any, unread: int) -> _Note:
+        return cls(int(row["stream_ordering"]), row["room_id"], row["event_id"], row["actions"],
+                   unread)
+
 
 @dataclass(slots=True)
 class _Pusher:
@@ -214,9 +219,8 @@ class PusherSender:
                 await asyncio.sleep(DELAY_S)
             by_user: dict[str, list[_Note]] = {}
             for r in rows:
-                by_user.setdefault(r["user_id"], []).append(_Note(
-                    int(r["stream_ordering"]), r["room_id"], r["event_id"], r["actions"],
-                    unread.get(r["user_id"], 0)))
+                by_user.setdefault(r["user_id"], []).append(
+                    _Note.of(r, unread.get(r["user_id"], 0)))
             for p in self._pushers.values():
                 if p.synced_to >= self._seen and len(p.queue) < QUEUE_MAX:
                     # (else it is catching up from the database by itself)
@@ -255,8 +259,7 @@ class PusherSender:
                                                    BATCH)
                     unread = (await self._store.unread_totals(
                         conn, [p.row["user_id"]])).get(p.row["user_id"], 0) if rows else 0
-                p.queue.extend(_Note(int(r["stream_ordering"]), r["room_id"], r["event_id"],
-                                     r["actions"], unread) for r in rows)
+                p.queue.extend(_Note.of(r, unread) for r in rows)
                 p.synced_to = int(rows[-1]["stream_ordering"]) if len(rows) == BATCH \
                     else target
             if not p.queue:

@@ -267,15 +267,16 @@ class RoomWriter:
             return entry
         written: list[tuple[PersistHook, Any]] = []
         started = time.perf_counter()
+        wanted = self._wanted(room, [ev])
         try:
-            if self._is_plain(ev, room):
+            if self._plain_shape(ev) and not wanted:
                 async with self._db.connection() as conn:
                     await self._insert_plain(conn, room, ev)
             else:
                 try:
                     async with self._db.transaction() as conn:
                         await self._write_all(conn, room, ev)
-                        await self._hooks_write(conn, room, [ev], written)
+                        await self._hooks_write(conn, room, wanted, written)
                 except BaseException:
                     self._hooks_finished(room, written, False)
                     raise
@@ -296,17 +297,25 @@ class RoomWriter:
                 and ev.served and not ev.deoutlier and ev.before_group_row is None
                 and not ev.current_delta)
 
-    def _is_plain(self, ev: PersistEvent, room: RoomData) -> bool:
-        return self._plain_shape(ev) and not any(h.wants(room, ev) for h in self._on_persist)
+    def _wanted(self, room: RoomData, events: Sequence[PersistEvent],
+                ) -> list[tuple[PersistHook, list[PersistEvent]]]:
+        """Each hook with the events it wants (asked once per write: a hook's `wants` may
+        look at every member of the room)."""
+        out: list[tuple[PersistHook, list[PersistEvent]]] = []
+        for hook in self._on_persist:
+            evs = [ev for ev in events if hook.wants(room, ev)]
+            if evs:
+                out.append((hook, evs))
+        return out
 
-    async def _hooks_write(self, conn: Conn, room: RoomData, events: Sequence[PersistEvent],
+    @staticmethod
+    async def _hooks_write(conn: Conn, room: RoomData,
+                           wanted: list[tuple[PersistHook, list[PersistEvent]]],
                            written: list[tuple[PersistHook, Any]]) -> None:
         """Each hook writes the events it wants; `written` collects what they return (also
         when a later hook fails, so that every hook that wrote is told how it ended)."""
-        for hook in self._on_persist:
-            wanted = [ev for ev in events if hook.wants(room, ev)]
-            if wanted:
-                written.append((hook, await hook.write(conn, room, wanted)))
+        for hook, evs in wanted:
+            written.append((hook, await hook.write(conn, room, evs)))
 
     @staticmethod
     def _hooks_finished(room: RoomData, written: list[tuple[PersistHook, Any]],
@@ -619,26 +628,27 @@ class RoomWriter:
         written: list[tuple[PersistHook, Any]] = []
         committed = False
         started = time.perf_counter()
+        wanted = self._wanted(room, batch.events)
+        messages = extra is None and bool(batch.events) and all(
+            self._plain_shape(ev) for ev in batch.events)
         try:
-            if extra is None and batch.events and all(self._is_plain(ev, room)
-                                                      for ev in batch.events):
+            if messages and not wanted:
                 # A group of messages is ONE statement, hence atomic without BEGIN/COMMIT.
                 async with self._db.connection() as conn:
                     await self._events.insert_plain_events(conn, room.room_id, [
                         self._plain_row(ev) for ev in batch.events])
-            elif extra is None and batch.events and all(self._plain_shape(ev)
-                                                        for ev in batch.events):
+            elif messages:
                 # Messages a hook wants: the same statement, and the hooks' writes for the
                 # whole batch, in one transaction.
                 async with self._db.transaction() as conn:
                     await self._events.insert_plain_events(conn, room.room_id, [
                         self._plain_row(ev) for ev in batch.events])
-                    await self._hooks_write(conn, room, batch.events, written)
+                    await self._hooks_write(conn, room, wanted, written)
             else:
                 async with self._db.transaction() as conn:
                     for ev in batch.events:
                         await self._write_all(conn, room, ev)
-                    await self._hooks_write(conn, room, batch.events, written)
+                    await self._hooks_write(conn, room, wanted, written)
                     if extra is not None:
                         await extra(conn)
             committed = True
