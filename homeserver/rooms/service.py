@@ -11,6 +11,7 @@ every transport (HTTP, the sync WebSocket) that makes a change goes through the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import string
 import time
@@ -50,6 +51,8 @@ from homeserver.types import (
     is_valid_user_id,
 )
 from homeserver.users.profiles import ProfileService
+
+log = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, str]] = {
     "private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
@@ -641,6 +644,8 @@ class RoomService:
                 raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid user id {u!r}")
         # Users who block invites are left out; the room is made all the same (spec v1.18).
         invites = [u for u in invites if not await self._blocks_invites(u)]
+        remote_invites = [u for u in invites if self.remote is not None
+                          and u.partition(":")[2] != self.server_name]
 
         alias = None
         if body.get("room_alias_name") is not None:
@@ -694,7 +699,8 @@ class RoomService:
             try:
                 await self._create_locked(room, rv, creator, create_id, create_pdu, body,
                                           preset_name, preset, invites, alias, profile,
-                                          visibility == "public", batch)
+                                          visibility == "public", batch,
+                                          [u for u in invites if u not in remote_invites])
                 self.rooms.add(room)
                 await self._writer.commit(room, batch, add_alias)
             except BaseException as e:
@@ -705,13 +711,21 @@ class RoomService:
                         e.constraint_name == "rooms_pkey":
                     raise _RoomIdTaken from e
                 raise
+        # A remote invitee's server must counter-sign the invite (spec: /v2/invite), which
+        # cannot happen inside the creation batch: those invites go out once the room exists.
+        # One unreachable server does not undo the room or the other invites (logged instead).
+        for u in remote_invites:
+            try:
+                await self._invite_remote(requester, room_id, u, None, bool(body.get("is_direct")))
+            except Exception as e:  # noqa: BLE001 - any failure of one remote invite
+                log.warning("createRoom %s: invite of %s failed: %s", room_id, u, e)
         return room_id
 
     async def _create_locked(
         self, room: RoomData, rv: RoomVersion, creator: str, create_id: str,
         create_pdu: JsonDict, body: JsonDict, preset_name: str, preset: dict[str, str],
         invites: list[str], alias: str | None, profile: JsonDict | None, is_public: bool,
-        batch: Batch,
+        batch: Batch, local_invites: list[str],
     ) -> None:
         try:
             await self._writer.persist(
@@ -775,7 +789,7 @@ class RoomService:
             await state("m.room.name", {"name": body["name"]})
         if body.get("topic") is not None:
             await state("m.room.topic", {"topic": body["topic"]})
-        for u in invites:
+        for u in local_invites:
             invite: JsonDict = {"membership": "invite"}
             if body.get("is_direct"):
                 invite["is_direct"] = True

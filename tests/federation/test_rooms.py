@@ -181,6 +181,37 @@ async def test_invite_to_an_unreachable_server_is_refused(make_server: Factory) 
     assert await membership_of(a, room_id, "@bob:127.0.0.1:1") is None
 
 
+async def test_create_room_invites_remote_users(make_server: Factory) -> None:
+    """createRoom's `invite` list reaches remote invitees through their servers (the invite is
+    counter-signed there), beside local ones; an unreachable server's invitee is left out and
+    the room is made all the same. The remote invitee can reject it."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    carol = await a.client.register("carol")
+    bob = await b.client.register("bob")
+    status, body = await a.client.request("POST", "/createRoom", {
+        "preset": "private_chat", "is_direct": True,
+        "invite": [bob.user_id, carol.user_id, "@nobody:127.0.0.1:1"]}, alice.access_token)
+    assert status == 200, body
+    room_id = body["room_id"]
+
+    async def invited() -> Any:
+        sync = await b.client.sync(bob)
+        return sync.get("rooms", {}).get("invite", {}).get(room_id)
+
+    inv = await eventually(invited)
+    mine = [e for e in inv["invite_state"]["events"]
+            if e["type"] == "m.room.member" and e["state_key"] == bob.user_id]
+    assert mine and mine[0]["content"]["membership"] == "invite", inv
+    assert mine[0]["content"].get("is_direct") is True, mine
+    assert await membership_of(a, room_id, carol.user_id) == "invite"
+    assert await membership_of(a, room_id, "@nobody:127.0.0.1:1") is None
+    status, body = await b.client.request("POST", f"/rooms/{room_id}/leave", {}, bob.access_token)
+    assert status == 200, body
+    await eventually(lambda: _is(a, room_id, bob.user_id, "leave"))
+
+
 @pytest.mark.parametrize("version", ["1", "2", "5", "9", "11"])
 async def test_join_and_chat_in_older_room_versions(make_server: Factory, version: str) -> None:
     a: FedServer = await make_server()
