@@ -51,7 +51,14 @@ async def events(request: web.Request) -> web.Response:
     # after `from` is returned, so that none is skipped.
     query_int(request, "limit", 0, 0, 1_000_000)
     raw = request.query.get("from")
-    since = SyncToken.parse(raw) if raw else c.sync.current_token()
+    given = SyncToken.parse(raw) if raw else None
+    if c.presence is not None and not requester.is_guest:
+        # Polling the stream is being online, as a /sync is (and as the reference server
+        # counts it): SyTest's fixtures come online this way. Before "now" is taken, so that
+        # a stream started now does not begin with the poller's own change.
+        await c.presence.heartbeat(requester.user_id, requester.device_id, "online",
+                                   grace_ms=timeout)
+    since = given if given is not None else c.sync.current_token()
     if timeout > 0:
         park(request)
     result = await c.sync.sync(requester, since, FILTER, timeout)
