@@ -356,6 +356,7 @@ async def test_redaction(c: Client) -> None:
     assert ev["content"] == {}
     assert ev["type"] == "m.room.message"
     assert ev["unsigned"]["redacted_because"]["event_id"] == redaction_id
+    assert ev["unsigned"]["redacted_by"] == redaction_id
     assert ev["unsigned"]["redacted_because"]["type"] == "m.room.redaction"
     assert ev["unsigned"]["redacted_because"]["content"]["reason"] == "spam"
     status, msgs = await _messages(c, member, room, limit="10")
