@@ -391,12 +391,13 @@ class RoomService:
     # ------------------------------------------------------------------ membership
 
     async def _is_remote(self, room_id: str) -> bool:
-        """Whether joining needs another server: a room this server is not in (unknown, or
-        known only through an invite)."""
+        """Whether joining needs another server: a room this server is not in (unknown, known
+        only through an invite, or left behind by all our users while others stayed)."""
         if self.remote is None or not is_valid_room_id(room_id):
             return False
         room = await self.rooms.get(room_id)
-        return room is None or ("m.room.create", "") not in room.state
+        return room is None or ("m.room.create", "") not in room.state \
+            or room.left_behind(self.server_name)
 
     async def join(self, requester: Requester, room_id_or_alias: str,
                    reason: str | None = None, servers: Sequence[str] = ()) -> str:

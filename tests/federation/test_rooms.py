@@ -181,6 +181,64 @@ async def test_invite_to_an_unreachable_server_is_refused(make_server: Factory) 
     assert await membership_of(a, room_id, "@bob:127.0.0.1:1") is None
 
 
+async def test_leave_then_invited_again_and_rejoin(make_server: Factory) -> None:
+    """A remote user who left (so their server is out of the room) and is invited again joins
+    again: their server's stale copy of the room gives way to the state of the new join,
+    and messages flow both ways once more."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    room_id = await a.client.create_room(alice, preset="private_chat")
+    for round_ in range(2):
+        status, body = await a.client.request("POST", f"/rooms/{room_id}/invite",
+                                              {"user_id": bob.user_id}, alice.access_token)
+        assert status == 200, (round_, body)
+        await eventually(lambda: _is(b, room_id, bob.user_id, "invite"))
+        await a.client.send(alice, room_id, f"while bob was away {round_}")
+        await b.client.join(bob, room_id)
+        assert await membership_of(a, room_id, bob.user_id) == "join"
+        await b.client.send(bob, room_id, f"bob is back {round_}")
+        await eventually(lambda: _has(a.client, alice, room_id, f"bob is back {round_}"))
+        await a.client.send(alice, room_id, f"welcome {round_}")
+        await eventually(lambda: _has(b.client, bob, room_id, f"welcome {round_}"))
+        status, body = await b.client.request("POST", f"/rooms/{room_id}/leave", {},
+                                              bob.access_token)
+        assert status == 200, body
+        await eventually(lambda: _is(a, room_id, bob.user_id, "leave"))
+
+
+async def test_rejoin_a_public_room_after_leaving(make_server: Factory) -> None:
+    """Rejoining a public room all of this server's users had left goes through a resident
+    server again (the copy here stopped at the leave): what was said meanwhile is seen and the
+    new messages reach the other side."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    room_id = await a.client.create_room(alice, preset="public_chat")
+    status, body = await b.client.request("POST", f"/join/{room_id}", {}, bob.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    status, body = await b.client.request("POST", f"/rooms/{room_id}/leave", {},
+                                          bob.access_token)
+    assert status == 200, body
+    await eventually(lambda: _is(a, room_id, bob.user_id, "leave"))
+    await a.client.send(alice, room_id, "said while bob was away")
+    status, body = await a.client.request("PUT", f"/rooms/{room_id}/state/m.room.topic",
+                                          {"topic": "new topic"}, alice.access_token)
+    assert status == 200, body
+    status, body = await b.client.request("POST", f"/join/{room_id}", {}, bob.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    assert await membership_of(a, room_id, bob.user_id) == "join"
+    status, topic = await b.client.request("GET", f"/rooms/{room_id}/state/m.room.topic",
+                                           token=bob.access_token)
+    assert status == 200 and topic["topic"] == "new topic", topic
+    await b.client.send(bob, room_id, "bob again")
+    await eventually(lambda: _has(a.client, alice, room_id, "bob again"))
+
+
 async def test_create_room_invites_remote_users(make_server: Factory) -> None:
     """createRoom's `invite` list reaches remote invitees through their servers (the invite is
     counter-signed there), beside local ones; an unreachable server's invitee is left out and
