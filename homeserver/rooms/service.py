@@ -36,6 +36,7 @@ from homeserver.events.builder import EventBuilder
 from homeserver.events.hashing import room_id_for_create_event
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.rooms.guests import guests_can_join
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.state_checks import bad_alias, new_canonical_aliases
@@ -583,6 +584,10 @@ class RoomService:
                     return ev.event_id
             if membership == "leave" and requester.user_id == target and current is None:
                 raise forbidden("You are not a member of this room")
+            if (membership == "join" and requester.is_guest and current != "join"
+                    and not guests_can_join(room)):
+                # Spec "Guest access": only rooms whose m.room.guest_access is can_join.
+                raise forbidden("Guest access is not allowed in this room")
             entry = await self._send_locked(room, requester.user_id, "m.room.member", content,
                                             target)
         return entry.event_id
