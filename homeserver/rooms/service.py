@@ -407,12 +407,27 @@ class RoomService:
         if content is not None:
             assert self.remote is not None
             await self._check_not_blocked(room_id_or_alias)
-            return await self.remote.join(requester, room_id_or_alias, via, content)
+            joined = await self.remote.join(requester, room_id_or_alias, via, content)
+            if requester.is_guest:
+                await self._guest_joined_remotely(requester, joined)
+            return joined
         room_id = await self.resolve_room(room_id_or_alias)
         await self._check_not_blocked(room_id)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      profile=await self._profile(requester.user_id))
         return room_id
+
+    async def _guest_joined_remotely(self, requester: Requester, room_id: str) -> None:
+        """A room on another server shows its state only in the answer to the join itself:
+        a guest who got into one that does not allow guests leaves it at once (403)."""
+        room = await self.rooms.get(room_id)
+        if room is None or guests_can_join(room):
+            return
+        try:
+            await self.leave(requester, room_id)
+        except MatrixError:
+            pass  # refused by the room: the revocation rule still applies to it
+        raise forbidden("Guest access is not allowed in this room")
 
     async def _check_not_blocked(self, room_id: str) -> None:
         if self.is_blocked is not None and await self.is_blocked(room_id):
