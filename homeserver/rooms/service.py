@@ -37,6 +37,7 @@ from homeserver.events.builder import EventBuilder
 from homeserver.events.hashing import room_id_for_create_event
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.rooms.guests import guests_can_join
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.state_checks import bad_alias, new_canonical_aliases
@@ -410,12 +411,27 @@ class RoomService:
         if content is not None:
             assert self.remote is not None
             await self._check_not_blocked(room_id_or_alias)
-            return await self.remote.join(requester, room_id_or_alias, via, content)
+            joined = await self.remote.join(requester, room_id_or_alias, via, content)
+            if requester.is_guest:
+                await self._guest_joined_remotely(requester, joined)
+            return joined
         room_id = await self.resolve_room(room_id_or_alias)
         await self._check_not_blocked(room_id)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      profile=await self._profile(requester.user_id))
         return room_id
+
+    async def _guest_joined_remotely(self, requester: Requester, room_id: str) -> None:
+        """A room on another server shows its state only in the answer to the join itself:
+        a guest who got into one that does not allow guests leaves it at once (403)."""
+        room = await self.rooms.get(room_id)
+        if room is None or guests_can_join(room):
+            return
+        try:
+            await self.leave(requester, room_id)
+        except MatrixError:
+            pass  # refused by the room: the revocation rule still applies to it
+        raise forbidden("Guest access is not allowed in this room")
 
     async def _check_not_blocked(self, room_id: str) -> None:
         if self.is_blocked is not None and await self.is_blocked(room_id):
@@ -587,6 +603,10 @@ class RoomService:
                     return ev.event_id
             if membership == "leave" and requester.user_id == target and current is None:
                 raise forbidden("You are not a member of this room")
+            if (membership == "join" and requester.is_guest and current != "join"
+                    and not guests_can_join(room)):
+                # Spec "Guest access": only rooms whose m.room.guest_access is can_join.
+                raise forbidden("Guest access is not allowed in this room")
             entry = await self._send_locked(room, requester.user_id, "m.room.member", content,
                                             target)
         return entry.event_id
