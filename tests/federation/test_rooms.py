@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -199,9 +200,9 @@ async def test_leave_then_invited_again_and_rejoin(make_server: Factory) -> None
         await b.client.join(bob, room_id)
         assert await membership_of(a, room_id, bob.user_id) == "join"
         await b.client.send(bob, room_id, f"bob is back {round_}")
-        await eventually(lambda: _has(a.client, alice, room_id, f"bob is back {round_}"))
+        await eventually(partial(_has, a.client, alice, room_id, f"bob is back {round_}"))
         await a.client.send(alice, room_id, f"welcome {round_}")
-        await eventually(lambda: _has(b.client, bob, room_id, f"welcome {round_}"))
+        await eventually(partial(_has, b.client, bob, room_id, f"welcome {round_}"))
         status, body = await b.client.request("POST", f"/rooms/{room_id}/leave", {},
                                               bob.access_token)
         assert status == 200, body
