@@ -7,7 +7,7 @@ import secrets
 from aiohttp import web
 
 from client_api.context import ClientContext, auth, ctx
-from homeserver.errors import Codes, MatrixError, bad_json, invalid_param
+from homeserver.errors import Codes, MatrixError, bad_json, invalid_param, not_found
 from homeserver.events.filter import EventFilter
 from homeserver.events.model import EventEntry
 from homeserver.http import (
@@ -274,6 +274,21 @@ async def get_event(request: web.Request) -> web.Response:
     c = ctx(request)
     room = await room_or_404(c, request.match_info["room_id"])
     ev = await c.reader.visible_event(requester, room, event_id_param(request))
+    joined = room.membership(requester.user_id) == "join"
+    return json_response((await c.reader.served(requester, room, [ev], joined))[0])
+
+
+@routes.get(V + "/events/{event_id}")
+async def get_event_by_id(request: web.Request) -> web.Response:
+    """The r0-deprecated form of the above, without the room (spec: still listed): the same
+    visibility, and the same 404 for an unknown event and for one the user may not read."""
+    requester = await auth(request)
+    c = ctx(request)
+    found = await c.reader.events([event_id_param(request)])
+    if not found or not found[0].served:
+        raise not_found("Event not found")
+    room = await c.rooms.get_room(found[0].room_id)
+    ev = await c.reader.visible_event(requester, room, found[0].event_id)
     joined = room.membership(requester.user_id) == "join"
     return json_response((await c.reader.served(requester, room, [ev], joined))[0])
 

@@ -774,3 +774,18 @@ async def test_post_redact_without_a_transaction_id(c: Client) -> None:
                                      token=u.access_token)
         assert status == 200, ev
         assert ("body" in ev["content"]) is has_body, ev
+
+
+async def test_get_event_by_id_without_the_room(c: Client) -> None:
+    """GET /events/{eventId} (deprecated in r0, still specified): a member reads the event as
+    from /rooms/{roomId}/event/{eventId}; an outsider and an unknown id get the same 404."""
+    u, outsider = await c.register(), await c.register()
+    room = await c.create_room(u)
+    event_id = await c.send(u, room, "find me")
+    status, ev = await c.request("GET", f"/events/{event_id}", token=u.access_token)
+    assert status == 200 and ev["content"]["body"] == "find me" and ev["room_id"] == room, ev
+    for who, eid in ((outsider, event_id), (u, "$nosuchevent")):
+        status, body = await c.request("GET", f"/events/{eid}", token=who.access_token)
+        assert (status, body.get("errcode")) == (404, "M_NOT_FOUND"), body
+    status, body = await c.request("GET", "/events/notanevent", token=u.access_token)
+    assert status == 400, body
