@@ -74,7 +74,7 @@ async def create_room(request: web.Request) -> web.Response:
         if s["type"] == "m.room.canonical_alias" and s.get("state_key", "") == "":
             check_initial_canonical_alias(s["content"], own_alias)
     c.limiter.check("create_room", requester.user_id, c.config.rate_limits.room_creation,
-                    requester.is_admin)
+                    requester.is_admin or not requester.rate_limited)
     room_id = await c.rooms.create_room(requester, body)
     return json_response({"room_id": room_id})
 
@@ -88,7 +88,7 @@ async def send(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await read_json(request)
     c.limiter.check("message", requester.user_id, c.config.rate_limits.message,
-                    requester.is_admin)
+                    requester.is_admin or not requester.rate_limited)
     txn_id = request.match_info.get("txn_id") or "post:" + secrets.token_urlsafe(16)
     event_id = await c.rooms.send_message(requester, room_id_param(request),
                                           request.match_info["event_type"], body, txn_id)
@@ -183,7 +183,8 @@ async def _join(request: web.Request, room: str) -> web.Response:
     requester = await auth(request)
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
-    c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
+    c.limiter.check("join", requester.user_id, c.config.rate_limits.joins,
+                    requester.is_admin or not requester.rate_limited)
     room_id = await c.rooms.join(requester, room, reason_param(body), servers=_via(request))
     return json_response({"room_id": room_id})
 
@@ -205,7 +206,8 @@ async def knock(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
     reason = reason_param(body)
-    c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
+    c.limiter.check("join", requester.user_id, c.config.rate_limits.joins,
+                    requester.is_admin or not requester.rate_limited)
     room_id = await c.rooms.knock(requester, request.match_info["room"], reason,
                                   servers=_via(request))
     return json_response({"room_id": room_id})

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from homeserver.appservice.registry import AppServiceRegistry
 from homeserver.errors import (
     Codes,
     MatrixError,
@@ -124,6 +125,12 @@ class RoomService:
         self.is_notice_room: Callable[[str, str], Awaitable[bool]] | None = None
         # Whether a local user blocks invites (spec v1.18; homeserver/users/invite_permission.py).
         self.invite_blocked: Callable[[str], Awaitable[bool]] | None = None
+        # Application services (homeserver/appservice/): their exclusive alias namespaces, and
+        # the queries that let an AS create an unknown user or alias in its namespace on
+        # demand (alias -> whether the AS says it made it).
+        self.appservices: AppServiceRegistry | None = None
+        self.query_user: Callable[[str], Awaitable[None]] | None = None
+        self.query_alias: Callable[[str], Awaitable[bool]] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -145,6 +152,10 @@ class RoomService:
                 raise invalid_param("Invalid room alias")
             async with self._db.connection() as conn:
                 row = await self._store.get_alias(conn, room_id_or_alias)
+            if row is None and self.query_alias is not None and await self.query_alias(
+                    room_id_or_alias):
+                async with self._db.connection() as conn:  # the AS made it: look again
+                    row = await self._store.get_alias(conn, room_id_or_alias)
             if row is None:
                 raise not_found("Room alias not found")
             return str(row["room_id"])
@@ -470,6 +481,8 @@ class RoomService:
             raise forbidden(f"{target} is already in the room or banned")
         if self.remote is not None and target.partition(":")[2] != self.server_name:
             return await self._invite_remote(requester, room_id, target, reason, is_direct)
+        if self.query_user is not None:  # an AS's user it has not made yet: ask it to
+            await self.query_user(target)
         return await self._update_membership(
             requester, room_id, target, "invite", reason,
             extra={"is_direct": True} if is_direct else None,
@@ -790,7 +803,12 @@ class RoomService:
             MatrixError: 404 unknown room, 403 not joined, 409 alias already exists.
         """
         room = await self.get_room(room_id)
-        if room.membership(requester.user_id) != "join" and not requester.is_admin:
+        if self.appservices is not None:  # M_EXCLUSIVE inside another's namespace
+            self.appservices.check_alias_allowed(alias, requester.app_service)
+        owned = self.appservices is not None and self.appservices.owns_alias(
+            alias, requester.app_service)  # an AS manages its aliases from outside the room
+        if room.membership(requester.user_id) != "join" and not requester.is_admin \
+                and not owned:
             raise forbidden("You must be in the room to add an alias")
         async with self._db.connection() as conn:
             if not await self._store.create_alias(conn, alias, room_id, requester.user_id):
@@ -807,7 +825,9 @@ class RoomService:
             row = await self._store.get_alias(conn, alias)
         if row is None:
             raise not_found("Room alias not found")
-        if row["creator"] != requester.user_id and not requester.is_admin:
+        owned = self.appservices is not None and self.appservices.owns_alias(
+            alias, requester.app_service)
+        if row["creator"] != requester.user_id and not requester.is_admin and not owned:
             room = await self.get_room(row["room_id"])
             if await self.power_level(room, requester.user_id) < 50:
                 raise forbidden("You may not delete this alias")

@@ -1,0 +1,177 @@
+"""Pushing events to application services (spec "Pushing events"): one consumer of the room
+event stream per AS (`EventConsumer("appservice:<id>")`, homeserver/rooms/feed.py), one
+transaction in flight per AS, in stream order.
+
+An event is the AS's when (spec "Registration"): its sender or, for a membership event, its
+target is a user the AS is interested in (its sender or a local user of its users
+namespaces); a joined member of its room is such a user; the room id is in its rooms
+namespace; or one of the room's aliases is in its aliases namespace. Membership and aliases are
+read as they are now, when the consumer reaches the event, as Synapse does.
+
+Durability: the events of a batch become a transaction row (`appservice_txns`, with the next
+transaction id) in the same database transaction that moves the consumer's position past
+them. The row is sent until the AS answers 2xx, then deleted; a retry, or a restart, sends
+the same bytes with the same id (the spec forbids adding events to a transaction on retry).
+A failure backs off exponentially (saved, so a restart does not hammer a dead AS); the
+consumer does not read further while a transaction waits, so the order holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+
+from homeserver.appservice.client import (
+    AppServiceClient,
+    AppServiceHttpError,
+    AppServiceUnreachable,
+)
+from homeserver.appservice.registration import AppService
+from homeserver.appservice.store import AppServiceStore
+from homeserver.events.model import EventEntry
+from homeserver.events.store import EventStore
+from homeserver.rooms.feed import EventConsumer
+from homeserver.rooms.state import EventCache, RoomRegistry
+from homeserver.storage.database import Database
+from homeserver.storage.streams import Stream
+from homeserver.types import JsonDict
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS = 100  # per transaction
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class AppServiceSender:
+    def __init__(self, db: Database, store: AppServiceStore, services: tuple[AppService, ...],
+                 events: EventStore, cache: EventCache, stream: Stream, rooms: RoomRegistry,
+                 client: AppServiceClient) -> None:
+        self._db = db
+        self._store = store
+        self._rooms = rooms
+        self._client = client
+        self.backoff_base_ms = 2_000
+        self.backoff_max_ms = 300_000
+        self._queues = [_ServiceQueue(self, s, EventConsumer(
+            f"appservice:{s.id}", db, events, cache, stream, batch_size=MAX_EVENTS))
+            for s in services if s.url is not None]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for q in self._queues:
+            await q.consumer.position()  # a new AS starts at the stream's current position
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                q.run(), name=f"appservice-{q.service.id}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        await self._client.close()
+
+    def retry_now(self, as_id: str) -> None:
+        """The AS showed it is up (it pinged us): send its waiting transaction now."""
+        for q in self._queues:
+            if q.service.id == as_id:
+                q.retry.set()
+
+    # ------------------------------------------------------------------ interest
+
+    async def interesting(self, service: AppService,
+                          entries: list[EventEntry]) -> list[EventEntry]:
+        """The entries `service` is interested in, in order."""
+        room_ids = sorted({e.room_id for e in entries})
+        aliases: dict[str, list[str]] = {}
+        if service.aliases:
+            async with self._db.connection() as conn:
+                aliases = await self._store.aliases_of_rooms(conn, room_ids)
+        by_room: dict[str, bool] = {}
+        for room_id in room_ids:
+            interested = service.is_interested_in_room_id(room_id) or any(
+                service.is_interested_in_alias(a) for a in aliases.get(room_id, ()))
+            if not interested:
+                room = await self._rooms.get(room_id)
+                interested = room is not None and any(
+                    service.is_interested_in_user(u) for u in room.joined_members())
+            by_room[room_id] = interested
+        return [e for e in entries if by_room[e.room_id]
+                or service.is_interested_in_user(e.sender)
+                or (e.type == "m.room.member" and e.state_key is not None
+                    and service.is_interested_in_user(e.state_key))]
+
+
+class _ServiceQueue:
+    def __init__(self, sender: AppServiceSender, service: AppService,
+                 consumer: EventConsumer) -> None:
+        self.sender = sender
+        self.service = service
+        self.consumer = consumer
+        self.retry = asyncio.Event()
+
+    async def run(self) -> None:
+        s, as_id = self.sender, self.service.id
+        while True:
+            try:
+                async with s._db.connection() as conn:
+                    pending = await s._store.pending(conn, as_id)
+                if pending is not None:
+                    await self._deliver(int(pending["txn_id"]), bytes(pending["body"]))
+                    continue
+                entries, end = await self.consumer.next_batch()
+                if not entries and end <= await self.consumer.position():
+                    await self.consumer.wait(timeout=30.0)
+                    continue
+                chosen = await s.interesting(self.service, entries)
+                async with s._db.transaction() as conn:
+                    if chosen:
+                        body = orjson.dumps({"events": [_format(e) for e in chosen]})
+                        await s._store.add_txn(conn, as_id, body)
+                    await self.consumer.save(end, conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if not s._db.outage(e):
+                    log.exception("application service %s sender failed; retrying", as_id)
+                await asyncio.sleep(1.0)
+
+    async def _deliver(self, txn_id: int, body: bytes) -> None:
+        """Send one transaction until the AS takes it (waiting out any saved backoff)."""
+        s, as_id = self.sender, self.service.id
+        async with s._db.connection() as conn:
+            state = await s._store.state(conn, as_id)
+        failures = int(state["failures"]) if state else 0
+        wait_ms = (int(state["retry_at_ts"]) if state else 0) - _now()
+        if wait_ms > 0:
+            self.retry.clear()
+            try:
+                await asyncio.wait_for(self.retry.wait(), wait_ms / 1000)
+            except TimeoutError:
+                pass
+        try:
+            await s._client.send_transaction(self.service, txn_id, body)
+        except (AppServiceUnreachable, AppServiceHttpError) as e:
+            failures += 1
+            delay = min(s.backoff_max_ms, s.backoff_base_ms * 2 ** min(failures - 1, 20))
+            log.warning("application service %s: transaction %d failed (%s); retry in %d s",
+                        as_id, txn_id, e, delay // 1000)
+            async with s._db.connection() as conn:
+                await s._store.set_backoff(conn, as_id, failures, _now() + delay)
+            return
+        async with s._db.transaction() as conn:
+            await s._store.txn_done(conn, as_id, txn_id)
+
+
+def _format(e: EventEntry) -> JsonDict:
+    """The client format of the event (spec: ClientEvent), for no particular reader."""
+    return e.to_client()
