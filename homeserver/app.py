@@ -249,6 +249,9 @@ async def build_appservices(config: Config, db: Database, accounts: AccountServi
     client = AppServiceClient(
         OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)),
         client_context(config.federation_ca_file))
+    for as_id, host in client.denied_hosts(config.app_services):
+        log.warning("application service %s: %s is denied by the outbound policy, so nothing "
+                    "can be sent to it; add its range to outbound.allow_ranges", as_id, host)
     auth = AppServiceAuth(registry, accounts, devices)
     await auth.ensure_senders()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -59,6 +59,22 @@ class AppServiceClient:
                 connector=aiohttp.TCPConnector(resolver=PolicyResolver(self._policy),
                                                use_dns_cache=False, limit=50, ssl=self._tls))
         return self._session
+
+    def denied_hosts(self, services: Iterable[AppService]) -> list[tuple[str, str]]:
+        """(AS id, host) of the services whose URL names a loopback name or an address the
+        outbound policy denies: every request to them will fail, which an operator should
+        hear of at start rather than from a silent bridge."""
+        out = []
+        for s in services:
+            host = (urlsplit(s.url).hostname or "") if s.url else ""
+            address = "127.0.0.1" if host == "localhost" else host.strip("[]")
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            if not self._policy.permits(address):
+                out.append((s.id, host))
+        return out
 
     async def close(self) -> None:
         if self._session is not None:

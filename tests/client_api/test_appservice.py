@@ -527,3 +527,26 @@ async def as_register_with(c: Client, token: str, localpart: str) -> None:
         "type": "m.login.application_service", "username": localpart, "inhibit_login": True},
         token)
     assert status == 200, body
+
+
+async def test_as_creates_and_deletes_devices(env: Env) -> None:
+    c = env.client
+    await as_register(env, env.as1_token, "bridge1_devs", inhibit_login=True)
+    me = {"user_id": uid("bridge1_devs")}
+    status, _ = await c.request("PUT", "/devices/BRIDGED", {"display_name": "b"},
+                                env.as1_token, params=me)
+    assert status == 201
+    status, _ = await c.request("PUT", "/devices/BRIDGED", {"display_name": "c"},
+                                env.as1_token, params=me)
+    assert status == 200
+    status, body = await c.request("GET", "/devices/BRIDGED", token=env.as1_token, params=me)
+    assert (status, body["display_name"]) == (200, "c")
+    # A person cannot create a device this way.
+    user = await c.register()
+    status, _ = await c.request("PUT", "/devices/NEWONE", {}, user.access_token)
+    assert status == 404
+    # Deletion needs no UIA for an AS.
+    status, body = await c.request("DELETE", "/devices/BRIDGED", {}, env.as1_token, params=me)
+    assert status == 200, body
+    status, _ = await c.request("GET", "/devices/BRIDGED", token=env.as1_token, params=me)
+    assert status == 404
