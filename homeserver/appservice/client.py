@@ -46,10 +46,9 @@ class AppServiceHttpError(Exception):
 
 class AppServiceClient:
     def __init__(self, policy: OutboundPolicy, tls: ssl.SSLContext | None = None,
-                 transaction_timeout_s: float = 30.0, query_timeout_s: float = 10.0) -> None:
+                 query_timeout_s: float = 10.0) -> None:
         self._policy = policy
         self._tls = tls if tls is not None else ssl.create_default_context()
-        self.transaction_timeout_s = transaction_timeout_s
         self.query_timeout_s = query_timeout_s
         self._session: aiohttp.ClientSession | None = None
 
@@ -122,12 +121,13 @@ class AppServiceClient:
 
     # ------------------------------------------------------------------ the API
 
-    async def send_transaction(self, service: AppService, txn_id: int, body: bytes) -> None:
-        """PUT /transactions/{txnId}; raises unless the AS answered 2xx."""
+    async def send_transaction(self, service: AppService, txn_id: int, body: bytes,
+                               timeout_s: float) -> None:
+        """PUT /transactions/{txnId}; raises unless the AS answered 2xx in time."""
         if service.url is None:
             return  # an AS without a url takes no traffic
         status, raw = await self.request(service, "PUT", f"{PREFIX}/transactions/{txn_id}",
-                                         raw=body, timeout_s=self.transaction_timeout_s)
+                                         raw=body, timeout_s=timeout_s)
         if not 200 <= status < 300:
             raise AppServiceHttpError(status, raw.decode("utf-8", "replace")[:1000])
 

@@ -14,6 +14,13 @@ them. The row is sent until the AS answers 2xx, then deleted; a retry, or a rest
 the same bytes with the same id (the spec forbids adding events to a transaction on retry).
 A failure backs off exponentially (saved, so a restart does not hammer a dead AS); the
 consumer does not read further while a transaction waits, so the order holds.
+
+Timeouts: a transaction the AS has not answered in FIRST_TIMEOUT_S counts as failed and is
+sent again (same id: the spec has the AS treat a repeat as done), and each consecutive
+failure doubles the time allowed, up to MAX_TIMEOUT_S. A request lost on the way (an AS that
+restarted under a kept-alive connection, a proxy that dropped it) then costs seconds, not a
+minute of silence; and an AS that is merely slow is not cut off for it, since its allowance
+grows until it answers.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from homeserver.types import JsonDict
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 100  # per transaction
+FIRST_TIMEOUT_S = 5.0
+MAX_TIMEOUT_S = 60.0
 
 
 def _now() -> int:
@@ -58,6 +67,7 @@ class AppServiceSender:
         self._client = client
         self.backoff_base_ms = 2_000
         self.backoff_max_ms = 300_000
+        self.first_timeout_s = FIRST_TIMEOUT_S
         self._queues = [_ServiceQueue(self, s, EventConsumer(
             f"appservice:{s.id}", db, events, cache, stream, batch_size=MAX_EVENTS))
             for s in services if s.url is not None]
@@ -158,8 +168,9 @@ class _ServiceQueue:
                 await asyncio.wait_for(self.retry.wait(), wait_ms / 1000)
             except TimeoutError:
                 pass
+        timeout = min(MAX_TIMEOUT_S, s.first_timeout_s * 2 ** min(failures, 10))
         try:
-            await s._client.send_transaction(self.service, txn_id, body)
+            await s._client.send_transaction(self.service, txn_id, body, timeout)
         except (AppServiceUnreachable, AppServiceHttpError) as e:
             failures += 1
             delay = min(s.backoff_max_ms, s.backoff_base_ms * 2 ** min(failures - 1, 20))

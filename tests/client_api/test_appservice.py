@@ -33,6 +33,7 @@ class MockAS:
     transactions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str], str]] = field(default_factory=list)
     fail_transactions: int = 0  # answer this many transaction PUTs with 500 first
+    hang_transactions: int = 0  # ... then answer this many only after 2 s
     handlers: dict[str, Handler] = field(default_factory=dict)  # "users", "rooms", ...
 
     def events(self) -> list[dict[str, Any]]:
@@ -67,6 +68,11 @@ class MockAS:
                 self.fail_transactions -= 1
                 self.transactions.append(("failed:" + tail.split("/")[1], body))
                 return web.json_response({"errcode": "M_UNKNOWN"}, status=500)
+            if self.hang_transactions > 0:
+                self.hang_transactions -= 1
+                self.transactions.append(("failed:" + tail.split("/")[1], body))
+                await asyncio.sleep(2)  # the homeserver gave up on this one long ago
+                return web.json_response({})
             self.transactions.append((tail.split("/")[1], body))
             return web.json_response({})
         handler = self.handlers.get(kind)
@@ -289,6 +295,30 @@ async def test_failed_transaction_is_retried_unchanged(env: Env) -> None:
     ok = {t: b for t, b in env.as2.transactions if not t.startswith("failed:")}
     txn = failed[0][0].removeprefix("failed:")
     assert failed[1][0] == failed[0][0] and ok[txn] == failed[0][1]
+
+
+async def test_unanswered_transaction_is_sent_again(env: Env) -> None:
+    """A transaction the AS never answers is not waited for long: it goes again, same id."""
+    c = env.client
+    sender = env.server.hs.appservices.sender
+    sender.first_timeout_s = 0.2
+    try:
+        owner = await c.register()
+        room_id = await c.create_room(owner)
+        await as_register(env, env.as2_token, "_hang_ghost", inhibit_login=True)
+        env.as2.hang_transactions = 1
+        status, _ = await c.request("POST", f"/rooms/{room_id}/invite",
+                                    {"user_id": uid("_hang_ghost")}, owner.access_token)
+        assert status == 200
+        await env.as2.wait_event(lambda e: e["type"] == "m.room.member"
+                                 and e["state_key"] == uid("_hang_ghost"), timeout=5.0)
+        hung = [t for t, _ in env.as2.transactions if t.startswith("failed:")][-1]
+        accepted = [t for t, b in env.as2.transactions
+                    if any(e.get("state_key") == uid("_hang_ghost") for e in b["events"])
+                    and not t.startswith("failed:")]
+        assert accepted == [hung.removeprefix("failed:")]
+    finally:
+        sender.first_timeout_s = 5.0
 
 
 # ---------------------------------------------------------------------- queries
