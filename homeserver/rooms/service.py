@@ -661,6 +661,8 @@ class RoomService:
             if not local or ":" in local or "#" in local or any(c.isspace() for c in local):
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room_alias_name")
             alias = f"#{local}:{self.server_name}"
+            if self.appservices is not None:  # M_EXCLUSIVE inside an AS's namespace
+                self.appservices.check_alias_allowed(alias, requester.app_service)
             async with self._db.connection() as conn:
                 if await self._store.get_alias(conn, alias) is not None:
                     raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")

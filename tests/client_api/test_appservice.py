@@ -387,6 +387,9 @@ async def test_exclusive_aliases(env: Env) -> None:
     status, body = await c.request("PUT", f"/directory/room/{alias}", {"room_id": room_id},
                                    env.as2_token)
     assert (status, body["errcode"]) == (400, "M_EXCLUSIVE")
+    status, body = await c.request("POST", "/createRoom", {"room_alias_name": "bridge1_mine"},
+                                   owner.access_token)
+    assert (status, body["errcode"]) == (400, "M_EXCLUSIVE")
     # The owning AS may, without being in the room, and delete it again.
     status, _ = await c.request("PUT", f"/directory/room/{alias}", {"room_id": room_id},
                                 env.as1_token)
