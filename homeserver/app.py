@@ -503,6 +503,11 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
                 room_store, event_store, cache, groups, registry, writer, event_stream, members,
                 membership_hooks), hs.public_rooms)
         hs.background.append(hs.appservices.sender)
+        # Ephemeral data for the ASes that receive it (typing, public read receipts).
+        as_sender = hs.appservices.sender
+        as_sender.typing_users = hs.typing.typing_in
+        hs.typing.on_local.append(as_sender.typing_changed)
+        hs.receipts.on_local.append(as_sender.receipt_written)
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream, members,

@@ -15,6 +15,13 @@ the same bytes with the same id (the spec forbids adding events to a transaction
 A failure backs off exponentially (saved, so a restart does not hammer a dead AS); the
 consumer does not read further while a transaction waits, so the order holds.
 
+Ephemeral data (spec v1.13 "Pushing ephemeral data", for an AS with `receive_ephemeral`):
+local users' typing (the room's current typing users, as /sync shows them) and public read
+receipts, in rooms the AS is interested in by the same room rule as events, ride in the
+`ephemeral` list of the next transaction. They wait in memory, one per room for typing and
+per (room, type, user, thread) for receipts, so a newer one replaces one not yet sent; a
+restart may lose them (they describe a moment, not history). Presence is not sent yet.
+
 Timeouts: a transaction the AS has not answered in FIRST_TIMEOUT_S counts as failed and is
 sent again (same id: the spec has the AS treat a repeat as done), and each consecutive
 failure doubles the time allowed, up to MAX_TIMEOUT_S. A request lost on the way (an AS that
@@ -28,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -72,6 +80,8 @@ class AppServiceSender:
             f"appservice:{s.id}", db, events, cache, stream, batch_size=MAX_EVENTS))
             for s in services if s.url is not None]
         self._tasks: list[asyncio.Task[None]] = []
+        # The users typing in a room now (TypingService.users), for m.typing ephemerals.
+        self.typing_users: Callable[[str], list[str]] | None = None
 
     async def start(self) -> None:
         for q in self._queues:
@@ -96,12 +106,46 @@ class AppServiceSender:
             if q.service.id == as_id:
                 q.retry.set()
 
+    # ------------------------------------------------------------------ ephemeral data
+
+    def typing_changed(self, room_id: str, user_id: str, typing: bool) -> None:
+        """TypingService hook (local users): the room's typing list goes out next."""
+        for q in self._queues:
+            if q.service.receive_ephemeral:
+                q.ephemeral[("m.typing", room_id)] = {"type": "m.typing", "room_id": room_id}
+                q.wake.set()
+
+    def receipt_written(self, room_id: str, receipt_type: str, user_id: str, event_id: str,
+                        data: JsonDict) -> None:
+        """ReceiptService hook (local users' public read receipts)."""
+        edu = {"type": "m.receipt", "room_id": room_id,
+               "content": {event_id: {receipt_type: {user_id: data}}}}
+        key = ("m.receipt", room_id, receipt_type, user_id, str(data.get("thread_id", "")))
+        for q in self._queues:
+            if q.service.receive_ephemeral:
+                q.ephemeral[key] = edu
+                q.wake.set()
+
+    async def ephemeral_for(self, service: AppService,
+                            items: list[JsonDict]) -> list[JsonDict]:
+        """The waiting ephemerals of rooms `service` is interested in, filled in."""
+        wanted = await self._interested_rooms(service, sorted({i["room_id"] for i in items}))
+        out = []
+        for item in items:
+            if not wanted[item["room_id"]]:
+                continue
+            if item["type"] == "m.typing":
+                users = self.typing_users(item["room_id"]) if self.typing_users else []
+                item = {**item, "content": {"user_ids": users}}
+            out.append(item)
+        return out
+
     # ------------------------------------------------------------------ interest
 
-    async def interesting(self, service: AppService,
-                          entries: list[EventEntry]) -> list[EventEntry]:
-        """The entries `service` is interested in, in order."""
-        room_ids = sorted({e.room_id for e in entries})
+    async def _interested_rooms(self, service: AppService,
+                                room_ids: list[str]) -> dict[str, bool]:
+        """For each room: whether all its events are the AS's (room id or alias in its
+        namespaces, or one of its users joined)."""
         aliases: dict[str, list[str]] = {}
         if service.aliases:
             async with self._db.connection() as conn:
@@ -115,6 +159,12 @@ class AppServiceSender:
                 interested = room is not None and any(
                     service.is_interested_in_user(u) for u in room.joined_members())
             by_room[room_id] = interested
+        return by_room
+
+    async def interesting(self, service: AppService,
+                          entries: list[EventEntry]) -> list[EventEntry]:
+        """The entries `service` is interested in, in order."""
+        by_room = await self._interested_rooms(service, sorted({e.room_id for e in entries}))
         return [e for e in entries if by_room[e.room_id]
                 or service.is_interested_in_user(e.sender)
                 or (e.type == "m.room.member" and e.state_key is not None
@@ -128,6 +178,21 @@ class _ServiceQueue:
         self.service = service
         self.consumer = consumer
         self.retry = asyncio.Event()
+        self.ephemeral: dict[tuple[str, ...], JsonDict] = {}
+        self.wake = asyncio.Event()  # set when ephemeral data waits
+
+    async def _idle(self) -> None:
+        """Until the event stream moves or ephemeral data waits (or 30 s)."""
+        self.wake.clear()
+        if self.ephemeral:
+            return
+        tasks = [asyncio.ensure_future(self.consumer.wait(timeout=30.0)),
+                 asyncio.ensure_future(self.wake.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
 
     async def run(self) -> None:
         s, as_id = self.sender, self.service.id
@@ -139,15 +204,21 @@ class _ServiceQueue:
                     await self._deliver(int(pending["txn_id"]), bytes(pending["body"]))
                     continue
                 entries, end = await self.consumer.next_batch()
-                if not entries and end <= await self.consumer.position():
-                    await self.consumer.wait(timeout=30.0)
+                moved = end > await self.consumer.position()
+                if not entries and not moved and not self.ephemeral:
+                    await self._idle()
                     continue
                 chosen = await s.interesting(self.service, entries)
+                waiting, self.ephemeral = list(self.ephemeral.values()), {}
+                ephemeral = await s.ephemeral_for(self.service, waiting) if waiting else []
                 async with s._db.transaction() as conn:
-                    if chosen:
-                        body = orjson.dumps({"events": [_format(e) for e in chosen]})
-                        await s._store.add_txn(conn, as_id, body)
-                    await self.consumer.save(end, conn)
+                    if chosen or ephemeral:
+                        body: JsonDict = {"events": [_format(e) for e in chosen]}
+                        if ephemeral:
+                            body["ephemeral"] = ephemeral
+                        await s._store.add_txn(conn, as_id, orjson.dumps(body))
+                    if moved:
+                        await self.consumer.save(end, conn)
             except asyncio.CancelledError:
                 raise
             except Exception as e:

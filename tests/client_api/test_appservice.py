@@ -36,6 +36,10 @@ class MockAS:
     hang_transactions: int = 0  # ... then answer this many only after 2 s
     handlers: dict[str, Handler] = field(default_factory=dict)  # "users", "rooms", ...
 
+    def ephemeral(self) -> list[dict[str, Any]]:
+        return [e for t, body in self.transactions if not t.startswith("failed:")
+                for e in body.get("ephemeral", [])]
+
     def events(self) -> list[dict[str, Any]]:
         """The events of the transactions the mock accepted."""
         return [e for t, body in self.transactions if not t.startswith("failed:")
@@ -102,7 +106,7 @@ def registration(n: int, url: str, as_token: str, hs_token: str) -> dict[str, An
         aliases.append({"regex": f"#bridge1_.*:{SERVER}", "exclusive": True})
     return {"id": f"AS-{n}", "url": url, "as_token": as_token, "hs_token": hs_token,
             "sender_localpart": f"as-bot-{n}", "protocols": ["ymca"],
-            "rate_limited": False,
+            "rate_limited": False, "receive_ephemeral": n == 1,
             "namespaces": {"users": users, "aliases": aliases, "rooms": []}}
 
 
@@ -319,6 +323,39 @@ async def test_unanswered_transaction_is_sent_again(env: Env) -> None:
         assert accepted == [hung.removeprefix("failed:")]
     finally:
         sender.first_timeout_s = 5.0
+
+
+async def test_ephemeral_data(env: Env) -> None:
+    """AS-1 asked for ephemeral data: typing and read receipts of its rooms come in its
+    transactions' `ephemeral`; AS-2 did not and gets none."""
+    c = env.client
+    owner = await c.register()
+    room_id = await c.create_room(owner, preset="public_chat")
+    await as_register(env, env.as1_token, "bridge1_eph", inhibit_login=True)
+    await as_register(env, env.as2_token, "_eph2", inhibit_login=True)
+    for token, ghost in ((env.as1_token, "bridge1_eph"), (env.as2_token, "_eph2")):
+        status, _ = await c.request("POST", f"/rooms/{room_id}/join", {}, token,
+                                    params={"user_id": uid(ghost)})
+        assert status == 200
+    status, _ = await c.request("PUT", f"/rooms/{room_id}/typing/{owner.user_id}",
+                                {"typing": True, "timeout": 30000}, owner.access_token)
+    assert status == 200
+    status, sent = await c.request("PUT", f"/rooms/{room_id}/send/m.room.message/e1",
+                                   {"msgtype": "m.text", "body": "read me"}, owner.access_token)
+    assert status == 200
+    status, _ = await c.request("POST", f"/rooms/{room_id}/receipt/m.read/{sent['event_id']}",
+                                {}, owner.access_token)
+    assert status == 200
+    for _ in range(250):
+        got = [e for e in env.as1.ephemeral() if e["room_id"] == room_id]
+        if {e["type"] for e in got} == {"m.typing", "m.receipt"}:
+            break
+        await asyncio.sleep(0.02)
+    typing = [e for e in got if e["type"] == "m.typing"]
+    assert typing and typing[0]["content"]["user_ids"] == [owner.user_id]
+    receipt = next(e for e in got if e["type"] == "m.receipt")
+    assert owner.user_id in receipt["content"][sent["event_id"]]["m.read"]
+    assert not [e for e in env.as2.ephemeral() if e["room_id"] == room_id]
 
 
 # ---------------------------------------------------------------------- queries
