@@ -79,6 +79,18 @@ async def create_room(request: web.Request) -> web.Response:
     return json_response({"room_id": room_id})
 
 
+def massaged_ts(request: web.Request, requester: Requester) -> int | None:
+    """`?ts=` of an application service (spec "Timestamp massaging"): the event's
+    origin_server_ts, a non-negative integer a canonical JSON number can hold; ignored for
+    anyone else."""
+    raw = request.query.get("ts")
+    if raw is None or requester.app_service is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16 or int(raw) > 2**53 - 1:
+        raise MatrixError(400, Codes.INVALID_PARAM, "ts must be a timestamp in milliseconds")
+    return int(raw)
+
+
 @routes.put(V + "/rooms/{room_id}/send/{event_type}/{txn_id}")
 @routes.post(V + "/rooms/{room_id}/send/{event_type}")
 async def send(request: web.Request) -> web.Response:
@@ -91,7 +103,8 @@ async def send(request: web.Request) -> web.Response:
                     requester.is_admin or not requester.rate_limited)
     txn_id = request.match_info.get("txn_id") or "post:" + secrets.token_urlsafe(16)
     event_id = await c.rooms.send_message(requester, room_id_param(request),
-                                          request.match_info["event_type"], body, txn_id)
+                                          request.match_info["event_type"], body, txn_id,
+                                          ts=massaged_ts(request, requester))
     if c.presence is not None:  # sending is activity (spec: presence "last active")
         await c.presence.note_activity(requester.user_id, requester.device_id)
     return json_response({"event_id": event_id})
@@ -119,7 +132,8 @@ async def put_state(request: web.Request) -> web.Response:
     body = await read_json(request)
     room_id = room_id_param(request)
     etype, state_key = request.match_info["event_type"], request.match_info.get("state_key", "")
-    event_id = await c.rooms.set_state(requester, room_id, etype, state_key, body)
+    event_id = await c.rooms.set_state(requester, room_id, etype, state_key, body,
+                                       ts=massaged_ts(request, requester))
     return json_response({"event_id": event_id})
 
 

@@ -68,6 +68,7 @@ class _Pending:
     etype: str
     content: JsonDict
     txn: tuple[str, str, str] | None
+    ts: int | None  # origin_server_ts an application service asked for (spec v1.3)
     fut: asyncio.Future[EventEntry] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -173,7 +174,7 @@ class RoomService:
 
     def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
                sender: str, etype: str, content: JsonDict, state_key: str | None = None,
-               redacts: str | None = None) -> tuple[str, JsonDict]:
+               redacts: str | None = None, ts: int | None = None) -> tuple[str, JsonDict]:
         if room is None:
             return self._builder.build(rv, room_id, sender, etype, content, state=None,
                                        extremities=[], depth=0, state_key=state_key)
@@ -187,15 +188,16 @@ class RoomService:
                     known[eid] = hit
         return self._builder.build(rv, room_id, sender, etype, content, state=room.state,
                                    extremities=room.extremities, depth=room.depth,
-                                   state_key=state_key, redacts=redacts, known=known)
+                                   state_key=state_key, redacts=redacts, known=known,
+                                   origin_server_ts=ts)
 
     async def _send_locked(
         self, room: RoomData, sender: str, etype: str, content: JsonDict,
         state_key: str | None = None, txn: tuple[str, str, str] | None = None,
-        redacts: str | None = None, batch: Batch | None = None,
+        redacts: str | None = None, batch: Batch | None = None, ts: int | None = None,
     ) -> EventEntry:
         event_id, pdu = self._build(room, room.version, room.room_id, sender, etype, content,
-                                    state_key, redacts)
+                                    state_key, redacts, ts)
         try:
             return await self._writer.persist(room, PersistEvent(event_id, pdu, txn),
                                               batch=batch)
@@ -205,13 +207,14 @@ class RoomService:
     async def send(
         self, room_id: str, sender: str, etype: str, content: JsonDict,
         state_key: str | None = None, txn: tuple[str, str, str] | None = None,
-        redacts: str | None = None,
+        redacts: str | None = None, ts: int | None = None,
     ) -> EventEntry:
         room = await self.get_room(room_id)
         if state_key is None and redacts is None:
-            return await self._send_grouped(room, _Pending(sender, etype, content, txn))
+            return await self._send_grouped(room, _Pending(sender, etype, content, txn, ts))
         async with self.locked(room_id) as room:
-            return await self._send_locked(room, sender, etype, content, state_key, txn, redacts)
+            return await self._send_locked(room, sender, etype, content, state_key, txn, redacts,
+                                           ts=ts)
 
     @asynccontextmanager
     async def locked(self, room_id: str) -> AsyncIterator[RoomData]:
@@ -270,7 +273,8 @@ class RoomService:
             for it in items:
                 try:
                     built.append((it, await self._send_locked(
-                        room, it.sender, it.etype, it.content, txn=it.txn, batch=batch)))
+                        room, it.sender, it.etype, it.content, txn=it.txn, batch=batch,
+                        ts=it.ts)))
                 except Exception as e:  # refused by auth or too large: fails alone
                     _fail(it, e)
             if not built:
@@ -289,7 +293,8 @@ class RoomService:
                 return
         for it in items:
             try:
-                entry = await self._send_locked(room, it.sender, it.etype, it.content, txn=it.txn)
+                entry = await self._send_locked(room, it.sender, it.etype, it.content, txn=it.txn,
+                                                ts=it.ts)
             except Exception as e:
                 _fail(it, e)
             else:
@@ -299,9 +304,11 @@ class RoomService:
     # ------------------------------------------------------------------ messages
 
     async def send_message(
-        self, requester: Requester, room_id: str, etype: str, content: JsonDict, txn_id: str
+        self, requester: Requester, room_id: str, etype: str, content: JsonDict, txn_id: str,
+        ts: int | None = None,
     ) -> str:
         """Idempotent per (user, device, txn_id): a resend returns the first event's id.
+        `ts`: the origin_server_ts an application service chose (timestamp massaging).
 
         Raises:
             MatrixError: 404 for an unknown room, 403 when the auth rules refuse the event
@@ -312,10 +319,11 @@ class RoomService:
             raise suspended()
         if requester.shadow_banned:  # looks sent, goes nowhere (as Synapse does)
             return "$" + secrets.token_urlsafe(32)
-        return await self._send_once(room_id, requester, txn_id, etype, content)
+        return await self._send_once(room_id, requester, txn_id, etype, content, ts=ts)
 
     async def _send_once(self, room_id: str, requester: Requester, txn_id: str, etype: str,
-                         content: JsonDict, redacts: str | None = None) -> str:
+                         content: JsonDict, redacts: str | None = None,
+                         ts: int | None = None) -> str:
         """Send unless (user, device, txn_id) was already used; then return that event's id.
 
         The txn id is written in the event's own statement, so a concurrent duplicate fails on
@@ -326,7 +334,7 @@ class RoomService:
             return known
         try:
             entry = await self.send(room_id, requester.user_id, etype, content, txn=key,
-                                    redacts=redacts)
+                                    redacts=redacts, ts=ts)
         except asyncpg.UniqueViolationError:
             async with self._db.connection() as conn:
                 existing = await self._store.get_txn(conn, *key)
@@ -361,7 +369,8 @@ class RoomService:
                                      content, redacts=event_id)
 
     async def set_state(
-        self, requester: Requester, room_id: str, etype: str, state_key: str, content: JsonDict
+        self, requester: Requester, room_id: str, etype: str, state_key: str, content: JsonDict,
+        ts: int | None = None,
     ) -> str:
         """Send one state event; re-sending the current content unchanged returns its id.
 
@@ -393,7 +402,8 @@ class RoomService:
             if (current is not None and current.sender == requester.user_id
                     and current.pdu.get("content") == content):
                 return current.event_id
-            entry = await self._send_locked(room, requester.user_id, etype, content, state_key)
+            entry = await self._send_locked(room, requester.user_id, etype, content, state_key,
+                                            ts=ts)
         return entry.event_id
 
     # ------------------------------------------------------------------ membership

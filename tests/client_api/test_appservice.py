@@ -620,3 +620,31 @@ async def test_as_creates_and_deletes_devices(env: Env) -> None:
     assert status == 200, body
     status, _ = await c.request("GET", "/devices/BRIDGED", token=env.as1_token, params=me)
     assert status == 404
+
+
+async def test_timestamp_massaging(env: Env) -> None:
+    c = env.client
+    owner = await c.register()
+    room_id = await c.create_room(owner, preset="public_chat")
+    await as_register(env, env.as1_token, "bridge1_ts", inhibit_login=True)
+    me = {"user_id": uid("bridge1_ts")}
+    status, _ = await c.request("POST", f"/rooms/{room_id}/join", {}, env.as1_token, params=me)
+    assert status == 200
+    status, sent = await c.request("PUT", f"/rooms/{room_id}/send/m.room.message/ts1",
+                                   {"msgtype": "m.text", "body": "old"}, env.as1_token,
+                                   params={**me, "ts": "1234567890123"})
+    assert status == 200
+    status, ev = await c.request("GET", f"/rooms/{room_id}/event/{sent['event_id']}",
+                                 token=owner.access_token)
+    assert (status, ev["origin_server_ts"]) == (200, 1234567890123)
+    status, sent = await c.request("PUT", f"/rooms/{room_id}/state/m.room.topic",
+                                   {"topic": "t"}, owner.access_token, params={"ts": "5"})
+    assert status == 200  # not an AS: ts ignored
+    status, ev = await c.request("GET", f"/rooms/{room_id}/event/{sent['event_id']}",
+                                 token=owner.access_token)
+    assert ev["origin_server_ts"] > 1_700_000_000_000
+    for bad in ("-1", "x", "9" * 17):
+        status, body = await c.request("PUT", f"/rooms/{room_id}/send/m.room.message/b{bad}",
+                                       {"msgtype": "m.text", "body": "b"}, env.as1_token,
+                                       params={**me, "ts": bad})
+        assert (status, body["errcode"]) == (400, "M_INVALID_PARAM"), bad
