@@ -260,7 +260,7 @@ async def build_appservices(config: Config, db: Database, accounts: AccountServi
 
     queries = AppServiceQueries(db, store, registry, client, config.server_name, user_exists)
     sender = AppServiceSender(db, store, config.app_services, parts.events, parts.cache,
-                              parts.stream, parts.registry, client)
+                              parts.stream, parts.registry, client, config.instance_name)
     queries.on_alive = sender.retry_now
     rooms.appservices = registry
     rooms.query_user, rooms.query_alias = queries.query_user, queries.query_alias

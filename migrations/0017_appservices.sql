@@ -1,13 +1,16 @@
 -- Application services (homeserver/appservice/). The services themselves live in their
 -- registration files; the database keeps what must survive a restart.
 
--- Per AS: the last transaction id handed out and its delivery backoff. Each AS reads the
--- event stream as the consumer 'appservice:<id>' (stream_consumers).
+-- Per AS: the last transaction id handed out, its delivery backoff, and which process sends
+-- to it (a lease renewed while it works; another process takes over once it expires). Each AS
+-- reads the event stream as the consumer 'appservice:<id>' (stream_consumers).
 CREATE TABLE appservice_state (
-    as_id        TEXT PRIMARY KEY,
-    last_txn_id  BIGINT NOT NULL DEFAULT 0 CHECK (last_txn_id >= 0),
-    failures     INT NOT NULL DEFAULT 0 CHECK (failures >= 0),
-    retry_at_ts  BIGINT NOT NULL DEFAULT 0
+    as_id             TEXT PRIMARY KEY,
+    last_txn_id       BIGINT NOT NULL DEFAULT 0 CHECK (last_txn_id >= 0),
+    failures          INT NOT NULL DEFAULT 0 CHECK (failures >= 0),
+    retry_at_ts       BIGINT NOT NULL DEFAULT 0,
+    holder            TEXT,
+    lease_expires_ts  BIGINT NOT NULL DEFAULT 0
 );
 
 -- Transactions made but not yet accepted by the AS: written with the consumer's position,

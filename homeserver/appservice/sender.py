@@ -22,6 +22,11 @@ receipts, in rooms the AS is interested in by the same room rule as events, ride
 per (room, type, user, thread) for receipts, so a newer one replaces one not yet sent; a
 restart may lose them (they describe a moment, not history). Presence is not sent yet.
 
+Of several processes on one database, the holder of an AS's lease (`appservice_state.holder`,
+renewed as it works, taken over LEASE_MS after it stops) sends to that AS; a new transaction
+is made only while the lease is held (checked in the transaction that makes it). A request
+outliving the lease may be sent again by the process taking over: same id, same events.
+
 Timeouts: a transaction the AS has not answered in FIRST_TIMEOUT_S counts as failed and is
 sent again (same id: the spec has the AS treat a repeat as done), and each consecutive
 failure doubles the time allowed, up to MAX_TIMEOUT_S. A request lost on the way (an AS that
@@ -59,6 +64,7 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 100  # per transaction
 FIRST_TIMEOUT_S = 5.0
 MAX_TIMEOUT_S = 60.0
+LEASE_MS = 30_000
 
 
 def _now() -> int:
@@ -68,8 +74,9 @@ def _now() -> int:
 class AppServiceSender:
     def __init__(self, db: Database, store: AppServiceStore, services: tuple[AppService, ...],
                  events: EventStore, cache: EventCache, stream: Stream, rooms: RoomRegistry,
-                 client: AppServiceClient) -> None:
+                 client: AppServiceClient, instance: str = "main") -> None:
         self._db = db
+        self.instance = instance
         self._store = store
         self._rooms = rooms
         self._client = client
@@ -180,6 +187,19 @@ class _ServiceQueue:
         self.retry = asyncio.Event()
         self.ephemeral: dict[tuple[str, ...], JsonDict] = {}
         self.wake = asyncio.Event()  # set when ephemeral data waits
+        self._lease_until = 0.0  # monotonic time until which our lease surely holds
+
+    async def _lease(self) -> bool:
+        """Whether this process may send to the AS now (renewing its lease when a third of
+        it has passed)."""
+        if self._lease_until - time.monotonic() > LEASE_MS / 1000 * 2 / 3:
+            return True
+        s, t = self.sender, time.monotonic()
+        async with s._db.connection() as conn:
+            held = await s._store.take_lease(conn, self.service.id, s.instance, _now(),
+                                             LEASE_MS)
+        self._lease_until = t + LEASE_MS / 1000 if held else 0.0
+        return held
 
     async def _idle(self) -> None:
         """Until the event stream moves or ephemeral data waits (or 30 s)."""
@@ -198,6 +218,10 @@ class _ServiceQueue:
         s, as_id = self.sender, self.service.id
         while True:
             try:
+                if not await self._lease():  # another process sends to this AS
+                    self.ephemeral.clear()
+                    await asyncio.sleep(LEASE_MS / 1000 / 3)
+                    continue
                 async with s._db.connection() as conn:
                     pending = await s._store.pending(conn, as_id)
                 if pending is not None:
@@ -212,6 +236,9 @@ class _ServiceQueue:
                 waiting, self.ephemeral = list(self.ephemeral.values()), {}
                 ephemeral = await s.ephemeral_for(self.service, waiting) if waiting else []
                 async with s._db.transaction() as conn:
+                    if not await s._store.holds_lease(conn, as_id, s.instance, _now()):
+                        self._lease_until = 0.0
+                        continue  # lost it meanwhile: the holder makes this transaction
                     if chosen or ephemeral:
                         body: JsonDict = {"events": [_format(e) for e in chosen]}
                         if ephemeral:
@@ -239,6 +266,8 @@ class _ServiceQueue:
                 await asyncio.wait_for(self.retry.wait(), wait_ms / 1000)
             except TimeoutError:
                 pass
+        if not await self._lease():
+            return
         timeout = min(MAX_TIMEOUT_S, s.first_timeout_s * 2 ** min(failures, 10))
         try:
             await s._client.send_transaction(self.service, txn_id, body, timeout)

@@ -16,6 +16,24 @@ class AppServiceStore:
             "SELECT last_txn_id, failures, retry_at_ts FROM appservice_state WHERE as_id = $1",
             as_id)
 
+    async def take_lease(self, conn: Conn, as_id: str, holder: str, now: int,
+                         ttl_ms: int) -> bool:
+        """Take or renew the right to send to this AS; False while another live process
+        holds it."""
+        return bool(await conn.fetchval(
+            "INSERT INTO appservice_state (as_id, holder, lease_expires_ts)"
+            " VALUES ($1, $2, $3::bigint + $4::bigint) ON CONFLICT (as_id) DO UPDATE"
+            " SET holder = EXCLUDED.holder, lease_expires_ts = EXCLUDED.lease_expires_ts"
+            " WHERE appservice_state.holder = $2 OR appservice_state.lease_expires_ts < $3"
+            " RETURNING TRUE", as_id, holder, now, ttl_ms))
+
+    async def holds_lease(self, conn: Conn, as_id: str, holder: str, now: int) -> bool:
+        """Whether `holder` has the lease, locking the row until the caller's transaction
+        ends (so no other process takes it over while the caller writes)."""
+        return bool(await conn.fetchval(
+            "SELECT holder = $2 AND lease_expires_ts >= $3 FROM appservice_state"
+            " WHERE as_id = $1 FOR UPDATE", as_id, holder, now))
+
     async def pending(self, conn: Conn, as_id: str) -> asyncpg.Record | None:
         """The oldest transaction not yet accepted."""
         return await conn.fetchrow(
