@@ -503,9 +503,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
                 room_store, event_store, cache, groups, registry, writer, event_stream, members,
                 membership_hooks), hs.public_rooms)
         hs.background.append(hs.appservices.sender)
-        # Ephemeral data for the ASes that receive it (typing, public read receipts).
+        # Ephemeral data for the ASes that receive it (typing, read receipts, presence).
         as_sender = hs.appservices.sender
-        as_sender.typing_users = hs.typing.typing_in
+        as_sender.typing_users, as_sender.joined_rooms = hs.typing.typing_in, members.joined_rooms
+        hs.presence.on_local.append(as_sender.presence_changed)
         hs.typing.on_local.append(as_sender.typing_changed)
         hs.receipts.on_local.append(as_sender.receipt_written)
     if config.federation_enabled:

@@ -20,7 +20,9 @@ local users' typing (the room's current typing users, as /sync shows them) and p
 receipts, in rooms the AS is interested in by the same room rule as events, ride in the
 `ephemeral` list of the next transaction. They wait in memory, one per room for typing and
 per (room, type, user, thread) for receipts, so a newer one replaces one not yet sent; a
-restart may lose them (they describe a moment, not history). Presence is not sent yet.
+restart may lose them (they describe a moment, not history). Local users' presence goes, one
+per user, to an AS whose namespace covers the user or that has a user in one of the user's
+rooms.
 
 Of several processes on one database, the holder of an AS's lease (`appservice_state.holder`,
 renewed as it works, taken over LEASE_MS after it stops) sends to that AS; a new transaction
@@ -40,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -89,6 +91,8 @@ class AppServiceSender:
         self._tasks: list[asyncio.Task[None]] = []
         # The users typing in a room now (TypingService.users), for m.typing ephemerals.
         self.typing_users: Callable[[str], list[str]] | None = None
+        # The rooms a user is joined to (MembershipIndex.joined_rooms), for m.presence.
+        self.joined_rooms: Callable[[str], Awaitable[list[str]]] | None = None
 
     async def start(self) -> None:
         for q in self._queues:
@@ -133,12 +137,32 @@ class AppServiceSender:
                 q.ephemeral[key] = edu
                 q.wake.set()
 
+    def presence_changed(self, user_id: str, content: JsonDict) -> None:
+        """PresenceService hook (local users)."""
+        for q in self._queues:
+            if q.service.receive_ephemeral:
+                q.ephemeral[("m.presence", user_id)] = {
+                    "type": "m.presence", "sender": user_id, "content": content}
+                q.wake.set()
+
+    async def _shares_room(self, service: AppService, user_id: str) -> bool:
+        if service.is_interested_in_user(user_id):
+            return True
+        rooms = await self.joined_rooms(user_id) if self.joined_rooms is not None else []
+        return any((await self._interested_rooms(service, sorted(rooms))).values())
+
     async def ephemeral_for(self, service: AppService,
                             items: list[JsonDict]) -> list[JsonDict]:
-        """The waiting ephemerals of rooms `service` is interested in, filled in."""
-        wanted = await self._interested_rooms(service, sorted({i["room_id"] for i in items}))
+        """The waiting ephemerals `service` is to have (room ones of rooms it is interested
+        in, presence of users it shares a room with), filled in."""
+        wanted = await self._interested_rooms(
+            service, sorted({i["room_id"] for i in items if "room_id" in i}))
         out = []
         for item in items:
+            if item["type"] == "m.presence":
+                if await self._shares_room(service, item["sender"]):
+                    out.append(item)
+                continue
             if not wanted[item["room_id"]]:
                 continue
             if item["type"] == "m.typing":

@@ -346,16 +346,31 @@ async def test_ephemeral_data(env: Env) -> None:
     status, _ = await c.request("POST", f"/rooms/{room_id}/receipt/m.read/{sent['event_id']}",
                                 {}, owner.access_token)
     assert status == 200
+    status, _ = await c.request("PUT", f"/presence/{owner.user_id}/status",
+                                {"presence": "unavailable", "status_msg": "afk"},
+                                owner.access_token)
+    assert status == 200
     for _ in range(250):
-        got = [e for e in env.as1.ephemeral() if e["room_id"] == room_id]
-        if {e["type"] for e in got} == {"m.typing", "m.receipt"}:
+        got = [e for e in env.as1.ephemeral() if e.get("room_id") == room_id]
+        presence = [e for e in env.as1.ephemeral() if e["type"] == "m.presence"
+                    and e["sender"] == owner.user_id]
+        if {e["type"] for e in got} == {"m.typing", "m.receipt"} and presence:
             break
         await asyncio.sleep(0.02)
+    assert presence[-1]["content"]["presence"] == "unavailable"
+    assert presence[-1]["content"].get("status_msg") == "afk"
+    # Someone who shares no room with AS-1's users: their presence is not its business.
+    loner = await c.register()
+    status, _ = await c.request("PUT", f"/presence/{loner.user_id}/status",
+                                {"presence": "online"}, loner.access_token)
+    assert status == 200
     typing = [e for e in got if e["type"] == "m.typing"]
     assert typing and typing[0]["content"]["user_ids"] == [owner.user_id]
     receipt = next(e for e in got if e["type"] == "m.receipt")
     assert owner.user_id in receipt["content"][sent["event_id"]]["m.read"]
-    assert not [e for e in env.as2.ephemeral() if e["room_id"] == room_id]
+    assert not env.as2.ephemeral()
+    await asyncio.sleep(0.3)
+    assert not [e for e in env.as1.ephemeral() if e.get("sender") == loner.user_id]
 
 
 # ---------------------------------------------------------------------- queries
