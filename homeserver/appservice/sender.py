@@ -264,7 +264,8 @@ class _ServiceQueue:
                         self._lease_until = 0.0
                         continue  # lost it meanwhile: the holder makes this transaction
                     if chosen or ephemeral:
-                        body: JsonDict = {"events": [_format(e) for e in chosen]}
+                        body: JsonDict = {"events": [_format(self.service, e)
+                                                     for e in chosen]}
                         if ephemeral:
                             body["ephemeral"] = ephemeral
                         await s._store.add_txn(conn, as_id, orjson.dumps(body))
@@ -284,12 +285,17 @@ class _ServiceQueue:
             state = await s._store.state(conn, as_id)
         failures = int(state["failures"]) if state else 0
         wait_ms = (int(state["retry_at_ts"]) if state else 0) - _now()
-        if wait_ms > 0:
-            self.retry.clear()
+        if wait_ms > 0 and not self.retry.is_set():
+            # In slices, so that the caller renews the lease while a long backoff runs.
+            # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            waiter = asyncio.ensure_future(self.retry.wait())
             try:
-                await asyncio.wait_for(self.retry.wait(), wait_ms / 1000)
-            except TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=min(wait_ms, LEASE_MS // 3) / 1000)
+            finally:
+                waiter.cancel()
+            if not self.retry.is_set():
+                return
+        self.retry.clear()
         if not await self._lease():
             return
         timeout = min(MAX_TIMEOUT_S, s.first_timeout_s * 2 ** min(failures, 10))
@@ -307,6 +313,10 @@ class _ServiceQueue:
             await s._store.txn_done(conn, as_id, txn_id)
 
 
-def _format(e: EventEntry) -> JsonDict:
-    """The client format of the event (spec: ClientEvent), for no particular reader."""
+def _format(service: AppService, e: EventEntry) -> JsonDict:
+    """The client format of the event (spec: ClientEvent). An event the AS sent for one of
+    its users (through its as_token: no device) carries its `unsigned.transaction_id`, as a
+    client sees its own sends, so that a bridge can tell its echoes."""
+    if e.txn is not None and e.txn[1] == "" and service.is_interested_in_user(e.txn[0]):
+        return e.to_client(e.txn[0], "")
     return e.to_client()

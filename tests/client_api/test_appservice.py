@@ -271,7 +271,8 @@ async def test_events_are_pushed_in_order_with_the_hs_token(env: Env) -> None:
         status, body = await c.request("PUT", f"/rooms/{room_id}/send/m.room.message/t{i}",
                                        {"msgtype": "m.text", "body": f"m{i}"}, owner.access_token)
         assert status == 200
-    await env.as1.wait_event(lambda e: e.get("content", {}).get("body") == "m2")
+    last = await env.as1.wait_event(lambda e: e.get("content", {}).get("body") == "m2")
+    assert "transaction_id" not in last.get("unsigned", {})  # not the AS's send
     bodies = [e["content"]["body"] for e in env.as1.events()
               if e["room_id"] == room_id and e["type"] == "m.room.message"]
     assert bodies == ["m0", "m1", "m2"]
@@ -652,6 +653,10 @@ async def test_timestamp_massaging(env: Env) -> None:
     status, ev = await c.request("GET", f"/rooms/{room_id}/event/{sent['event_id']}",
                                  token=owner.access_token)
     assert (status, ev["origin_server_ts"]) == (200, 1234567890123)
+    # The AS's own send comes back to it with its transaction id (to tell its echoes).
+    pushed = await env.as1.wait_event(lambda e: e["event_id"] == sent["event_id"])
+    assert pushed["unsigned"]["transaction_id"] == "ts1"
+    assert pushed["origin_server_ts"] == 1234567890123
     status, sent = await c.request("PUT", f"/rooms/{room_id}/state/m.room.topic",
                                    {"topic": "t"}, owner.access_token, params={"ts": "5"})
     assert status == 200  # not an AS: ts ignored
