@@ -18,6 +18,8 @@ from e2ee.dehydrated import DehydratedDeviceService
 from e2ee.device_keys import DeviceKeyService
 from e2ee.device_lists import DeviceListService
 from e2ee.to_device import ToDeviceService
+from homeserver.appservice.auth import AppServiceAuth
+from homeserver.appservice.service import AppServiceQueries
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.json_input import text_problem
@@ -99,6 +101,9 @@ class ClientContext:
     mutual_rooms: MutualRooms | None = None
     initial_sync: RoomInitialSync | None = None
     peek: RoomPeek | None = None  # GET /events?room_id= into a world-readable room
+    # Application services (homeserver/appservice/): as_token auth and their queries.
+    appservice_auth: AppServiceAuth | None = None
+    appservices: AppServiceQueries | None = None
     # Marks a user erased (homeserver/admin/users.py), for /account/deactivate with `erase`.
     erase_user: Callable[[str], Awaitable[None]] | None = None
 
@@ -125,8 +130,16 @@ async def auth(request: web.Request, allow_locked: bool = False) -> Requester:
         raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
     if text_problem(token) is not None:  # e.g. header bytes that are not UTF-8: no such token
         raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
-    requester = await ctx(request).sessions.authenticate(token, ip=request.remote,
-                                                         allow_locked=allow_locked)
+    c = ctx(request)
+    service = c.appservice_auth.registry.by_token(token) if c.appservice_auth else None
+    if service is not None:
+        assert c.appservice_auth is not None
+        requester = await c.appservice_auth.requester(
+            service, request.query.get("user_id"), request.query.get("device_id"))
+        request_user.set(requester.user_id)
+        return requester
+    requester = await c.sessions.authenticate(token, ip=request.remote,
+                                              allow_locked=allow_locked)
     request_user.set(requester.user_id)  # for the request's log lines
     if requester.is_guest and not guest_may_use(request):
         # The one check of what guests may do (the list is in client_api/guest_access.py).

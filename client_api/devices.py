@@ -1,4 +1,5 @@
-"""Device management: list, get, rename, delete (deletion needs user-interactive auth)."""
+"""Device management: list, get, rename, delete (deletion needs user-interactive auth, except
+for an application service), and creation by an application service (spec v1.17)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ async def rename_device(request: web.Request) -> web.Response:
     name = body.get("display_name")
     if name is not None and not isinstance(name, str):
         raise MatrixError(400, Codes.BAD_JSON, "display_name must be a string")
+    device_id = request.match_info["device_id"]
+    if requester.app_service is not None and 0 < len(device_id) <= 255 and \
+            not await ctx(request).devices.has_device(requester.user_id, device_id):
+        await ctx(request).devices.create_device(requester.user_id, device_id, name)
+        return json_response({}, status=201)
     if name is not None:
         await ctx(request).devices.rename_device(requester.user_id,
                                                request.match_info["device_id"], name)

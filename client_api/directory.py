@@ -32,7 +32,14 @@ async def get_alias(request: web.Request) -> web.Response:
     if alias.partition(":")[2] != c.config.server_name and c.rooms.remote is not None:
         room_id, servers = await c.rooms.remote.resolve_alias(alias)  # /query/directory
         return json_response({"room_id": room_id, "servers": servers})
-    room_id = await c.reader.resolve_alias(alias)
+    try:
+        room_id = await c.reader.resolve_alias(alias)
+    except MatrixError as e:
+        # An alias in an application service's namespace is the AS's to make on demand.
+        if e.status != 404 or c.appservices is None or not await c.appservices.query_alias(
+                alias):
+            raise
+        room_id = await c.reader.resolve_alias(alias)
     return json_response({"room_id": room_id, "servers": [c.config.server_name]})
 
 
@@ -86,19 +93,31 @@ async def set_visibility(request: web.Request) -> web.Response:
 
 
 async def _public_rooms(request: web.Request, limit: int, since: str | None,
-                        term: str | None) -> web.Response:
+                        term: str | None, instance_id: object = None,
+                        all_networks: object = False) -> web.Response:
     c = ctx(request)
     server = request.query.get("server")
     if server is not None and not is_valid_server_name(server):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid server name")
+    if instance_id is not None and not isinstance(instance_id, str):
+        raise MatrixError(400, Codes.BAD_JSON, "third_party_instance_id must be a string")
+    if not isinstance(all_networks, bool):
+        raise MatrixError(400, Codes.BAD_JSON, "include_all_networks must be a boolean")
+    if instance_id is not None and all_networks:
+        raise MatrixError(400, Codes.INVALID_PARAM, "Give third_party_instance_id or "
+                                                    "include_all_networks, not both")
     assert c.public_rooms is not None
-    return json_response(await c.public_rooms.page(limit, since, term, server))
+    return json_response(await c.public_rooms.page(limit, since, term, server,
+                                                   instance_id, all_networks))
 
 
 @routes.get(V + "/publicRooms")
 async def public_rooms_get(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 0, 0, 1000)
-    return await _public_rooms(request, limit, request.query.get("since"), None)
+    q = request.query
+    return await _public_rooms(request, limit, q.get("since"), None,
+                               q.get("third_party_instance_id"),
+                               q.get("include_all_networks", "false").lower() == "true")
 
 
 @routes.post(V + "/publicRooms")
@@ -113,4 +132,6 @@ async def public_rooms_post(request: web.Request) -> web.Response:
     since = body.get("since")
     if since is not None and not isinstance(since, str):
         raise MatrixError(400, Codes.BAD_JSON, "since must be a string")
-    return await _public_rooms(request, limit, since, term if isinstance(term, str) else None)
+    return await _public_rooms(request, limit, since, term if isinstance(term, str) else None,
+                               body.get("third_party_instance_id"),
+                               body.get("include_all_networks", False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from client_api.context import auth, ctx
+from client_api.context import access_token, auth, ctx
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.events.room_versions import ROOM_VERSIONS, STABLE_ROOM_VERSIONS
 from homeserver.http import json_response, read_json
@@ -56,7 +56,10 @@ async def capabilities(request: web.Request) -> web.Response:
 
 @routes.get("/_matrix/client/{v:(v3|r0)}/login")
 async def login_flows(request: web.Request) -> web.Response:
-    return json_response({"flows": [{"type": "m.login.password"}]})
+    flows = [{"type": "m.login.password"}]
+    if ctx(request).appservice_auth is not None:
+        flows.append({"type": "m.login.application_service"})
+    return json_response({"flows": flows})
 
 
 def login_body(r: LoginResult, server_name: str) -> dict[str, object]:
@@ -72,21 +75,44 @@ def login_body(r: LoginResult, server_name: str) -> dict[str, object]:
 async def login(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await read_json(request, "login")
-    if body["type"] != "m.login.password":
+    appservice = body["type"] == "m.login.application_service"
+    if body["type"] != "m.login.password" and not appservice:
         raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {body['type']}")
-    c.limiter.check("login", request.remote or "", c.config.rate_limits.login)
+    if not appservice:
+        c.limiter.check("login", request.remote or "", c.config.rate_limits.login)
     ident = body.get("identifier") or {"type": "m.id.user", "user": body.get("user")}
     if ident.get("type") != "m.id.user" or not isinstance(ident.get("user"), str):
         raise MatrixError(400, Codes.UNKNOWN, "Only m.id.user identifiers are supported")
     user = ident["user"]
     user_id = user if user.startswith("@") else c.accounts.user_id_for(user.lower())
-    if not await c.accounts.check_password(user_id, body["password"]):
+    if appservice:
+        await _check_appservice_login(request, user_id)
+    elif not await c.accounts.check_password(user_id, body["password"]):
         raise forbidden("Invalid username or password")
     await c.accounts.check_not_locked(user_id)
     result = await c.sessions.create_session(
         user_id, body.get("device_id"), body.get("initial_device_display_name"),
         request.remote, refresh=bool(body.get("refresh_token")))
     return json_response(login_body(result, c.config.server_name))
+
+
+async def _check_appservice_login(request: web.Request, user_id: str) -> None:
+    """m.login.application_service (spec "Server admin style permissions"): the as_token of
+    an AS whose users namespace covers the (existing) user."""
+    c = ctx(request)
+    token = access_token(request)
+    if token is None:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+    service = c.appservice_auth.registry.by_token(token) if c.appservice_auth else None
+    if service is None:
+        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown application service token",
+                          soft_logout=False)
+    if not service.is_interested_in_user(user_id):
+        raise MatrixError(400, Codes.EXCLUSIVE,
+                          "User is not in the application service's namespace")
+    user = await c.accounts.get_user(user_id)
+    if user is None or user["deactivated"]:
+        raise forbidden("Unknown user")
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/refresh")
@@ -117,5 +143,7 @@ async def logout_all(request: web.Request) -> web.Response:
 @routes.get("/_matrix/client/{v:(v3|r0)}/account/whoami")
 async def whoami(request: web.Request) -> web.Response:
     requester = await auth(request)
-    return json_response({"user_id": requester.user_id, "device_id": requester.device_id,
-                          "is_guest": requester.is_guest})
+    body: dict[str, object] = {"user_id": requester.user_id, "is_guest": requester.is_guest}
+    if requester.device_id:  # an application service acting for no device has none
+        body["device_id"] = requester.device_id
+    return json_response(body)

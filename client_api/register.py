@@ -1,13 +1,15 @@
-"""Registration (m.login.dummy when open, m.login.registration_token when token-gated), guest
+"""Registration (m.login.dummy when open, m.login.registration_token when token-gated; an
+application service's m.login.application_service, with no UIA, whatever the mode), guest
 registration (`kind=guest`, spec "Guest access") and the upgrade of a guest to a full account
 (`guest_access_token`), and the account endpoints that need user-interactive auth (password
-change, deactivation)."""
+change, deactivation), which an application service acting for its users skips (spec "Server
+admin style permissions")."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from client_api.context import auth, ctx
+from client_api.context import access_token, auth, ctx
 from client_api.login import login_body
 from client_api.uia import UIA, operation_of
 from homeserver.errors import Codes, MatrixError, forbidden
@@ -28,11 +30,41 @@ async def available(request: web.Request) -> web.Response:
     username = request.query.get("username")
     if not username:
         raise MatrixError(400, Codes.MISSING_PARAM, "username is required")
-    accounts = ctx(request).accounts
-    if not await accounts.is_available(username):
+    c = ctx(request)
+    if not await c.accounts.is_available(username):
         raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
-    accounts.check_not_reserved(username)
+    c.accounts.check_not_reserved(username)
+    _check_exclusive(request, username.lower(), None)
     return json_response({"available": True})
+
+
+def _check_exclusive(request: web.Request, localpart: str, app_service: str | None) -> None:
+    """400 M_EXCLUSIVE for a user id an application service reserved (or, for an AS, one
+    outside its namespaces)."""
+    c = ctx(request)
+    if c.appservice_auth is not None:
+        c.appservice_auth.registry.check_user_allowed(c.accounts.user_id_for(localpart),
+                                                      app_service)
+
+
+async def _register_appservice(request: web.Request, body: JsonDict) -> web.Response:
+    """type m.login.application_service: the AS named by its as_token creates a user in its
+    namespace, with no password and no UIA (registration may even be closed)."""
+    c = ctx(request)
+    token = access_token(request)
+    if token is None:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+    service = c.appservice_auth.registry.by_token(token) if c.appservice_auth else None
+    if service is None:
+        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown application service token",
+                          soft_logout=False)
+    username = body.get("username")
+    if not isinstance(username, str) or not username:
+        raise MatrixError(400, Codes.MISSING_PARAM, "username is required")
+    localpart = c.accounts.validate_localpart(username.lower())
+    _check_exclusive(request, localpart, service.id)
+    user_id = await c.accounts.register(localpart, None)
+    return await _registered(request, body, user_id)
 
 
 @routes.get("/_matrix/client/v1/register/m.login.registration_token/validity")
@@ -47,6 +79,8 @@ async def token_validity(request: web.Request) -> web.Response:
 async def register(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await read_json(request, "register", allow_empty=True)
+    if body.get("type") == "m.login.application_service":
+        return await _register_appservice(request, body)
     kind = request.query.get("kind", "user")
     if kind == "guest":
         return await _register_guest(request, body)
@@ -75,6 +109,7 @@ async def register(request: web.Request) -> web.Response:
         if not await c.accounts.is_available(username.lower()):
             raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
         c.accounts.check_not_reserved(username.lower())
+        _check_exclusive(request, username.lower(), None)
     if body.get("password") is not None:
         c.accounts.check_password_strength(body["password"])
     flows = [["m.login.dummy"]] if mode == "open" else [["m.login.registration_token"]]
@@ -159,6 +194,8 @@ async def _registered(request: web.Request, body: JsonDict, user_id: str) -> web
 
 async def password_uia(request: web.Request, requester: Requester, body: JsonDict) -> None:
     c = ctx(request)
+    if requester.app_service is not None:
+        return  # an AS manages its users without their passwords (they have none)
 
     async def stage(stage: str, auth_dict: JsonDict) -> bool:
         if stage != "m.login.password":

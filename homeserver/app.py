@@ -14,6 +14,7 @@ from admin_api.context import AdminContext
 from admin_api.routes import add_admin_routes
 from client_api import (
     account_data,
+    appservice,
     dehydrated,
     devices,
     directory,
@@ -72,6 +73,12 @@ from homeserver.admin.registration_tokens import RegistrationTokens
 from homeserver.admin.rooms import RoomAdminService, RoomCaches
 from homeserver.admin.store import AdminStore
 from homeserver.admin.users import AccountStates, UserAdminService
+from homeserver.appservice.auth import AppServiceAuth
+from homeserver.appservice.client import AppServiceClient
+from homeserver.appservice.registry import AppServiceRegistry
+from homeserver.appservice.sender import AppServiceSender
+from homeserver.appservice.service import AppServiceQueries
+from homeserver.appservice.store import AppServiceStore
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.builder import EventBuilder
@@ -225,6 +232,43 @@ class Homeserver:
     threads: ThreadService | None = None
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
+    appservices: AppServices | None = None
+
+
+@dataclass(slots=True)
+class AppServices:
+    """The application services' parts (docs/appservices.md), present when any is registered."""
+
+    auth: AppServiceAuth
+    queries: AppServiceQueries
+    sender: AppServiceSender
+
+
+async def build_appservices(config: Config, db: Database, accounts: AccountService,
+                            devices: DeviceService, rooms: RoomService, parts: RoomParts,
+                            public_rooms: PublicRoomDirectory) -> AppServices:
+    registry = AppServiceRegistry(config.app_services)
+    store = AppServiceStore()
+    client = AppServiceClient(
+        OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)),
+        client_context(config.federation_ca_file))
+    for as_id, host in client.denied_hosts(config.app_services):
+        log.warning("application service %s: %s is denied by the outbound policy, so nothing "
+                    "can be sent to it; add its range to outbound.allow_ranges", as_id, host)
+    auth = AppServiceAuth(registry, accounts, devices)
+    await auth.ensure_senders()
+
+    async def user_exists(user_id: str) -> bool:
+        return await accounts.get_user(user_id) is not None
+
+    queries = AppServiceQueries(db, store, registry, client, config.server_name, user_exists)
+    sender = AppServiceSender(db, store, config.app_services, parts.events, parts.cache,
+                              parts.stream, parts.registry, client, config.instance_name)
+    queries.on_alive = sender.retry_now
+    rooms.appservices = registry
+    rooms.query_user, rooms.query_alias = queries.query_user, queries.query_alias
+    public_rooms.network_rooms = queries.listed_rooms
+    return AppServices(auth, queries, sender)
 
 
 @dataclass(slots=True)
@@ -463,6 +507,18 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         server_version=server_version(),
         media=MediaAdminService(db, admin_store, media_parts.retention, config.server_name))
     hs.admin.users.pusher_service = hs.pushers
+    if config.app_services:
+        hs.appservices = await build_appservices(
+            config, db, accounts, devices, room_service, RoomParts(
+                room_store, event_store, cache, groups, registry, writer, event_stream, members,
+                membership_hooks), hs.public_rooms)
+        hs.background.append(hs.appservices.sender)
+        # Ephemeral data for the ASes that receive it (typing, read receipts, presence).
+        as_sender = hs.appservices.sender
+        as_sender.typing_users, as_sender.joined_rooms = hs.typing.typing_in, members.joined_rooms
+        hs.presence.on_local.append(as_sender.presence_changed)
+        hs.typing.on_local.append(as_sender.typing_changed)
+        hs.receipts.on_local.append(as_sender.receipt_written)
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream, members,
@@ -592,11 +648,14 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].timestamps, app[CTX].mutual_rooms = hs.timestamps, hs.mutual_rooms
     app[CTX].initial_sync = RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data)
     app[CTX].peek = hs.peek
+    if hs.appservices is not None:
+        app[CTX].appservice_auth = hs.appservices.auth
+        app[CTX].appservices = hs.appservices.queries
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
                    search, threads, room_upgrades, spaces, timestamps, mutual_rooms,
-                   thirdparty, voip, support, initial_sync, events_stream):
+                   thirdparty, voip, support, initial_sync, events_stream, appservice):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

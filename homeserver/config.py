@@ -5,8 +5,9 @@ all (PARLEY_SERVER_NAME, PARLEY_LISTEN, PARLEY_DATA_DIR, PARLEY_DATABASE_URL, PA
 PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL, PARLEY_LOG_FORMAT, PARLEY_METRICS_LISTEN,
 PARLEY_INSTANCE_NAME, PARLEY_ALLOW_GUEST_ACCESS, and for federation PARLEY_FEDERATION_LISTEN,
 PARLEY_TLS_CERT, PARLEY_TLS_KEY, PARLEY_FEDERATION_CA_FILE, PARLEY_FEDERATION,
-PARLEY_OUTBOUND_ALLOW). Values are frozen dataclasses passed to whoever needs them; there is no
-global config object.
+PARLEY_OUTBOUND_ALLOW, and PARLEY_APP_SERVICE_CONFIG_FILES, comma-separated paths that replace
+the file's app_service_config_files). Values are frozen dataclasses passed to whoever needs them;
+there is no global config object.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from homeserver.appservice.registration import AppService, RegistrationError, load_registrations
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, ROOM_VERSIONS
 from homeserver.outbound import DEFAULT_DENY, parse_ranges
 from homeserver.types import is_valid_server_name
@@ -142,6 +144,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     voip: VoipConfig = field(default_factory=VoipConfig)
     support: SupportConfig = field(default_factory=SupportConfig)
+    # Application services (homeserver/appservice/), parsed from app_service_config_files.
+    app_services: tuple[AppService, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -285,6 +289,18 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         federation=_rate(rl.get("federation"), d.federation),
         media_upload=_rate(rl.get("media_upload"), d.media_upload),
     )
+    as_files = raw.get("app_service_config_files") or []
+    if not isinstance(as_files, list) or not all(isinstance(f, str) for f in as_files):
+        raise ConfigError("app_service_config_files must be a list of paths")
+    as_paths = [p for p in (_path(f) for f in as_files) if p is not None]
+    if env.get("PARLEY_APP_SERVICE_CONFIG_FILES"):
+        as_paths = [Path(f.strip()).resolve()
+                    for f in env["PARLEY_APP_SERVICE_CONFIG_FILES"].split(",") if f.strip()]
+    server_name = str(env.get("PARLEY_SERVER_NAME", raw.get("server_name", cfg.server_name)))
+    try:
+        app_services = load_registrations(as_paths, server_name)
+    except RegistrationError as e:
+        raise ConfigError(str(e)) from e
     key_path = Path(raw.get("signing_key_path", data_dir / "signing.key"))
     if not key_path.is_absolute():
         key_path = (base_dir / key_path).resolve()
@@ -292,7 +308,7 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
 
     cfg = replace(
         cfg,
-        server_name=str(env.get("PARLEY_SERVER_NAME", raw.get("server_name", cfg.server_name))),
+        server_name=server_name,
         listen_host=host,
         listen_port=port,
         public_baseurl=str(raw.get("public_baseurl", "")),
@@ -338,6 +354,7 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         media=_media(raw.get("media") or {}, _path),
         voip=_voip(raw.get("voip") or {}),
         support=_support(raw.get("support") or {}),
+        app_services=app_services,
     )
     validate(cfg)
     return cfg

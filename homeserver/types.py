@@ -86,3 +86,8 @@ class Requester:
     locked: bool = False
     suspended: bool = False
     shadow_banned: bool = False
+    # Set when an application service's as_token made the request (the AS's id); the user is
+    # its sender or a user it masquerades as (homeserver/appservice/auth.py). `device_id` is
+    # "" then unless the request named one of the user's devices.
+    app_service: str | None = None
+    rate_limited: bool = True

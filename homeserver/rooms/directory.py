@@ -18,6 +18,8 @@ from homeserver.types import JsonDict
 
 # (server, limit, since, search term) -> that server's page
 RemoteDirectory = Callable[[str, int, str | None, str | None], Awaitable[JsonDict]]
+# third_party_instance_id (None: every network) -> the rooms application services listed
+NetworkRooms = Callable[[str | None], Awaitable[list[str]]]
 
 
 class PublicRoomDirectory:
@@ -26,17 +28,31 @@ class PublicRoomDirectory:
         self._reader = reader
         self._rooms = rooms
         self.remote: RemoteDirectory | None = None
+        # The lists application services keep for their networks (homeserver/appservice/).
+        self.network_rooms: NetworkRooms | None = None
+
+    async def _room_ids(self, instance_id: str | None, all_networks: bool) -> list[str]:
+        """The main list; one network's (`instance_id`); or, with `all_networks`, both."""
+        if instance_id is not None:
+            return await self.network_rooms(instance_id) if self.network_rooms else []
+        main = await self._reader.public_rooms()
+        if all_networks and self.network_rooms is not None:
+            main = list(dict.fromkeys([*main, *await self.network_rooms(None)]))
+        return main
 
     async def page(self, limit: int, since: str | None, term: str | None,
-                   server: str | None = None) -> JsonDict:
-        """One page of `server`'s list (None or ours: this server's)."""
+                   server: str | None = None, instance_id: str | None = None,
+                   all_networks: bool = False) -> JsonDict:
+        """One page of `server`'s list (None or ours: this server's), of its main list
+        unless `instance_id` names an application service network's list or
+        `all_networks` asks for every list together."""
         if server is not None and server != self.server_name:
             if self.remote is None:
                 raise MatrixError(400, Codes.INVALID_PARAM,
                                   "Federation is off: other servers' lists are not available")
             return await self.remote(server, limit, since, term)
         entries = []
-        for room_id in await self._reader.public_rooms():
+        for room_id in await self._room_ids(instance_id, all_networks):
             room = await self._rooms.rooms.get(room_id)
             if room is None:
                 continue

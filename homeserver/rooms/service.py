@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from homeserver.appservice.registry import AppServiceRegistry
 from homeserver.errors import (
     Codes,
     MatrixError,
@@ -71,6 +72,7 @@ class _Pending:
     etype: str
     content: JsonDict
     txn: tuple[str, str, str] | None
+    ts: int | None  # origin_server_ts an application service asked for (spec v1.3)
     fut: asyncio.Future[EventEntry] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -128,6 +130,12 @@ class RoomService:
         self.is_notice_room: Callable[[str, str], Awaitable[bool]] | None = None
         # Whether a local user blocks invites (spec v1.18; homeserver/users/invite_permission.py).
         self.invite_blocked: Callable[[str], Awaitable[bool]] | None = None
+        # Application services (homeserver/appservice/): their exclusive alias namespaces, and
+        # the queries that let an AS create an unknown user or alias in its namespace on
+        # demand (alias -> whether the AS says it made it).
+        self.appservices: AppServiceRegistry | None = None
+        self.query_user: Callable[[str], Awaitable[None]] | None = None
+        self.query_alias: Callable[[str], Awaitable[bool]] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -149,6 +157,10 @@ class RoomService:
                 raise invalid_param("Invalid room alias")
             async with self._db.connection() as conn:
                 row = await self._store.get_alias(conn, room_id_or_alias)
+            if row is None and self.query_alias is not None and await self.query_alias(
+                    room_id_or_alias):
+                async with self._db.connection() as conn:  # the AS made it: look again
+                    row = await self._store.get_alias(conn, room_id_or_alias)
             if row is None:
                 raise not_found("Room alias not found")
             return str(row["room_id"])
@@ -166,7 +178,7 @@ class RoomService:
 
     def _build(self, room: RoomData | None, rv: RoomVersion, room_id: str | None,
                sender: str, etype: str, content: JsonDict, state_key: str | None = None,
-               redacts: str | None = None) -> tuple[str, JsonDict]:
+               redacts: str | None = None, ts: int | None = None) -> tuple[str, JsonDict]:
         if room is None:
             return self._builder.build(rv, room_id, sender, etype, content, state=None,
                                        extremities=[], depth=0, state_key=state_key)
@@ -180,15 +192,16 @@ class RoomService:
                     known[eid] = hit
         return self._builder.build(rv, room_id, sender, etype, content, state=room.state,
                                    extremities=room.extremities, depth=room.depth,
-                                   state_key=state_key, redacts=redacts, known=known)
+                                   state_key=state_key, redacts=redacts, known=known,
+                                   origin_server_ts=ts)
 
     async def _send_locked(
         self, room: RoomData, sender: str, etype: str, content: JsonDict,
         state_key: str | None = None, txn: tuple[str, str, str] | None = None,
-        redacts: str | None = None, batch: Batch | None = None,
+        redacts: str | None = None, batch: Batch | None = None, ts: int | None = None,
     ) -> EventEntry:
         event_id, pdu = self._build(room, room.version, room.room_id, sender, etype, content,
-                                    state_key, redacts)
+                                    state_key, redacts, ts)
         try:
             return await self._writer.persist(room, PersistEvent(event_id, pdu, txn),
                                               batch=batch)
@@ -198,13 +211,14 @@ class RoomService:
     async def send(
         self, room_id: str, sender: str, etype: str, content: JsonDict,
         state_key: str | None = None, txn: tuple[str, str, str] | None = None,
-        redacts: str | None = None,
+        redacts: str | None = None, ts: int | None = None,
     ) -> EventEntry:
         room = await self.get_room(room_id)
         if state_key is None and redacts is None:
-            return await self._send_grouped(room, _Pending(sender, etype, content, txn))
+            return await self._send_grouped(room, _Pending(sender, etype, content, txn, ts))
         async with self.locked(room_id) as room:
-            return await self._send_locked(room, sender, etype, content, state_key, txn, redacts)
+            return await self._send_locked(room, sender, etype, content, state_key, txn, redacts,
+                                           ts=ts)
 
     @asynccontextmanager
     async def locked(self, room_id: str) -> AsyncIterator[RoomData]:
@@ -263,7 +277,8 @@ class RoomService:
             for it in items:
                 try:
                     built.append((it, await self._send_locked(
-                        room, it.sender, it.etype, it.content, txn=it.txn, batch=batch)))
+                        room, it.sender, it.etype, it.content, txn=it.txn, batch=batch,
+                        ts=it.ts)))
                 except Exception as e:  # refused by auth or too large: fails alone
                     _fail(it, e)
             if not built:
@@ -282,7 +297,8 @@ class RoomService:
                 return
         for it in items:
             try:
-                entry = await self._send_locked(room, it.sender, it.etype, it.content, txn=it.txn)
+                entry = await self._send_locked(room, it.sender, it.etype, it.content, txn=it.txn,
+                                                ts=it.ts)
             except Exception as e:
                 _fail(it, e)
             else:
@@ -292,9 +308,11 @@ class RoomService:
     # ------------------------------------------------------------------ messages
 
     async def send_message(
-        self, requester: Requester, room_id: str, etype: str, content: JsonDict, txn_id: str
+        self, requester: Requester, room_id: str, etype: str, content: JsonDict, txn_id: str,
+        ts: int | None = None,
     ) -> str:
         """Idempotent per (user, device, txn_id): a resend returns the first event's id.
+        `ts`: the origin_server_ts an application service chose (timestamp massaging).
 
         Raises:
             MatrixError: 404 for an unknown room, 403 when the auth rules refuse the event
@@ -305,10 +323,11 @@ class RoomService:
             raise suspended()
         if requester.shadow_banned:  # looks sent, goes nowhere (as Synapse does)
             return "$" + secrets.token_urlsafe(32)
-        return await self._send_once(room_id, requester, txn_id, etype, content)
+        return await self._send_once(room_id, requester, txn_id, etype, content, ts=ts)
 
     async def _send_once(self, room_id: str, requester: Requester, txn_id: str, etype: str,
-                         content: JsonDict, redacts: str | None = None) -> str:
+                         content: JsonDict, redacts: str | None = None,
+                         ts: int | None = None) -> str:
         """Send unless (user, device, txn_id) was already used; then return that event's id.
 
         The txn id is written in the event's own statement, so a concurrent duplicate fails on
@@ -319,7 +338,7 @@ class RoomService:
             return known
         try:
             entry = await self.send(room_id, requester.user_id, etype, content, txn=key,
-                                    redacts=redacts)
+                                    redacts=redacts, ts=ts)
         except asyncpg.UniqueViolationError:
             async with self._db.connection() as conn:
                 existing = await self._store.get_txn(conn, *key)
@@ -354,7 +373,8 @@ class RoomService:
                                      content, redacts=event_id)
 
     async def set_state(
-        self, requester: Requester, room_id: str, etype: str, state_key: str, content: JsonDict
+        self, requester: Requester, room_id: str, etype: str, state_key: str, content: JsonDict,
+        ts: int | None = None,
     ) -> str:
         """Send one state event; re-sending the current content unchanged returns its id.
 
@@ -386,7 +406,8 @@ class RoomService:
             if (current is not None and current.sender == requester.user_id
                     and current.pdu.get("content") == content):
                 return current.event_id
-            entry = await self._send_locked(room, requester.user_id, etype, content, state_key)
+            entry = await self._send_locked(room, requester.user_id, etype, content, state_key,
+                                            ts=ts)
         return entry.event_id
 
     # ------------------------------------------------------------------ membership
@@ -490,6 +511,8 @@ class RoomService:
             raise forbidden(f"{target} is already in the room or banned")
         if self.remote is not None and target.partition(":")[2] != self.server_name:
             return await self._invite_remote(requester, room_id, target, reason, is_direct)
+        if self.query_user is not None:  # an AS's user it has not made yet: ask it to
+            await self.query_user(target)
         return await self._update_membership(
             requester, room_id, target, "invite", reason,
             extra={"is_direct": True} if is_direct else None,
@@ -674,6 +697,8 @@ class RoomService:
             if not local or ":" in local or "#" in local or any(c.isspace() for c in local):
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room_alias_name")
             alias = f"#{local}:{self.server_name}"
+            if self.appservices is not None:  # M_EXCLUSIVE inside an AS's namespace
+                self.appservices.check_alias_allowed(alias, requester.app_service)
             async with self._db.connection() as conn:
                 if await self._store.get_alias(conn, alias) is not None:
                     raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
@@ -825,7 +850,12 @@ class RoomService:
             MatrixError: 404 unknown room, 403 not joined, 409 alias already exists.
         """
         room = await self.get_room(room_id)
-        if room.membership(requester.user_id) != "join" and not requester.is_admin:
+        if self.appservices is not None:  # M_EXCLUSIVE inside another's namespace
+            self.appservices.check_alias_allowed(alias, requester.app_service)
+        owned = self.appservices is not None and self.appservices.owns_alias(
+            alias, requester.app_service)  # an AS manages its aliases from outside the room
+        if room.membership(requester.user_id) != "join" and not requester.is_admin \
+                and not owned:
             raise forbidden("You must be in the room to add an alias")
         async with self._db.connection() as conn:
             if not await self._store.create_alias(conn, alias, room_id, requester.user_id):
@@ -842,7 +872,9 @@ class RoomService:
             row = await self._store.get_alias(conn, alias)
         if row is None:
             raise not_found("Room alias not found")
-        if row["creator"] != requester.user_id and not requester.is_admin:
+        owned = self.appservices is not None and self.appservices.owns_alias(
+            alias, requester.app_service)
+        if row["creator"] != requester.user_id and not requester.is_admin and not owned:
             room = await self.get_room(row["room_id"])
             if await self.power_level(room, requester.user_id) < 50:
                 raise forbidden("You may not delete this alias")

@@ -167,6 +167,10 @@ class TypingService:
     def current(self) -> int:
         return self._stream.current
 
+    def typing_in(self, room_id: str) -> list[str]:
+        """The users typing in the room now."""
+        return self._timers.users(room_id)
+
     async def for_rooms(self, user_id: str, room_ids: list[str], since: int | None,
                         upto: int) -> dict[str, list[JsonDict]]:
         """Current typing set of each room that changed in (since, upto]; on initial sync

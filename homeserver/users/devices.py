@@ -166,6 +166,24 @@ class DeviceService:
             raise not_found("Unknown device")
         return self._last_seen.overlay(user_id, _device_json(user_id, row))
 
+    async def has_device(self, user_id: str, device_id: str) -> bool:
+        async with self._db.connection() as conn:
+            return await self._store.device(conn, user_id, device_id) is not None
+
+    async def create_device(self, user_id: str, device_id: str, name: str | None) -> bool:
+        """A device with no access token (an application service manages its users'
+        encryption this way, spec v1.17); False if the user has it already."""
+        if self.changes is None:
+            async with self._db.connection() as conn:
+                return bool(await self._store.upsert_device(conn, user_id, device_id, name,
+                                                             _now(), None))
+        async with self.changes.change(user_id) as pos, self._db.transaction() as conn:
+            new = bool(await self._store.upsert_device(conn, user_id, device_id, name, _now(),
+                                                       None))
+            if new:
+                await self.changes.record(conn, pos, user_id, [device_id])
+            return new
+
     async def rename_device(self, user_id: str, device_id: str, name: str) -> None:
         if self.changes is None:
             async with self._db.connection() as conn:
