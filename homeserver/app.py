@@ -456,7 +456,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream, members,
-            membership_hooks))
+            membership_hooks, visibility.erased))
         hs.background.append(hs.federation)
     return hs
 
@@ -474,6 +474,7 @@ class RoomParts:
     stream: Stream
     members: MembershipIndex
     membership_hooks: list[MembershipHook]
+    erased: set[str] = field(default_factory=set)  # erased users (Visibility's set)
 
 
 def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) -> Federation:
@@ -493,6 +494,7 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     consumer = EventConsumer("federation-sender", db, parts.events, parts.cache, parts.stream)
     sender = FederationSender(name, db, store, consumer, parts.registry, parts.cache, client)
     serving.forward = sender.forward
+    serving.erased = parts.erased
     inbound.on_origin = sender.remote_alive
     router = EduRouter()
     inbound.edus = router.receive

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from homeserver.events.checks import InvalidPdu, KeyFetcher
+from homeserver.events.format import event_ids_of
 from homeserver.events.hashing import compute_event_id
 from homeserver.federation.inbound import Inbound
 from homeserver.federation.serving import servers_of
@@ -116,9 +117,9 @@ class Backfiller:
                 except MissingEvents as e:
                     missing = e
             if missing.kind == "auth_events":
-                await self._inbound.fetch_auth(origin, room_id, event_id)
+                await self._inbound.fetch_auth(origin, room_id, event_id, pdu)
             else:
-                state_before = await self._inbound.state_at(origin, room_id,
-                                                            missing.event_ids)
+                state_before = await self._inbound.state_at(
+                    origin, room_id, event_ids_of(pdu.get("prev_events")))
         raise missing
 
