@@ -507,7 +507,7 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     device_store, peers = RemoteDeviceStore(), RoomPeers(name, parts.members, parts.registry)
     device_fed = DeviceListFederation(name, db, device_store, sender, hs.device_lists, hs.keys,
                                       peers, client)
-    device_fed.register(router)
+    device_fed.register(router, parts.membership_hooks)
     e2ee_keys = RemoteKeyQueries(name, db, device_store, hs.keys, device_fed, peers, client)
     hs.keys.remote = e2ee_keys
     hs.reader.backfill = Backfiller(name, db, store, hs.rooms, parts.writer, parts.cache,

@@ -69,6 +69,8 @@ class EventEntry:
             unsigned["transaction_id"] = self.txn[2]
         if self.redacted_by is not None:
             unsigned["redacted_because"] = self.redacted_because or {"event_id": self.redacted_by}
+            # (not in the spec; Synapse sends it and SyTest reads it)
+            unsigned["redacted_by"] = self.redacted_by
         if unsigned:
             d["unsigned"] = unsigned
         return d

@@ -16,7 +16,11 @@ stale, makes us fetch the whole list again (GET /user/devices/{userId}), in the 
 more when done); a fetch that fails
 marks the cache stale (it is then not served, and fetched again, also after a restart). Each
 applied update or resync is a change of that user in our own device list stream, so local
-clients see the user in sync's `device_lists.changed`.
+clients see the user in sync's `device_lists.changed`. Keys are kept as sent (clients check
+them); an update whose keys claim another user or device makes us fetch the list instead.
+When the last room we share with a remote user ends (ours leave, or they do), their list is
+marked stale: their server stops sending updates, so it would go out of date unseen.
+/user/devices reads the devices and the stream id in one snapshot (see `user_devices`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import domain, servers_of
 from homeserver.federation.transport import RemoteError, Transport, Unreachable, fed_path
 from homeserver.rooms.members import MembershipIndex
-from homeserver.rooms.state import RoomRegistry
+from homeserver.rooms.state import RoomData, RoomRegistry
+from homeserver.rooms.writer import MembershipHook
 from homeserver.storage.database import Conn, Database
 from homeserver.types import JsonDict, is_valid_user_id
 
@@ -94,11 +99,35 @@ class DeviceListFederation:
         self._resyncing: set[str] = set()  # users whose list is being fetched
         self._again: set[str] = set()  # ... and who had an update meanwhile
 
-    def register(self, router: EduRouter) -> None:
+    def register(self, router: EduRouter,
+                 membership_hooks: list[MembershipHook] | None = None) -> None:
         router.handlers["m.device_list_update"] = self.receive_device_update
         router.handlers["m.signing_key_update"] = self.receive_signing_key_update
         self._lists.on_record.append(self.on_record)
         self._lists.on_finish.append(self.on_finish)
+        if membership_hooks is not None:
+            membership_hooks.append(self.on_membership)
+
+    def on_membership(self, room: RoomData, user_id: str, membership: str) -> None:
+        """A membership change that may end the last room we share with other servers' users
+        (ours leaving, or theirs): their cached lists are no longer kept current by their
+        updates (their servers stop sending them), so they are marked stale and fetched again
+        if we share a room again (SyTest "Server correctly resyncs when server leaves and
+        rejoins a room")."""
+        if membership == "join":
+            return
+        if domain(user_id) == self.server_name:
+            others = [u for u in room.joined_members() if domain(u) != self.server_name]
+        else:
+            others = [user_id]
+        if others:
+            self._spawn(self._forget_unshared(others))
+
+    async def _forget_unshared(self, user_ids: list[str]) -> None:
+        for user_id in user_ids:
+            if not await self._peers.shares_with_us(user_id):
+                async with self._lock(user_id):
+                    await self._forget(user_id)
 
     # ------------------------------------------------------------------ lifecycle
 
