@@ -1,6 +1,7 @@
 """Inbound request authentication: every federation request must carry a valid X-Matrix
 signature by its origin, for this server, over exactly what was sent. Anything else is
-401 M_UNAUTHORIZED before the handler does anything."""
+401 M_UNAUTHORIZED before the handler does anything (400 when the origin is not even a server
+name)."""
 
 from __future__ import annotations
 
@@ -25,22 +26,30 @@ async def authenticate(request: web.Request, content: Any, server_name: str,
     """The origin server of a request whose X-Matrix signature verifies.
 
     Raises:
-        MatrixError: 401 M_UNAUTHORIZED for a missing, malformed, misaddressed or bad one.
+        MatrixError: 401 M_UNAUTHORIZED for a missing, malformed, misaddressed or bad one;
+            400 M_UNAUTHORIZED for an origin that is not a valid server name.
     """
     headers = request.headers.getall("Authorization", [])
     if not headers:
         raise unauthorized("Missing X-Matrix authorization")
     problem = "No valid X-Matrix authorization"
+    status = 401
     now = int(time.time() * 1000)
     for value in headers:
         try:
             auth = parse_header(value)
         except BadAuthHeader as e:
-            problem = str(e)
+            problem, status = str(e), 401
             continue
-        if not is_valid_server_name(auth.origin) or auth.origin == server_name:
-            problem = "Bad origin"
+        if not is_valid_server_name(auth.origin):
+            # Not a server name at all (e.g. a non-numeric port): a malformed request, 400
+            # as Synapse answers it (and SyTest expects), not a failed signature.
+            problem, status = f"Bad origin: {auth.origin!r} is not a server name", 400
             continue
+        if auth.origin == server_name:
+            problem, status = "Bad origin", 401
+            continue
+        status = 401
         if auth.destination is not None and auth.destination != server_name:
             problem = "Request is for another server"
             continue
@@ -58,4 +67,4 @@ async def authenticate(request: web.Request, content: Any, server_name: str,
             problem = "X-Matrix signature does not verify"
             continue
         return auth.origin
-    raise unauthorized(problem)
+    raise MatrixError(status, Codes.UNAUTHORIZED, problem)

@@ -89,8 +89,10 @@ async def get_missing_events(request: web.Request) -> web.Response:
     events = await fed(request).rooms.missing_events(
         origin, request.match_info["room_id"], _ids(body.get("earliest_events", []),
                                                     "earliest_events"),
-        _ids(body.get("latest_events"), "latest_events"), max(0, min(limit, 20)), min_depth)
-    return json_response({"events": [e.pdu for e in events]})
+        # (absent lists are empty, as Synapse reads them: the answer is then empty too)
+        _ids(body.get("latest_events", []), "latest_events"), max(0, min(limit, 20)),
+        min_depth)
+    return json_response({"events": events})
 
 
 @routes.get(F + "/backfill/{room_id}")
@@ -103,4 +105,4 @@ async def backfill(request: web.Request) -> web.Response:
     events = await fed(request).rooms.backfill(origin, request.match_info["room_id"], start,
                                                limit)
     return json_response({"origin": fed(request).server_name, "origin_server_ts": _now(),
-                          "pdus": [e.pdu for e in events]})
+                          "pdus": events})

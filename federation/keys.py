@@ -50,11 +50,16 @@ async def query(request: web.Request) -> web.Response:
 
 
 @routes.get("/_matrix/key/v2/query/{server_name}")
+@routes.get("/_matrix/key/v2/query/{server_name}/{key_id}")  # older form, one key
 async def query_one(request: web.Request) -> web.Response:
     server = request.match_info["server_name"]
     if not is_valid_server_name(server):
         raise MatrixError(400, Codes.INVALID_PARAM, "Bad server name")
     minimum = query_int(request, "minimum_valid_until_ts", 0)
+    key_id = request.match_info.get("key_id")
+    if key_id is not None:
+        return json_response({"server_keys": await fed(request).keys.notary_query(
+            {server: {key_id: minimum}})})
     keys = await fed(request).keys.notary_query({server: {}})
     keys = [k for k in keys if k.get("valid_until_ts", 0) >= minimum]
     return json_response({"server_keys": keys})

@@ -522,7 +522,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream, members,
-            membership_hooks))
+            membership_hooks, visibility.erased))
         hs.background.append(hs.federation)
     return hs
 
@@ -540,6 +540,7 @@ class RoomParts:
     stream: Stream
     members: MembershipIndex
     membership_hooks: list[MembershipHook]
+    erased: set[str] = field(default_factory=set)  # erased users (Visibility's set)
 
 
 def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) -> Federation:
@@ -559,6 +560,7 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     consumer = EventConsumer("federation-sender", db, parts.events, parts.cache, parts.stream)
     sender = FederationSender(name, db, store, consumer, parts.registry, parts.cache, client)
     serving.forward = sender.forward
+    serving.erased = parts.erased
     inbound.on_origin = sender.remote_alive
     router = EduRouter()
     inbound.edus = router.receive
@@ -571,7 +573,7 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     device_store, peers = RemoteDeviceStore(), RoomPeers(name, parts.members, parts.registry)
     device_fed = DeviceListFederation(name, db, device_store, sender, hs.device_lists, hs.keys,
                                       peers, client)
-    device_fed.register(router)
+    device_fed.register(router, parts.membership_hooks)
     e2ee_keys = RemoteKeyQueries(name, db, device_store, hs.keys, device_fed, peers, client)
     hs.keys.remote = e2ee_keys
     hs.reader.backfill = Backfiller(name, db, store, hs.rooms, parts.writer, parts.cache,

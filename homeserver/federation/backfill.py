@@ -9,7 +9,8 @@ receipt checks, state at their place in the DAG (the state before the oldest is 
 state, extremities or the events stream. /messages then serves them in topological order.
 
 A room whose backfill brought nothing new is not asked again for a minute, so a user paging
-at the start of the known history does not turn into a request per page.
+at the start of the known history does not turn into a request per page. Each request asks
+for BACKFILL_LIMIT events, however few the page needs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 from homeserver.events.checks import InvalidPdu, KeyFetcher
+from homeserver.events.format import event_ids_of
 from homeserver.events.hashing import compute_event_id
 from homeserver.federation.inbound import Inbound
 from homeserver.federation.serving import servers_of
@@ -35,6 +37,11 @@ log = logging.getLogger(__name__)
 MAX_EXTREMITIES = 20  # the spec's /backfill takes a few `v`; Parley serves at most 20
 NOTHING_NEW_PAUSE_S = 60.0
 MAX_SERVERS = 5
+# Events asked for per /backfill, whatever the page wants (as Synapse asks): enough to reach
+# back to events this server holds with state (the room's state from the join is kept as
+# outliers, which the answer then brings into the DAG), so that the oldest event's state comes
+# from the DAG rather than from a /state_ids request.
+BACKFILL_LIMIT = 100
 
 
 class Backfiller:
@@ -68,7 +75,7 @@ class Backfiller:
                 try:
                     resp = await self._t.request(server, "GET", fed_path(
                         "/_matrix/federation/v1/backfill/%s", room_id),
-                        query={"v": extremities, "limit": str(max(1, min(limit, 100)))})
+                        query={"v": extremities, "limit": str(BACKFILL_LIMIT)})
                 except (RemoteError, Unreachable) as e:
                     log.info("backfill of %s from %s failed: %s", room_id, server, e)
                     continue
@@ -116,9 +123,9 @@ class Backfiller:
                 except MissingEvents as e:
                     missing = e
             if missing.kind == "auth_events":
-                await self._inbound.fetch_auth(origin, room_id, event_id)
+                await self._inbound.fetch_auth(origin, room_id, event_id, pdu)
             else:
-                state_before = await self._inbound.state_at(origin, room_id,
-                                                            missing.event_ids)
+                state_before = await self._inbound.state_at(
+                    origin, room_id, event_ids_of(pdu.get("prev_events")))
         raise missing
 

@@ -16,7 +16,11 @@ stale, makes us fetch the whole list again (GET /user/devices/{userId}), in the 
 more when done); a fetch that fails
 marks the cache stale (it is then not served, and fetched again, also after a restart). Each
 applied update or resync is a change of that user in our own device list stream, so local
-clients see the user in sync's `device_lists.changed`.
+clients see the user in sync's `device_lists.changed`. Keys are kept as sent (clients check
+them); an update whose keys claim another user or device makes us fetch the list instead.
+When the last room we share with a remote user ends (ours leave, or they do), their list is
+marked stale: their server stops sending updates, so it would go out of date unseen.
+/user/devices reads the devices and the stream id in one snapshot (see `user_devices`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from homeserver.federation.sender import FederationSender
 from homeserver.federation.serving import domain, servers_of
 from homeserver.federation.transport import RemoteError, Transport, Unreachable, fed_path
 from homeserver.rooms.members import MembershipIndex
-from homeserver.rooms.state import RoomRegistry
+from homeserver.rooms.state import RoomData, RoomRegistry
+from homeserver.rooms.writer import MembershipHook
 from homeserver.storage.database import Conn, Database
 from homeserver.types import JsonDict, is_valid_user_id
 
@@ -94,11 +99,35 @@ class DeviceListFederation:
         self._resyncing: set[str] = set()  # users whose list is being fetched
         self._again: set[str] = set()  # ... and who had an update meanwhile
 
-    def register(self, router: EduRouter) -> None:
+    def register(self, router: EduRouter,
+                 membership_hooks: list[MembershipHook] | None = None) -> None:
         router.handlers["m.device_list_update"] = self.receive_device_update
         router.handlers["m.signing_key_update"] = self.receive_signing_key_update
         self._lists.on_record.append(self.on_record)
         self._lists.on_finish.append(self.on_finish)
+        if membership_hooks is not None:
+            membership_hooks.append(self.on_membership)
+
+    def on_membership(self, room: RoomData, user_id: str, membership: str) -> None:
+        """A membership change that may end the last room we share with other servers' users
+        (ours leaving, or theirs): their cached lists are no longer kept current by their
+        updates (their servers stop sending them), so they are marked stale and fetched again
+        if we share a room again (SyTest "Server correctly resyncs when server leaves and
+        rejoins a room")."""
+        if membership == "join":
+            return
+        if domain(user_id) == self.server_name:
+            others = [u for u in room.joined_members() if domain(u) != self.server_name]
+        else:
+            others = [user_id]
+        if others:
+            self._spawn(self._forget_unshared(others))
+
+    async def _forget_unshared(self, user_ids: list[str]) -> None:
+        for user_id in user_ids:
+            if not await self._peers.shares_with_us(user_id):
+                async with self._lock(user_id):
+                    await self._forget(user_id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -168,11 +197,15 @@ class DeviceListFederation:
             self._sender.wake(destinations)
 
     async def user_devices(self, user_id: str) -> JsonDict:
-        """GET /user/devices/{userId} for a local user."""
-        async with self._db.connection() as conn:
+        """GET /user/devices/{userId} for a local user. The devices and the stream id are
+        read in one snapshot: read apart, a change committing in between could be named by
+        the stream id but missing from the devices, and the receiver, taking the list as
+        current up to that id, would then drop that change's own EDU as seen already."""
+        async with self._db.connection() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True):
+            last = await self._store.last_change(conn, user_id, None)
             served = await self._keys.served_keys(conn, None, {user_id: None})
             names = await self._store.device_names(conn, user_id)
-            last = await self._store.last_change(conn, user_id, None)
         keys = served["device_keys"].get(user_id, {})
         devices = []
         for device_id in sorted(names)[:MAX_DEVICES]:
@@ -214,8 +247,7 @@ class DeviceListFederation:
             await self._forget(user_id)  # nobody here needs their devices now
             return
         keys = content.get("keys")
-        if keys is not None and not _device_keys_ok(keys, user_id, device_id):
-            return
+        unusable = keys is not None and not _device_keys_ok(keys, user_id, device_id)
         name = content.get("device_display_name")
         if self._resync_pending(user_id):
             return
@@ -223,8 +255,10 @@ class DeviceListFederation:
             async with self._db.connection() as conn:
                 row = await self._store.list_of(conn, user_id)
                 if row is not None and not row["stale"] and stream_id > row["stream_id"] \
-                        and (not prev_id or any(p != row["stream_id"] for p in prev_id)):
-                    await self._store.mark_stale(conn, user_id, _now())  # a gap
+                        and (unusable or not prev_id
+                             or any(p != row["stream_id"] for p in prev_id)):
+                    # A gap, or keys we cannot apply: the list is fetched whole.
+                    await self._store.mark_stale(conn, user_id, _now())
                     row = None
             if row is None or row["stale"]:
                 self._resync_soon(user_id)
@@ -323,8 +357,13 @@ class DeviceListFederation:
 
 
 def _device_keys_ok(keys: Any, user_id: str, device_id: str) -> bool:
-    return isinstance(keys, dict) and keys.get("user_id") == user_id \
-        and keys.get("device_id") == device_id and isinstance(keys.get("keys"), dict)
+    """Device keys from another server are kept as sent (as Synapse keeps them), unless they
+    claim another user or device: clients check them (signatures included) before use, and a
+    server that dropped keys it finds odd would leave its clients without a device the others
+    see. SyTest's fake servers send such keys."""
+    return isinstance(keys, dict) and keys.get("user_id", user_id) == user_id \
+        and keys.get("device_id", device_id) == device_id \
+        and isinstance(keys.get("keys", {}), dict)
 
 
 def _cross_signing_ok(key: Any, user_id: str) -> bool:

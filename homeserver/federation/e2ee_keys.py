@@ -5,8 +5,9 @@ A local /keys/query or /keys/claim naming other servers' users asks each of thos
 once, all in parallel, within the client's timeout; a server that fails or does not answer in
 time is named in `failures` and the others' answers are kept. A query for a user whose device
 list is cached (homeserver/federation/devices.py) and not stale is answered from the cache;
-for the others the server is asked, and a user who shares a room with ours but is not cached
-yet is fetched in the background so the next query is local.
+a user who shares a room with ours but is not cached (or whose cache is stale) has the list
+fetched first (/user/devices, within the timeout) and is answered from the cache; for the
+others (and if that fetch fails) the server is asked with /user/keys/query.
 Answers are checked: only keys of the users asked for, on the server asked, are kept.
 """
 
@@ -61,6 +62,24 @@ class RemoteKeyQueries:
                          "failures": {}}
         async with self._db.connection() as conn:
             fresh = {r["user_id"]: r for r in await self._store.fresh(conn, list(wanted))}
+        # Users who share a room with ours but are not cached: their list is fetched now
+        # (/user/devices, within the client's timeout), so this answer and the next ones
+        # come from the cache, which their updates then keep current (as Synapse does).
+        uncached = [u for u in wanted if u not in fresh]
+        shared = [u for u in uncached if await self._peers.shares_with_us(u)]
+        if shared:
+            task = asyncio.get_running_loop().create_task(self._devices.resync_many(shared))
+            self._tasks.add(task)  # (it goes on if the client's timeout comes first)
+            task.add_done_callback(self._tasks.discard)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            except TimeoutError:
+                pass
+            except Exception:
+                log.exception("fetching device lists failed")
+            async with self._db.connection() as conn:
+                fresh.update({r["user_id"]: r for r in await self._store.fresh(conn, shared)})
+        async with self._db.connection() as conn:
             rows = await self._store.devices_of(conn, list(fresh))
         for user_id, r in fresh.items():
             out["device_keys"][user_id] = {}
@@ -75,11 +94,9 @@ class RemoteKeyQueries:
                                     if d["display_name"] is not None else {})
                 out["device_keys"][d["user_id"]][d["device_id"]] = keys
         by_server: dict[str, dict[str, list[str]]] = {}
-        to_cache: list[str] = []
         for user_id, devices in wanted.items():
             if user_id not in fresh:
                 by_server.setdefault(domain(user_id), {})[user_id] = devices
-                to_cache.append(user_id)
         results = await asyncio.gather(*(
             self._ask(server, "/_matrix/federation/v1/user/keys/query",
                       {"device_keys": users}, timeout_s)
@@ -89,19 +106,7 @@ class RemoteKeyQueries:
                 out["failures"][server] = _failure(got)  # type: ignore[arg-type]
                 continue
             _merge_query(out, got, users)
-        cache = [u for u in to_cache if domain(u) not in out["failures"]]
-        if cache:
-            task = asyncio.get_running_loop().create_task(self._cache_later(cache))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
         return out
-
-    async def _cache_later(self, user_ids: list[str]) -> None:
-        try:
-            shared = [u for u in user_ids if await self._peers.shares_with_us(u)]
-            await self._devices.resync_many(shared)
-        except Exception:
-            log.exception("caching device lists failed")
 
     async def claim(self, wanted: dict[str, dict[str, str]], timeout_s: float) -> JsonDict:
         out: JsonDict = {"one_time_keys": {}, "failures": {}}

@@ -21,9 +21,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.events.builder import EventBuilder
-from homeserver.events.checks import InvalidPdu, KeyFetcher
+from homeserver.events.checks import InvalidPdu, KeyFetcher, check_format
 from homeserver.events.hashing import compute_event_id, prune_event
 from homeserver.events.model import remote_stripped_state
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
@@ -42,6 +42,39 @@ log = logging.getLogger(__name__)
 
 MAX_JOIN_EVENTS = 100_000
 KNOCK_VERSIONS = [v for v, rv in ROOM_VERSIONS.items() if rv.knock_join_rule]
+
+
+class _MakeRefused(RemoteError):
+    """The resident answered make_join (make_knock) with a Matrix error: a 4xx with an
+    errcode."""
+
+    def __init__(self, error: RemoteError) -> None:
+        super().__init__(error.status, error.body)
+        self.error = error
+
+
+# What a resident's make_join refusal may tell our client as it is (status, errcode and the
+# fields that go with them); anything else becomes our own error.
+PASSED_FIELDS = ("room_version",)
+
+
+def _passed_through(e: RemoteError) -> MatrixError | None:
+    """The resident's make_join error for our client, as Synapse passes it on: the client
+    learns why (an unsupported room version, a ban, an unknown room)."""
+    body = e.body if isinstance(e.body, dict) else {}
+    errcode = body.get("errcode")
+    if not isinstance(errcode, str) or not 400 <= e.status < 500:
+        return None
+    error = body.get("error")
+    extra = {k: body[k] for k in PASSED_FIELDS if isinstance(body.get(k), str)}
+    return MatrixError(e.status, errcode, error if isinstance(error, str) else errcode,
+                       **extra)
+
+
+def _unknown_endpoint(e: RemoteError) -> bool:
+    """The remote does not have the endpoint (spec: 404 or 405 with M_UNRECOGNIZED; older
+    servers answer 400 M_UNRECOGNIZED or a bare 404)."""
+    return e.status in (404, 405) or (e.status == 400 and e.errcode == "M_UNRECOGNIZED")
 
 
 def _events_list(value: Any, what: str) -> list[JsonDict]:
@@ -92,12 +125,20 @@ class RemoteMembership:
                 candidates.insert(0, domain(invite.sender))
         tried = self._candidates(candidates, room_id)
         last: Exception | None = None
+        refused: RemoteError | None = None  # a make_join the resident answered with an error
         for server in tried:
             try:
                 return await self._join_via(server, room_id, requester.user_id, content)
+            except _MakeRefused as e:
+                log.info("make_join of %s at %s refused: %s", room_id, server, e.error)
+                last = refused = e.error
             except (RemoteError, Unreachable) as e:
                 log.info("joining %s via %s failed: %s", room_id, server, e)
                 last = e
+        if refused is not None:
+            passed = _passed_through(refused)
+            if passed is not None:
+                raise passed
         if isinstance(last, RemoteError) and last.status == 403:
             why = last.body.get("error") if isinstance(last.body, dict) else last.body
             raise forbidden(f"Join refused: {why}")
@@ -106,9 +147,16 @@ class RemoteMembership:
     async def _make(self, server: str, room_id: str, user_id: str, membership: str,
                     content: JsonDict, versions: list[str]) -> tuple[RoomVersion, str, JsonDict]:
         """make_join / make_knock at `server`: the room version and our signed event."""
-        resp = await self._t.request(
-            server, "GET", fed_path(f"/_matrix/federation/v1/make_{membership}/%s/%s",
-                                    room_id, user_id), query={"ver": versions})
+        try:
+            resp = await self._t.request(
+                server, "GET", fed_path(f"/_matrix/federation/v1/make_{membership}/%s/%s",
+                                        room_id, user_id), query={"ver": versions})
+        except RemoteError as e:
+            if 400 <= e.status < 500 and isinstance(e.errcode, str):
+                raise _MakeRefused(e) from e
+            raise
+        if not isinstance(resp, dict):
+            raise RemoteError(502, {"error": f"make_{membership} answer is not an object"})
         version = resp.get("room_version", "1")
         rv = ROOM_VERSIONS.get(version) if isinstance(version, str) else None
         if rv is None or version not in versions:
@@ -128,9 +176,20 @@ class RemoteMembership:
                         content: JsonDict) -> str:
         rv, event_id, pdu = await self._make(server, room_id, user_id, "join", content,
                                              list(ROOM_VERSIONS))
-        answer = await self._t.request(
-            server, "PUT", fed_path("/_matrix/federation/v2/send_join/%s/%s", room_id,
-                                    event_id), body=pdu, timeout=300.0)
+        try:
+            answer = await self._t.request(
+                server, "PUT", fed_path("/_matrix/federation/v2/send_join/%s/%s", room_id,
+                                        event_id), body=pdu, timeout=300.0)
+        except RemoteError as e:
+            if not _unknown_endpoint(e):
+                raise
+            # A server without the v2 API: the v1 form answers [200, {...}] (deprecated,
+            # still in the spec for this case).
+            answer = await self._t.request(
+                server, "PUT", fed_path("/_matrix/federation/v1/send_join/%s/%s", room_id,
+                                        event_id), body=pdu, timeout=300.0)
+            if isinstance(answer, list) and len(answer) == 2 and isinstance(answer[1], dict):
+                answer = answer[1]
         if not isinstance(answer, dict):
             raise RemoteError(502, {"error": "send_join answer is not an object"})
         signed = answer.get("event")
@@ -155,15 +214,23 @@ class RemoteMembership:
         pdu["origin_server_ts"] = int(time.time() * 1000)
         if isinstance(template.get("origin"), str):
             pdu["origin"] = self.server_name
-        return self._builder.finalize(rv, pdu)
+        try:
+            return self._builder.finalize(rv, pdu)
+        except ValueError as e:  # references not in the room version's shape
+            raise RemoteError(502, {"error": f"bad make_{membership} template: {e}"}) from e
 
     async def _persist_join(self, rv: RoomVersion, room_id: str, event_id: str,
                             pdu: JsonDict, answer: JsonDict) -> None:
         state = _events_list(answer.get("state"), "state")
         chain = _events_list(answer.get("auth_chain"), "auth_chain")
-        create = next((p for p in state if p.get("type") == "m.room.create"), None)
+        create = next((p for p in state if p.get("type") == "m.room.create"
+                       and p.get("state_key") == ""), None)
         if create is None or not isinstance(create.get("sender"), str):
             raise RemoteError(502, {"error": "send_join state has no create event"})
+        content = create.get("content")
+        if not isinstance(content, dict) or content.get("room_version", "1") != rv.identifier:
+            raise RemoteError(502, {"error": "the create event's room version is not the one "
+                                             "make_join named"})
         async with self._db.connection() as conn:
             await self._store.ensure_room(conn, room_id, rv.identifier, create["sender"],
                                           int(time.time() * 1000))
@@ -313,8 +380,15 @@ class RemoteMembership:
             raise forbidden(f"{server} refused the invite: {e.errcode or e.status}") from e
         except Unreachable as e:
             raise forbidden(f"{server} cannot be reached to invite {target}") from e
-        theirs = resp.get("event", {}).get("signatures", {}).get(server) if isinstance(
-            resp.get("event"), dict) else None
+        returned = resp.get("event") if isinstance(resp, dict) else None
+        if isinstance(returned, dict):
+            try:  # what came back must be a valid event of the room's version (as Synapse)
+                check_format(room.version, returned)
+            except InvalidPdu as e:
+                raise MatrixError(400, Codes.BAD_JSON,
+                                  f"{server} answered the invite with a bad event: {e}") from e
+        theirs = returned.get("signatures", {}).get(server) if isinstance(
+            returned, dict) and isinstance(returned.get("signatures"), dict) else None
         if not isinstance(theirs, dict) or not theirs:
             raise forbidden(f"{server} did not sign the invite")
         await self._check_signature(room.version, pdu, server, theirs)

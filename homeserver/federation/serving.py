@@ -37,7 +37,12 @@ from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import EventCache, RoomData, StateGroups
 from homeserver.rooms.store import RoomStore
 from homeserver.rooms.writer import MissingEvents, RoomWriter
-from homeserver.signing import ServerSigningKey, canonical_json
+from homeserver.signing import (
+    ServerSigningKey,
+    SignatureError,
+    canonical_json,
+    verify_signed_json,
+)
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict, is_valid_user_id
 
@@ -108,6 +113,9 @@ class FederationRooms:
         self._keys = keys
         self._key = key
         self.forward: Forward | None = None
+        # Users a server admin erased (homeserver/admin/users.py keeps the set): their events
+        # go to other servers redacted, as Synapse serves them.
+        self.erased: set[str] = set()
 
     # ------------------------------------------------------------------ helpers
 
@@ -115,6 +123,15 @@ class FederationRooms:
         room = await self._rooms.rooms.get(room_id)
         if room is None or ("m.room.create", "") not in room.state:
             raise not_found("This server is not in that room")
+        return room
+
+    async def _resident_room(self, room_id: str) -> RoomData:
+        """A room with a joined member of ours: only then may this server take part in a
+        membership handshake (a room all our users left is no longer ours to let others in,
+        and its state here may be stale), as the spec's 404 for an unknown room says."""
+        room = await self._joined_room(room_id)
+        if self.server_name not in servers_of(room):
+            raise not_found("This server has no joined member in that room")
         return room
 
     async def servers_in_room(self, room_id: str) -> list[str]:
@@ -170,7 +187,7 @@ class FederationRooms:
     async def make_membership(self, origin: str, room_id: str, user_id: str,
                               membership: str, versions: list[str] | None) -> JsonDict:
         """A make_join / make_leave / make_knock template for `user_id` of `origin`."""
-        room = await self._joined_room(room_id)
+        room = await self._resident_room(room_id)
         check_acl(origin, room)
         if versions is not None and room.version.identifier not in versions or (
                 membership == "knock" and not room.version.knock_join_rule):
@@ -198,14 +215,18 @@ class FederationRooms:
                 template[name] = event_references(rv, template[name], hashes)
         return {"event": template, "room_version": rv.identifier}
 
-    def _check_membership_pdu(self, origin: str, room: RoomData, event_id: str, pdu: Any,
-                              membership: str) -> JsonDict:
+    async def _check_membership_pdu(self, origin: str, room: RoomData, event_id: str,
+                                    pdu: Any, membership: str) -> JsonDict:
         if not isinstance(pdu, dict):
             raise bad_json("The event must be an object")
         try:
             check_format(room.version, pdu)
             computed = compute_event_id(pdu, room.version)
         except (InvalidPdu, ValueError) as e:
+            # An event its server did not sign is refused as such (403), whatever else is
+            # wrong with it: the spec answers 403 for a bad signature, and a malformed event
+            # without a signature would otherwise look like a client mistake.
+            await self._origin_signed(origin, room, pdu)
             raise bad_json(f"Bad event: {e}") from e
         if computed != event_id:
             raise bad_json("The event id does not match the event")
@@ -224,9 +245,9 @@ class FederationRooms:
                               membership: str) -> EventEntry:
         """send_join / send_leave / send_knock: accept the event and forward it to the room's
         others."""
-        room = await self._joined_room(room_id)
+        room = await self._resident_room(room_id)
         check_acl(origin, room)
-        pdu = self._check_membership_pdu(origin, room, event_id, pdu, membership)
+        pdu = await self._check_membership_pdu(origin, room, event_id, pdu, membership)
         async with self._rooms.locked(room_id) as room:
             try:
                 entry = await self._writer.accept(room, event_id, pdu, self._keys)
@@ -239,6 +260,27 @@ class FederationRooms:
         if self.forward is not None:
             await self.forward(entry, {origin})
         return entry
+
+    async def _origin_signed(self, origin: str, room: RoomData, pdu: JsonDict) -> None:
+        """403 unless `origin`'s signature over the redacted event verifies."""
+        try:
+            pruned = prune_event(pdu, room.version)
+            ts = pdu.get("origin_server_ts")
+            theirs = pdu.get("signatures", {}).get(origin)
+            if not isinstance(theirs, dict) or not theirs or not isinstance(ts, int):
+                raise forbidden(f"The event is not signed by {origin}")
+            pruned.pop("unsigned", None)
+            known = await self._keys.server_keys(origin, list(theirs), ts)
+        except (AttributeError, TypeError, ValueError, KeyError) as e:
+            raise forbidden(f"The event is not signed by {origin}") from e
+        for key_id, verify_key in known.items():
+            try:
+                verify_signed_json({**pruned, "signatures": {origin: {key_id: theirs[key_id]}}},
+                                   origin, key_id, verify_key)
+                return
+            except (SignatureError, KeyError, ValueError, TypeError):
+                continue
+        raise forbidden(f"No valid signature of {origin} on the event")
 
     async def join_response(self, entry: EventEntry) -> JsonDict:
         """send_join v2: the state before the join and its auth chain (members are never
@@ -328,6 +370,13 @@ class FederationRooms:
 
     # ------------------------------------------------------------------ reads
 
+    def served_pdu(self, entry: EventEntry, rv: RoomVersion) -> JsonDict:
+        """The PDU as another server gets it: redacted if its sender was erased (the
+        redacted form keeps its signatures valid, and its hashes are of the full event)."""
+        if entry.sender not in self.erased:
+            return entry.pdu
+        return prune_event(entry.pdu, rv)
+
     async def event(self, origin: str, event_id: str) -> JsonDict:
         got = await self._servable([event_id])
         if not got:
@@ -338,7 +387,7 @@ class FederationRooms:
             check_acl(origin, room)
         if room is None or not await self._may_see(origin, room, entry):
             raise forbidden("Your server may not see this event")
-        return entry.pdu
+        return self.served_pdu(entry, room.version)
 
     async def _event_in(self, origin: str, room_id: str, event_id: str) -> EventEntry:
         room = await self._joined_room(room_id)
@@ -352,8 +401,11 @@ class FederationRooms:
 
     async def state(self, origin: str, room_id: str, event_id: str) -> tuple[
             list[EventEntry], list[EventEntry]]:
-        """The state before `event_id` and its auth chain (for /state and /state_ids)."""
+        """The state before `event_id` and its auth chain (for /state and /state_ids). An
+        outlier has no state here: 404, like a rejected event (which is never served)."""
         entry = await self._event_in(origin, room_id, event_id)
+        if entry.outlier:
+            raise not_found("This server does not have the state at that event")
         ids = (await self._groups.state_ids(entry.state_group_before)
                if entry.state_group_before else {})
         state = await self._servable(ids.values())
@@ -364,7 +416,7 @@ class FederationRooms:
         return await self.auth_chain([entry.event_id])
 
     async def missing_events(self, origin: str, room_id: str, earliest: list[str],
-                             latest: list[str], limit: int, min_depth: int) -> list[EventEntry]:
+                             latest: list[str], limit: int, min_depth: int) -> list[JsonDict]:
         """Walk back from `latest` along prev_events, not past `earliest` nor `min_depth`."""
         room = await self._joined_room(room_id)
         check_acl(origin, room)
@@ -384,10 +436,11 @@ class FederationRooms:
                     continue
                 found[e.event_id] = e
                 frontier += event_ids_of(e.pdu.get("prev_events"))
-        return sorted(found.values(), key=lambda e: (e.depth, e.event_id))
+        return [self.served_pdu(e, room.version)
+                for e in sorted(found.values(), key=lambda e: (e.depth, e.event_id))]
 
     async def backfill(self, origin: str, room_id: str, start: list[str],
-                       limit: int) -> list[EventEntry]:
+                       limit: int) -> list[JsonDict]:
         """Up to `limit` events from `start` backwards (the start events included)."""
         room = await self._joined_room(room_id)
         check_acl(origin, room)
@@ -403,4 +456,5 @@ class FederationRooms:
                     continue
                 found[e.event_id] = e
                 frontier += event_ids_of(e.pdu.get("prev_events"))
-        return sorted(found.values(), key=lambda e: (-e.depth, e.event_id))
+        return [self.served_pdu(e, room.version)
+                for e in sorted(found.values(), key=lambda e: (-e.depth, e.event_id))]

@@ -34,7 +34,13 @@ from typing import Any, Protocol
 
 import orjson
 
-from homeserver.events.auth import AuthError, check_auth, check_auth_events_list
+from homeserver.events.auth import (
+    AuthError,
+    check_auth,
+    check_auth_events_list,
+    redaction_applies,
+    redacts_event_id,
+)
 from homeserver.events.checks import InvalidPdu, KeyFetcher, check_pdu
 from homeserver.events.format import event_ids_of as event_refs
 from homeserver.events.hashing import create_event_id_for_room, room_id_for_create_event
@@ -157,6 +163,12 @@ class _Fetcher:
         out = {k: e.pdu for k, e in got.items() if e.rejected is None}
         out.update({i: self._pending[i] for i in ids if i in self._pending})
         return out
+
+
+def _edges(refs: Any) -> list[str]:
+    """The event ids of a prev_events/auth_events value, each once: a remote event may cite
+    one twice, and the edge tables hold each pair once."""
+    return list(dict.fromkeys(event_refs(refs)))
 
 
 def _in_room(room: RoomData, pdu: Any, event_id: str) -> JsonDict:
@@ -360,16 +372,46 @@ class RoomWriter:
             except AuthError as e:
                 ev.rejected = f"not allowed by the state before it: {e}"
         if ev.rejected is not None:
+            # A rejected event changes no state: the state after it is the state before, kept
+            # so that an event citing it as a prev event gets the right state (its sender
+            # may not know it was rejected).
             ev.backfilled = False
             self._describe(room, ev)
+            ev.group_before = ev.group = await self._group_for(room, before, ev)
             return await self._persist_planned(room, ev, None)
         if ("m.room.create", "") in room.state and not backfilled:  # else: joining
             try:
                 check_auth(room.version, pdu, room.state_pdus())
             except AuthError:
                 ev.soft_failed = True
+        withheld = await self._withheld_redaction(room, pdu, before)
+        if withheld:
+            ev.soft_failed = True
         await self._plan_general(room, ev, before, prevs)
+        if withheld:
+            ev.redacts = None
         return await self._persist_planned(room, ev, None)
+
+    async def _withheld_redaction(self, room: RoomData, pdu: JsonDict,
+                                  before: Mapping[StateKey, str]) -> bool:
+        """Whether a redaction that passed auth must still not take effect (spec "Handling
+        redactions"; from v3 auth lets every redaction through): its target is in another
+        room or is the create event, or its sender may not redact others' events and is not
+        on the target sender's server. Such a redaction is kept in the DAG but withheld from
+        clients (stored soft-failed) and never applied, as Synapse withholds it. A target not
+        known here yet is left alone (nothing to apply it to)."""
+        if pdu.get("type") != "m.room.redaction":
+            return False
+        target_id = redacts_event_id(room.version, pdu)
+        if target_id is None:
+            return False
+        target = (await self._cache.get_many([target_id])).get(target_id)
+        if target is None:
+            return False
+        if target.room_id != room.room_id or target.type == "m.room.create":
+            return True
+        return not redaction_applies(room.version, pdu, target.pdu | {
+            "event_id": target.event_id}, await self._pdus(before))
 
     async def store_outlier(self, room: RoomData, event_id: str, pdu: JsonDict,
                             keys: KeyFetcher) -> EventEntry:
@@ -461,6 +503,16 @@ class RoomWriter:
             return maps[0]
         return await resolve_state(room.version, maps, self._fetcher)
 
+    async def state_after(self, event_ids: list[str]) -> dict[str, dict[StateKey, str]]:
+        """The state after each of these events that has state here (not outliers), by id:
+        what federation combines with a remote's answer for the prev events it lacks."""
+        entries = await self._cache.get_many(event_ids)
+        out: dict[str, dict[StateKey, str]] = {}
+        for eid, e in entries.items():
+            if e.state_group and not e.outlier:
+                out[eid] = dict(await self._groups.state_ids(e.state_group))
+        return out
+
     async def _pdus(self, state: Mapping[StateKey, str]) -> dict[StateKey, JsonDict]:
         got = await self._cache.get_many(list(state.values()))
         return {k: got[v].pdu for k, v in state.items() if v in got}
@@ -548,8 +600,8 @@ class RoomWriter:
             type=pdu["type"], sender=pdu["sender"], depth=pdu["depth"],
             origin_server_ts=pdu["origin_server_ts"], state_group=ev.group,
             relates_to=ev.relates_to, rel_type=ev.rel_type, json=orjson.dumps(pdu).decode(),
-            prev_events=event_refs(pdu.get("prev_events")),
-            auth_events=event_refs(pdu.get("auth_events")),
+            prev_events=_edges(pdu.get("prev_events")),
+            auth_events=_edges(pdu.get("auth_events")),
             txn=ev.txn, now_ms=int(time.time() * 1000))
 
     async def _write_all(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
@@ -573,7 +625,7 @@ class RoomWriter:
     async def _write(self, conn: Conn, room: RoomData, ev: PersistEvent) -> None:
         pdu = ev.pdu
         state_key = ev.state_key
-        has_state = ev.rejected is None and not ev.outlier
+        has_state = not ev.outlier
         await self._events.insert_event(
             conn, stream_ordering=ev.pos, event_id=ev.event_id, room_id=room.room_id,
             type=pdu["type"], state_key=state_key, sender=pdu["sender"], depth=pdu["depth"],
@@ -581,8 +633,8 @@ class RoomWriter:
             state_group=(ev.group or None) if has_state else None,
             state_group_before=(ev.group_before or None) if has_state else None,
             relates_to=ev.relates_to, rel_type=ev.rel_type,
-            json=orjson.dumps(pdu).decode(), prev_events=event_refs(pdu.get("prev_events")),
-            auth_events=event_refs(pdu.get("auth_events")), outlier=ev.outlier,
+            json=orjson.dumps(pdu).decode(), prev_events=_edges(pdu.get("prev_events")),
+            auth_events=_edges(pdu.get("auth_events")), outlier=ev.outlier,
             rejected=ev.rejected, soft_failed=ev.soft_failed, replace=ev.deoutlier,
             backfilled=ev.backfilled,
         )
@@ -672,8 +724,8 @@ class RoomWriter:
         pdu = ev.pdu
         return (ev.pos, ev.event_id, pdu["type"], pdu["sender"], pdu["depth"],
                 pdu["origin_server_ts"], ev.group, ev.relates_to, ev.rel_type,
-                orjson.dumps(pdu).decode(), event_refs(pdu.get("prev_events")),
-                event_refs(pdu.get("auth_events")), ev.txn)
+                orjson.dumps(pdu).decode(), _edges(pdu.get("prev_events")),
+                _edges(pdu.get("auth_events")), ev.txn)
 
     # ------------------------------------------------------------------ memory
 
@@ -686,7 +738,7 @@ class RoomWriter:
             event_id=ev.event_id, room_id=room.room_id, type=pdu["type"],
             state_key=ev.state_key, sender=pdu["sender"], depth=pdu["depth"],
             origin_server_ts=pdu["origin_server_ts"], stream_ordering=ev.pos,
-            state_group=ev.group if ev.rejected is None and not ev.outlier else 0,
+            state_group=ev.group if not ev.outlier else 0,
             state_group_before=ev.group_before, pdu=pdu, client=client, txn=ev.txn,
             rejected=ev.rejected, outlier=ev.outlier, soft_failed=ev.soft_failed,
         )

@@ -156,7 +156,7 @@ async def test_device_lists_both_ways_gap_and_stale(make_server: Factory) -> Non
     await a.hs.db.execute("UPDATE remote_device_lists SET stale = TRUE WHERE user_id = $1",
                           bob.user_id)
     await a.hs.db.execute("DELETE FROM remote_devices WHERE user_id = $1", bob.user_id)
-    got = await query(a.client, alice, {bob.user_id: []})  # asked of B, not the cache
+    got = await query(a.client, alice, {bob.user_id: []})  # fetched from B first
     assert set(got["device_keys"][bob.user_id]) == {bob.device_id, "BOBTHREE"}
     assert a.hs.federation is not None
     await a.hs.federation.devices.start()
@@ -194,3 +194,39 @@ async def test_signing_key_update_reaches_the_cache(make_server: Factory) -> Non
     got = await query(a.client, alice, {bob.user_id: []})
     assert got["master_keys"][bob.user_id]["keys"] == cs.key_obj("master")["keys"]
     assert got["self_signing_keys"][bob.user_id]["keys"] == cs.key_obj("self_signing")["keys"]
+
+
+async def test_user_devices_answer_is_one_snapshot(make_server: Factory) -> None:
+    """/user/devices names a stream id and the devices as of that id: a change committed
+    while it is being read is in neither (read apart, it could be in the stream id only, and
+    the asking server would then drop that change's own update as seen already: the race
+    behind the gap test above timing out under load)."""
+    a: FedServer = await make_server()
+    alice = await a.client.register("alice")
+    await _setup_keys(a, alice)
+    assert a.hs.federation is not None
+    devices = a.hs.federation.devices
+    before = await devices.user_devices(alice.user_id)
+    keys = devices._keys
+    original = keys.served_keys
+    done: list[bool] = []
+
+    async def with_a_change_meanwhile(*args: Any) -> Any:
+        got = await original(*args)
+        if not done:  # another device comes, with keys, while the answer is being read
+            done.append(True)
+            alice2 = await login(a.client, alice, "ALICETWO")
+            await _setup_keys(a, alice2)
+        return got
+
+    keys.served_keys = with_a_change_meanwhile  # type: ignore[method-assign]
+    try:
+        during = await devices.user_devices(alice.user_id)
+    finally:
+        keys.served_keys = original  # type: ignore[method-assign]
+    assert done
+    assert during["stream_id"] == before["stream_id"]
+    assert [d["device_id"] for d in during["devices"]] == [alice.device_id]
+    after = await devices.user_devices(alice.user_id)
+    assert after["stream_id"] > before["stream_id"]
+    assert {d["device_id"] for d in after["devices"]} == {alice.device_id, "ALICETWO"}

@@ -63,6 +63,11 @@ async def test_signed_requests_verify_and_forgeries_get_401(make_server: Factory
     for why, headers in cases.items():
         status, body = await _raw(b, "GET", uri, headers)
         assert (status, body.get("errcode")) == (401, "M_UNAUTHORIZED"), why
+    # An origin that is not a server name at all (a non-numeric port): a malformed request.
+    not_a_name = sign_request(ServerSigningKey("localhost:http", other.signing_key), "GET",
+                              uri, b.name)
+    status, body = await _raw(b, "GET", uri, {"Authorization": not_a_name})
+    assert (status, body.get("errcode")) == (400, "M_UNAUTHORIZED")
     # Several Authorization headers: one valid is enough.
     ctx = client_context(b.config.federation_ca_file)
     async with b.http.get(URL(b.fed_url + uri, encoded=True), ssl=ctx,

@@ -116,9 +116,12 @@ def test_check_event_format(rv: RoomVersion) -> None:
         bad += [
             {k: v for k, v in _pdu(rv).items() if k != "event_id"},
             _pdu(rv, event_id="$no-domain"),
-            _pdu(rv, prev_events=[["$a:x", {}]]),
+            _pdu(rv, prev_events=[["$a:x", "h"]]),
+            _pdu(rv, prev_events=[["$a:x", {"sha256": 1}]]),
             _pdu(rv, prev_events=[["$a:x", {"sha256": "h"}, "extra"]]),
         ]
+    if old:  # an empty hashes object is allowed (the hashes are never used)
+        check_event_format(rv, _pdu(rv, prev_events=[["$a:x", {}]]))
     if rv.strict_canonical_json:
         bad.append(_pdu(rv, content={"n": 0.5}))
     else:
