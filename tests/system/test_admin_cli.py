@@ -60,5 +60,7 @@ async def test_admin_cli(fresh_database: str, tmp_path: Path) -> None:
     missing = parley("admin", "make-admin", "--user", "nobody", env=env, cwd=tmp_path)
     assert missing.returncode == 1 and "M_NOT_FOUND" in missing.stderr
     assert "Traceback" not in missing.stderr
-    taken = parley("admin", "create-token", "--token", random["token"], env=env, cwd=tmp_path)
+    # `--token=VALUE`: a generated token may begin with "-", which as a separate argument
+    # would read as an option.
+    taken = parley("admin", "create-token", f"--token={random['token']}", env=env, cwd=tmp_path)
     assert taken.returncode == 1 and "M_INVALID_PARAM" in taken.stderr
