@@ -32,7 +32,6 @@ from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.reports.service import ReportService
 from homeserver.rooms.directory import PublicRoomDirectory
-from homeserver.rooms.initial_sync import RoomInitialSync
 from homeserver.rooms.mutual_rooms import MutualRooms
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
@@ -42,6 +41,7 @@ from homeserver.rooms.timestamps import TimestampLookup
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.search.service import SearchService
+from homeserver.sync.initial_sync import InitialSync
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.types import Requester
@@ -95,7 +95,7 @@ class ClientContext:
     spaces: SpaceService | None = None
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
-    initial_sync: RoomInitialSync | None = None
+    initial_sync: InitialSync | None = None
     # Marks a user erased (homeserver/admin/users.py), for /account/deactivate with `erase`.
     erase_user: Callable[[str], Awaitable[None]] | None = None
 

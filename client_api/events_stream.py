@@ -3,7 +3,8 @@ still specified; old bots and SyTest's fixtures use it, often as `timeout=0` to 
 
 It is an incremental /sync from `from` (a sync token; absent means now) on the same engine, so
 it wakes as /sync does; the timeline, ephemeral and invite events of each room are given with
-their `room_id`, and presence events as they are. A room whose timeline is `limited` loses the
+their `room_id` (so are a room's account data events, tags among them), and presence and
+global account data events as they are. A room whose timeline is `limited` loses the
 events before its last TIMELINE_LIMIT, as the legacy stream of the reference server does."""
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def _flatten(body: JsonDict) -> list[JsonDict]:
             chunk.append({**ev, "room_id": room_id})
         for ev in room.get("ephemeral", {}).get("events", []):
             chunk.append({**ev, "room_id": room_id})
+        for ev in room.get("account_data", {}).get("events", []):
+            chunk.append({**ev, "room_id": room_id})
     for room_id, room in rooms.get("invite", {}).items():
         for ev in room.get("invite_state", {}).get("events", []):
             if ev.get("type") == "m.room.member":
@@ -39,6 +42,7 @@ def _flatten(body: JsonDict) -> list[JsonDict]:
         for ev in room.get("timeline", {}).get("events", []):
             chunk.append({**ev, "room_id": room_id})
     chunk.extend(body.get("presence", {}).get("events", []))
+    chunk.extend(body.get("account_data", {}).get("events", []))
     return chunk
 
 

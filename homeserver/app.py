@@ -118,7 +118,7 @@ from homeserver.push.sender import PusherSender
 from homeserver.push.service import PushRuleService
 from homeserver.push.store import PushRuleStore
 from homeserver.ratelimit import RateLimiter
-from homeserver.receipts.service import ReceiptService
+from homeserver.receipts.service import ReceiptCommitted, ReceiptService
 from homeserver.receipts.store import ReceiptStore
 from homeserver.reports.service import ReportService
 from homeserver.reports.store import ReportStore
@@ -148,6 +148,7 @@ from homeserver.storage.instances import InstanceRegistry
 from homeserver.storage.migrate import migrate
 from homeserver.storage.streams import IdPool, Stream
 from homeserver.streams.notifier import Notifier
+from homeserver.sync.initial_sync import InitialSync
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.sync.sliding_store import SlidingStore
@@ -204,6 +205,7 @@ class Homeserver:
     key_backup: KeyBackupService | None = None
     writer: RoomWriter | None = None
     event_stream: Stream | None = None
+    members: MembershipIndex | None = None
     keys: DeviceKeyService | None = None
     cross_signing: CrossSigningService | None = None
     device_lists: DeviceListService | None = None
@@ -346,7 +348,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         filters=FilterService(db, user_store), push_rules=push_rules,
         uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
         sync=sync_service, notifier=notifier)
-    hs.writer, hs.event_stream = writer, event_stream
+    hs.writer, hs.event_stream, hs.members = writer, event_stream, members
     hs.public_rooms = PublicRoomDirectory(config.server_name, reader, room_service)
     hs.openid = OpenIdService(db, OpenIdStore(), config.server_name)
     # -- sliding sync (MSC4186): the same engine and sources as /sync
@@ -375,9 +377,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(hs.typing)
     # -- receipts
     receipt_store = ReceiptStore()
+    receipts_committed: list[ReceiptCommitted] = [notifications.receipt_committed]
     hs.receipts = ReceiptService(db, receipt_store, registry, cache, notifier, receipt_stream,
                                  on_write=[notifications.on_receipt],
-                                 on_committed=[notifications.receipt_committed])
+                                 on_committed=receipts_committed)
     refresher.others["receipts"] = hs.receipts.on_advance
 
     async def push_rules_elsewhere(_stream: str, before: int, after: int) -> None:
@@ -416,6 +419,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)),
         config.instance_name, tls=client_context(config.federation_ca_file))
     hs.pushers.on_change.append(pusher_sender.pushers_changed)
+    receipts_committed.append(pusher_sender.badge_changed)
     hs.background.append(pusher_sender)
     hs.background.append(NotificationPruner(db, notification_store))
     # -- media repository; the retention task also clears half-written uploads at start
@@ -580,7 +584,10 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
     app[CTX].spaces = SpaceService(hs.rooms)
     app[CTX].timestamps, app[CTX].mutual_rooms = hs.timestamps, hs.mutual_rooms
-    app[CTX].initial_sync = RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data)
+    assert hs.members is not None
+    app[CTX].initial_sync = InitialSync(
+        RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data), hs.members, hs.reader,
+        hs.account_data, hs.sync.current_token, hs.receipts, hs.presence)
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,

@@ -59,6 +59,11 @@ PRESETS: dict[str, dict[str, str]] = {
 
 
 MAX_GROUP = 100  # messages written in one group commit at most
+# Keys of a join request's body that never go into the member event as they are: the server
+# sets the membership, the reason is checked on its own, the rest belong to other mechanisms
+# (restricted joins, third-party invites).
+JOIN_RESERVED = frozenset({"membership", "reason", "third_party_signed", "third_party_invite",
+                           "join_authorised_via_users_server"})
 
 
 @dataclass(slots=True)
@@ -396,20 +401,33 @@ class RoomService:
         return room is None or ("m.room.create", "") not in room.state
 
     async def join(self, requester: Requester, room_id_or_alias: str,
-                   reason: str | None = None, servers: Sequence[str] = ()) -> str:
+                   reason: str | None = None, servers: Sequence[str] = (),
+                   custom: JsonDict | None = None) -> str:
         """Join a room by id or alias with the requester's profile; returns the room id.
-        A room this server is not in is joined through another server (federation)."""
+        A room this server is not in is joined through another server (federation).
+
+        `custom` holds the other keys of the join request's body, which go into the member
+        event's content as the reference server puts them (the spec leaves extra keys open;
+        SyTest's "join with custom content" expects them): a `displayname` or `avatar_url`
+        there is a per-room profile and wins over the global one; keys the server controls
+        (JOIN_RESERVED) are dropped."""
         if requester.suspended:
             raise suspended()
+        extra = {k: v for k, v in (custom or {}).items() if k not in JOIN_RESERVED}
+        for key in ("displayname", "avatar_url"):
+            if key in extra and not isinstance(extra[key], str):
+                raise MatrixError(400, Codes.BAD_JSON, f"{key} must be a string")
         room_id_or_alias, via, content = await self._remotely(requester, room_id_or_alias,
                                                               reason, servers)
         if content is not None:
             assert self.remote is not None
             await self._check_not_blocked(room_id_or_alias)
+            content.update(extra)
             return await self.remote.join(requester, room_id_or_alias, via, content)
         room_id = await self.resolve_room(room_id_or_alias)
         await self._check_not_blocked(room_id)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
+                                     extra=extra or None,
                                      profile=await self._profile(requester.user_id))
         return room_id
 

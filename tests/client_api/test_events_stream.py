@@ -45,3 +45,22 @@ async def test_events_bad_token_and_no_token(c: Client) -> None:
         assert status == 400 and body["errcode"] == "M_INVALID_PARAM", body
     status, body = await c.request("GET", "/events")
     assert status == 401
+
+
+async def test_events_carry_account_data_and_tags(c: Client) -> None:
+    alice = await c.register()
+    room = await c.create_room(alice)
+    status, now = await c.request("GET", "/events", token=alice.access_token,
+                                  params={"timeout": "0"})
+    for path, body in ((f"/user/{alice.user_id}/account_data/x.global", {"g": 1}),
+                       (f"/user/{alice.user_id}/rooms/{room}/account_data/x.room", {"r": 1}),
+                       (f"/user/{alice.user_id}/rooms/{room}/tags/u.fav", {})):
+        status, _ = await c.request("PUT", path, body, alice.access_token)
+        assert status == 200
+    status, body = await c.request("GET", "/events", token=alice.access_token,
+                                   params={"from": now["end"], "timeout": "0"})
+    assert status == 200
+    assert {"type": "x.global", "content": {"g": 1}} in body["chunk"]
+    assert {"type": "x.room", "content": {"r": 1}, "room_id": room} in body["chunk"]
+    assert {"type": "m.tag", "content": {"tags": {"u.fav": {}}}, "room_id": room} \
+        in body["chunk"]
