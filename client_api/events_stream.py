@@ -56,6 +56,8 @@ async def events(request: web.Request) -> web.Response:
     query_int(request, "limit", 0, 0, 1_000_000)
     raw = request.query.get("from")
     since = SyncToken.parse(raw) if raw else c.sync.current_token()
+    if c.presence is not None:  # the v1 sync: a client polling it is online, as with /sync
+        await c.presence.heartbeat(requester.user_id, requester.device_id, grace_ms=timeout)
     if timeout > 0:
         park(request)
     result = await c.sync.sync(requester, since, FILTER, timeout)

@@ -19,6 +19,8 @@ async def initial_sync(request: web.Request) -> web.Response:
     archived = query_bool(request, "archived", False)
     c = ctx(request)
     assert c.initial_sync is not None
+    if c.presence is not None:  # the v1 sync's first call: its client is online
+        await c.presence.heartbeat(requester.user_id, requester.device_id)
     return json_response(await c.initial_sync.all(requester, limit, archived))
 
 

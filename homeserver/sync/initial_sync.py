@@ -96,9 +96,14 @@ class InitialSync:
         }
 
     async def _presence_of(self, user_id: str, token: SyncToken) -> list[JsonDict]:
+        """The current presence of the user and of those sharing a room with them; each
+        content also names its user (`user_id`, the v1 form these endpoints had, which
+        SyTest "Newly created users see their own presence in /initialSync" reads)."""
         if self._presence is None:
             return []
-        return await self._presence.for_user(user_id, None, token.presence)
+        events = await self._presence.for_user(user_id, None, token.presence)
+        return [{**e, "content": {**e.get("content", {}), "user_id": e.get("sender")}}
+                for e in events]
 
     async def _receipts_of(self, user_id: str, room_ids: list[str],
                            token: SyncToken) -> dict[str, list[JsonDict]]:

@@ -392,15 +392,7 @@ class SyncService:
         if incremental and not events and not force and not tl_filter.drops_events:
             return {}
         unfiltered = len(events)
-        shown = {e.event_id: e for e in await self._visibility.filter(
-            user_id, events, currently_joined=True)}
-        # An event of the room's current state stays in the timeline even where history
-        # visibility hides it (a join while the user was away from a "joined" room): a member
-        # may read the current state anyway, and clients build it from the timeline (as the
-        # reference server does; SyTest "Current state appears in timeline in private history").
-        events = [shown.get(e.event_id, e) for e in events if e.event_id in shown or (
-            e.state_key is not None and (cur := room.state.get((e.type, e.state_key))) is not None
-            and cur.event_id == e.event_id)]
+        events = await self._visibility.filter(user_id, events, currently_joined=True)
         # State events the user may not see in the timeline still make the current state.
         hides_state = len(events) < unfiltered
         if ignored:  # their messages are left out; their state events still make the state
