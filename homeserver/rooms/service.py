@@ -628,21 +628,58 @@ class RoomService:
 
     # ------------------------------------------------------------------ create
 
-    async def create_room(self, requester: Requester, body: JsonDict) -> str:
+    def new_room_id(self) -> str:
+        """A fresh random room id, for versions whose room id is not the create event's hash
+        (a room upgrade names the new room in the tombstone before creating it)."""
+        return "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) \
+            + ":" + self.server_name
+
+    async def create_room(self, requester: Requester, body: JsonDict,
+                          room_id: str | None = None) -> str:
         """createRoom: the room with its initial state, the creator joined with their profile.
 
         A v12 room id is its create event's hash; in the unlikely case another process made
-        the same create event (same creator, content and millisecond), it is built again."""
+        the same create event (same creator, content and millisecond), it is built again.
+        `room_id` (from new_room_id) is the id of a room of an earlier version."""
         if requester.suspended:
             raise suspended()
         for _ in range(3):
             try:
-                return await self._create_room_once(requester, body)
+                return await self._create_room_once(requester, body, room_id)
             except _RoomIdTaken:
                 continue
         raise MatrixError(503, Codes.UNKNOWN, "Could not allocate a room id; please retry")
 
-    async def _create_room_once(self, requester: Requester, body: JsonDict) -> str:
+    async def build_state(self, requester: Requester, room_id: str, etype: str,
+                          state_key: str, content: JsonDict) -> tuple[str, JsonDict]:
+        """A state event built on the room's current extremities and checked against its auth
+        rules, not yet persisted (persist_built does that): a room upgrade names the old
+        room's tombstone in the new room's create event before the tombstone is sent.
+
+        Raises:
+            MatrixError: 404 for an unknown room, 403 from the auth rules.
+        """
+        async with self.locked(room_id) as room:
+            event_id, pdu = self._build(room, room.version, room_id, requester.user_id, etype,
+                                        content, state_key)
+            try:
+                check_auth(room.version, pdu, room.state_pdus())
+            except AuthError as e:
+                raise forbidden(str(e)) from e
+        return event_id, pdu
+
+    async def persist_built(self, room_id: str, event_id: str, pdu: JsonDict) -> str:
+        """Persist an event from build_state (events sent meanwhile make it a fork, which the
+        writer resolves as for any event built on fewer extremities)."""
+        async with self.locked(room_id) as room:
+            try:
+                entry = await self._writer.persist(room, PersistEvent(event_id, pdu))
+            except AuthError as e:
+                raise forbidden(str(e)) from e
+        return entry.event_id
+
+    async def _create_room_once(self, requester: Requester, body: JsonDict,
+                                chosen_id: str | None = None) -> str:
         version_id = body.get("room_version", self._default_version)
         rv = ROOM_VERSIONS.get(version_id) if isinstance(version_id, str) else None
         if rv is None:
@@ -693,8 +730,9 @@ class RoomService:
             if self.rooms.loaded(room_id) is not None:
                 raise _RoomIdTaken
         else:
-            room_id = "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) \
-                + ":" + self.server_name
+            room_id = chosen_id or self.new_room_id()
+            if chosen_id is not None and await self.rooms.get(chosen_id) is not None:
+                raise MatrixError(400, Codes.ROOM_IN_USE, "Room id already taken")
             create_id, create_pdu = self._build(None, rv, room_id, creator, "m.room.create",
                                                 create_content, "")
 

@@ -11,7 +11,9 @@ what happens to the old room afterwards, in the order the spec's "Server behavio
    members are not: local users follow the tombstone themselves, as the spec's clients do;
 4. local aliases move to the new room (with the canonical alias event, and the directory
    listing);
-5. the tombstone is sent to the old room;
+5. the tombstone is sent to the old room (built before step 2 for versions whose room id is
+   not the create event's hash, so that `predecessor.event_id` names it, as the reference
+   server does); the old room's canonical alias is emptied after it;
 6. the old room's power levels are raised so that sending and inviting need
    max(50, users_default + 1).
 
@@ -89,11 +91,29 @@ class RoomUpgrader:
             raise forbidden("You cannot upgrade this room")
         if not rv.creators_have_infinite_power:
             extra_creators = []  # the field has no effect for these versions (spec)
-        new_id = await self._rooms.create_room(requester, self._create_body(
-            old, rv, user, extra_creators))
+        tombstone: tuple[str, JsonDict] | None = None
+        if rv.room_id_is_create_event_hash:
+            # The new room's id comes from its create event, so the tombstone cannot be known
+            # before it: `predecessor` names the old room's last event (spec v1.16: event_id
+            # may be omitted when upgrading to v12).
+            new_id = await self._rooms.create_room(requester, self._create_body(
+                old, rv, user, extra_creators, self._last_event(old)))
+        else:
+            # The tombstone is built first, so that the new room's create event names it as
+            # the old room's last event (as the reference server does; SyTest "/upgrade
+            # creates a new room"), and sent once the new room exists.
+            new_id = self._rooms.new_room_id()
+            tombstone = await self._rooms.build_state(requester, room_id, TOMBSTONE, "", {
+                "body": "This room has been replaced", "replacement_room": new_id})
+            await self._rooms.create_room(requester, self._create_body(
+                old, rv, user, extra_creators, tombstone[0]), room_id=new_id)
         await self._after_create(requester, old, new_id, rv, user, extra_creators)
-        await self._rooms.set_state(requester, room_id, TOMBSTONE, "", {
-            "body": "This room has been replaced", "replacement_room": new_id})
+        if tombstone is not None:
+            await self._rooms.persist_built(room_id, *tombstone)
+        else:
+            await self._rooms.set_state(requester, room_id, TOMBSTONE, "", {
+                "body": "This room has been replaced", "replacement_room": new_id})
+        await self._clear_old_canonical_alias(requester, old)
         await self._restrict_old(requester, room_id)
         return new_id
 
@@ -135,10 +155,9 @@ class RoomUpgrader:
         return out
 
     def _create_body(self, old: RoomData, rv: RoomVersion, user: str,
-                     extra_creators: list[str]) -> JsonDict:
+                     extra_creators: list[str], last_event: str) -> JsonDict:
         create = self._content(old, "m.room.create") or {}
-        creation: JsonDict = {"predecessor": {"room_id": old.room_id,
-                                              "event_id": self._last_event(old)}}
+        creation: JsonDict = {"predecessor": {"room_id": old.room_id, "event_id": last_event}}
         for k in ("type", "m.federate"):
             if k in create:
                 creation[k] = create[k]
@@ -231,8 +250,12 @@ class RoomUpgrader:
                 new["alt_aliases"] = kept
         if new:
             await self._rooms.set_state(requester, new_id, "m.room.canonical_alias", "", new)
-        if canonical:
-            try:  # the aliases no longer point at the old room
+
+    async def _clear_old_canonical_alias(self, requester: Requester, old: RoomData) -> None:
+        """The aliases no longer point at the old room (sent after the tombstone, so that the
+        tombstone built before the new room was made follows the old room's last event)."""
+        if self._content(old, "m.room.canonical_alias"):
+            try:
                 await self._rooms.set_state(requester, old.room_id, "m.room.canonical_alias",
                                             "", {})
             except MatrixError:

@@ -43,7 +43,15 @@ async def test_upgrade_copies_state_and_tombstones(c: Client, server: Server) ->
     create = await state(c, u, new, "m.room.create")
     assert create["room_version"] == "11"
     assert create["predecessor"]["room_id"] == room
-    assert create["predecessor"]["event_id"].startswith("$")
+    # The tombstone, built before the new room so that its create event can name it.
+    status, tomb_ev = await c.request(
+        "GET", f"/rooms/{room}/state/m.room.tombstone/", token=u.access_token,
+        params={"format": "event"})
+    assert status == 200, tomb_ev
+    assert create["predecessor"]["event_id"] == tomb_ev["event_id"]
+    status, ev = await c.request("GET", f"/rooms/{room}/event/{tomb_ev['event_id']}",
+                                 token=u.access_token)
+    assert status == 200 and ev["content"]["replacement_room"] == new
     assert (await state(c, u, new, "m.room.name")) == {"name": "Old name"}
     assert (await state(c, u, new, "m.room.topic"))["topic"] == "A topic"
     assert (await state(c, u, new, "m.room.join_rules"))["join_rule"] == "public"
@@ -80,6 +88,13 @@ async def test_upgrade_to_v12_unlists_creator(c: Client) -> None:
     create = await state(c, u, new, "m.room.create")
     assert create["room_version"] == "12"
     assert create["additional_creators"] == [other.user_id]
+    # A v12 room id is its create event's hash: the predecessor is the last event before the
+    # tombstone, which could only be made once the new room's id was known.
+    status, tomb_ev = await c.request(
+        "GET", f"/rooms/{room}/state/m.room.tombstone/", token=u.access_token,
+        params={"format": "event"})
+    assert create["predecessor"]["room_id"] == room
+    assert create["predecessor"]["event_id"] != tomb_ev["event_id"]
     pl = await state(c, u, new, "m.room.power_levels")
     assert u.user_id not in pl.get("users", {})
     # A space keeps its type.
