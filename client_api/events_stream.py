@@ -56,7 +56,9 @@ async def events(request: web.Request) -> web.Response:
     query_int(request, "limit", 0, 0, 1_000_000)
     raw = request.query.get("from")
     since = SyncToken.parse(raw) if raw else c.sync.current_token()
-    if c.presence is not None:  # the v1 sync: a client polling it is online, as with /sync
+    if c.presence is not None and "room_id" not in request.query:
+        # The v1 sync: a client polling it is online, as with /sync (a peek at one room is not
+        # the client's sync).
         await c.presence.heartbeat(requester.user_id, requester.device_id, grace_ms=timeout)
     if timeout > 0:
         park(request)

@@ -8,6 +8,9 @@ endpoints cannot disagree. On top of it the reference server adds, and SyTest re
 `presence` (its members' current presence) and `receipts` (its m.receipt events), both only for
 a room the user is joined to; a room the user left shows neither (SyTest "departed room").
 
+Events come in the client format with the v1 `user_id` (the sender) added, and presence
+contents name their user (`user_id`), as these endpoints gave them.
+
 The global answer lists the rooms the user is joined to or invited to, and with `archived=true`
 also the rooms they left or were banned from (SPEC-216), not forgotten ones; an invite is given
 as its invite event, not the room's content. Top-level `presence`, `receipts` and
@@ -46,7 +49,7 @@ class InitialSync:
     async def room(self, requester: Requester, room_id: str, limit: int) -> JsonDict:
         """GET /rooms/{roomId}/initialSync: the room's part plus its presence and receipts."""
         token = self._current_token()
-        body = await self._rooms.room(requester, room_id, limit)
+        body = _v1_room(await self._rooms.room(requester, room_id, limit))
         joined = body.get("membership") == "join"
         presence = await self._presence_of(requester.user_id, token) if joined else []
         members = set((await self._reader.joined_members(requester, room_id)).keys()) \
@@ -70,7 +73,8 @@ class InitialSync:
             if m.membership == "invite":
                 entry: JsonDict = {"room_id": room_id, "membership": "invite"}
                 for invite in await self._reader.events([m.event_id]):
-                    entry["invite"] = invite.to_client(requester.user_id, requester.device_id)
+                    entry["invite"] = _v1_event(invite.to_client(requester.user_id,
+                                                                 requester.device_id))
                 rooms.append(entry)
                 continue
             if room_id in forgotten:
@@ -80,7 +84,7 @@ class InitialSync:
             except MatrixError:  # a room this server no longer has, or may not show
                 continue
             room.setdefault("membership", m.membership)
-            rooms.append(room)
+            rooms.append(_v1_room(room))
         joined = [r["room_id"] for r in rooms if r.get("membership") == "join"]
         receipts = await self._receipts_of(requester.user_id, joined, token)
         return {
@@ -110,3 +114,20 @@ class InitialSync:
         if self._receipts is None or not room_ids:
             return {}
         return await self._receipts.for_rooms(user_id, room_ids, None, token.receipts)
+
+
+def _v1_event(event: JsonDict) -> JsonDict:
+    """An event in the form of the v1 API these endpoints come from, which also named the
+    sender `user_id` (the reference server still adds it there; SyTest "Room initialSync" reads
+    members by it): the client format plus that one key."""
+    sender = event.get("sender")
+    return {**event, "user_id": sender} if isinstance(sender, str) else event
+
+
+def _v1_room(room: JsonDict) -> JsonDict:
+    messages = room.get("messages")
+    if isinstance(messages, dict):
+        room["messages"] = {**messages, "chunk": [_v1_event(e) for e in messages["chunk"]]}
+    if isinstance(room.get("state"), list):
+        room["state"] = [_v1_event(e) for e in room["state"]]
+    return room

@@ -43,6 +43,10 @@ async def test_initial_sync_rooms_receipts_tags_and_account_data(c: Client) -> N
     assert {"start", "end"} <= set(r["messages"])
     assert any(e["type"] == "m.room.name" and e["content"] == {"name": "Everything"}
                for e in r["state"])
+    # The v1 form: each event also names its sender `user_id`; presence names its user.
+    assert all(e["user_id"] == e["sender"] for e in r["state"] + r["messages"]["chunk"])
+    assert [e["content"]["user_id"] for e in body["presence"]
+            if e["sender"] == alice.user_id] == [alice.user_id]
     assert {"type": "m.tag", "content": {"tags": {"u.work": {"order": 0.5}}}} \
         in r["account_data"]
     assert {"type": "x.room", "content": {"r": 1}} in r["account_data"]
