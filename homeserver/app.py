@@ -137,7 +137,7 @@ from homeserver.rooms.thread_store import ThreadStore
 from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.timestamps import TimestampLookup, TimestampStore
 from homeserver.rooms.typing import TypingService
-from homeserver.rooms.upgrades import RoomUpgrader
+from homeserver.rooms.upgrades import RoomUpgrader, carry_user_state
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
 from homeserver.search.service import SearchService
@@ -362,6 +362,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.mutual_rooms = MutualRooms(members, registry)
     invite_permission = InvitePermission(account_data)
     room_service.invite_blocked = sources.invite_blocked = invite_permission.blocks
+
+    async def carry_over(user_id: str, old_room: str, new_room: str) -> None:
+        await carry_user_state(account_data, user_id, old_room, new_room)
+    room_service.on_upgraded_join = carry_over
     hs.timestamps = TimestampLookup(db, TimestampStore(), room_service, reader, cache, visibility)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
@@ -581,7 +585,7 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     app[CTX].threads = hs.threads
-    app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
+    app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore(), hs.account_data)
     app[CTX].spaces = SpaceService(hs.rooms)
     app[CTX].timestamps, app[CTX].mutual_rooms = hs.timestamps, hs.mutual_rooms
     assert hs.members is not None

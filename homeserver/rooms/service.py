@@ -129,6 +129,9 @@ class RoomService:
         self.is_notice_room: Callable[[str, str], Awaitable[bool]] | None = None
         # Whether a local user blocks invites (spec v1.18; homeserver/users/invite_permission.py).
         self.invite_blocked: Callable[[str], Awaitable[bool]] | None = None
+        # (user, old room, new room): a local user joined the replacement of an upgraded room;
+        # their state about the old room follows (homeserver/rooms/upgrades.py).
+        self.on_upgraded_join: Callable[[str, str, str], Awaitable[None]] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -426,9 +429,17 @@ class RoomService:
             return await self.remote.join(requester, room_id_or_alias, via, content)
         room_id = await self.resolve_room(room_id_or_alias)
         await self._check_not_blocked(room_id)
+        room = await self.get_room(room_id)
+        was = room.membership(requester.user_id)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      extra=extra or None,
                                      profile=await self._profile(requester.user_id))
+        create = room.state.get(("m.room.create", ""))
+        predecessor = create.pdu.get("content", {}).get("predecessor") if create else None
+        if (was != "join" and self.on_upgraded_join is not None
+                and isinstance(predecessor, dict)
+                and isinstance(predecessor.get("room_id"), str)):
+            await self.on_upgraded_join(requester.user_id, predecessor["room_id"], room_id)
         return room_id
 
     async def _check_not_blocked(self, room_id: str) -> None:

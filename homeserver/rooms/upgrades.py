@@ -18,6 +18,11 @@ what happens to the old room afterwards, in the order the spec's "Server behavio
    max(50, users_default + 1).
 
 Bans are copied too (as Synapse does), so that a banned user cannot walk into the new room.
+
+A local user's own state about the old room follows them into the new one when they join it
+(the upgrader at once): its tags, and its place in their `m.direct` (carry_user_state; as the
+reference server copies them, SyTest "local user has tags copied to the new room", "/upgrade
+preserves direct room state").
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from homeserver.rooms.state import RoomData
 from homeserver.rooms.store import RoomStore
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict, Requester, is_valid_user_id
+from homeserver.users.account_data import AccountDataService
 
 # State copied as is (besides the power levels, which are adjusted, and the aliases).
 COPIED = ("m.room.server_acl", "m.room.encryption", "m.room.name", "m.room.avatar",
@@ -46,11 +52,36 @@ COPIED = ("m.room.server_acl", "m.room.encryption", "m.room.name", "m.room.avata
 TOMBSTONE = "m.room.tombstone"
 
 
+async def carry_user_state(account_data: AccountDataService, user_id: str, old_room: str,
+                           new_room: str) -> None:
+    """Copy the user's tags of `old_room` to `new_room` (those they set there already win),
+    and list `new_room` in their m.direct wherever `old_room` is."""
+    tags = await account_data.room_tags(user_id, old_room)
+    if tags:
+        current = await account_data.room_tags(user_id, new_room)
+        merged = {**tags, **current}
+        if merged != current:
+            await account_data.put_account_data(user_id, new_room, "m.tag", {"tags": merged})
+    try:
+        direct = await account_data.get_account_data(user_id, "", "m.direct")
+    except MatrixError:
+        return
+    changed = False
+    for key, rooms in direct.items():
+        if isinstance(rooms, list) and old_room in rooms and new_room not in rooms:
+            direct[key] = [*rooms, new_room]
+            changed = True
+    if changed:
+        await account_data.put_account_data(user_id, "", "m.direct", direct)
+
+
 class RoomUpgrader:
-    def __init__(self, db: Database, rooms: RoomService, store: RoomStore) -> None:
+    def __init__(self, db: Database, rooms: RoomService, store: RoomStore,
+                 account_data: AccountDataService | None = None) -> None:
         self._db = db
         self._rooms = rooms
         self._store = store
+        self._account_data = account_data
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def upgrade(self, requester: Requester, room_id: str, new_version: str,
@@ -115,6 +146,8 @@ class RoomUpgrader:
                 "body": "This room has been replaced", "replacement_room": new_id})
         await self._clear_old_canonical_alias(requester, old)
         await self._restrict_old(requester, room_id)
+        if self._account_data is not None:  # the upgrader is in the new room already
+            await carry_user_state(self._account_data, user, room_id, new_id)
         return new_id
 
     # ------------------------------------------------------------------ the new room

@@ -160,3 +160,39 @@ async def test_upgrade_errors(c: Client) -> None:
     assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
     # Nothing happened to the room.
     assert await state(c, u, room, "m.room.tombstone") is None
+
+
+async def test_upgrade_carries_tags_and_direct_of_local_users(c: Client) -> None:
+    u, friend = await c.register(), await c.register()
+    room = await c.create_room(u, preset="public_chat", room_version="10")
+    await c.join(friend, room)
+    for who, tag in ((u, "u.mine"), (friend, "m.favourite")):
+        status, _ = await c.request("PUT", f"/user/{who.user_id}/rooms/{room}/tags/{tag}",
+                                    {"order": 0.25}, who.access_token)
+        assert status == 200
+    status, _ = await c.request("PUT", f"/user/{u.user_id}/account_data/m.direct",
+                                {friend.user_id: [room, "!other:parley.test"]}, u.access_token)
+    assert status == 200
+    status, body = await c.request("POST", f"/rooms/{room}/upgrade", {"new_version": "11"},
+                                   u.access_token)
+    assert status == 200, body
+    new = body["replacement_room"]
+
+    async def tags(who: User) -> dict[str, Any]:
+        status, body = await c.request("GET", f"/user/{who.user_id}/rooms/{new}/tags",
+                                       token=who.access_token)
+        assert status == 200
+        return dict(body["tags"])
+    # The upgrader at once; the other member when they follow the tombstone.
+    assert await tags(u) == {"u.mine": {"order": 0.25}}
+    status, direct = await c.request("GET", f"/user/{u.user_id}/account_data/m.direct",
+                                     token=u.access_token)
+    assert direct == {friend.user_id: [room, "!other:parley.test", new]}
+    assert await tags(friend) == {}
+    await c.join(friend, new)
+    assert await tags(friend) == {"m.favourite": {"order": 0.25}}
+    # Joining again (a profile change) copies nothing over what they changed since.
+    status, _ = await c.request("DELETE", f"/user/{friend.user_id}/rooms/{new}/tags/m.favourite",
+                                None, friend.access_token)
+    await c.join(friend, new)
+    assert await tags(friend) == {}
