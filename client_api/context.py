@@ -35,7 +35,6 @@ from homeserver.ratelimit import RateLimiter
 from homeserver.receipts.service import ReceiptService
 from homeserver.reports.service import ReportService
 from homeserver.rooms.directory import PublicRoomDirectory
-from homeserver.rooms.initial_sync import RoomInitialSync
 from homeserver.rooms.mutual_rooms import MutualRooms
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.service import RoomService
@@ -45,6 +44,7 @@ from homeserver.rooms.timestamps import TimestampLookup
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.search.service import SearchService
+from homeserver.sync.initial_sync import InitialSync
 from homeserver.sync.peek import RoomPeek
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
@@ -99,7 +99,7 @@ class ClientContext:
     spaces: SpaceService | None = None
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
-    initial_sync: RoomInitialSync | None = None
+    initial_sync: InitialSync | None = None
     peek: RoomPeek | None = None  # GET /events?room_id= into a world-readable room
     # Application services (homeserver/appservice/): as_token auth and their queries.
     appservice_auth: AppServiceAuth | None = None

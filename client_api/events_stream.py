@@ -3,7 +3,8 @@ still specified; old bots and SyTest's fixtures use it, often as `timeout=0` to 
 
 It is an incremental /sync from `from` (a sync token; absent means now) on the same engine, so
 it wakes as /sync does; the timeline, ephemeral and invite events of each room are given with
-their `room_id`, and presence events as they are. A room whose timeline is `limited` loses the
+their `room_id` (so are a room's account data events, tags among them), and presence and
+global account data events as they are. A room whose timeline is `limited` loses the
 events before its last TIMELINE_LIMIT, as the legacy stream of the reference server does.
 
 With `room_id` naming a room the user has not joined, it is a room preview instead (spec "Room
@@ -37,6 +38,8 @@ def _flatten(body: JsonDict) -> list[JsonDict]:
             chunk.append({**ev, "room_id": room_id})
         for ev in room.get("ephemeral", {}).get("events", []):
             chunk.append({**ev, "room_id": room_id})
+        for ev in room.get("account_data", {}).get("events", []):
+            chunk.append({**ev, "room_id": room_id})
     for room_id, room in rooms.get("invite", {}).items():
         for ev in room.get("invite_state", {}).get("events", []):
             if ev.get("type") == "m.room.member":
@@ -45,6 +48,7 @@ def _flatten(body: JsonDict) -> list[JsonDict]:
         for ev in room.get("timeline", {}).get("events", []):
             chunk.append({**ev, "room_id": room_id})
     chunk.extend(body.get("presence", {}).get("events", []))
+    chunk.extend(body.get("account_data", {}).get("events", []))
     return chunk
 
 
@@ -70,14 +74,14 @@ async def events(request: web.Request) -> web.Response:
     query_int(request, "limit", 0, 0, 1_000_000)
     raw = request.query.get("from")
     given = _since(c, raw) if raw else None
-    if c.presence is not None and not requester.is_guest:
-        # Polling the stream is being online, as a /sync is (and as the reference server
-        # counts it): SyTest's fixtures come online this way. Before "now" is taken, so that
-        # a stream started now does not begin with the poller's own change.
-        await c.presence.heartbeat(requester.user_id, requester.device_id, "online",
-                                   grace_ms=timeout)
-    since = given if given is not None else c.sync.current_token()
     room_id = request.query.get("room_id")
+    if c.presence is not None and not requester.is_guest and room_id is None:
+        # The v1 sync: a client polling it is online, as with /sync (and as the reference
+        # server counts it; SyTest's fixtures come online this way); a peek at one room is not
+        # the client's sync. Before "now" is taken, so that a stream started now does not begin
+        # with the poller's own change.
+        await c.presence.heartbeat(requester.user_id, requester.device_id, grace_ms=timeout)
+    since = given if given is not None else c.sync.current_token()
     if room_id is None and requester.is_guest:
         # A guest's stream is a room preview (as the reference server: its own rooms come
         # through /sync).

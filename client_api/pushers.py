@@ -40,7 +40,7 @@ async def get_pushers(request: web.Request) -> web.Response:
 async def set_pusher(request: web.Request) -> web.Response:
     requester = await auth(request)
     body = await read_json(request)
-    await _pushers(request).set(requester.user_id, body)
+    await _pushers(request).set(requester.user_id, body, requester.device_id)
     return json_response({})
 
 

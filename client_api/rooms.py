@@ -201,7 +201,8 @@ async def _join(request: web.Request, room: str) -> web.Response:
     body = await read_json(request, allow_empty=True)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins,
                     requester.is_admin or not requester.rate_limited)
-    room_id = await c.rooms.join(requester, room, reason_param(body), servers=_via(request))
+    room_id = await c.rooms.join(requester, room, reason_param(body), servers=_via(request),
+                                 custom=body)
     return json_response({"room_id": room_id})
 
 

@@ -125,7 +125,7 @@ from homeserver.push.sender import PusherSender
 from homeserver.push.service import PushRuleService
 from homeserver.push.store import PushRuleStore
 from homeserver.ratelimit import RateLimiter
-from homeserver.receipts.service import ReceiptService
+from homeserver.receipts.service import ReceiptCommitted, ReceiptService
 from homeserver.receipts.store import ReceiptStore
 from homeserver.reports.service import ReportService
 from homeserver.reports.store import ReportStore
@@ -145,7 +145,7 @@ from homeserver.rooms.thread_store import ThreadStore
 from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.timestamps import TimestampLookup, TimestampStore
 from homeserver.rooms.typing import TypingService
-from homeserver.rooms.upgrades import RoomUpgrader
+from homeserver.rooms.upgrades import RoomUpgrader, carry_user_state
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
 from homeserver.search.service import SearchService
@@ -156,6 +156,7 @@ from homeserver.storage.instances import InstanceRegistry
 from homeserver.storage.migrate import migrate
 from homeserver.storage.streams import IdPool, Stream
 from homeserver.streams.notifier import Notifier
+from homeserver.sync.initial_sync import InitialSync
 from homeserver.sync.peek import RoomPeek
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
@@ -214,6 +215,7 @@ class Homeserver:
     key_backup: KeyBackupService | None = None
     writer: RoomWriter | None = None
     event_stream: Stream | None = None
+    members: MembershipIndex | None = None
     keys: DeviceKeyService | None = None
     cross_signing: CrossSigningService | None = None
     device_lists: DeviceListService | None = None
@@ -397,7 +399,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         filters=FilterService(db, user_store), push_rules=push_rules,
         uia=UIASessionService(db, UIASessionStore()), rooms=room_service, reader=reader,
         sync=sync_service, notifier=notifier)
-    hs.writer, hs.event_stream = writer, event_stream
+    hs.writer, hs.event_stream, hs.members = writer, event_stream, members
     hs.public_rooms = PublicRoomDirectory(config.server_name, reader, room_service)
     hs.openid = OpenIdService(db, OpenIdStore(), config.server_name)
     # -- sliding sync (MSC4186): the same engine and sources as /sync
@@ -411,6 +413,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.mutual_rooms = MutualRooms(members, registry)
     invite_permission = InvitePermission(account_data)
     room_service.invite_blocked = sources.invite_blocked = invite_permission.blocks
+
+    async def carry_over(user_id: str, old_room: str, new_room: str) -> None:
+        await carry_user_state(account_data, user_id, old_room, new_room)
+    room_service.on_upgraded_join = carry_over
     hs.timestamps = TimestampLookup(db, TimestampStore(), room_service, reader, cache, visibility)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
@@ -427,9 +433,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(hs.typing)
     # -- receipts
     receipt_store = ReceiptStore()
+    receipts_committed: list[ReceiptCommitted] = [notifications.receipt_committed]
     hs.receipts = ReceiptService(db, receipt_store, registry, cache, notifier, receipt_stream,
                                  on_write=[notifications.on_receipt],
-                                 on_committed=[notifications.receipt_committed])
+                                 on_committed=receipts_committed)
     refresher.others["receipts"] = hs.receipts.on_advance
 
     async def push_rules_elsewhere(_stream: str, before: int, after: int) -> None:
@@ -470,6 +477,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)),
         config.instance_name, tls=client_context(config.federation_ca_file))
     hs.pushers.on_change.append(pusher_sender.pushers_changed)
+    receipts_committed.append(pusher_sender.badge_changed)
     hs.background.append(pusher_sender)
     hs.background.append(NotificationPruner(db, notification_store))
     # -- media repository; the retention task also clears half-written uploads at start
@@ -645,10 +653,13 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     app[CTX].threads = hs.threads
-    app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
+    app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore(), hs.account_data)
     app[CTX].spaces = SpaceService(hs.rooms)
     app[CTX].timestamps, app[CTX].mutual_rooms = hs.timestamps, hs.mutual_rooms
-    app[CTX].initial_sync = RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data)
+    assert hs.members is not None
+    app[CTX].initial_sync = InitialSync(
+        RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data), hs.members, hs.reader,
+        hs.account_data, hs.sync.current_token, hs.receipts, hs.presence)
     app[CTX].peek = hs.peek
     if hs.appservices is not None:
         app[CTX].appservice_auth = hs.appservices.auth

@@ -156,8 +156,15 @@ class NotificationStore:
     async def upsert_pusher(self, conn: Conn, user_id: str, app_id: str, pushkey: str,
                             app_display_name: str, device_display_name: str,
                             profile_tag: str | None, lang: str, data: str, now: int,
-                            position: int) -> None:
-        """A new pusher starts at `position`; an updated one keeps its place in the queue."""
+                            position: int, device_id: str | None = None) -> None:
+        """A new pusher starts at `position`; an updated one keeps its place in the queue.
+        It belongs to `device_id` (the session that set it last) if that device exists."""
+        await conn.execute(
+            "INSERT INTO pusher_devices (user_id, app_id, pushkey, device_id)"
+            " VALUES ($1, $2, $3,"
+            " (SELECT device_id FROM devices WHERE user_id = $1 AND device_id = $4))"
+            " ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = EXCLUDED.device_id",
+            user_id, app_id, pushkey, device_id)
         await conn.execute(
             "INSERT INTO pushers (user_id, kind, app_id, pushkey, app_display_name,"
             " device_display_name, profile_tag, lang, data, created_ts, position)"

@@ -128,8 +128,11 @@ class PusherService:
         async with self._db.connection() as conn:
             return [pusher_json(r) for r in await self._store.pushers(conn, user_id)]
 
-    async def set(self, user_id: str, body: JsonDict) -> None:
-        """Raises MatrixError (M_MISSING_PARAM, M_INVALID_PARAM, M_BAD_JSON, M_TOO_LARGE)
+    async def set(self, user_id: str, body: JsonDict, device_id: str | None = None) -> None:
+        """Set (or with `kind: null` delete) a pusher, owned by `device_id`, the session
+        setting it: the pusher is deleted with that device (migrations/0015_pusher_devices.sql).
+
+        Raises MatrixError (M_MISSING_PARAM, M_INVALID_PARAM, M_BAD_JSON, M_TOO_LARGE)
         with nothing changed."""
         p = validate_set(body)
         assert p is not None or body.get("kind") is None
@@ -142,7 +145,7 @@ class PusherService:
                 await self._store.upsert_pusher(
                     conn, user_id, p["app_id"], p["pushkey"], p["app_display_name"],
                     p["device_display_name"], p["profile_tag"], p["lang"], p["data"],
-                    int(time.time() * 1000), start)
+                    int(time.time() * 1000), start, device_id or None)
                 if not p["append"]:
                     await self._store.delete_others(conn, user_id, p["app_id"], p["pushkey"])
         for cb in self.on_change:

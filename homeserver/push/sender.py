@@ -91,6 +91,7 @@ class _Pusher:
     synced_to: int
     queue: deque[_Note] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
+    badge: bool = False  # the user's unread total changed without a notification: push it
 
 
 class GatewayError(Exception):
@@ -132,6 +133,17 @@ class PusherSender:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def badge_changed(self, _room_id: str, user_id: str) -> None:
+        """The user's read receipt may have lowered their unread total: each of their
+        pushers sends a counts-only push (after its queued notifications), so that the
+        app's badge drops when the user reads on another device."""
+        found = False
+        for p in self._pushers.values():
+            if p.row["user_id"] == user_id:
+                p.badge = found = True
+        if found:
+            self.wake()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -229,7 +241,8 @@ class PusherSender:
                     p.synced_to = upto
             self._seen = upto
         for pid, p in self._pushers.items():
-            if (p.queue or p.synced_to < self._seen) and self._retry_at.get(pid, 0) <= now \
+            if (p.queue or p.badge or p.synced_to < self._seen) \
+                    and self._retry_at.get(pid, 0) <= now \
                     and (p.worker is None or p.worker.done()):
                 p.worker = asyncio.create_task(self._drain(pid, p))
 
@@ -262,12 +275,18 @@ class PusherSender:
                 p.queue.extend(_Note.of(r, unread) for r in rows)
                 p.synced_to = int(rows[-1]["stream_ordering"]) if len(rows) == BATCH \
                     else target
-            if not p.queue:
+            if not p.queue and not p.badge:
                 return
-            note = p.queue[0]
+            note = p.queue[0] if p.queue else None
             try:
-                rejected = await self._send(p.row, note)
+                if note is not None:
+                    rejected = await self._send(p.row, note)
+                else:
+                    p.badge = False  # a receipt from now on asks for another
+                    rejected = await self._send_badge(p.row)
             except Exception as e:  # retried with backoff from this notification
+                if note is None:
+                    p.badge = True
                 n = self._failures.get(pid, 0)
                 self._failures[pid] = n + 1
                 delay = min(self._max_backoff, self._backoff * 2 ** n)
@@ -277,19 +296,30 @@ class PusherSender:
                 return
             self._failures.pop(pid, None)
             self._retry_at.pop(pid, None)
+            if p.row["pushkey"] in rejected:
+                await self._reject(pid)
+                return
+            if note is None:
+                continue
             async with self._db.connection() as conn:
-                if p.row["pushkey"] in rejected:
-                    await self._store.delete_pusher_id(conn, pid)
-                    log.info("pusher %s: pushkey rejected by the gateway, removed", pid)
-                    self._pushers.pop(pid, None)
-                    return
                 await self._store.advance(conn, pid, note.stream_ordering)
             p.position = max(p.position, note.stream_ordering)
             p.queue.popleft()
 
+    async def _reject(self, pid: int) -> None:
+        async with self._db.connection() as conn:
+            await self._store.delete_pusher_id(conn, pid)
+        log.info("pusher %s: pushkey rejected by the gateway, removed", pid)
+        self._pushers.pop(pid, None)
+
+    def _device(self, pusher: Any, tweaks: JsonDict) -> JsonDict:
+        data = orjson.loads(pusher["data"])
+        return {"app_id": pusher["app_id"], "pushkey": pusher["pushkey"],
+                "pushkey_ts": int(pusher["created_ts"]) // 1000,
+                "data": {k: v for k, v in data.items() if k != "url"}, "tweaks": tweaks}
+
     async def _body(self, pusher: Any, row: _Note) -> JsonDict:
         data = orjson.loads(pusher["data"])
-        device_data = {k: v for k, v in data.items() if k != "url"}
         actions = orjson.loads(row.actions)
         tweaks: JsonDict = {}
         for a in actions:
@@ -302,9 +332,7 @@ class PusherSender:
             "event_id": row.event_id, "id": row.event_id, "room_id": row.room_id,
             "counts": {"unread": row.unread},
             "prio": "high" if tweaks.get("highlight") or "sound" in tweaks else "low",
-            "devices": [{"app_id": pusher["app_id"], "pushkey": pusher["pushkey"],
-                         "pushkey_ts": int(pusher["created_ts"]) // 1000,
-                         "data": device_data, "tweaks": tweaks}],
+            "devices": [self._device(pusher, tweaks)],
         }
         if data.get("format") != "event_id_only":
             entry = (await self._cache.get_many([row.event_id])).get(row.event_id)
@@ -336,8 +364,21 @@ class PusherSender:
                         note["room_name"] = note["room_alias"]
         return {"notification": note}
 
+    async def _send_badge(self, pusher: Any) -> set[str]:
+        """POST a counts-only notification with the user's unread total now (the Push
+        Gateway API's badge update: no event_id, so the gateway alerts nobody)."""
+        async with self._db.connection() as conn:
+            unread = (await self._store.unread_totals(conn, [pusher["user_id"]])).get(
+                pusher["user_id"], 0)
+        body = {"notification": {"counts": {"unread": unread}, "prio": "low",
+                                 "devices": [self._device(pusher, {})]}}
+        return await self._post(pusher, body)
+
     async def _send(self, pusher: Any, row: _Note) -> set[str]:
         """POST one notification; the rejected pushkeys. Raises on anything but a 2xx."""
+        return await self._post(pusher, await self._body(pusher, row))
+
+    async def _post(self, pusher: Any, body: JsonDict) -> set[str]:
         url = orjson.loads(pusher["data"])["url"]
         host = urlsplit(url).hostname or ""
         try:
@@ -347,7 +388,6 @@ class PusherSender:
         if literal is not None and not self._policy.permits(str(literal)):
             raise GatewayError(f"{host} is not an address the outbound policy permits")
         assert self._session is not None
-        body = await self._body(pusher, row)
         async with self._session.post(url, data=orjson.dumps(body),
                                       headers={"Content-Type": "application/json"},
                                       allow_redirects=False) as resp:

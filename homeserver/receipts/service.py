@@ -110,6 +110,9 @@ class ReceiptService:
                 M_FORBIDDEN (not joined).
         """
         event = await self.check_receipt(requester, room_id, receipt_type, event_id, thread_id)
+        if await self._is_behind(room_id, receipt_type, requester.user_id, thread_id or "",
+                                 event.stream_ordering):
+            return
         data: dict[str, Any] = {"ts": int(time.time() * 1000)}
         if thread_id is not None:
             data["thread_id"] = thread_id
@@ -137,6 +140,20 @@ class ReceiptService:
         if receipt_type == "m.read":
             for sent in self.on_local:
                 sent(room_id, receipt_type, requester.user_id, event_id, data)
+
+    async def _is_behind(self, room_id: str, receipt_type: str, user_id: str, thread_id: str,
+                         stream_ordering: int) -> bool:
+        """Whether the user's receipt already points at a later event: a receipt only moves
+        forwards (as the reference server ratchets it, SyTest "Read receipts are visible to
+        /initialSync"), so a stale receipt from a lagging device is accepted and changes
+        nothing, and messages already read do not turn unread again."""
+        async with self._db.connection() as conn:
+            current = await self._store.event_of(conn, room_id, receipt_type, user_id,
+                                                 thread_id)
+        if current is None or current == "":
+            return False
+        entry = (await self._cache.get_many([current])).get(current)
+        return entry is not None and entry.stream_ordering > stream_ordering
 
     async def receive_remote(self, room_id: str, receipt_type: str, user_id: str,
                              event_id: str, data: JsonDict) -> None:

@@ -20,6 +20,14 @@ class ReceiptStore:
             room_id, receipt_type, user_id, thread_id, event_id, data, stream_id,
         )
 
+    async def event_of(self, conn: Conn, room_id: str, receipt_type: str, user_id: str,
+                       thread_id: str) -> str | None:
+        """The event the user's receipt of this type and thread points at now."""
+        got = await conn.fetchval(
+            "SELECT event_id FROM receipts WHERE room_id = $1 AND receipt_type = $2"
+            " AND user_id = $3 AND thread_id = $4", room_id, receipt_type, user_id, thread_id)
+        return str(got) if got is not None else None
+
     async def changed_between(self, conn: Conn, room_ids: list[str], viewer: str,
                               since: int, upto: int) -> list[asyncpg.Record]:
         """Receipts in `room_ids` written in (since, upto] that `viewer` may see (their own

@@ -4,7 +4,7 @@ state and latest messages in one answer, as the reader serves them to this user.
 Members get the current state and the newest messages; former members the state when they
 left and the messages before that; anyone may peek into a world-readable room. The messages
 come in timeline order, `start` pages back with /messages and `end` points after the newest.
-The global GET /initialSync (every room at once) is not offered: /sync replaced it.
+The global GET /initialSync (homeserver/sync/initial_sync.py) gives this for every room.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ class RoomInitialSync:
             end = PaginationToken(newest.depth, newest.stream_ordering + 1).serialize()
         elif start_from is not None:
             end = start_from
-        messages: JsonDict = {"chunk": chunk, "end": end}
-        if "end" in page:
-            messages["start"] = page["end"]
+        # `start` even when nothing is earlier (the spec lets it be omitted then; SyTest and
+        # old clients read it): the room's beginning, from which paging back gives nothing.
+        messages: JsonDict = {"chunk": chunk, "end": end,
+                              "start": page.get("end", PaginationToken(0, 0).serialize())}
         body: JsonDict = {
             "room_id": room_id,
             "messages": messages,

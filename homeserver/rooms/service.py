@@ -64,6 +64,11 @@ PRESETS: dict[str, dict[str, str]] = {
 
 
 MAX_GROUP = 100  # messages written in one group commit at most
+# Keys of a join request's body that never go into the member event as they are: the server
+# sets the membership, the reason is checked on its own, the rest belong to other mechanisms
+# (restricted joins, third-party invites).
+JOIN_RESERVED = frozenset({"membership", "reason", "third_party_signed", "third_party_invite",
+                           "join_authorised_via_users_server"})
 
 
 @dataclass(slots=True)
@@ -136,6 +141,9 @@ class RoomService:
         self.appservices: AppServiceRegistry | None = None
         self.query_user: Callable[[str], Awaitable[None]] | None = None
         self.query_alias: Callable[[str], Awaitable[bool]] | None = None
+        # (user, old room, new room): a local user joined the replacement of an upgraded room;
+        # their state about the old room follows (homeserver/rooms/upgrades.py).
+        self.on_upgraded_join: Callable[[str, str, str], Awaitable[None]] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -422,24 +430,45 @@ class RoomService:
             or room.left_behind(self.server_name)
 
     async def join(self, requester: Requester, room_id_or_alias: str,
-                   reason: str | None = None, servers: Sequence[str] = ()) -> str:
+                   reason: str | None = None, servers: Sequence[str] = (),
+                   custom: JsonDict | None = None) -> str:
         """Join a room by id or alias with the requester's profile; returns the room id.
-        A room this server is not in is joined through another server (federation)."""
+        A room this server is not in is joined through another server (federation).
+
+        `custom` holds the other keys of the join request's body, which go into the member
+        event's content as the reference server puts them (the spec leaves extra keys open;
+        SyTest's "join with custom content" expects them): a `displayname` or `avatar_url`
+        there is a per-room profile and wins over the global one; keys the server controls
+        (JOIN_RESERVED) are dropped."""
         if requester.suspended:
             raise suspended()
+        extra = {k: v for k, v in (custom or {}).items() if k not in JOIN_RESERVED}
+        for key in ("displayname", "avatar_url"):
+            if key in extra and not isinstance(extra[key], str):
+                raise MatrixError(400, Codes.BAD_JSON, f"{key} must be a string")
         room_id_or_alias, via, content = await self._remotely(requester, room_id_or_alias,
                                                               reason, servers)
         if content is not None:
             assert self.remote is not None
             await self._check_not_blocked(room_id_or_alias)
+            content.update(extra)
             joined = await self.remote.join(requester, room_id_or_alias, via, content)
             if requester.is_guest:
                 await self._guest_joined_remotely(requester, joined)
             return joined
         room_id = await self.resolve_room(room_id_or_alias)
         await self._check_not_blocked(room_id)
+        room = await self.get_room(room_id)
+        was = room.membership(requester.user_id)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
+                                     extra=extra or None,
                                      profile=await self._profile(requester.user_id))
+        create = room.state.get(("m.room.create", ""))
+        predecessor = create.pdu.get("content", {}).get("predecessor") if create else None
+        if (was != "join" and self.on_upgraded_join is not None
+                and isinstance(predecessor, dict)
+                and isinstance(predecessor.get("room_id"), str)):
+            await self.on_upgraded_join(requester.user_id, predecessor["room_id"], room_id)
         return room_id
 
     async def _guest_joined_remotely(self, requester: Requester, room_id: str) -> None:
@@ -657,21 +686,58 @@ class RoomService:
 
     # ------------------------------------------------------------------ create
 
-    async def create_room(self, requester: Requester, body: JsonDict) -> str:
+    def new_room_id(self) -> str:
+        """A fresh random room id, for versions whose room id is not the create event's hash
+        (a room upgrade names the new room in the tombstone before creating it)."""
+        return "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) \
+            + ":" + self.server_name
+
+    async def create_room(self, requester: Requester, body: JsonDict,
+                          room_id: str | None = None) -> str:
         """createRoom: the room with its initial state, the creator joined with their profile.
 
         A v12 room id is its create event's hash; in the unlikely case another process made
-        the same create event (same creator, content and millisecond), it is built again."""
+        the same create event (same creator, content and millisecond), it is built again.
+        `room_id` (from new_room_id) is the id of a room of an earlier version."""
         if requester.suspended:
             raise suspended()
         for _ in range(3):
             try:
-                return await self._create_room_once(requester, body)
+                return await self._create_room_once(requester, body, room_id)
             except _RoomIdTaken:
                 continue
         raise MatrixError(503, Codes.UNKNOWN, "Could not allocate a room id; please retry")
 
-    async def _create_room_once(self, requester: Requester, body: JsonDict) -> str:
+    async def build_state(self, requester: Requester, room_id: str, etype: str,
+                          state_key: str, content: JsonDict) -> tuple[str, JsonDict]:
+        """A state event built on the room's current extremities and checked against its auth
+        rules, not yet persisted (persist_built does that): a room upgrade names the old
+        room's tombstone in the new room's create event before the tombstone is sent.
+
+        Raises:
+            MatrixError: 404 for an unknown room, 403 from the auth rules.
+        """
+        async with self.locked(room_id) as room:
+            event_id, pdu = self._build(room, room.version, room_id, requester.user_id, etype,
+                                        content, state_key)
+            try:
+                check_auth(room.version, pdu, room.state_pdus())
+            except AuthError as e:
+                raise forbidden(str(e)) from e
+        return event_id, pdu
+
+    async def persist_built(self, room_id: str, event_id: str, pdu: JsonDict) -> str:
+        """Persist an event from build_state (events sent meanwhile make it a fork, which the
+        writer resolves as for any event built on fewer extremities)."""
+        async with self.locked(room_id) as room:
+            try:
+                entry = await self._writer.persist(room, PersistEvent(event_id, pdu))
+            except AuthError as e:
+                raise forbidden(str(e)) from e
+        return entry.event_id
+
+    async def _create_room_once(self, requester: Requester, body: JsonDict,
+                                chosen_id: str | None = None) -> str:
         version_id = body.get("room_version", self._default_version)
         rv = ROOM_VERSIONS.get(version_id) if isinstance(version_id, str) else None
         if rv is None:
@@ -726,8 +792,9 @@ class RoomService:
             if self.rooms.loaded(room_id) is not None:
                 raise _RoomIdTaken
         else:
-            room_id = "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) \
-                + ":" + self.server_name
+            room_id = chosen_id or self.new_room_id()
+            if chosen_id is not None and await self.rooms.get(chosen_id) is not None:
+                raise MatrixError(400, Codes.ROOM_IN_USE, "Room id already taken")
             create_id, create_pdu = self._build(None, rv, room_id, creator, "m.room.create",
                                                 create_content, "")
 

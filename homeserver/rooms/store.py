@@ -163,12 +163,15 @@ class RoomStore:
         word prefix, best first; at most `limit` rows.
 
         Visible: joined to a room `user_id` is joined to, or to a room with a public join rule
-        or world-readable history. `words` are lower-case runs of word characters (safe inside
+        or world-readable history. The searcher finds themself only through such a public room
+        (sharing a private room with oneself is not sharing it, as the reference server
+        counts; SyTest "Users appear/disappear from directory when join_rules are changed").
+        `words` are lower-case runs of word characters (safe inside
         a regex); `term` is the whole lower-cased search term, for ranking exact matches first.
         """
         return list(await conn.fetch(
             "WITH visible AS ("
-            "  SELECT room_id, bool_or(mine) AS mine FROM ("
+            "  SELECT room_id, bool_or(mine) AS mine, bool_or(NOT mine) AS public FROM ("
             "    SELECT room_id, TRUE AS mine FROM current_state"
             "     WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join'"
             "    UNION ALL"
@@ -186,6 +189,7 @@ class RoomStore:
             "  SELECT m.state_key AS user_id, bool_or(v.mine) AS shared"
             "    FROM visible v JOIN current_state m ON m.room_id = v.room_id"
             "   WHERE m.type = 'm.room.member' AND m.membership = 'join'"
+            "     AND (m.state_key <> $1 OR v.public)"
             "   GROUP BY m.state_key"
             ")"
             " SELECT u.user_id, p.displayname, p.avatar_url"

@@ -11,11 +11,18 @@ what happens to the old room afterwards, in the order the spec's "Server behavio
    members are not: local users follow the tombstone themselves, as the spec's clients do;
 4. local aliases move to the new room (with the canonical alias event, and the directory
    listing);
-5. the tombstone is sent to the old room;
+5. the tombstone is sent to the old room (built before step 2 for versions whose room id is
+   not the create event's hash, so that `predecessor.event_id` names it, as the reference
+   server does); the old room's canonical alias is emptied after it;
 6. the old room's power levels are raised so that sending and inviting need
    max(50, users_default + 1).
 
 Bans are copied too (as Synapse does), so that a banned user cannot walk into the new room.
+
+A local user's own state about the old room follows them into the new one when they join it
+(the upgrader at once): its tags, and its place in their `m.direct` (carry_user_state; as the
+reference server copies them, SyTest "local user has tags copied to the new room", "/upgrade
+preserves direct room state").
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from homeserver.rooms.state import RoomData
 from homeserver.rooms.store import RoomStore
 from homeserver.storage.database import Database
 from homeserver.types import JsonDict, Requester, is_valid_user_id
+from homeserver.users.account_data import AccountDataService
 
 # State copied as is (besides the power levels, which are adjusted, and the aliases).
 COPIED = ("m.room.server_acl", "m.room.encryption", "m.room.name", "m.room.avatar",
@@ -44,11 +52,36 @@ COPIED = ("m.room.server_acl", "m.room.encryption", "m.room.name", "m.room.avata
 TOMBSTONE = "m.room.tombstone"
 
 
+async def carry_user_state(account_data: AccountDataService, user_id: str, old_room: str,
+                           new_room: str) -> None:
+    """Copy the user's tags of `old_room` to `new_room` (those they set there already win),
+    and list `new_room` in their m.direct wherever `old_room` is."""
+    tags = await account_data.room_tags(user_id, old_room)
+    if tags:
+        current = await account_data.room_tags(user_id, new_room)
+        merged = {**tags, **current}
+        if merged != current:
+            await account_data.put_account_data(user_id, new_room, "m.tag", {"tags": merged})
+    try:
+        direct = await account_data.get_account_data(user_id, "", "m.direct")
+    except MatrixError:
+        return
+    changed = False
+    for key, rooms in direct.items():
+        if isinstance(rooms, list) and old_room in rooms and new_room not in rooms:
+            direct[key] = [*rooms, new_room]
+            changed = True
+    if changed:
+        await account_data.put_account_data(user_id, "", "m.direct", direct)
+
+
 class RoomUpgrader:
-    def __init__(self, db: Database, rooms: RoomService, store: RoomStore) -> None:
+    def __init__(self, db: Database, rooms: RoomService, store: RoomStore,
+                 account_data: AccountDataService | None = None) -> None:
         self._db = db
         self._rooms = rooms
         self._store = store
+        self._account_data = account_data
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def upgrade(self, requester: Requester, room_id: str, new_version: str,
@@ -89,12 +122,32 @@ class RoomUpgrader:
             raise forbidden("You cannot upgrade this room")
         if not rv.creators_have_infinite_power:
             extra_creators = []  # the field has no effect for these versions (spec)
-        new_id = await self._rooms.create_room(requester, self._create_body(
-            old, rv, user, extra_creators))
+        tombstone: tuple[str, JsonDict] | None = None
+        if rv.room_id_is_create_event_hash:
+            # The new room's id comes from its create event, so the tombstone cannot be known
+            # before it: `predecessor` names the old room's last event (spec v1.16: event_id
+            # may be omitted when upgrading to v12).
+            new_id = await self._rooms.create_room(requester, self._create_body(
+                old, rv, user, extra_creators, self._last_event(old)))
+        else:
+            # The tombstone is built first, so that the new room's create event names it as
+            # the old room's last event (as the reference server does; SyTest "/upgrade
+            # creates a new room"), and sent once the new room exists.
+            new_id = self._rooms.new_room_id()
+            tombstone = await self._rooms.build_state(requester, room_id, TOMBSTONE, "", {
+                "body": "This room has been replaced", "replacement_room": new_id})
+            await self._rooms.create_room(requester, self._create_body(
+                old, rv, user, extra_creators, tombstone[0]), room_id=new_id)
         await self._after_create(requester, old, new_id, rv, user, extra_creators)
-        await self._rooms.set_state(requester, room_id, TOMBSTONE, "", {
-            "body": "This room has been replaced", "replacement_room": new_id})
+        if tombstone is not None:
+            await self._rooms.persist_built(room_id, *tombstone)
+        else:
+            await self._rooms.set_state(requester, room_id, TOMBSTONE, "", {
+                "body": "This room has been replaced", "replacement_room": new_id})
+        await self._clear_old_canonical_alias(requester, old)
         await self._restrict_old(requester, room_id)
+        if self._account_data is not None:  # the upgrader is in the new room already
+            await carry_user_state(self._account_data, user, room_id, new_id)
         return new_id
 
     # ------------------------------------------------------------------ the new room
@@ -135,10 +188,9 @@ class RoomUpgrader:
         return out
 
     def _create_body(self, old: RoomData, rv: RoomVersion, user: str,
-                     extra_creators: list[str]) -> JsonDict:
+                     extra_creators: list[str], last_event: str) -> JsonDict:
         create = self._content(old, "m.room.create") or {}
-        creation: JsonDict = {"predecessor": {"room_id": old.room_id,
-                                              "event_id": self._last_event(old)}}
+        creation: JsonDict = {"predecessor": {"room_id": old.room_id, "event_id": last_event}}
         for k in ("type", "m.federate"):
             if k in create:
                 creation[k] = create[k]
@@ -231,8 +283,12 @@ class RoomUpgrader:
                 new["alt_aliases"] = kept
         if new:
             await self._rooms.set_state(requester, new_id, "m.room.canonical_alias", "", new)
-        if canonical:
-            try:  # the aliases no longer point at the old room
+
+    async def _clear_old_canonical_alias(self, requester: Requester, old: RoomData) -> None:
+        """The aliases no longer point at the old room (sent after the tombstone, so that the
+        tombstone built before the new room was made follows the old room's last event)."""
+        if self._content(old, "m.room.canonical_alias"):
+            try:
                 await self._rooms.set_state(requester, old.room_id, "m.room.canonical_alias",
                                             "", {})
             except MatrixError:

@@ -13,7 +13,9 @@ async def test_events_from_now_then_wakes_on_a_message(c: Client) -> None:
     await c.join(bob, room)
     status, now = await c.request("GET", "/events", token=bob.access_token,
                                   params={"timeout": "0"})
-    assert status == 200 and now["chunk"] == [] and now["end"].startswith("s")
+    # Polling /events is being online (as /sync): bob's own presence is all there is.
+    assert status == 200 and now["end"].startswith("s")
+    assert [(e["type"], e["sender"]) for e in now["chunk"]] == [("m.presence", bob.user_id)]
 
     async def later() -> str:
         await asyncio.sleep(0.3)
@@ -59,3 +61,22 @@ async def test_polling_events_brings_the_user_online(c: Client) -> None:
     status, body = await c.request("GET", f"/presence/{alice.user_id}/status",
                                    token=alice.access_token)
     assert status == 200 and body["presence"] == "online", body
+
+
+async def test_events_carry_account_data_and_tags(c: Client) -> None:
+    alice = await c.register()
+    room = await c.create_room(alice)
+    status, now = await c.request("GET", "/events", token=alice.access_token,
+                                  params={"timeout": "0"})
+    for path, body in ((f"/user/{alice.user_id}/account_data/x.global", {"g": 1}),
+                       (f"/user/{alice.user_id}/rooms/{room}/account_data/x.room", {"r": 1}),
+                       (f"/user/{alice.user_id}/rooms/{room}/tags/u.fav", {})):
+        status, _ = await c.request("PUT", path, body, alice.access_token)
+        assert status == 200
+    status, body = await c.request("GET", "/events", token=alice.access_token,
+                                   params={"from": now["end"], "timeout": "0"})
+    assert status == 200
+    assert {"type": "x.global", "content": {"g": 1}} in body["chunk"]
+    assert {"type": "x.room", "content": {"r": 1}, "room_id": room} in body["chunk"]
+    assert {"type": "m.tag", "content": {"tags": {"u.fav": {}}}, "room_id": room} \
+        in body["chunk"]

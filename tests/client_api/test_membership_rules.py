@@ -204,3 +204,32 @@ async def test_state_after_kick_is_readable_after_ban_is_not(c: Client) -> None:
     for path in ("/state", "/state/m.room.name", f"/state/m.room.member/{banned.user_id}"):
         status, body = await c.request("GET", f"/rooms/{room}{path}", token=banned.access_token)
         assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), (path, body)
+
+
+async def test_join_with_custom_content(c: Client, server: Server) -> None:
+    """Other keys of a join's body go into the member event (as the reference server puts
+    them); a displayname there is a per-room name; keys the server owns are not taken."""
+    owner, joiner = await c.register(), await c.register()
+    local = "cjc" + secrets.token_hex(4)
+    room = await c.create_room(owner, preset="public_chat", room_alias_name=local)
+    alias = f"#{local}:{server.config.server_name}"
+    for path in (f"/join/{room}", f"/join/{quote(alias)}", f"/rooms/{room}/join"):
+        status, body = await c.request("POST", path, {
+            "foo": path, "membership": "leave", "reason": "hello",
+            "join_authorised_via_users_server": owner.user_id}, joiner.access_token)
+        assert (status, body) == (200, {"room_id": room}), path
+        status, member = await c.request(
+            "GET", f"/rooms/{room}/state/m.room.member/{joiner.user_id}",
+            token=owner.access_token)
+        assert member["foo"] == path and member["membership"] == "join", member
+        assert member["reason"] == "hello"
+        assert "join_authorised_via_users_server" not in member
+        assert member["displayname"] == joiner.user_id[1:].split(":")[0]
+    status, _ = await c.request("POST", f"/join/{room}", {"displayname": "In here"},
+                                joiner.access_token)
+    status, member = await c.request(
+        "GET", f"/rooms/{room}/state/m.room.member/{joiner.user_id}", token=owner.access_token)
+    assert member["displayname"] == "In here"
+    status, body = await c.request("POST", f"/join/{room}", {"displayname": 5},
+                                   joiner.access_token)
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")

@@ -4,6 +4,7 @@ aiohttp server in the test recording /_matrix/push/v1/notify calls)."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -475,3 +476,64 @@ async def test_old_read_notifications_are_pruned_unread_kept(c: Client, server: 
     bodies = [n["event"]["content"].get("body") for n in body["notifications"]]
     assert "old, unread" in bodies and "old, read" not in bodies
     assert unread(await c.sync(bob), room)["notification_count"] == 1
+
+
+# ------------------------------------------------------------------ badges and sessions
+
+
+async def test_read_receipt_sends_a_badge_update(pc: Client, gateway: Gateway) -> None:
+    """A receipt lowers the unread total: the gateway gets a counts-only push after the
+    notification (Push Gateway API: no event_id, so nobody is alerted)."""
+    alice, bob, room = await dm(pc)
+    await set_pusher(pc, bob, gateway.url)
+    ev = await pc.send(alice, room, "hello")
+    await gateway.wait_calls(1)
+    status, _ = await pc.request("POST", f"/rooms/{room}/receipt/m.read/{ev}", {},
+                                 bob.access_token)
+    assert status == 200
+    calls = await gateway.wait_calls(2)
+    badge = calls[1]
+    assert badge["counts"] == {"unread": 0}
+    assert "event_id" not in badge and "type" not in badge
+    assert badge["devices"][0]["pushkey"] == "key1"
+    # Another user's receipt is not bob's badge.
+    ev2 = await pc.send(bob, room, "reply")
+    status, _ = await pc.request("POST", f"/rooms/{room}/receipt/m.read/{ev2}", {},
+                                 alice.access_token)
+    await asyncio.sleep(1.0)
+    assert len(gateway.calls) == 2
+
+
+async def test_password_change_deletes_other_sessions_pushers(c: Client) -> None:
+    local = "pw" + secrets.token_hex(4)
+    u = await c.register(local, password="old-password")
+    status, other = await c.request("POST", "/login", {
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": local},
+        "password": "old-password"})
+    assert status == 200
+    other_user = User(u.user_id, other["access_token"], other["device_id"])
+    await set_pusher(c, other_user, "https://gw.example/_matrix/push/v1/notify",
+                     pushkey="other")
+    await set_pusher(c, u, "https://gw.example/_matrix/push/v1/notify", pushkey="mine")
+    status, body = await c.request("POST", "/account/password", {
+        "new_password": "new-password", "logout_devices": False,
+        "auth": {"type": "m.login.password", "password": "old-password",
+                 "identifier": {"type": "m.id.user", "user": local}}}, u.access_token)
+    assert status == 200, body
+    status, body = await c.request("GET", "/pushers", token=u.access_token)
+    assert sorted(p["pushkey"] for p in body["pushers"]) == ["mine", "other"]
+    status, body = await c.request("POST", "/account/password", {
+        "new_password": "newer-password",
+        "auth": {"type": "m.login.password", "password": "new-password",
+                 "identifier": {"type": "m.id.user", "user": local}}}, u.access_token)
+    assert status == 200, body
+    status, body = await c.request("GET", "/pushers", token=u.access_token)
+    assert [p["pushkey"] for p in body["pushers"]] == ["mine"]
+    # Logging out takes this session's pusher with it.
+    status, _ = await c.request("POST", "/logout", {}, u.access_token)
+    assert status == 200
+    status, again = await c.request("POST", "/login", {
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": local},
+        "password": "newer-password"})
+    status, body = await c.request("GET", "/pushers", token=again["access_token"])
+    assert body["pushers"] == []

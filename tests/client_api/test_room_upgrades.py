@@ -43,7 +43,15 @@ async def test_upgrade_copies_state_and_tombstones(c: Client, server: Server) ->
     create = await state(c, u, new, "m.room.create")
     assert create["room_version"] == "11"
     assert create["predecessor"]["room_id"] == room
-    assert create["predecessor"]["event_id"].startswith("$")
+    # The tombstone, built before the new room so that its create event can name it.
+    status, tomb_ev = await c.request(
+        "GET", f"/rooms/{room}/state/m.room.tombstone/", token=u.access_token,
+        params={"format": "event"})
+    assert status == 200, tomb_ev
+    assert create["predecessor"]["event_id"] == tomb_ev["event_id"]
+    status, ev = await c.request("GET", f"/rooms/{room}/event/{tomb_ev['event_id']}",
+                                 token=u.access_token)
+    assert status == 200 and ev["content"]["replacement_room"] == new
     assert (await state(c, u, new, "m.room.name")) == {"name": "Old name"}
     assert (await state(c, u, new, "m.room.topic"))["topic"] == "A topic"
     assert (await state(c, u, new, "m.room.join_rules"))["join_rule"] == "public"
@@ -80,6 +88,13 @@ async def test_upgrade_to_v12_unlists_creator(c: Client) -> None:
     create = await state(c, u, new, "m.room.create")
     assert create["room_version"] == "12"
     assert create["additional_creators"] == [other.user_id]
+    # A v12 room id is its create event's hash: the predecessor is the last event before the
+    # tombstone, which could only be made once the new room's id was known.
+    status, tomb_ev = await c.request(
+        "GET", f"/rooms/{room}/state/m.room.tombstone/", token=u.access_token,
+        params={"format": "event"})
+    assert create["predecessor"]["room_id"] == room
+    assert create["predecessor"]["event_id"] != tomb_ev["event_id"]
     pl = await state(c, u, new, "m.room.power_levels")
     assert u.user_id not in pl.get("users", {})
     # A space keeps its type.
@@ -145,3 +160,39 @@ async def test_upgrade_errors(c: Client) -> None:
     assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
     # Nothing happened to the room.
     assert await state(c, u, room, "m.room.tombstone") is None
+
+
+async def test_upgrade_carries_tags_and_direct_of_local_users(c: Client) -> None:
+    u, friend = await c.register(), await c.register()
+    room = await c.create_room(u, preset="public_chat", room_version="10")
+    await c.join(friend, room)
+    for who, tag in ((u, "u.mine"), (friend, "m.favourite")):
+        status, _ = await c.request("PUT", f"/user/{who.user_id}/rooms/{room}/tags/{tag}",
+                                    {"order": 0.25}, who.access_token)
+        assert status == 200
+    status, _ = await c.request("PUT", f"/user/{u.user_id}/account_data/m.direct",
+                                {friend.user_id: [room, "!other:parley.test"]}, u.access_token)
+    assert status == 200
+    status, body = await c.request("POST", f"/rooms/{room}/upgrade", {"new_version": "11"},
+                                   u.access_token)
+    assert status == 200, body
+    new = body["replacement_room"]
+
+    async def tags(who: User) -> dict[str, Any]:
+        status, body = await c.request("GET", f"/user/{who.user_id}/rooms/{new}/tags",
+                                       token=who.access_token)
+        assert status == 200
+        return dict(body["tags"])
+    # The upgrader at once; the other member when they follow the tombstone.
+    assert await tags(u) == {"u.mine": {"order": 0.25}}
+    status, direct = await c.request("GET", f"/user/{u.user_id}/account_data/m.direct",
+                                     token=u.access_token)
+    assert direct == {friend.user_id: [room, "!other:parley.test", new]}
+    assert await tags(friend) == {}
+    await c.join(friend, new)
+    assert await tags(friend) == {"m.favourite": {"order": 0.25}}
+    # Joining again (a profile change) copies nothing over what they changed since.
+    status, _ = await c.request("DELETE", f"/user/{friend.user_id}/rooms/{new}/tags/m.favourite",
+                                None, friend.access_token)
+    await c.join(friend, new)
+    assert await tags(friend) == {}

@@ -256,23 +256,23 @@ async def test_directory_limit_and_ranking(c: Client) -> None:
         await c.request("POST", f"/rooms/{room}/invite", {"user_id": m.user_id},
                         token=me.access_token)
         await c.join(m, room)
-    everyone = {me.user_id} | {m.user_id for m in members}
+    everyone = {m.user_id for m in members}
     full = await search(c, me, f"limiter {tag}")
-    assert ids(full) == everyone  # my own entry included
+    assert ids(full) == everyone  # not my own entry: the room is private
     assert full["limited"] is False
     assert all(r["display_name"].startswith("Limiter") for r in full["results"])
     two = await search(c, me, f"limiter {tag}", limit=2)
     assert len(two["results"]) == 2
     assert two["limited"] is True
     assert two["results"] == full["results"][:2]  # a stable order
-    five = await search(c, me, f"limiter {tag}", limit=5)
-    assert five["limited"] is False and len(five["results"]) == 5
+    four = await search(c, me, f"limiter {tag}", limit=4)
+    assert four["limited"] is False and len(four["results"]) == 4
     zero = await search(c, me, f"limiter {tag}", limit=0)
     assert zero == {"results": [], "limited": True}
     # The default limit is 10.
     status, body = await c.request("POST", "/user_directory/search",
                                    {"search_term": f"limiter {tag}"}, token=me.access_token)
-    assert status == 200 and len(body["results"]) == 5
+    assert status == 200 and len(body["results"]) == 4
     # An exact display name ranks first.
     exact = await search(c, me, f"Limiter {tag} 3")
     assert exact["results"][0]["user_id"] == members[3].user_id
@@ -309,3 +309,25 @@ async def test_account_3pid_is_empty(c: Client) -> None:
     status, body = await c.request("POST", "/account/3pid/add", {}, token=me.access_token)
     assert status in (404, 405)
     assert body["errcode"] == "M_UNRECOGNIZED"
+
+
+async def test_directory_finds_oneself_only_through_a_public_room(c: Client) -> None:
+    """Sharing a private room with oneself is not sharing it (the reference server's rule):
+    the searcher appears to themself while a room they are in is public or world-readable."""
+    tag = secrets.token_hex(4)
+    owner = await c.register()
+    me = await named_user(c, f"Selfie {tag}")
+    room = await c.create_room(owner, preset="private_chat", invite=[me.user_id])
+    await c.join(me, room)
+    assert ids(await search(c, me, f"selfie {tag}")) == set()
+    assert ids(await search(c, owner, f"selfie {tag}")) == {me.user_id}
+    for etype, content, found in (
+            ("m.room.join_rules", {"join_rule": "public"}, {me.user_id}),
+            ("m.room.join_rules", {"join_rule": "invite"}, set()),
+            ("m.room.history_visibility", {"history_visibility": "world_readable"},
+             {me.user_id}),
+            ("m.room.history_visibility", {"history_visibility": "shared"}, set())):
+        status, _ = await c.request("PUT", f"/rooms/{room}/state/{etype}/", content,
+                                    owner.access_token)
+        assert status == 200
+        assert ids(await search(c, me, f"selfie {tag}")) == found, (etype, content)

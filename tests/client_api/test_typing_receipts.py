@@ -325,3 +325,19 @@ async def test_read_markers_errors_store_nothing(c: Client) -> None:
     assert (await fully_read(c, bob, room_id))[0] == 404
     assert receipts(await c.sync(alice, since=mark), room_id) == []
     assert receipts(await c.sync(bob), room_id) == []
+
+
+async def test_receipt_never_moves_back(c: Client) -> None:
+    """A receipt for an earlier event than the user's receipt is accepted and changes nothing
+    (receipts only move forwards, as the reference server ratchets them)."""
+    alice, bob, room_id = await room_with_two(c)
+    ev1 = await c.send(alice, room_id, "one")
+    ev2 = await c.send(alice, room_id, "two")
+    assert await post_receipt(c, bob, room_id, ev2) == (200, {})
+    mark = (await c.sync(alice))["next_batch"]
+    assert await post_receipt(c, bob, room_id, ev1) == (200, {})
+    assert receipts(await c.sync(alice, since=mark), room_id) == []
+    assert receipts(await c.sync(alice), room_id) == [(ev2, "m.read", bob.user_id, None)]
+    # Per type: a private receipt of the earlier event is still taken.
+    assert await post_receipt(c, bob, room_id, ev1, "m.read.private") == (200, {})
+    assert (ev1, "m.read.private", bob.user_id, None) in receipts(await c.sync(bob), room_id)
