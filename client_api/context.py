@@ -19,6 +19,10 @@ from e2ee.device_lists import DeviceListService
 from e2ee.to_device import ToDeviceService
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
+from homeserver.identity.captcha import Recaptcha
+from homeserver.identity.invites import ThirdPartyInvites
+from homeserver.identity.sso import SsoService
+from homeserver.identity.threepids import ThreepidService
 from homeserver.json_input import text_problem
 from homeserver.media.preview import PreviewService
 from homeserver.media.service import MediaService
@@ -96,6 +100,11 @@ class ClientContext:
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
     initial_sync: RoomInitialSync | None = None
+    # Third-party identifiers, identity servers, captcha and CAS (homeserver/identity/).
+    threepids: ThreepidService | None = None
+    third_party_invites: ThirdPartyInvites | None = None
+    sso: SsoService | None = None
+    recaptcha: Recaptcha | None = None
     # Marks a user erased (homeserver/admin/users.py), for /account/deactivate with `erase`.
     erase_user: Callable[[str], Awaitable[None]] | None = None
 

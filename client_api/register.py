@@ -71,8 +71,9 @@ async def register(request: web.Request) -> web.Response:
             raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
     if body.get("password") is not None:
         c.accounts.check_password_strength(body["password"])
-    flows = [["m.login.dummy"]] if mode == "open" else [["m.login.registration_token"]]
+    flows, params, optional = registration_flows(request)
     token_used: list[str] = []
+    emails: list[tuple[str, str, int]] = []
 
     async def stage(stage: str, auth_dict: JsonDict) -> bool:
         if stage == "m.login.dummy":
@@ -83,17 +84,53 @@ async def register(request: web.Request) -> web.Response:
                                            or await c.accounts.registration_token_valid(token)):
                 token_used.append(token)
                 return True
+        if stage == "m.login.recaptcha" and c.recaptcha is not None:
+            return await c.recaptcha.verify(auth_dict.get("response"), request.remote)
+        if stage == "m.login.email.identity" and c.threepids is not None:
+            creds = auth_dict.get("threepid_creds", auth_dict.get("threepidCreds"))
+            if isinstance(creds, dict):
+                found = await c.threepids.validated_session(creds.get("sid"),
+                                                            creds.get("client_secret"))
+                if found is not None and await c.threepids.user_for(*found[:2]) is None:
+                    emails.append(found)
+                    return True
         return False
 
-    session = await uia.check(body, flows, stage, operation=operation, user_id=None,
-                              remember={k: v for k, v in body.items() if k != "auth"})
+    session = await uia.check(body, flows, stage, params, operation=operation, user_id=None,
+                              remember={k: v for k, v in body.items() if k != "auth"},
+                              optional=optional)
     db_token = token_used[0] if token_used and token_used[0] not in \
         c.config.registration_tokens else None
     user_id = await c.accounts.register(username, body.get("password"),
                                      registration_token=db_token)
+    if c.threepids is not None:
+        for medium, address, validated_at in emails:
+            await c.threepids.add(user_id, medium, address, validated_at)
     if session is not None:
         await uia.set_result(session, user_id)
     return await _registered(request, body, user_id)
+
+
+def registration_flows(request: web.Request) -> tuple[list[list[str]], JsonDict, frozenset[str]]:
+    """The registration flows this server offers, their params, and the stages it verifies
+    when offered though no flow needs them: only what is configured (e-mail registration
+    with e-mail, the captcha with reCAPTCHA keys)."""
+    c = ctx(request)
+    if c.config.registration == "open":
+        flows = [["m.login.dummy"]]
+        if c.threepids is not None and c.threepids.email_enabled:
+            flows.append(["m.login.email.identity"])
+    else:
+        flows = [["m.login.registration_token"]]
+    params: JsonDict = {}
+    optional: frozenset[str] = frozenset()
+    if c.recaptcha is not None and c.recaptcha.enabled:
+        params["m.login.recaptcha"] = {"public_key": c.recaptcha.config.public_key}
+        if c.recaptcha.config.required:
+            flows = [["m.login.recaptcha", *f] for f in flows]
+        else:
+            optional = frozenset({"m.login.recaptcha"})
+    return flows, params, optional
 
 
 async def _registered(request: web.Request, body: JsonDict, user_id: str) -> web.Response:
@@ -148,6 +185,11 @@ async def deactivate(request: web.Request) -> web.Response:
         raise MatrixError(400, Codes.BAD_JSON, "erase must be a boolean")
     await password_uia(request, requester, body)
     c = ctx(request)
+    unbind_result = "no-support"
+    if c.threepids is not None:
+        # Spec: the homeserver "should" unbind the account's 3PIDs from the identity servers
+        # it bound them to (or the one named).
+        unbind_result = await c.threepids.unbind_all(requester.user_id)
     # Leave every room first so other members see the user go.
     await c.rooms.leave_all(requester)
     await c.accounts.deactivate(requester.user_id)
@@ -155,12 +197,4 @@ async def deactivate(request: web.Request) -> web.Response:
         # Spec: users "which join the room after the erasure request are served redacted
         # copies of the events sent by this account"; those who saw them still do.
         await c.erase_user(requester.user_id)
-    return json_response({"id_server_unbind_result": "no-support"})
-
-
-@routes.get("/_matrix/client/{v:(v3|r0)}/account/3pid")
-async def threepids(request: web.Request) -> web.Response:
-    # Parley has no third-party identifiers (email, phone): every account's list is empty.
-    # Adding, binding and removing them (POST /account/3pid/*) stay unrecognised endpoints.
-    await auth(request)
-    return json_response({"threepids": []})
+    return json_response({"id_server_unbind_result": unbind_result})

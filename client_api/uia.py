@@ -55,14 +55,17 @@ class UIA:
         self, body: JsonDict, flows: list[list[str]],
         stage_check: Callable[[str, JsonDict], Awaitable[bool]],
         params: JsonDict | None = None, *, operation: str, user_id: str | None,
-        remember: JsonDict | None = None,
+        remember: JsonDict | None = None, optional: frozenset[str] = frozenset(),
     ) -> UIASession | None:
         """Complete the stage in body["auth"]; returns when a flow is done (the session is then
         used up), else raises UIARequired (401) with the flows and completed stages.
 
         With `remember` (the request's parameters), a new session stores them and a completed
         one is kept, marked finished, rather than deleted, so that the caller can record its
-        result (set_result) for a repeat of the same request; the session is returned."""
+        result (set_result) for a repeat of the same request; the session is returned.
+
+        `optional` stages are accepted and recorded though no flow needs them (a captcha the
+        server verifies when offered but does not require)."""
         auth: Any = body.get("auth")
         sid = auth.get("session") if isinstance(auth, dict) else None
         session: UIASession | None = None
@@ -77,7 +80,7 @@ class UIA:
         error: JsonDict = {}
         if isinstance(auth, dict) and isinstance(auth.get("type"), str):
             stage = auth["type"]
-            if not any(stage in f for f in flows):
+            if not any(stage in f for f in flows) and stage not in optional:
                 error = {"errcode": Codes.UNRECOGNIZED, "error": f"Unknown auth type {stage}"}
             elif await stage_check(stage, auth):
                 if session is None:

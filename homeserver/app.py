@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -37,11 +38,13 @@ from client_api import (
     search,
     sliding_sync,
     spaces,
+    sso,
     support,
     sync,
     tags,
     thirdparty,
     threads,
+    threepid,
     timestamps,
     to_device,
     user_directory,
@@ -61,7 +64,7 @@ from e2ee.device_lists import DeviceListService
 from e2ee.keys_store import KeyStore
 from e2ee.store import ToDeviceStore
 from e2ee.to_device import ToDeviceService
-from federation.client import FederationClient
+from federation.client import FederationClient, FederationError, FederationUnreachable
 from federation.context import FED, FederationContext
 from federation.media_fetch import FederationMediaClient
 from federation.routes import add_federation_routes
@@ -96,6 +99,7 @@ from homeserver.http import (
     error_response,
     matrix_errors,
 )
+from homeserver.identity.wiring import Identity, build_identity
 from homeserver.media.preview import PreviewService
 from homeserver.media.remote import FederatedMedia
 from homeserver.media.retention import MediaRetention
@@ -152,6 +156,7 @@ from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.sync.sliding_store import SlidingStore
 from homeserver.sync.streams import SyncSources
+from homeserver.types import JsonDict
 from homeserver.uia.service import UIASessionService
 from homeserver.uia.store import UIASessionStore
 from homeserver.users.account_data import AccountDataService
@@ -222,6 +227,7 @@ class Homeserver:
     threads: ThreadService | None = None
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
+    identity: Identity | None = None  # 3PIDs, identity servers, captcha, CAS
 
 
 @dataclass(slots=True)
@@ -349,6 +355,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.writer, hs.event_stream = writer, event_stream
     hs.public_rooms = PublicRoomDirectory(config.server_name, reader, room_service)
     hs.openid = OpenIdService(db, OpenIdStore(), config.server_name)
+    hs.identity = build_identity(config, db, key, accounts, profiles, room_service)
+    hs.background.append(hs.identity.http)
     # -- sliding sync (MSC4186): the same engine and sources as /sync
     hs.sliding_sync = SlidingSyncService(db, sync_service, registry, members, cache, visibility,
                                          account_data, notifier, SlidingStore())
@@ -522,6 +530,19 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     assert hs.public_rooms is not None
     hs.public_rooms.remote = queries.public_rooms
     context.public_rooms, context.openid = hs.public_rooms, hs.openid
+    if hs.identity is not None:
+        context.third_party_invites = invites = hs.identity.invites
+
+        async def forward_invite(room_id: str, event: JsonDict) -> None:
+            # The room's server redeems a third-party invite this server cannot (spec
+            # "exchange_third_party_invite"); its name is in the room id (v1-v11).
+            server = room_id.partition(":")[2]
+            try:
+                await client.request(server, "PUT", "/_matrix/federation/v1/exchange_third"
+                                     f"_party_invite/{quote(room_id, safe='')}", body=event)
+            except (FederationError, FederationUnreachable) as e:
+                raise MatrixError(502, Codes.UNKNOWN, f"{server} did not redeem: {e}") from None
+        invites.forward = forward_invite
     if hs.media is not None:  # our media served to other servers, theirs fetched and cached
         context.media, context.thumbnails = hs.media.service, hs.media.thumbnails
         hs.media.service.remote = FederatedMedia(FederationMediaClient(client))
@@ -575,6 +596,10 @@ def make_app(hs: Homeserver) -> web.Application:
         add_admin_routes(app, hs.admin)
         app[CTX].erase_user = hs.admin.users.mark_erased
     app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
+    if hs.identity is not None:
+        app[CTX].threepids, app[CTX].sso = hs.identity.threepids, hs.identity.sso
+        app[CTX].third_party_invites = hs.identity.invites
+        app[CTX].recaptcha = hs.identity.recaptcha
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     app[CTX].threads = hs.threads
     app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore())
@@ -585,7 +610,7 @@ def make_app(hs: Homeserver) -> web.Application:
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
                    search, threads, room_upgrades, spaces, timestamps, mutual_rooms,
-                   thirdparty, voip, support, initial_sync, events_stream):
+                   thirdparty, voip, support, initial_sync, events_stream, threepid, sso):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

@@ -502,6 +502,18 @@ class RoomService:
                 raise forbidden(str(e)) from e
         return entry.event_id
 
+    async def redeem_third_party_invite(self, room_id: str, sender: str, target: str,
+                                        content: JsonDict) -> str:
+        """Persist the m.room.member invite that redeems a third-party invite
+        (homeserver/identity/invites.py). Its sender is whoever sent the
+        m.room.third_party_invite, who may have left since: the auth rules check the
+        identity server's signature instead of the sender's membership."""
+        async with self.locked(room_id) as room:
+            if room.membership(target) in ("join", "ban"):
+                raise forbidden(f"{target} is already in the room or banned")
+            entry = await self._send_locked(room, sender, "m.room.member", content, target)
+        return entry.event_id
+
     async def kick(self, requester: Requester, room_id: str, target: str,
                    reason: str | None = None) -> str:
         """Kick `target` (or withdraw their invite or knock); 403 for a user with no
