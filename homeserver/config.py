@@ -383,9 +383,9 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         media=_media(raw.get("media") or {}, _path),
         voip=_voip(raw.get("voip") or {}),
         support=_support(raw.get("support") or {}),
-        email=_email(raw.get("email") or {}, env),
-        recaptcha=_recaptcha(raw.get("recaptcha") or {}, env),
-        cas=_cas(raw.get("cas") or {}, env),
+        email=_email(raw.get("email"), env),
+        recaptcha=_recaptcha(raw.get("recaptcha"), env),
+        cas=_cas(raw.get("cas"), env),
         identity_ca_file=_path(env.get("PARLEY_IDENTITY_CA_FILE",
                                        (raw.get("identity") or {}).get("ca_file"))),
     )
@@ -394,6 +394,8 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
 
 
 def _section(name: str, value: Any, known: set[str]) -> dict[str, Any]:
+    if value is None:  # absent, or an empty key in the file
+        return {}
     if not isinstance(value, dict):
         raise ConfigError(f"{name} must be a mapping")
     unknown = set(value) - known
