@@ -62,7 +62,8 @@ async def login_flows(request: web.Request) -> web.Response:
     if sso is not None and sso.enabled:
         # Only what is configured is offered: CAS single sign-on, and the login token it
         # hands out (spec "Single Sign-On"; m.login.token).
-        flows += [{"type": "m.login.sso"}, {"type": "m.login.token"}]
+        # m.login.cas too: the CAS-only name older clients (and SyTest) look for.
+        flows += [{"type": "m.login.sso"}, {"type": "m.login.token"}, {"type": "m.login.cas"}]
     return json_response({"flows": flows})
 
 

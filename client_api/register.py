@@ -7,7 +7,7 @@ from aiohttp import web
 
 from client_api.context import auth, ctx
 from client_api.login import login_body
-from client_api.uia import UIA, operation_of
+from client_api.uia import SSO_STAGE, UIA, operation_of
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.http import json_response, read_json
 from homeserver.types import JsonDict, Requester
@@ -162,8 +162,11 @@ async def password_uia(request: web.Request, requester: Requester, body: JsonDic
         return isinstance(password, str) and await c.accounts.check_password(
             requester.user_id, password)
 
-    await _uia(request).check(body, [["m.login.password"]], stage,
-                              operation=operation_of(request), user_id=requester.user_id)
+    flows = [["m.login.password"]]
+    if c.sso is not None and c.sso.enabled:
+        flows.append([SSO_STAGE])  # completed out of band, through the SSO fallback page
+    await _uia(request).check(body, flows, stage, operation=operation_of(request),
+                              user_id=requester.user_id)
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/account/password")

@@ -9,6 +9,7 @@ from html import escape
 from aiohttp import web
 
 from client_api.context import ctx
+from client_api.uia import UIA
 from homeserver.errors import Codes, MatrixError
 from homeserver.identity.sso import SsoService
 
@@ -31,8 +32,10 @@ def _redirect_url(request: web.Request) -> str:
 
 
 @routes.get(V + "/login/sso/redirect")
+@routes.get(V + "/login/cas/redirect")  # the older CAS-only name, which Synapse still serves
 async def redirect(request: web.Request) -> web.Response:
-    raise web.HTTPFound(_sso(request).redirect(_redirect_url(request)))
+    sso = _sso(request)
+    raise web.HTTPFound(sso.redirect(sso.login_service(_redirect_url(request))))
 
 
 @routes.get(V + "/login/sso/redirect/{idp_id}")
@@ -40,24 +43,52 @@ async def redirect_idp(request: web.Request) -> web.Response:
     sso = _sso(request)
     if request.match_info["idp_id"] != "cas":
         raise MatrixError(404, Codes.NOT_FOUND, "Unknown identity provider")
-    raise web.HTTPFound(sso.redirect(_redirect_url(request)))
+    raise web.HTTPFound(sso.redirect(sso.login_service(_redirect_url(request))))
+
+
+@routes.get(V + "/auth/m.login.sso/fallback/web")
+async def sso_fallback(request: web.Request) -> web.Response:
+    """The m.login.sso stage's fallback (spec "Fallback"): sign in at CAS, which comes back
+    to the ticket endpoint with the session."""
+    sso = _sso(request)
+    session = request.query.get("session")
+    if not session:
+        raise MatrixError(400, Codes.MISSING_PARAM, "session is required")
+    raise web.HTTPFound(sso.redirect(sso.ui_auth_service(session)))
+
+
+def _page(title: str, body: str) -> web.Response:
+    return web.Response(content_type="text/html", text=(
+        f"<!DOCTYPE html><html><head><title>{escape(title)}</title></head><body>{body}"
+        "</body></html>"))
 
 
 @routes.get(V + "/login/cas/ticket")
 async def cas_ticket(request: web.Request) -> web.Response:
-    """Validate the ticket, then show the way back to the client with its login token. A page
-    rather than a redirect, as Synapse does for clients it does not know: the person sees
-    which site is about to be logged in before it is."""
+    """Validate the ticket. For a login, show the way back to the client with its login
+    token: a page rather than a redirect, as Synapse does for clients it does not know, so
+    the person sees which site is about to be logged in. For a user-interactive auth session,
+    complete its m.login.sso stage (if CAS names the session's own user)."""
     sso = _sso(request)
-    redirect_url = _redirect_url(request)
     ticket = request.query.get("ticket")
     if not ticket:
         raise MatrixError(400, Codes.MISSING_PARAM, "ticket is required")
-    user_id = await sso.cas_ticket(ticket, redirect_url)
+    session = request.query.get("session")
+    if session is not None:
+        user_id = await sso.cas_ticket(ticket, sso.ui_auth_service(session), create=False)
+        uia = ctx(request).uia
+        assert isinstance(uia, UIA)
+        if await uia.complete_sso(session, user_id):
+            return _page("Authenticated", "<p>Done. You may return to your Matrix client.</p>")
+        # A page too (the browser shows it); the client's next request learns the outcome.
+        return _page("Not authenticated", "<p>The account you signed in with is not the one "
+                     "that asked, or the request has expired.</p>")
+    redirect_url = _redirect_url(request)
+    user_id = await sso.cas_ticket(ticket, sso.login_service(redirect_url))
+    assert user_id is not None
     token = await sso.login_token(user_id)
     target = redirect_url + ("&" if "?" in redirect_url else "?") + "loginToken=" + token
-    return web.Response(content_type="text/html", text=(
-        "<!DOCTYPE html><html><head><title>Continue to your account</title></head><body>"
-        f"<p>You are signed in as {escape(user_id)}.</p>"
-        f'<p><a href="{escape(target, quote=True)}">Continue to {escape(redirect_url)}</a></p>'
-        "</body></html>"))
+    return _page("Continue to your account",
+                 f"<p>You are signed in as {escape(user_id)}.</p>"
+                 f'<p><a href="{escape(target, quote=True)}">Continue to '
+                 f"{escape(redirect_url)}</a></p>")

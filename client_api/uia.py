@@ -34,6 +34,9 @@ def operation_of(request: web.Request) -> str:
     return f"{request.method} {path}"
 
 
+SSO_STAGE = "m.login.sso"
+
+
 def _unknown_session() -> MatrixError:
     return MatrixError(400, Codes.UNKNOWN, "Unknown UIA session")
 
@@ -50,6 +53,18 @@ class UIA:
 
     async def set_result(self, session: UIASession, result: str) -> None:
         await self._sessions.set_result(session.session_id, result)
+
+    async def complete_sso(self, session_id: str, user_id: str | None) -> bool:
+        """An m.login.sso stage done out of band (the SSO fallback): complete it if the
+        account that signed in is the session's; otherwise record who did, so that the
+        session is refused (403) from then on. False for an unknown session or a mismatch."""
+        session = await self._sessions.get(session_id)
+        if session is None or session.finished or session.user_id is None:
+            return False
+        if user_id != session.user_id:
+            await self._sessions.set_result(session_id, user_id or "")
+            return False
+        return await self._sessions.complete_stage(session_id, SSO_STAGE) is not None
 
     async def check(
         self, body: JsonDict, flows: list[list[str]],
@@ -76,6 +91,10 @@ class UIA:
             if session.operation != operation:
                 raise MatrixError(403, Codes.FORBIDDEN, "Requested operation has changed during"
                                   " the user-interactive authentication session")
+            if user_id is not None and session.result not in (None, user_id):
+                # Single sign-on in the session authenticated someone else (complete_sso).
+                raise MatrixError(403, Codes.FORBIDDEN, "The account that signed in is not "
+                                  "the one making the request")
         done = session.completed if session is not None else frozenset()
         error: JsonDict = {}
         if isinstance(auth, dict) and isinstance(auth.get("type"), str):

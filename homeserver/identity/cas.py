@@ -23,6 +23,11 @@ def service_url(base_url: str, redirect_url: str) -> str:
             + quote(redirect_url, safe=""))
 
 
+def ui_auth_service_url(base_url: str, session_id: str) -> str:
+    """Our ticket endpoint for the m.login.sso stage of a user-interactive auth session."""
+    return base_url.rstrip("/") + TICKET_PATH + "?session=" + quote(session_id, safe="")
+
+
 def login_url(server_url: str, service: str) -> str:
     return server_url.rstrip("/") + "/login?" + urlencode({"service": service})
 

@@ -41,18 +41,27 @@ class SsoService:
     def enabled(self) -> bool:
         return self.config.enabled
 
-    def redirect(self, redirect_url: str) -> str:
-        """Where /login/sso/redirect sends the browser."""
-        return cas.login_url(self.config.server_url, cas.service_url(self._base, redirect_url))
+    def login_service(self, redirect_url: str) -> str:
+        """The ticket URL CAS sends a login back to (it carries the client's redirectUrl)."""
+        return cas.service_url(self._base, redirect_url)
 
-    async def cas_ticket(self, ticket: str, redirect_url: str) -> str:
-        """Validate a CAS ticket; the account it logs in (created on first login).
+    def ui_auth_service(self, session_id: str) -> str:
+        """The ticket URL CAS sends a user-interactive auth stage back to."""
+        return cas.ui_auth_service_url(self._base, session_id)
+
+    def redirect(self, service: str) -> str:
+        """Where /login/sso/redirect (or the m.login.sso fallback) sends the browser."""
+        return cas.login_url(self.config.server_url, service)
+
+    async def cas_ticket(self, ticket: str, service: str, create: bool = True) -> str | None:
+        """Validate a CAS ticket for `service`; the account it names: linked, else of the same
+        mapped localpart, else (when `create`, i.e. a login) a new one; None when there is
+        none and `create` is off.
 
         Raises:
             MatrixError: 403 M_FORBIDDEN for a ticket CAS does not confirm, 502 if CAS cannot
                 be asked.
         """
-        service = cas.service_url(self._base, redirect_url)
         try:
             reply = await self._http.request(
                 "GET", cas.validate_url(self.config.server_url, ticket, service))
@@ -68,6 +77,8 @@ class SsoService:
             localpart = cas.localpart_for(username)
             user_id = self._accounts.user_id_for(localpart)
             if await self._accounts.get_user(user_id) is None:
+                if not create:
+                    return None
                 try:
                     user_id = await self._accounts.register(localpart, None)
                 except MatrixError as e:

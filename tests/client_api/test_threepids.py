@@ -112,7 +112,7 @@ async def test_configured_flows(world: World) -> None:
     assert body["params"] == {"m.login.recaptcha": {"public_key": "captcha-public"}}
     status, body = await c.request("GET", "/login")
     assert body["flows"] == [{"type": "m.login.password"}, {"type": "m.login.sso"},
-                             {"type": "m.login.token"}]
+                             {"type": "m.login.token"}, {"type": "m.login.cas"}]
     user = await c.register()
     status, body = await c.request("GET", "/capabilities", token=user.access_token)
     assert body["capabilities"]["m.3pid_changes"] == {"enabled": True}
@@ -297,7 +297,8 @@ async def test_adding_3pids(world: World) -> None:
                                 secret="other")
     status, body = await c.request("POST", "/account/3pid/add", {
         "sid": sid, "client_secret": "other"}, token=user.access_token)
-    assert status == 401 and body["flows"] == [{"stages": ["m.login.password"]}]
+    assert status == 401
+    assert body["flows"] == [{"stages": ["m.login.password"]}, {"stages": ["m.login.sso"]}]
     status, body = await c.request("POST", "/account/3pid/add", {
         "sid": sid, "client_secret": "other", "auth": {
             "type": "m.login.password", "password": "pw-secret-1", "session": body["session"],
@@ -387,3 +388,56 @@ async def test_cas_single_sign_on(world: World) -> None:
     assert status == 404
     status, body = await c.request("POST", "/login", {"type": "m.login.token"})
     assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+
+
+async def _cas_login(w: World, cas_user: str, device_id: str | None = None) -> dict[str, Any]:
+    ticket = "ST-" + cas_user
+    w.svc.cas_answers[ticket] = cas_user
+    status, page = await w.c.request("GET", "/_matrix/client/r0/login/cas/ticket", params={
+        "ticket": ticket, "redirectUrl": "https://client.example/"})
+    assert status == 200, page
+    token = page.split("loginToken=", 1)[1].split('"', 1)[0]
+    body: dict[str, Any] = {"type": "m.login.token", "token": token}
+    if device_id:
+        body["device_id"] = device_id
+    status, answer = await w.c.request("POST", "/login", body)
+    assert status == 200, answer
+    return dict(answer)
+
+
+async def test_single_sign_on_as_an_interactive_auth_stage(world: World) -> None:
+    c, svc = world.c, world.svc
+    user = await c.register(localpart="ssouser")
+    await _cas_login(world, "ssouser", device_id="SSODEV")  # an existing account: linked
+
+    async def start() -> str:
+        status, body = await c.request("POST", "/delete_devices", {"devices": ["SSODEV"]},
+                                       token=user.access_token)
+        assert status == 401 and {"stages": ["m.login.sso"]} in body["flows"]
+        return str(body["session"])
+
+    # The fallback page sends the browser to CAS, which comes back with the session.
+    session = await start()
+    async with c.session.get(c.base + "/_matrix/client/v3/auth/m.login.sso/fallback/web",
+                             params={"session": session}, allow_redirects=False) as resp:
+        assert resp.status == 302
+        service = parse_qs(urlsplit(resp.headers["Location"]).query)["service"][0]
+    assert service.endswith("/login/cas/ticket?session=" + session)
+    # Someone else signs in at CAS: the session is refused from then on.
+    svc.cas_answers["ST-x"] = "somebody"
+    async with c.session.get(service + "&ticket=ST-x") as resp:
+        assert resp.status == 200
+    status, body = await c.request("POST", "/delete_devices", {
+        "devices": ["SSODEV"], "auth": {"session": session}}, token=user.access_token)
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    # The right account: the stage completes and the request goes through.
+    session = await start()
+    svc.cas_answers["ST-y"] = "ssouser"
+    async with c.session.get(c.base + "/_matrix/client/r0/login/cas/ticket",
+                             params={"session": session, "ticket": "ST-y"}) as resp:
+        assert resp.status == 200
+    status, body = await c.request("POST", "/delete_devices", {
+        "devices": ["SSODEV"], "auth": {"session": session}}, token=user.access_token)
+    assert status == 200, body
+    status, body = await c.request("GET", "/devices/SSODEV", token=user.access_token)
+    assert status == 404
