@@ -194,6 +194,15 @@ async def _join(request: web.Request, room: str) -> web.Response:
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins, requester.is_admin)
+    if body.get("third_party_signed") is not None:
+        # Joining with a signed third-party invite: it is redeemed (the invite member event,
+        # checked like an identity server's onbind) before the join.
+        if c.third_party_invites is None:
+            raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED,
+                              "Third-party invites are not available")
+        room_id = room if room.startswith("!") else await c.rooms.resolve_room(room)
+        await c.third_party_invites.join_signed(requester.user_id, room_id,
+                                                body["third_party_signed"])
     room_id = await c.rooms.join(requester, room, reason_param(body), servers=_via(request))
     return json_response({"room_id": room_id})
 

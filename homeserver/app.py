@@ -534,14 +534,24 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
         context.third_party_invites = invites = hs.identity.invites
 
         async def forward_invite(room_id: str, event: JsonDict) -> None:
-            # The room's server redeems a third-party invite this server cannot (spec
-            # "exchange_third_party_invite"); its name is in the room id (v1-v11).
-            server = room_id.partition(":")[2]
-            try:
-                await client.request(server, "PUT", "/_matrix/federation/v1/exchange_third"
-                                     f"_party_invite/{quote(room_id, safe='')}", body=event)
-            except (FederationError, FederationUnreachable) as e:
-                raise MatrixError(502, Codes.UNKNOWN, f"{server} did not redeem: {e}") from None
+            # A server in the room redeems a third-party invite this server cannot (spec
+            # "exchange_third_party_invite"): the inviter's, else the one a v1-v11 room id
+            # names (as Synapse asks them).
+            servers = [str(event["sender"]).partition(":")[2], room_id.partition(":")[2]]
+            path = f"/_matrix/federation/v1/exchange_third_party_invite/{quote(room_id, safe='')}"
+            failure = ""
+            for server in dict.fromkeys(s for s in servers if s and s != config.server_name):
+                try:
+                    await client.request(server, "PUT", path, body=event)
+                    return
+                except FederationError as e:
+                    if e.status in (400, 403, 404):  # it looked, and refused: so do we
+                        raise MatrixError(e.status, e.errcode or Codes.FORBIDDEN,
+                                          f"{server} refused the invite") from None
+                    failure = f"{server}: {e}"
+                except FederationUnreachable as e:
+                    failure = f"{server}: {e}"
+            raise MatrixError(502, Codes.UNKNOWN, f"No server redeemed the invite ({failure})")
         invites.forward = forward_invite
     if hs.media is not None:  # our media served to other servers, theirs fetched and cached
         context.media, context.thumbnails = hs.media.service, hs.media.thumbnails

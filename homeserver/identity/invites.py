@@ -179,6 +179,21 @@ class ThirdPartyInvites:
             # (as Synapse answers it).
             raise failure
 
+    async def join_signed(self, target: str, room_id: str, signed: object) -> None:
+        """POST /join with third_party_signed: redeem the invite it signs for `target`.
+
+        Raises:
+            MatrixError: 400 M_BAD_JSON for a malformed block, 403 if it is not `target`'s or
+                does not check out.
+        """
+        if not isinstance(signed, dict) or not all(
+                isinstance(signed.get(k), str) for k in ("sender", "mxid", "token")):
+            raise MatrixError(400, Codes.BAD_JSON,
+                              "third_party_signed needs sender, mxid, token and signatures")
+        if signed["mxid"] != target:
+            raise forbidden("The third-party invite is for someone else")
+        await self.redeem(room_id, signed["sender"], target, signed)
+
     def _member_content(self, tpi_content: JsonDict, signed: JsonDict) -> JsonDict:
         return {"membership": "invite",
                 "third_party_invite": {"display_name": tpi_content.get("display_name", ""),

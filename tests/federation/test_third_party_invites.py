@@ -164,3 +164,67 @@ async def test_third_party_invite_bad_input(make_server: Factory, svc: Services,
     assert status == 400
     status, answer = await _onbind(hs, local_ca, {"invites": []})
     assert status == 400
+
+
+async def test_join_with_a_signed_third_party_invite(make_server: Factory, svc: Services) -> None:
+    hs = await make_server()
+    c = hs.client
+    inviter, invitee, other = await c.register(), await c.register(), await c.register()
+    room = await c.create_room(inviter, preset="private_chat")
+    assert (await _invite(c, inviter, room, svc))[0] == 200
+    token = svc.identity.invites[-1]["token"]
+    signed = svc.identity.sign({"mxid": invitee.user_id, "sender": inviter.user_id,
+                                "token": token})
+    # Someone else's signed block, a malformed one, a forged one: no.
+    for who, block, status in ((other, signed, 403), (invitee, {"token": token}, 400),
+                               (invitee, svc.identity.sign(
+                                   {"mxid": invitee.user_id, "sender": inviter.user_id,
+                                    "token": token}, generate_signing_key("0")), 403)):
+        got, body = await c.request("POST", f"/rooms/{room}/join",
+                                    {"third_party_signed": block}, token=who.access_token)
+        assert got == status, body
+    assert await _membership(c, inviter, room, invitee.user_id) is None
+    status, body = await c.request("POST", f"/rooms/{room}/join",
+                                   {"third_party_signed": signed}, token=invitee.access_token)
+    assert status == 200, body
+    member = await _membership(c, inviter, room, invitee.user_id)
+    assert member["membership"] == "join"
+
+
+async def test_redeeming_through_the_rooms_server(make_server: Factory, svc: Services,
+                                                 local_ca: LocalCA) -> None:
+    """The invitee's server is not in the room: it asks the room's server to redeem
+    (exchange_third_party_invite), which has the invitee's server counter-sign the invite."""
+    a, b = await make_server(), await make_server()
+    inviter = await a.client.register()
+    invitee = await b.client.register()
+    room = await a.client.create_room(inviter, preset="private_chat")
+    assert (await _invite(a.client, inviter, room, svc))[0] == 200
+    status, body = await _onbind(b, local_ca,
+                                 svc.identity.onbind_body("email", ADDRESS, invitee.user_id))
+    assert status == 200, body
+    member = await _membership(a.client, inviter, room, invitee.user_id)
+    assert member["membership"] == "invite"
+    assert member["third_party_invite"]["display_name"] == "B...@example.org"
+    sync = await b.client.sync(invitee)
+    assert room in sync["rooms"]["invite"]
+    status, body = await b.client.request("POST", f"/join/{room}", {},
+                                          token=invitee.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    member = await _membership(a.client, inviter, room, invitee.user_id)
+    assert member["membership"] == "join"
+
+
+async def test_the_rooms_server_checks_a_forwarded_invite(make_server: Factory, svc: Services,
+                                                         local_ca: LocalCA) -> None:
+    a, b = await make_server(), await make_server()
+    inviter = await a.client.register()
+    invitee = await b.client.register()
+    room = await a.client.create_room(inviter, preset="private_chat")
+    assert (await _invite(a.client, inviter, room, svc))[0] == 200
+    forged = svc.identity.onbind_body("email", ADDRESS, invitee.user_id,
+                                      generate_signing_key("0"))
+    status, body = await _onbind(b, local_ca, forged)
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    assert await _membership(a.client, inviter, room, invitee.user_id) is None
