@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from client_api.context import auth, ctx
+from client_api.context import access_token, auth, ctx
 from client_api.login import login_body
 from client_api.uia import SSO_STAGE, UIA, operation_of
 from homeserver.errors import Codes, MatrixError, forbidden
@@ -171,11 +171,45 @@ async def password_uia(request: web.Request, requester: Requester, body: JsonDic
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/account/password")
 async def change_password(request: web.Request) -> web.Response:
+    c = ctx(request)
+    if (access_token(request) is None and c.threepids is not None
+            and c.threepids.email_enabled):
+        return await _reset_password(request)
     requester = await auth(request)
     body = await read_json(request, "account_password")
     await password_uia(request, requester, body)
     await ctx(request).accounts.change_password(requester, body["new_password"],
                                              bool(body.get("logout_devices", True)))
+    return json_response({})
+
+
+async def _reset_password(request: web.Request) -> web.Response:
+    """A forgotten password (no access token): the person proves they hold one of the
+    account's e-mail addresses (m.login.email.identity, after POST
+    /account/password/email/requestToken) and the account gets the new password; its
+    sessions end unless logout_devices is false."""
+    c = ctx(request)
+    assert c.threepids is not None
+    body = await read_json(request, "account_password")
+    owners: list[str] = []
+
+    async def stage(stage: str, auth_dict: JsonDict) -> bool:
+        creds = auth_dict.get("threepid_creds", auth_dict.get("threepidCreds"))
+        if stage != "m.login.email.identity" or not isinstance(creds, dict):
+            return False
+        assert c.threepids is not None
+        found = await c.threepids.validated_session(creds.get("sid"), creds.get("client_secret"))
+        owner = await c.threepids.user_for(*found[:2]) if found is not None else None
+        if owner is not None:
+            owners.append(owner)
+        return owner is not None
+
+    await _uia(request).check(body, [["m.login.email.identity"]], stage,
+                              operation=operation_of(request), user_id=None)
+    if not owners:  # the stage was completed in an earlier request of the session
+        raise forbidden("Send the e-mail credentials with the new password")
+    await c.accounts.set_password(owners[0], body["new_password"],
+                                  bool(body.get("logout_devices", True)))
     return json_response({})
 
 

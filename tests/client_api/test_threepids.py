@@ -441,3 +441,39 @@ async def test_single_sign_on_as_an_interactive_auth_stage(world: World) -> None
     assert status == 200, body
     status, body = await c.request("GET", "/devices/SSODEV", token=user.access_token)
     assert status == 404
+
+
+async def test_password_reset_by_email(world: World) -> None:
+    c, ident = world.c, world.svc.identity
+    user = await c.register(password="pw-secret-1")
+    sid = ident.validate("email", "forgetful@example.org")
+    status, _ = await c.request("POST", "/account/3pid", {"three_pid_creds": {
+        "id_server": ident.name, "id_access_token": TOKEN, "sid": sid, "client_secret": "cs"}},
+        token=user.access_token)
+    assert status == 200
+    # Without an access token, the e-mail stage is the way in.
+    status, body = await c.request("POST", "/account/password", {"new_password": "pw-new-22"})
+    assert status == 401 and body["flows"] == [{"stages": ["m.login.email.identity"]}]
+    sid = await _validate_email(world, "/account/password/email/requestToken",
+                                "forgetful@example.org", secret="reset")
+    status, body = await c.request("POST", "/account/password", {
+        "new_password": "pw-new-22", "auth": {
+            "type": "m.login.email.identity",
+            "threepid_creds": {"sid": sid, "client_secret": "wrong"}}})
+    assert status == 401 and body["errcode"] == "M_FORBIDDEN"
+    status, body = await c.request("POST", "/account/password", {
+        "new_password": "pw-new-22", "auth": {
+            "type": "m.login.email.identity",
+            "threepid_creds": {"sid": sid, "client_secret": "reset"}}})
+    assert status == 200, body
+    status, body = await c.request("GET", "/account/whoami", token=user.access_token)
+    assert status == 401  # the old sessions ended
+    status, body = await c.request("POST", "/login", {
+        "type": "m.login.password", "password": "pw-new-22", "medium": "email",
+        "address": "forgetful@example.org"})
+    assert (status, body.get("user_id")) == (200, user.user_id)
+
+
+async def test_password_change_needs_a_token_without_email(c: Client) -> None:
+    status, body = await c.request("POST", "/account/password", {"new_password": "pw-new-22"})
+    assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")

@@ -5,6 +5,7 @@ invite's key or the identity server no longer vouches for that key."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -228,3 +229,33 @@ async def test_the_rooms_server_checks_a_forwarded_invite(make_server: Factory, 
     status, body = await _onbind(b, local_ca, forged)
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     assert await _membership(a.client, inviter, room, invitee.user_id) is None
+
+
+async def test_redeeming_when_both_servers_are_in_the_room(make_server: Factory, svc: Services,
+                                                          local_ca: LocalCA) -> None:
+    """The invitee's server is in the room, but the invite is sent as the inviter, whose
+    server makes it."""
+    a, b = await make_server(), await make_server()
+    inviter = await a.client.register()
+    joiner, invitee = await b.client.register(), await b.client.register()
+    room = await a.client.create_room(inviter, preset="private_chat", invite=[joiner.user_id])
+    status, body = await b.client.request("POST", f"/join/{room}", {},
+                                          token=joiner.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    assert (await _invite(a.client, inviter, room, svc))[0] == 200
+    status, body = await _onbind(b, local_ca,
+                                 svc.identity.onbind_body("email", ADDRESS, invitee.user_id))
+    assert status == 200, body
+    member = await _membership(a.client, inviter, room, invitee.user_id)
+    assert member["membership"] == "invite"
+    # The invite reaches the invitee's server in the room's next federation transaction.
+    for _ in range(100):
+        seen = await _membership(b.client, joiner, room, invitee.user_id)
+        if seen is not None and seen["membership"] == "invite":
+            break
+        await asyncio.sleep(0.05)
+    status, body = await b.client.request("POST", f"/join/{room}", {},
+                                          token=invitee.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
