@@ -4,8 +4,6 @@ identity servers. The logic is in homeserver/identity/threepids.py."""
 
 from __future__ import annotations
 
-from html import escape
-
 from aiohttp import web
 
 from client_api.context import auth, ctx
@@ -66,12 +64,9 @@ async def submit_token_link(request: web.Request) -> web.Response:
     """The link in the validation e-mail: a page for the person who followed it, or their
     way on to the client's next_link."""
     q = request.query
-    try:
-        next_link = await _threepids(request).submit_token(
-            q.get("sid"), q.get("client_secret"), q.get("token"))
-    except MatrixError as e:
-        return web.Response(status=400, content_type="text/html",
-                            text=f"<html><body><p>{escape(e.error)}</p></body></html>")
+    # A bad link gets the Matrix error every /_matrix path answers with.
+    next_link = await _threepids(request).submit_token(
+        q.get("sid"), q.get("client_secret"), q.get("token"))
     if next_link:
         raise web.HTTPFound(next_link)
     return web.Response(content_type="text/html", text="<html><body><p>Your e-mail address "

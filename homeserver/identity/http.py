@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from homeserver.outbound import OutboundPolicy
 from homeserver.outbound_resolver import PolicyResolver
@@ -29,8 +30,7 @@ class Reply:
     content_type: str
 
     def json(self) -> Any:
-        import orjson
-
+        """The body as JSON, or None if it is not JSON."""
         try:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError:
