@@ -10,10 +10,12 @@ block, which the auth rules check against the public keys in the m.room.third_pa
 Before that, the key is checked at its key_validity_url: a revoked or unverifiable key redeems
 nothing.
 
-The invite member event is sent as the inviter, so the inviter's server makes it: an invite of
-this server's user in a room this server is in is redeemed here; otherwise a server of the room
-(the inviter's first) is asked to (exchange_third_party_invite, when federation is on), and
-it has the invitee's server counter-sign the invite as for any invite of a remote user.
+The invite member event is sent as the inviter, but by the server that redeems it: in a room
+this server is in, that is this server (signed with its key, which the spec accepts for these
+events in place of the inviter's server's: homeserver/events/checks.py), even for an inviter of
+another server; otherwise a server of the room (the inviter's first) is asked to
+(exchange_third_party_invite, when federation is on), and it has the invitee's server
+counter-sign the invite as for any invite of a remote user.
 """
 
 from __future__ import annotations
@@ -202,12 +204,11 @@ class ThirdPartyInvites:
                                        "signed": signed}}
 
     async def redeem(self, room_id: str, sender: str, target: str, signed: JsonDict) -> str:
-        """Turn the third-party invite `signed` names into `target`'s invite: here if the
-        inviter is a user of this server (only their server can send events as them), else
-        through a server of the room, which checks it (the inviter's first)."""
+        """Turn the third-party invite `signed` names into `target`'s invite: here if this
+        server is in the room (also for a remote inviter: the spec lets the redeeming server
+        sign and send it), else through a server of the room (the inviter's first)."""
         room = await self._rooms.rooms.get(room_id)
-        if (room is None or ("m.room.create", "") not in room.state
-                or sender.partition(":")[2] != self._server_name):
+        if room is None or ("m.room.create", "") not in room.state:
             if self.forward is None:
                 raise forbidden("This server is not in the room")
             content = {"membership": "invite",

@@ -233,8 +233,8 @@ async def test_the_rooms_server_checks_a_forwarded_invite(make_server: Factory, 
 
 async def test_redeeming_when_both_servers_are_in_the_room(make_server: Factory, svc: Services,
                                                           local_ca: LocalCA) -> None:
-    """The invitee's server is in the room, but the invite is sent as the inviter, whose
-    server makes it."""
+    """The invitee's server is in the room: it makes the invite as the inviter, and the
+    inviter's server accepts it with the invitee's server's signature."""
     a, b = await make_server(), await make_server()
     inviter = await a.client.register()
     joiner, invitee = await b.client.register(), await b.client.register()
@@ -244,11 +244,24 @@ async def test_redeeming_when_both_servers_are_in_the_room(make_server: Factory,
                                           params={"server_name": a.name})
     assert status == 200, body
     assert (await _invite(a.client, inviter, room, svc))[0] == 200
+    token = svc.identity.invites[-1]["token"]
+    for _ in range(100):  # the invitee's server learns of the third-party invite
+        status, _ = await b.client.request(
+            "GET", f"/rooms/{room}/state/m.room.third_party_invite/{token}",
+            token=joiner.access_token)
+        if status == 200:
+            break
+        await asyncio.sleep(0.05)
+    # The invitee's server makes the invite (signed with its key, sent as the inviter).
     status, body = await _onbind(b, local_ca,
                                  svc.identity.onbind_body("email", ADDRESS, invitee.user_id))
     assert status == 200, body
-    member = await _membership(a.client, inviter, room, invitee.user_id)
-    assert member["membership"] == "invite"
+    for _ in range(100):
+        member = await _membership(a.client, inviter, room, invitee.user_id)
+        if member is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert member is not None and member["membership"] == "invite"
     # The invite reaches the invitee's server in the room's next federation transaction.
     for _ in range(100):
         seen = await _membership(b.client, joiner, room, invitee.user_id)

@@ -5,6 +5,7 @@ configuration of e-mail, reCAPTCHA and CAS."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from signedjson.key import encode_verify_key_base64, generate_signing_key, get_verify_key
@@ -12,6 +13,8 @@ from signedjson.sign import sign_json
 
 from homeserver.config import ConfigError, load_config
 from homeserver.errors import MatrixError
+from homeserver.events.checks import signing_servers
+from homeserver.events.room_versions import ROOM_VERSIONS
 from homeserver.identity import cas
 from homeserver.identity.client import identity_server_base, lookup_hash
 from homeserver.identity.invites import check_invite_params, invite_keys, signing_key
@@ -223,3 +226,30 @@ def test_bad_identity_configuration(tmp_path: Path, yaml_text: str, env: dict[st
     path.write_text("server_name: hs.example\n" + yaml_text)
     with pytest.raises(ConfigError):
         load_config(path, env)
+
+
+# ---------------------------------------------------------------------- who signs a redeemed invite
+
+def _member(content: dict[str, Any], signatures: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "m.room.member", "sender": "@inviter:a.example", "state_key": "@bob:b.example",
+            "content": content, "signatures": signatures}
+
+
+TPI = {"membership": "invite", "third_party_invite": {
+    "display_name": "b", "signed": {"mxid": "@bob:b.example", "token": "t"}}}
+
+
+@pytest.mark.parametrize("pdu, servers", [
+    # An ordinary invite: the sender's server, whoever else signed.
+    (_member({"membership": "invite"}, {"b.example": {}}), {"a.example"}),
+    # A redeemed third-party invite made by the inviter's server (exchange_third_party_invite).
+    (_member(TPI, {"a.example": {}, "b.example": {}}), {"a.example"}),
+    # ... or by the invitee's server, which the spec allows to send it.
+    (_member(TPI, {"b.example": {}}), {"b.example"}),
+    # Not an invite, or no signed block: the sender's server.
+    (_member({**TPI, "membership": "join"}, {"b.example": {}}), {"a.example"}),
+    (_member({"membership": "invite", "third_party_invite": {}}, {"b.example": {}}),
+     {"a.example"}),
+])
+def test_servers_that_must_sign(pdu: dict[str, Any], servers: set[str]) -> None:
+    assert signing_servers(ROOM_VERSIONS["10"], pdu, "$x") == servers
