@@ -22,6 +22,10 @@ from homeserver.appservice.auth import AppServiceAuth
 from homeserver.appservice.service import AppServiceQueries
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
+from homeserver.identity.captcha import Recaptcha
+from homeserver.identity.invites import ThirdPartyInvites
+from homeserver.identity.sso import SsoService
+from homeserver.identity.threepids import ThreepidService
 from homeserver.json_input import text_problem
 from homeserver.media.preview import PreviewService
 from homeserver.media.service import MediaService
@@ -104,6 +108,11 @@ class ClientContext:
     # Application services (homeserver/appservice/): as_token auth and their queries.
     appservice_auth: AppServiceAuth | None = None
     appservices: AppServiceQueries | None = None
+    # Third-party identifiers, identity servers, captcha and CAS (homeserver/identity/).
+    threepids: ThreepidService | None = None
+    third_party_invites: ThirdPartyInvites | None = None
+    sso: SsoService | None = None
+    recaptcha: Recaptcha | None = None
     # Marks a user erased (homeserver/admin/users.py), for /account/deactivate with `erase`.
     erase_user: Callable[[str], Awaitable[None]] | None = None
 

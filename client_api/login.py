@@ -39,6 +39,7 @@ async def well_known(request: web.Request) -> web.Response:
 async def capabilities(request: web.Request) -> web.Response:
     await auth(request)
     c = ctx(request).config
+    threepids = ctx(request).threepids
     return json_response({"capabilities": {
         "m.change_password": {"enabled": True},
         "m.room_versions": {"default": c.default_room_version,
@@ -49,16 +50,22 @@ async def capabilities(request: web.Request) -> web.Response:
         # Any field may be changed (spec v1.16, client_api/profile.py).
         "m.profile_fields": {"enabled": True},
         "uk.tcpip.msc4133.profile_fields": {"enabled": True},
-        "m.3pid_changes": {"enabled": False},
+        "m.3pid_changes": {"enabled": threepids is not None and threepids.email_enabled},
         "m.get_login_token": {"enabled": False},
     }})
 
 
 @routes.get("/_matrix/client/{v:(v3|r0)}/login")
 async def login_flows(request: web.Request) -> web.Response:
-    flows = [{"type": "m.login.password"}]
+    flows: list[dict[str, object]] = [{"type": "m.login.password"}]
     if ctx(request).appservice_auth is not None:
         flows.append({"type": "m.login.application_service"})
+    sso = ctx(request).sso
+    if sso is not None and sso.enabled:
+        # Only what is configured is offered: CAS single sign-on, and the login token it
+        # hands out (spec "Single Sign-On"; m.login.token).
+        # m.login.cas too: the CAS-only name older clients (and SyTest) look for.
+        flows += [{"type": "m.login.sso"}, {"type": "m.login.token"}, {"type": "m.login.cas"}]
     return json_response({"flows": flows})
 
 
@@ -75,20 +82,22 @@ def login_body(r: LoginResult, server_name: str) -> dict[str, object]:
 async def login(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await read_json(request, "login")
-    appservice = body["type"] == "m.login.application_service"
-    if body["type"] != "m.login.password" and not appservice:
-        raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {body['type']}")
-    if not appservice:
+    if body["type"] == "m.login.token" and c.sso is not None and c.sso.enabled:
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise MatrixError(400, Codes.MISSING_PARAM, "token is required")
         c.limiter.check("login", request.remote or "", c.config.rate_limits.login)
-    ident = body.get("identifier") or {"type": "m.id.user", "user": body.get("user")}
-    if ident.get("type") != "m.id.user" or not isinstance(ident.get("user"), str):
-        raise MatrixError(400, Codes.UNKNOWN, "Only m.id.user identifiers are supported")
-    user = ident["user"]
-    user_id = user if user.startswith("@") else c.accounts.user_id_for(user.lower())
-    if appservice:
+        user_id = await c.sso.redeem(token)
+    elif body["type"] == "m.login.password":
+        c.limiter.check("login", request.remote or "", c.config.rate_limits.login)
+        user_id = await _password_user(request, body)
+        if not await c.accounts.check_password(user_id, body["password"]):
+            raise forbidden("Invalid username or password")
+    elif body["type"] == "m.login.application_service":
+        user_id = await _password_user(request, body)
         await _check_appservice_login(request, user_id)
-    elif not await c.accounts.check_password(user_id, body["password"]):
-        raise forbidden("Invalid username or password")
+    else:
+        raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {body['type']}")
     await c.accounts.check_not_locked(user_id)
     result = await c.sessions.create_session(
         user_id, body.get("device_id"), body.get("initial_device_display_name"),
@@ -113,6 +122,31 @@ async def _check_appservice_login(request: web.Request, user_id: str) -> None:
     user = await c.accounts.get_user(user_id)
     if user is None or user["deactivated"]:
         raise forbidden("Unknown user")
+
+
+async def _password_user(request: web.Request, body: dict[str, object]) -> str:
+    """The account a password login names: a user (m.id.user, or the old top-level `user`)
+    or a 3PID of it (m.id.thirdparty, or the old top-level `medium` and `address`)."""
+    c = ctx(request)
+    ident = body.get("identifier")
+    if not isinstance(ident, dict):
+        if body.get("medium") is not None or body.get("address") is not None:
+            ident = {"type": "m.id.thirdparty", "medium": body.get("medium"),
+                     "address": body.get("address")}
+        else:
+            ident = {"type": "m.id.user", "user": body.get("user")}
+    if ident.get("type") == "m.id.thirdparty":
+        user_id = None
+        if c.threepids is not None:
+            user_id = await c.threepids.user_for(ident.get("medium"), ident.get("address"))
+        if user_id is None:
+            raise forbidden("Invalid username or password")
+        return user_id
+    if ident.get("type") != "m.id.user" or not isinstance(ident.get("user"), str):
+        raise MatrixError(400, Codes.UNKNOWN,
+                          "Only m.id.user and m.id.thirdparty identifiers are supported")
+    user = str(ident["user"])
+    return user if user.startswith("@") else c.accounts.user_id_for(user.lower())
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/refresh")

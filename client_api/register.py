@@ -11,7 +11,7 @@ from aiohttp import web
 
 from client_api.context import access_token, auth, ctx
 from client_api.login import login_body
-from client_api.uia import UIA, operation_of
+from client_api.uia import SSO_STAGE, UIA, operation_of
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.http import json_response, read_json
 from homeserver.types import JsonDict, Requester
@@ -112,8 +112,9 @@ async def register(request: web.Request) -> web.Response:
         _check_exclusive(request, username.lower(), None)
     if body.get("password") is not None:
         c.accounts.check_password_strength(body["password"])
-    flows = [["m.login.dummy"]] if mode == "open" else [["m.login.registration_token"]]
+    flows, params, optional = registration_flows(request)
     token_used: list[str] = []
+    emails: list[tuple[str, str, int]] = []
 
     async def stage(stage: str, auth_dict: JsonDict) -> bool:
         if stage == "m.login.dummy":
@@ -124,10 +125,21 @@ async def register(request: web.Request) -> web.Response:
                                            or await c.accounts.registration_token_valid(token)):
                 token_used.append(token)
                 return True
+        if stage == "m.login.recaptcha" and c.recaptcha is not None:
+            return await c.recaptcha.verify(auth_dict.get("response"), request.remote)
+        if stage == "m.login.email.identity" and c.threepids is not None:
+            creds = auth_dict.get("threepid_creds", auth_dict.get("threepidCreds"))
+            if isinstance(creds, dict):
+                found = await c.threepids.validated_session(creds.get("sid"),
+                                                            creds.get("client_secret"))
+                if found is not None and await c.threepids.user_for(*found[:2]) is None:
+                    emails.append(found)
+                    return True
         return False
 
-    session = await uia.check(body, flows, stage, operation=operation, user_id=None,
-                              remember={k: v for k, v in body.items() if k != "auth"})
+    session = await uia.check(body, flows, stage, params, operation=operation, user_id=None,
+                              remember={k: v for k, v in body.items() if k != "auth"},
+                              optional=optional)
     db_token = token_used[0] if token_used and token_used[0] not in \
         c.config.registration_tokens else None
     if guest is not None:
@@ -136,6 +148,9 @@ async def register(request: web.Request) -> web.Response:
     else:
         user_id = await c.accounts.register(username, body.get("password"),
                                          registration_token=db_token)
+    if c.threepids is not None:
+        for medium, address, validated_at in emails:
+            await c.threepids.add(user_id, medium, address, validated_at)
     if session is not None:
         await uia.set_result(session, user_id)
     return await _registered(request, body, user_id)
@@ -181,6 +196,28 @@ async def _upgrading_guest(request: web.Request, body: JsonDict) -> str | None:
     return guest.user_id
 
 
+def registration_flows(request: web.Request) -> tuple[list[list[str]], JsonDict, frozenset[str]]:
+    """The registration flows this server offers, their params, and the stages it verifies
+    when offered though no flow needs them: only what is configured (e-mail registration
+    with e-mail, the captcha with reCAPTCHA keys)."""
+    c = ctx(request)
+    if c.config.registration == "open":
+        flows = [["m.login.dummy"]]
+        if c.threepids is not None and c.threepids.email_enabled:
+            flows.append(["m.login.email.identity"])
+    else:
+        flows = [["m.login.registration_token"]]
+    params: JsonDict = {}
+    optional: frozenset[str] = frozenset()
+    if c.recaptcha is not None and c.recaptcha.enabled:
+        params["m.login.recaptcha"] = {"public_key": c.recaptcha.config.public_key}
+        if c.recaptcha.config.required:
+            flows = [["m.login.recaptcha", *f] for f in flows]
+        else:
+            optional = frozenset({"m.login.recaptcha"})
+    return flows, params, optional
+
+
 async def _registered(request: web.Request, body: JsonDict, user_id: str) -> web.Response:
     """The answer to a registration: the new account, logged in unless `inhibit_login`."""
     c = ctx(request)
@@ -212,17 +249,54 @@ async def password_uia(request: web.Request, requester: Requester, body: JsonDic
         return isinstance(password, str) and await c.accounts.check_password(
             requester.user_id, password)
 
-    await _uia(request).check(body, [["m.login.password"]], stage,
-                              operation=operation_of(request), user_id=requester.user_id)
+    flows = [["m.login.password"]]
+    if c.sso is not None and c.sso.enabled:
+        flows.append([SSO_STAGE])  # completed out of band, through the SSO fallback page
+    await _uia(request).check(body, flows, stage, operation=operation_of(request),
+                              user_id=requester.user_id)
 
 
 @routes.post("/_matrix/client/{v:(v3|r0)}/account/password")
 async def change_password(request: web.Request) -> web.Response:
+    c = ctx(request)
+    if (access_token(request) is None and c.threepids is not None
+            and c.threepids.email_enabled):
+        return await _reset_password(request)
     requester = await auth(request)
     body = await read_json(request, "account_password")
     await password_uia(request, requester, body)
     await ctx(request).accounts.change_password(requester, body["new_password"],
                                              bool(body.get("logout_devices", True)))
+    return json_response({})
+
+
+async def _reset_password(request: web.Request) -> web.Response:
+    """A forgotten password (no access token): the person proves they hold one of the
+    account's e-mail addresses (m.login.email.identity, after POST
+    /account/password/email/requestToken) and the account gets the new password; its
+    sessions end unless logout_devices is false."""
+    c = ctx(request)
+    assert c.threepids is not None
+    body = await read_json(request, "account_password")
+    owners: list[str] = []
+
+    async def stage(stage: str, auth_dict: JsonDict) -> bool:
+        creds = auth_dict.get("threepid_creds", auth_dict.get("threepidCreds"))
+        if stage != "m.login.email.identity" or not isinstance(creds, dict):
+            return False
+        assert c.threepids is not None
+        found = await c.threepids.validated_session(creds.get("sid"), creds.get("client_secret"))
+        owner = await c.threepids.user_for(*found[:2]) if found is not None else None
+        if owner is not None:
+            owners.append(owner)
+        return owner is not None
+
+    await _uia(request).check(body, [["m.login.email.identity"]], stage,
+                              operation=operation_of(request), user_id=None)
+    if not owners:  # the stage was completed in an earlier request of the session
+        raise forbidden("Send the e-mail credentials with the new password")
+    await c.accounts.set_password(owners[0], body["new_password"],
+                                  bool(body.get("logout_devices", True)))
     return json_response({})
 
 
@@ -235,6 +309,11 @@ async def deactivate(request: web.Request) -> web.Response:
         raise MatrixError(400, Codes.BAD_JSON, "erase must be a boolean")
     await password_uia(request, requester, body)
     c = ctx(request)
+    unbind_result = "no-support"
+    if c.threepids is not None:
+        # Spec: the homeserver "should" unbind the account's 3PIDs from the identity servers
+        # it bound them to (or the one named).
+        unbind_result = await c.threepids.unbind_all(requester.user_id)
     # Leave every room first so other members see the user go.
     await c.rooms.leave_all(requester)
     await c.accounts.deactivate(requester.user_id)
@@ -242,12 +321,4 @@ async def deactivate(request: web.Request) -> web.Response:
         # Spec: users "which join the room after the erasure request are served redacted
         # copies of the events sent by this account"; those who saw them still do.
         await c.erase_user(requester.user_id)
-    return json_response({"id_server_unbind_result": "no-support"})
-
-
-@routes.get("/_matrix/client/{v:(v3|r0)}/account/3pid")
-async def threepids(request: web.Request) -> web.Response:
-    # Parley has no third-party identifiers (email, phone): every account's list is empty.
-    # Adding, binding and removing them (POST /account/3pid/*) stay unrecognised endpoints.
-    await auth(request)
-    return json_response({"threepids": []})
+    return json_response({"id_server_unbind_result": unbind_result})

@@ -18,6 +18,7 @@ from homeserver.http import (
     read_json,
     validate,
 )
+from homeserver.identity.invites import check_invite_params
 from homeserver.rooms.reader import MEMBERSHIPS
 from homeserver.rooms.state import RoomData
 from homeserver.rooms.state_checks import check_initial_canonical_alias
@@ -75,7 +76,16 @@ async def create_room(request: web.Request) -> web.Response:
             check_initial_canonical_alias(s["content"], own_alias)
     c.limiter.check("create_room", requester.user_id, c.config.rate_limits.room_creation,
                     requester.is_admin or not requester.rate_limited)
+    invites_3pid = body.get("invite_3pid") or []
+    if invites_3pid and c.third_party_invites is None:
+        raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED,
+                          "Third-party invites are not available")
+    for invite_3pid in invites_3pid:
+        check_invite_params(invite_3pid)
     room_id = await c.rooms.create_room(requester, body)
+    for invite_3pid in invites_3pid:
+        assert c.third_party_invites is not None
+        await c.third_party_invites.invite(requester, room_id, invite_3pid)
     return json_response({"room_id": room_id})
 
 
@@ -201,6 +211,15 @@ async def _join(request: web.Request, room: str) -> web.Response:
     body = await read_json(request, allow_empty=True)
     c.limiter.check("join", requester.user_id, c.config.rate_limits.joins,
                     requester.is_admin or not requester.rate_limited)
+    if body.get("third_party_signed") is not None:
+        # Joining with a signed third-party invite: it is redeemed (the invite member event,
+        # checked like an identity server's onbind) before the join.
+        if c.third_party_invites is None:
+            raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED,
+                              "Third-party invites are not available")
+        room_id = room if room.startswith("!") else await c.rooms.resolve_room(room)
+        await c.third_party_invites.join_signed(requester.user_id, room_id,
+                                                body["third_party_signed"])
     room_id = await c.rooms.join(requester, room, reason_param(body), servers=_via(request),
                                  custom=body)
     return json_response({"room_id": room_id})
@@ -239,9 +258,20 @@ async def _target(request: web.Request) -> tuple[Requester, str, JsonDict]:
 
 @routes.post(V + "/rooms/{room_id}/invite")
 async def invite(request: web.Request) -> web.Response:
-    requester, room_id, body = await _target(request)
-    await ctx(request).rooms.invite(requester, room_id, body["user_id"], reason_param(body),
-                                    is_direct=bool(body.get("is_direct")))
+    requester = await auth(request)
+    body = await read_json(request)
+    room_id = room_id_param(request)
+    c = ctx(request)
+    if "user_id" not in body and "medium" in body:
+        # A third-party invite (spec "Third-party invites"): by address, via an identity server.
+        if c.third_party_invites is None:
+            raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED,
+                              "Third-party invites are not available")
+        await c.third_party_invites.invite(requester, room_id, body)
+        return json_response({})
+    validate(body, "membership")
+    await c.rooms.invite(requester, room_id, body["user_id"], reason_param(body),
+                         is_direct=bool(body.get("is_direct")))
     return json_response({})
 
 

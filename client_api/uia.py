@@ -34,6 +34,9 @@ def operation_of(request: web.Request) -> str:
     return f"{request.method} {path}"
 
 
+SSO_STAGE = "m.login.sso"
+
+
 def _unknown_session() -> MatrixError:
     return MatrixError(400, Codes.UNKNOWN, "Unknown UIA session")
 
@@ -51,18 +54,33 @@ class UIA:
     async def set_result(self, session: UIASession, result: str) -> None:
         await self._sessions.set_result(session.session_id, result)
 
+    async def complete_sso(self, session_id: str, user_id: str | None) -> bool:
+        """An m.login.sso stage done out of band (the SSO fallback): complete it if the
+        account that signed in is the session's; otherwise record who did, so that the
+        session is refused (403) from then on. False for an unknown session or a mismatch."""
+        session = await self._sessions.get(session_id)
+        if session is None or session.finished or session.user_id is None:
+            return False
+        if user_id != session.user_id:
+            await self._sessions.set_result(session_id, user_id or "")
+            return False
+        return await self._sessions.complete_stage(session_id, SSO_STAGE) is not None
+
     async def check(
         self, body: JsonDict, flows: list[list[str]],
         stage_check: Callable[[str, JsonDict], Awaitable[bool]],
         params: JsonDict | None = None, *, operation: str, user_id: str | None,
-        remember: JsonDict | None = None,
+        remember: JsonDict | None = None, optional: frozenset[str] = frozenset(),
     ) -> UIASession | None:
         """Complete the stage in body["auth"]; returns when a flow is done (the session is then
         used up), else raises UIARequired (401) with the flows and completed stages.
 
         With `remember` (the request's parameters), a new session stores them and a completed
         one is kept, marked finished, rather than deleted, so that the caller can record its
-        result (set_result) for a repeat of the same request; the session is returned."""
+        result (set_result) for a repeat of the same request; the session is returned.
+
+        `optional` stages are accepted and recorded though no flow needs them (a captcha the
+        server verifies when offered but does not require)."""
         auth: Any = body.get("auth")
         sid = auth.get("session") if isinstance(auth, dict) else None
         session: UIASession | None = None
@@ -73,11 +91,15 @@ class UIA:
             if session.operation != operation:
                 raise MatrixError(403, Codes.FORBIDDEN, "Requested operation has changed during"
                                   " the user-interactive authentication session")
+            if user_id is not None and session.result not in (None, user_id):
+                # Single sign-on in the session authenticated someone else (complete_sso).
+                raise MatrixError(403, Codes.FORBIDDEN, "The account that signed in is not "
+                                  "the one making the request")
         done = session.completed if session is not None else frozenset()
         error: JsonDict = {}
         if isinstance(auth, dict) and isinstance(auth.get("type"), str):
             stage = auth["type"]
-            if not any(stage in f for f in flows):
+            if not any(stage in f for f in flows) and stage not in optional:
                 error = {"errcode": Codes.UNRECOGNIZED, "error": f"Unknown auth type {stage}"}
             elif await stage_check(stage, auth):
                 if session is None:

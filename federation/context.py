@@ -34,6 +34,7 @@ class FederationContext:
     openid: Any = None  # homeserver.users.openid.OpenIdService
     media: Any = None  # homeserver.media.service.MediaService
     thumbnails: Any = None  # homeserver.media.thumbnailer.Thumbnailer
+    third_party_invites: Any = None  # homeserver.identity.invites.ThirdPartyInvites
 
     async def servers_in_room(self, room_id: str) -> list[str]:
         """This server first, then the others with joined members."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from federation import directory, events, keys, media, openid, query, rooms, user
+from federation import directory, events, keys, media, openid, query, rooms, threepid, user
 from federation.context import fed
 from homeserver.errors import not_found
 from homeserver.http import add_routes, json_response
@@ -28,5 +28,6 @@ async def well_known(request: web.Request) -> web.Response:
 
 def add_federation_routes(app: web.Application) -> None:
     for module_routes in (routes, keys.routes, query.routes, rooms.routes, events.routes,
-                          user.routes, directory.routes, openid.routes, media.routes):
+                          user.routes, directory.routes, openid.routes, media.routes,
+                          threepid.routes):
         add_routes(app, module_routes)

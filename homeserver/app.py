@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -38,11 +39,13 @@ from client_api import (
     search,
     sliding_sync,
     spaces,
+    sso,
     support,
     sync,
     tags,
     thirdparty,
     threads,
+    threepid,
     timestamps,
     to_device,
     user_directory,
@@ -62,7 +65,7 @@ from e2ee.device_lists import DeviceListService
 from e2ee.keys_store import KeyStore
 from e2ee.store import ToDeviceStore
 from e2ee.to_device import ToDeviceService
-from federation.client import FederationClient
+from federation.client import FederationClient, FederationError, FederationUnreachable
 from federation.context import FED, FederationContext
 from federation.media_fetch import FederationMediaClient
 from federation.routes import add_federation_routes
@@ -103,6 +106,7 @@ from homeserver.http import (
     error_response,
     matrix_errors,
 )
+from homeserver.identity.wiring import Identity, build_identity
 from homeserver.media.preview import PreviewService
 from homeserver.media.remote import FederatedMedia
 from homeserver.media.retention import MediaRetention
@@ -162,6 +166,7 @@ from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.sync.sliding_store import SlidingStore
 from homeserver.sync.streams import SyncSources
+from homeserver.types import JsonDict
 from homeserver.uia.service import UIASessionService
 from homeserver.uia.store import UIASessionStore
 from homeserver.users.account_data import AccountDataService
@@ -235,6 +240,7 @@ class Homeserver:
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
     appservices: AppServices | None = None
+    identity: Identity | None = None  # 3PIDs, identity servers, captcha, CAS
 
 
 @dataclass(slots=True)
@@ -402,6 +408,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.writer, hs.event_stream, hs.members = writer, event_stream, members
     hs.public_rooms = PublicRoomDirectory(config.server_name, reader, room_service)
     hs.openid = OpenIdService(db, OpenIdStore(), config.server_name)
+    hs.identity = build_identity(config, db, key, accounts, profiles, room_service)
+    hs.background.append(hs.identity.http)
     # -- sliding sync (MSC4186): the same engine and sources as /sync
     hs.sliding_sync = SlidingSyncService(db, sync_service, registry, members, cache, visibility,
                                          account_data, notifier, SlidingStore())
@@ -598,6 +606,29 @@ def build_federation(hs: Homeserver, key: ServerSigningKey, parts: RoomParts) ->
     assert hs.public_rooms is not None
     hs.public_rooms.remote = queries.public_rooms
     context.public_rooms, context.openid = hs.public_rooms, hs.openid
+    if hs.identity is not None:
+        context.third_party_invites = invites = hs.identity.invites
+
+        async def forward_invite(room_id: str, event: JsonDict) -> None:
+            # A server in the room redeems a third-party invite this server cannot (spec
+            # "exchange_third_party_invite"): the inviter's, else the one a v1-v11 room id
+            # names (as Synapse asks them).
+            servers = [str(event["sender"]).partition(":")[2], room_id.partition(":")[2]]
+            path = f"/_matrix/federation/v1/exchange_third_party_invite/{quote(room_id, safe='')}"
+            failure = ""
+            for server in dict.fromkeys(s for s in servers if s and s != config.server_name):
+                try:
+                    await client.request(server, "PUT", path, body=event)
+                    return
+                except FederationError as e:
+                    if e.status in (400, 403, 404):  # it looked, and refused: so do we
+                        raise MatrixError(e.status, e.errcode or Codes.FORBIDDEN,
+                                          f"{server} refused the invite") from None
+                    failure = f"{server}: {e}"
+                except FederationUnreachable as e:
+                    failure = f"{server}: {e}"
+            raise MatrixError(502, Codes.UNKNOWN, f"No server redeemed the invite ({failure})")
+        invites.forward = forward_invite
     if hs.media is not None:  # our media served to other servers, theirs fetched and cached
         context.media, context.thumbnails = hs.media.service, hs.media.thumbnails
         hs.media.service.remote = FederatedMedia(FederationMediaClient(client))
@@ -651,6 +682,10 @@ def make_app(hs: Homeserver) -> web.Application:
         add_admin_routes(app, hs.admin)
         app[CTX].erase_user = hs.admin.users.mark_erased
     app[CTX].public_rooms, app[CTX].openid = hs.public_rooms, hs.openid
+    if hs.identity is not None:
+        app[CTX].threepids, app[CTX].sso = hs.identity.threepids, hs.identity.sso
+        app[CTX].third_party_invites = hs.identity.invites
+        app[CTX].recaptcha = hs.identity.recaptcha
     app[CTX].sliding_sync, app[CTX].search = hs.sliding_sync, hs.search
     app[CTX].threads = hs.threads
     app[CTX].upgrades = RoomUpgrader(hs.db, hs.rooms, RoomStore(), hs.account_data)
@@ -668,7 +703,8 @@ def make_app(hs: Homeserver) -> web.Application:
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
                    search, threads, room_upgrades, spaces, timestamps, mutual_rooms,
-                   thirdparty, voip, support, initial_sync, events_stream, appservice):
+                   thirdparty, voip, support, initial_sync, events_stream, appservice,
+                   threepid, sso):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

@@ -5,9 +5,13 @@ all (PARLEY_SERVER_NAME, PARLEY_LISTEN, PARLEY_DATA_DIR, PARLEY_DATABASE_URL, PA
 PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL, PARLEY_LOG_FORMAT, PARLEY_METRICS_LISTEN,
 PARLEY_INSTANCE_NAME, PARLEY_ALLOW_GUEST_ACCESS, and for federation PARLEY_FEDERATION_LISTEN,
 PARLEY_TLS_CERT, PARLEY_TLS_KEY, PARLEY_FEDERATION_CA_FILE, PARLEY_FEDERATION,
-PARLEY_OUTBOUND_ALLOW, and PARLEY_APP_SERVICE_CONFIG_FILES, comma-separated paths that replace
-the file's app_service_config_files). Values are frozen dataclasses passed to whoever needs them;
-there is no global config object.
+PARLEY_OUTBOUND_ALLOW, PARLEY_APP_SERVICE_CONFIG_FILES (comma-separated paths that replace the
+file's app_service_config_files), and for e-mail, captcha, CAS and identity servers
+PARLEY_SMTP_HOST, PARLEY_SMTP_PORT, PARLEY_SMTP_USER, PARLEY_SMTP_PASSWORD, PARLEY_SMTP_STARTTLS,
+PARLEY_EMAIL_FROM, PARLEY_RECAPTCHA_PUBLIC_KEY, PARLEY_RECAPTCHA_PRIVATE_KEY,
+PARLEY_RECAPTCHA_SITEVERIFY_URL, PARLEY_RECAPTCHA_REQUIRED, PARLEY_CAS_SERVER_URL,
+PARLEY_CAS_SERVICE_URL, PARLEY_IDENTITY_CA_FILE, PARLEY_PUBLIC_BASEURL. Values are frozen
+dataclasses passed to whoever needs them; there is no global config object.
 """
 
 from __future__ import annotations
@@ -95,6 +99,49 @@ class SupportConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailConfig:
+    """Outgoing e-mail (validation links for e-mail 3PIDs). No smtp_host: no e-mail, and then
+    neither e-mail registration nor adding e-mail addresses is offered."""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    starttls: bool = False
+    notif_from: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.smtp_host)
+
+
+@dataclass(frozen=True, slots=True)
+class RecaptchaConfig:
+    """Google reCAPTCHA for registration (the m.login.recaptcha stage). With the keys set the
+    stage is verified when a client offers it; `required` also puts it in every registration
+    flow."""
+    public_key: str = ""
+    private_key: str = ""
+    siteverify_url: str = "https://www.recaptcha.net/recaptcha/api/siteverify"
+    required: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.public_key and self.private_key)
+
+
+@dataclass(frozen=True, slots=True)
+class CasConfig:
+    """Single sign-on through a CAS server (m.login.sso). `service_url` is the public base URL
+    the CAS server sends the browser back to (default: public_baseurl)."""
+    server_url: str = ""
+    service_url: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server_url)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: str = "localhost"
     listen_host: str = "127.0.0.1"
@@ -146,6 +193,10 @@ class Config:
     support: SupportConfig = field(default_factory=SupportConfig)
     # Application services (homeserver/appservice/), parsed from app_service_config_files.
     app_services: tuple[AppService, ...] = ()
+    email: EmailConfig = field(default_factory=EmailConfig)
+    recaptcha: RecaptchaConfig = field(default_factory=RecaptchaConfig)
+    cas: CasConfig = field(default_factory=CasConfig)
+    identity_ca_file: Path | None = None  # extra CAs trusted for identity servers
 
     @property
     def base_url(self) -> str:
@@ -311,7 +362,7 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         server_name=server_name,
         listen_host=host,
         listen_port=port,
-        public_baseurl=str(raw.get("public_baseurl", "")),
+        public_baseurl=str(env.get("PARLEY_PUBLIC_BASEURL", raw.get("public_baseurl", ""))),
         data_dir=data_dir,
         database_url=database_url,
         db_pool_min=int(db.get("pool_min", cfg.db_pool_min)) if isinstance(db, dict) else 2,
@@ -355,9 +406,65 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         voip=_voip(raw.get("voip") or {}),
         support=_support(raw.get("support") or {}),
         app_services=app_services,
+        email=_email(raw.get("email"), env),
+        recaptcha=_recaptcha(raw.get("recaptcha"), env),
+        cas=_cas(raw.get("cas"), env),
+        identity_ca_file=_path(env.get("PARLEY_IDENTITY_CA_FILE",
+                                       (raw.get("identity") or {}).get("ca_file"))),
     )
     validate(cfg)
     return cfg
+
+
+def _section(name: str, value: Any, known: set[str]) -> dict[str, Any]:
+    if value is None:  # absent, or an empty key in the file
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping")
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}")
+    return value
+
+
+def _email(e: Any, env: Mapping[str, str]) -> EmailConfig:
+    e = _section("email", e, {"smtp_host", "smtp_port", "smtp_user", "smtp_password",
+                              "starttls", "from"})
+    d = EmailConfig()
+    starttls = bool(e.get("starttls", d.starttls))
+    if "PARLEY_SMTP_STARTTLS" in env:
+        starttls = _bool(env["PARLEY_SMTP_STARTTLS"])
+    return EmailConfig(
+        smtp_host=str(env.get("PARLEY_SMTP_HOST", e.get("smtp_host") or "")),
+        smtp_port=int(env.get("PARLEY_SMTP_PORT", e.get("smtp_port", d.smtp_port))),
+        smtp_user=str(env.get("PARLEY_SMTP_USER", e.get("smtp_user") or "")),
+        smtp_password=str(env.get("PARLEY_SMTP_PASSWORD", e.get("smtp_password") or "")),
+        starttls=starttls,
+        notif_from=str(env.get("PARLEY_EMAIL_FROM", e.get("from") or "")),
+    )
+
+
+def _recaptcha(r: Any, env: Mapping[str, str]) -> RecaptchaConfig:
+    r = _section("recaptcha", r, {"public_key", "private_key", "siteverify_url", "required"})
+    d = RecaptchaConfig()
+    required = bool(r.get("required", False))
+    if "PARLEY_RECAPTCHA_REQUIRED" in env:
+        required = _bool(env["PARLEY_RECAPTCHA_REQUIRED"])
+    return RecaptchaConfig(
+        public_key=str(env.get("PARLEY_RECAPTCHA_PUBLIC_KEY", r.get("public_key") or "")),
+        private_key=str(env.get("PARLEY_RECAPTCHA_PRIVATE_KEY", r.get("private_key") or "")),
+        siteverify_url=str(env.get("PARLEY_RECAPTCHA_SITEVERIFY_URL",
+                                   r.get("siteverify_url") or d.siteverify_url)),
+        required=required,
+    )
+
+
+def _cas(c: Any, env: Mapping[str, str]) -> CasConfig:
+    c = _section("cas", c, {"server_url", "service_url"})
+    return CasConfig(
+        server_url=str(env.get("PARLEY_CAS_SERVER_URL", c.get("server_url") or "")).rstrip("/"),
+        service_url=str(env.get("PARLEY_CAS_SERVICE_URL", c.get("service_url") or "")),
+    )
 
 
 def _voip(v: Any) -> VoipConfig:
@@ -488,6 +595,17 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"TLS file {p} does not exist")
     if cfg.federation_ca_file is not None and not cfg.federation_ca_file.is_file():
         raise ConfigError(f"federation CA file {cfg.federation_ca_file} does not exist")
+    if cfg.identity_ca_file is not None and not cfg.identity_ca_file.is_file():
+        raise ConfigError(f"identity CA file {cfg.identity_ca_file} does not exist")
+    if cfg.email.enabled and not (0 < cfg.email.smtp_port < 65536 and "@" in cfg.email.notif_from):
+        raise ConfigError("email needs an smtp_port in range and a from address")
+    if cfg.recaptcha.required and not cfg.recaptcha.enabled:
+        raise ConfigError("recaptcha.required needs public_key and private_key")
+    for name, url in (("recaptcha.siteverify_url", cfg.recaptcha.siteverify_url),
+                      ("cas.server_url", cfg.cas.server_url),
+                      ("cas.service_url", cfg.cas.service_url)):
+        if url and not url.startswith(("https://", "http://")):
+            raise ConfigError(f"{name} must be an http(s) URL")
     if not 60_000 <= cfg.key_validity_ms <= 7 * 24 * 3600 * 1000:
         raise ConfigError("federation.key_validity_ms must be between 1 minute and 7 days")
 

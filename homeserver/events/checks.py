@@ -74,9 +74,33 @@ def check_format(rv: RoomVersion, pdu: Any) -> None:
         raise InvalidPdu(str(e)) from e
 
 
+def third_party_redeemer(pdu: JsonDict) -> str | None:
+    """For the m.room.member invite that redeems a third-party invite, the server of the
+    invitee it names (content.third_party_invite.signed.mxid); None for any other event."""
+    content = pdu.get("content")
+    if pdu.get("type") != "m.room.member" or not isinstance(content, dict) or content.get(
+            "membership") != "invite":
+        return None
+    tpi = content.get("third_party_invite")
+    signed = tpi.get("signed") if isinstance(tpi, dict) else None
+    mxid = signed.get("mxid") if isinstance(signed, dict) else None
+    return _domain(mxid) or None if isinstance(mxid, str) else None
+
+
 def signing_servers(rv: RoomVersion, pdu: JsonDict, event_id: str) -> set[str]:
-    """Which servers must have signed the PDU."""
-    servers = {_domain(pdu["sender"])}
+    """Which servers must have signed the PDU.
+
+    The sender's, except for the invite that redeems a third-party invite: the spec lets "the
+    server which actually sends the event" differ from the sender's (the invitee's server,
+    which learnt of the bind, may make it; the auth rules check the identity server's
+    signature and that the sender is who sent the m.room.third_party_invite). Such an event
+    needs the sender's server's signature or, when it has none, the invitee's server's."""
+    sender_server = _domain(pdu["sender"])
+    redeemer = third_party_redeemer(pdu)
+    signatures = pdu.get("signatures")
+    if redeemer and not (isinstance(signatures, dict) and sender_server in signatures):
+        sender_server = redeemer
+    servers = {sender_server}
     if not rv.reference_hash_event_ids:
         servers.add(_domain(event_id))  # v1/v2 ids carry their origin
     content = pdu.get("content", {})

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import asyncpg
 import orjson
 
+from homeserver.events.checks import third_party_redeemer
 from homeserver.events.model import EventEntry
 from homeserver.federation.serving import domain, servers_of
 from homeserver.federation.store import FederationStore
@@ -128,6 +129,13 @@ class FederationSender:
         servers.discard(self.server_name)
         return servers
 
+    def _redeemed_here(self, e: EventEntry) -> bool:
+        """A third-party invite this server redeemed for its user, as the remote inviter
+        (homeserver/identity/invites.py): sent from here, as its signature is ours."""
+        sigs = e.pdu.get("signatures")
+        return (third_party_redeemer(e.pdu) == self.server_name and isinstance(sigs, dict)
+                and self.server_name in sigs and domain(e.sender) not in sigs)
+
     async def _run(self) -> None:
         while True:
             try:
@@ -137,7 +145,7 @@ class FederationSender:
                     continue
                 rows = []
                 for e in entries:
-                    if domain(e.sender) != self.server_name:
+                    if domain(e.sender) != self.server_name and not self._redeemed_here(e):
                         continue  # remote events are their origin's to send
                     for d in await self._destinations(e):
                         rows.append((d, e.stream_ordering, e.room_id, e.event_id))

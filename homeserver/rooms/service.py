@@ -559,8 +559,13 @@ class RoomService:
             content["reason"] = reason
         if is_direct:
             content["is_direct"] = True
+        return await self._invite_remote_as(requester.user_id, room_id, target, content)
+
+    async def _invite_remote_as(self, sender: str, room_id: str, target: str,
+                                content: JsonDict) -> str:
+        assert self.remote is not None
         async with self.locked(room_id) as room:
-            event_id, pdu = self._build(room, room.version, room_id, requester.user_id,
+            event_id, pdu = self._build(room, room.version, room_id, sender,
                                         "m.room.member", content, target)
             try:
                 check_auth(room.version, pdu, room.state_pdus())
@@ -572,6 +577,22 @@ class RoomService:
                 entry = await self._writer.persist(room, PersistEvent(event_id, signed))
             except AuthError as e:
                 raise forbidden(str(e)) from e
+        return entry.event_id
+
+    async def redeem_third_party_invite(self, room_id: str, sender: str, target: str,
+                                        content: JsonDict) -> str:
+        """Persist the m.room.member invite that redeems a third-party invite
+        (homeserver/identity/invites.py). Its sender is whoever sent the
+        m.room.third_party_invite, who may have left since: the auth rules check the
+        identity server's signature instead of the sender's membership."""
+        room = await self.get_room(room_id)
+        if room.membership(target) in ("join", "ban"):
+            raise forbidden(f"{target} is already in the room or banned")
+        if self.remote is not None and target.partition(":")[2] != self.server_name:
+            # A user of another server: theirs counter-signs (and learns of) the invite.
+            return await self._invite_remote_as(sender, room_id, target, content)
+        async with self.locked(room_id) as room:
+            entry = await self._send_locked(room, sender, "m.room.member", content, target)
         return entry.event_id
 
     async def kick(self, requester: Requester, room_id: str, target: str,
