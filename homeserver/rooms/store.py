@@ -159,16 +159,21 @@ class RoomStore:
     async def search_user_directory(
         self, conn: Conn, user_id: str, words: list[str], term: str, limit: int
     ) -> list[asyncpg.Record]:
-        """Local users visible to `user_id` whose id or display name has every word as a
-        word prefix, best first; at most `limit` rows.
+        """Users visible to `user_id` whose id or display name has every word as a word
+        prefix, best first; at most `limit` rows.
 
         Visible: joined to a room `user_id` is joined to, or to a room with a public join rule
-        or world-readable history. The searcher finds themself only through such a public room
+        or world-readable history, among the rooms this server is in (one all our users left
+        is only a stale copy: SyTest "User in remote room doesn't appear in user directory
+        after server left room"). The searcher finds themself only through such a public room
         (sharing a private room with oneself is not sharing it, as the reference server
         counts; SyTest "Users appear/disappear from directory when join_rules are changed").
-        `words` are lower-case runs of word characters (safe inside
-        a regex); `term` is the whole lower-cased search term, for ranking exact matches first.
+        Local users are shown with their profile (deactivated ones not at all), other servers'
+        users with the name and avatar of their member events, as the reference server does.
+        `words` are lower-case runs of word characters (safe inside a regex); `term` is the
+        whole lower-cased search term, for ranking exact matches first.
         """
+        server = user_id.partition(":")[2]
         return list(await conn.fetch(
             "WITH visible AS ("
             "  SELECT room_id, bool_or(mine) AS mine, bool_or(NOT mine) AS public FROM ("
@@ -184,24 +189,41 @@ class RoomStore:
             "      JOIN events e ON e.event_id = c.event_id"
             "     WHERE c.type = 'm.room.history_visibility' AND c.state_key = ''"
             "       AND e.json::jsonb #>> '{content,history_visibility}' = 'world_readable'"
-            "  ) r GROUP BY room_id"
+            "  ) r WHERE EXISTS ("
+            "    SELECT 1 FROM current_state l"
+            "     WHERE l.room_id = r.room_id AND l.type = 'm.room.member'"
+            "       AND l.membership = 'join' AND right(l.state_key, length($5) + 1) = ':' || $5)"
+            "  GROUP BY room_id"
             "), candidates AS ("
-            "  SELECT m.state_key AS user_id, bool_or(v.mine) AS shared"
+            "  SELECT m.state_key AS user_id, bool_or(v.mine) AS shared,"
+            "         max(e.json::jsonb #>> '{content,displayname}') AS member_name,"
+            "         max(e.json::jsonb #>> '{content,avatar_url}') AS member_avatar"
             "    FROM visible v JOIN current_state m ON m.room_id = v.room_id"
+            "    JOIN events e ON e.event_id = m.event_id"
             "   WHERE m.type = 'm.room.member' AND m.membership = 'join'"
             "     AND (m.state_key <> $1 OR v.public)"
             "   GROUP BY m.state_key"
+            "), found AS ("
+            "  SELECT c.user_id, c.shared,"
+            "         CASE WHEN u.user_id IS NULL THEN c.member_name ELSE p.displayname END"
+            "           AS displayname,"
+            "         CASE WHEN u.user_id IS NULL THEN c.member_avatar ELSE p.avatar_url END"
+            "           AS avatar_url,"
+            "         ltrim(split_part(c.user_id, ':', 1), '@') AS localpart"
+            "    FROM candidates c LEFT JOIN users u ON u.user_id = c.user_id"
+            "    LEFT JOIN profiles p ON p.user_id = c.user_id"
+            "   WHERE CASE WHEN u.user_id IS NULL"
+            "              THEN right(c.user_id, length($5) + 1) <> ':' || $5"
+            "              ELSE NOT u.deactivated END"
             ")"
-            " SELECT u.user_id, p.displayname, p.avatar_url"
-            "   FROM candidates c JOIN users u ON u.user_id = c.user_id"
-            "   LEFT JOIN profiles p ON p.user_id = u.user_id"
-            "  WHERE NOT u.deactivated AND NOT EXISTS ("
+            " SELECT f.user_id, f.displayname, f.avatar_url FROM found f"
+            "  WHERE NOT EXISTS ("
             "    SELECT 1 FROM unnest($2::text[]) w"
-            "     WHERE (u.user_id || ' ' || COALESCE(p.displayname, '')) !~* ('\\m' || w))"
-            "  ORDER BY (lower(u.localpart) = ltrim($3, '@') OR lower(u.user_id) = $3"
-            "            OR lower(p.displayname) = $3) DESC,"
-            "           c.shared DESC, (p.displayname IS NOT NULL) DESC,"
-            "           (p.avatar_url IS NOT NULL) DESC,"
-            "           lower(COALESCE(p.displayname, u.localpart)), u.user_id"
-            "  LIMIT $4", user_id, words, term, limit,
+            "     WHERE (f.user_id || ' ' || COALESCE(f.displayname, '')) !~* ('\\m' || w))"
+            "  ORDER BY (lower(f.localpart) = ltrim($3, '@') OR lower(f.user_id) = $3"
+            "            OR lower(f.displayname) = $3) DESC,"
+            "           f.shared DESC, (f.displayname IS NOT NULL) DESC,"
+            "           (f.avatar_url IS NOT NULL) DESC,"
+            "           lower(COALESCE(f.displayname, f.localpart)), f.user_id"
+            "  LIMIT $4", user_id, words, term, limit, server,
         ))

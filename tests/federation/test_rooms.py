@@ -4,6 +4,7 @@ invite), messages both ways, leaving, invites both ways and their rejection."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -322,3 +323,35 @@ async def test_invite_blocking_over_federation(make_server: Factory) -> None:
     status, body = await b.client.request("POST", f"/rooms/{room_id}/invite",
                                           {"user_id": alice.user_id}, bob.access_token)
     assert (status, body["errcode"]) == (403, "M_INVITE_BLOCKED")
+
+
+async def test_user_directory_holds_remote_room_mates_until_the_server_leaves(
+        make_server: Factory) -> None:
+    """Another server's user who shares a room with ours is found in our user directory, with
+    the name of their member event; once all our users have left that public room, it is
+    only a stale copy here and no longer makes them visible."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    name = "Alice " + secrets.token_hex(4)
+    status, _ = await a.client.request("PUT", f"/profile/{alice.user_id}/displayname",
+                                       {"displayname": name}, alice.access_token)
+    assert status == 200
+    room_id = await a.client.create_room(alice, preset="public_chat")
+    status, body = await b.client.request("POST", f"/join/{room_id}", {}, bob.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+
+    async def found() -> list[dict[str, Any]]:
+        status, body = await b.client.request("POST", "/user_directory/search",
+                                              {"search_term": name}, bob.access_token)
+        assert status == 200, body
+        return [r for r in body["results"] if r["user_id"] == alice.user_id]
+
+    hit = await found()
+    assert hit and hit[0].get("display_name") == name, hit
+    status, body = await b.client.request("POST", f"/rooms/{room_id}/leave", {},
+                                          bob.access_token)
+    assert status == 200, body
+    assert await found() == []
