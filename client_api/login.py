@@ -51,7 +51,8 @@ async def capabilities(request: web.Request) -> web.Response:
         "m.profile_fields": {"enabled": True},
         "uk.tcpip.msc4133.profile_fields": {"enabled": True},
         "m.3pid_changes": {"enabled": threepids is not None and threepids.email_enabled},
-        "m.get_login_token": {"enabled": False},
+        # POST /login/get_token (client_api/login_token.py).
+        "m.get_login_token": {"enabled": ctx(request).sso is not None},
     }})
 
 
@@ -61,11 +62,13 @@ async def login_flows(request: web.Request) -> web.Response:
     if ctx(request).appservice_auth is not None:
         flows.append({"type": "m.login.application_service"})
     sso = ctx(request).sso
-    if sso is not None and sso.enabled:
-        # Only what is configured is offered: CAS single sign-on, and the login token it
-        # hands out (spec "Single Sign-On"; m.login.token).
+    if sso is not None:
+        # A login token comes from POST /login/get_token (spec v1.7) and, with CAS configured,
+        # from single sign-on; only what is configured is offered (spec "Single Sign-On").
         # m.login.cas too: the CAS-only name older clients (and SyTest) look for.
-        flows += [{"type": "m.login.sso"}, {"type": "m.login.token"}, {"type": "m.login.cas"}]
+        flows.append({"type": "m.login.token", "get_login_token": True})
+        if sso.enabled:
+            flows += [{"type": "m.login.sso"}, {"type": "m.login.cas"}]
     return json_response({"flows": flows})
 
 
@@ -82,7 +85,7 @@ def login_body(r: LoginResult, server_name: str) -> dict[str, object]:
 async def login(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await read_json(request, "login")
-    if body["type"] == "m.login.token" and c.sso is not None and c.sso.enabled:
+    if body["type"] == "m.login.token" and c.sso is not None:
         token = body.get("token")
         if not isinstance(token, str) or not token:
             raise MatrixError(400, Codes.MISSING_PARAM, "token is required")

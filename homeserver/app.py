@@ -23,6 +23,7 @@ from client_api import (
     initial_sync,
     keys,
     login,
+    login_token,
     media,
     media_upload,
     mutual_rooms,
@@ -704,7 +705,7 @@ def make_app(hs: Homeserver) -> web.Application:
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
                    search, threads, room_upgrades, spaces, timestamps, mutual_rooms,
                    thirdparty, voip, support, initial_sync, events_stream, appservice,
-                   threepid, sso):
+                   threepid, sso, login_token):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

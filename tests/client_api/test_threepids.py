@@ -86,7 +86,8 @@ async def test_nothing_unconfigured_is_offered(c: Client) -> None:
     assert status == 401
     assert body["flows"] == [{"stages": ["m.login.dummy"]}] and body["params"] == {}
     status, body = await c.request("GET", "/login")
-    assert body == {"flows": [{"type": "m.login.password"}]}
+    assert body == {"flows": [{"type": "m.login.password"},
+                              {"type": "m.login.token", "get_login_token": True}]}
     status, body = await c.request("POST", "/register/email/requestToken", {
         "client_secret": "abc", "email": "a@b.c", "send_attempt": 1})
     assert (status, body["errcode"]) == (400, "M_THREEPID_MEDIUM_NOT_SUPPORTED")
@@ -94,7 +95,7 @@ async def test_nothing_unconfigured_is_offered(c: Client) -> None:
                                    params={"redirectUrl": "https://c"})
     assert status == 404
     status, body = await c.request("POST", "/login", {"type": "m.login.token", "token": "x"})
-    assert (status, body["errcode"]) == (400, "M_UNKNOWN")
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")  # no such token
     status, body = await c.request("POST", "/register", {
         "auth": {"type": "m.login.recaptcha", "response": "human"}})
     assert status == 401 and body["errcode"] == "M_UNRECOGNIZED"
@@ -111,8 +112,9 @@ async def test_configured_flows(world: World) -> None:
                              {"stages": ["m.login.email.identity"]}]
     assert body["params"] == {"m.login.recaptcha": {"public_key": "captcha-public"}}
     status, body = await c.request("GET", "/login")
-    assert body["flows"] == [{"type": "m.login.password"}, {"type": "m.login.sso"},
-                             {"type": "m.login.token"}, {"type": "m.login.cas"}]
+    assert body["flows"] == [{"type": "m.login.password"},
+                             {"type": "m.login.token", "get_login_token": True},
+                             {"type": "m.login.sso"}, {"type": "m.login.cas"}]
     user = await c.register()
     status, body = await c.request("GET", "/capabilities", token=user.access_token)
     assert body["capabilities"]["m.3pid_changes"] == {"enabled": True}
