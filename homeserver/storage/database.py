@@ -37,9 +37,11 @@ def is_connection_failure(exc: BaseException) -> bool:
         if isinstance(e, asyncpg.InterfaceError) and "connection" in text and (
                 "closed" in text or "lost" in text):
             return True
-        if isinstance(e, asyncpg.InternalClientError) and "another operation" in text:
+        if isinstance(e, asyncpg.InternalClientError) and (
+                "another operation" in text or "free connection holder" in text):
             # A connection left mid-operation when the server went away under it (seen while
-            # PostgreSQL shuts down): the pool drops it on release.
+            # PostgreSQL shuts down): the pool drops it on release, and a release racing that
+            # drop finds its holder already freed.
             return True
         if isinstance(e, OSError) and e.errno is not None:
             return True  # connecting failed (no route, the socket file is gone, reset)
