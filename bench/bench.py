@@ -1184,13 +1184,124 @@ def table(results):
 
 
 def server_cpu_s(pid):
-    """CPU seconds (user + system) the server process has used so far, or None. Its
-    PostgreSQL's CPU is not in it."""
+    """CPU seconds (user + system) the server process has used so far (its threads included),
+    or None. Its PostgreSQL's CPU is not in it."""
     if not pid:
         return None
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- shared run scaffolding
+# bench.py and bench_keys.py (and any later harness) run the same way: check the server answers,
+# record what was run where, time an idle round trip to judge the machine's noise, run the chosen
+# scenarios with the server's CPU per scenario, print a table and write the JSON.
+
+
+async def start_results(c, ctx, args):
+    st, versions, _ = await c.call("GET", "/_matrix/client/versions", prefix="")
+    if st != 200:
+        raise BenchError(f"GET /_matrix/client/versions -> {st}")
+    results = {
+        "label": args.label,
+        "url": args.url,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "loadavg_start": loadavg(),
+        "spec_versions": versions.get("versions"),
+        "user_prefix": ctx.prefix,
+        "args": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("password", "registration_token", "json_out")
+        },
+    }
+    rtt = []
+    for _ in range(30):  # idle round trip, to judge machine noise
+        t0 = now()
+        await c.call("GET", "/_matrix/client/versions", prefix="")
+        rtt.append(now() - t0)
+    results["idle_versions_rtt_p50_ms"] = ms(pct(rtt, 50))
+    return results
+
+
+async def run_scenarios(fns, ctx, args, results):
+    """Runs args.scenarios in order; a failed scenario records its error and the run goes on,
+    except past the whole run's time bound."""
+    for sc in args.scenarios:
+        log(f"=== scenario {sc} === (load {loadavg()})")
+        t0 = now()
+        cpu0 = server_cpu_s(args.server_pid)
+        try:
+            results[sc] = await fns[sc](ctx)
+            if cpu0 is not None:
+                results[sc]["server_cpu_s"] = round(server_cpu_s(args.server_pid) - cpu0, 3)
+        except BenchError as e:
+            log(f"scenario {sc} failed: {e}")
+            results[sc] = {"error": str(e)}
+            if "max-time" in str(e):
+                break
+        log(f"scenario {sc} took {now() - t0:.1f}s")
+        await asyncio.sleep(args.pause)
+    return results
+
+
+def add_run_args(p):
+    """The options every harness has: where, what to call the run, registration, bounds, output."""
+    p.add_argument("--url", default="http://127.0.0.1:18008", help="homeserver base URL")
+    p.add_argument("--label", default=None, help="name for this run (e.g. synapse, parley)")
+    p.add_argument("--server-pid", type=int, default=0,
+                   help="server process (same machine): its CPU seconds per scenario")
+    p.add_argument("--registration-token", default=None, help="for m.login.registration_token")
+    p.add_argument("--password", default="bench-password-1")
+    p.add_argument("--setup-concurrency", type=int, default=8)
+    p.add_argument("--max-time", type=float, default=3600.0, help="hard bound on the whole run")
+    p.add_argument("--json", dest="json_out", default=None, help="write results JSON here")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --url")
+    p.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run the client on uvloop (less client CPU per request; a-d were measured without)",
+    )
+
+
+def run_main(args, amain, table_of, scenario_keys):
+    """Checks the URL, runs amain(args) on the chosen event loop, prints the table and errors,
+    writes the JSON."""
+    check_loopback(args.url, args.allow_remote)
+    if args.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            sys.exit("--uvloop needs uvloop: pip install uvloop")
+        uvloop.install()
+    results = asyncio.run(amain(args))
+    results["client_event_loop"] = "uvloop" if args.uvloop else "asyncio"
+    print(f"\n### {args.label or args.url}  ({results['date']}, {os.cpu_count()} cpus)\n")
+    print(table_of(results))
+    for k in scenario_keys:
+        if isinstance(results.get(k), dict) and "error" in results[k]:
+            print(f"\nscenario {k} error: {results[k]['error']}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=2)
+        log(f"wrote {args.json_out}")
 
 
 async def amain(args):
@@ -1201,32 +1312,7 @@ async def amain(args):
     async with aiohttp.ClientSession(connector=conn) as session:
         c = Client(session, args.url, deadline)
         ctx = Ctx(args, c)
-        st, versions, _ = await c.call("GET", "/_matrix/client/versions", prefix="")
-        if st != 200:
-            raise BenchError(f"GET /_matrix/client/versions -> {st}")
-        results = {
-            "label": args.label,
-            "url": args.url,
-            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-            },
-            "spec_versions": versions.get("versions"),
-            "user_prefix": ctx.prefix,
-            "args": {
-                k: v
-                for k, v in vars(args).items()
-                if k not in ("password", "registration_token", "json_out")
-            },
-        }
-        rtt = []
-        for _ in range(30):  # idle round trip, to judge machine noise
-            t0 = now()
-            await c.call("GET", "/_matrix/client/versions", prefix="")
-            rtt.append(now() - t0)
-        results["idle_versions_rtt_p50_ms"] = ms(pct(rtt, 50))
+        results = await start_results(c, ctx, args)
         fns = {
             "a": scenario_a,
             "b": scenario_b,
@@ -1236,36 +1322,18 @@ async def amain(args):
             "f": scenario_f,
             "p": scenario_p,
         }
-        for sc in args.scenarios:
-            log(f"=== scenario {sc} ===")
-            t0 = now()
-            cpu0 = server_cpu_s(args.server_pid)
-            try:
-                results[sc] = await fns[sc](ctx)
-                if cpu0 is not None:
-                    results[sc]["server_cpu_s"] = round(server_cpu_s(args.server_pid) - cpu0, 3)
-            except BenchError as e:
-                log(f"scenario {sc} failed: {e}")
-                results[sc] = {"error": str(e)}
-                if "max-time" in str(e):
-                    break
-            log(f"scenario {sc} took {now() - t0:.1f}s")
-            await asyncio.sleep(args.pause)
-        return results
+        return await run_scenarios(fns, ctx, args, results)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--url", default="http://127.0.0.1:18008", help="homeserver base URL")
-    p.add_argument("--label", default=None, help="name for this run (e.g. synapse, parley)")
+    add_run_args(p)
     p.add_argument("--scenarios", default="a,b,c,d", help="comma list of a,b,c,d,e,f,p")
     p.add_argument("--messages", type=int, default=300, help="a: measured messages")
     p.add_argument("--warmup-messages", type=int, default=10, help="a: unmeasured first messages")
     p.add_argument("--gap-ms", type=float, default=50, help="a: pause after the poll is re-armed")
-    p.add_argument("--server-pid", type=int, default=0,
-                   help="server process (same machine): its CPU seconds per scenario")
     p.add_argument("--members", type=int, default=100, help="b: syncing members in the room")
     p.add_argument("--fanout-messages", type=int, default=20, help="b: measured messages")
     p.add_argument("--warmup-fanout", type=int, default=2, help="b: unmeasured first messages")
@@ -1298,20 +1366,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--delivery-timeout", type=float, default=30.0, help="give up on one message after"
     )
-    p.add_argument("--registration-token", default=None, help="for m.login.registration_token")
-    p.add_argument("--password", default="bench-password-1")
-    p.add_argument("--setup-concurrency", type=int, default=8)
     p.add_argument("--pause", type=float, default=3.0, help="seconds between scenarios")
     p.add_argument("--scenario-max-time", type=float, default=900.0)
-    p.add_argument("--max-time", type=float, default=3600.0, help="hard bound on the whole run")
-    p.add_argument("--json", dest="json_out", default=None, help="write results JSON here")
-    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --url")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument(
-        "--uvloop",
-        action="store_true",
-        help="run the client on uvloop (less client CPU per request; a-d were measured without)",
-    )
     a = p.parse_args(argv)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     for s in a.scenarios:
@@ -1322,27 +1379,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    check_loopback(args.url, args.allow_remote)
     if args.seed is not None:
         random.seed(args.seed)
-    if args.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            sys.exit("--uvloop needs uvloop: pip install uvloop")
-        uvloop.install()
-    results = asyncio.run(amain(args))
-    results["client_event_loop"] = "uvloop" if args.uvloop else "asyncio"
-    md = table(results)
-    print(f"\n### {args.label or args.url}  ({results['date']}, {os.cpu_count()} cpus)\n")
-    print(md)
-    for k in "abcdef":
-        if isinstance(results.get(k), dict) and "error" in results[k]:
-            print(f"\nscenario {k} error: {results[k]['error']}")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=2)
-        log(f"wrote {args.json_out}")
+    run_main(args, amain, table, "abcdefp")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,7 @@ import argparse
 import asyncio
 import base64
 import copy
-import datetime as _dt
 import json
-import os
-import platform
 import secrets
 import sys
 from pathlib import Path
@@ -43,12 +40,17 @@ from bench import (  # noqa: E402
     Ctx,
     LeanSender,
     User,
-    check_loopback,
+    add_run_args,
     gather_limited,
+    loadavg,
     log,
     ms,
     now,
     pct,
+    run_main,
+    run_scenarios,
+    server_cpu_s,
+    start_results,
     summary_ms,
 )
 
@@ -63,24 +65,6 @@ OTK_ALG = "signed_curve25519"
 
 def b64(n: int = 32) -> str:
     return base64.b64encode(secrets.token_bytes(n)).decode().rstrip("=")
-
-
-def loadavg() -> str | None:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return None
-
-
-def proc_cpu_s(pid: int | None) -> float | None:
-    """utime + stime of a process (its threads included), in seconds; None if unreadable."""
-    if not pid:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Device:
@@ -216,7 +200,7 @@ async def scenario_k(ctx: KCtx):
     for i in range(a.query_warmup + a.queries):
         c.check_deadline()
         if i == a.query_warmup:
-            cpu0, wall0 = proc_cpu_s(a.server_pid), now()
+            cpu0, wall0 = server_cpu_s(a.server_pid), now()
         t = now()
         async with c.s.post(c.base + API + "/keys/query", data=body, headers=hdrs) as r:
             raw = await r.read()
@@ -243,7 +227,7 @@ async def scenario_k(ctx: KCtx):
         if i >= a.query_warmup:
             lat.append(t1 - t)
             sizes.append(len(raw))
-    cpu1, wall1 = proc_cpu_s(a.server_pid), now()
+    cpu1, wall1 = server_cpu_s(a.server_pid), now()
     r1 = c.stats.snapshot()
     server_cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
     return {
@@ -487,11 +471,11 @@ async def scenario_m(ctx: KCtx):
         await asyncio.sleep(a.load_warmup)
         la = loadavg()
         t0 = now()
-        cpu0 = proc_cpu_s(a.server_pid)
+        cpu0 = server_cpu_s(a.server_pid)
         q0, u0, c0 = len(qlat), len(ulat), len(clat)
         lat, err = await sends(tag)
         window = now() - t0
-        cpu1 = proc_cpu_s(a.server_pid)
+        cpu1 = server_cpu_s(a.server_pid)
         q1, u1, c1 = len(qlat), len(ulat), len(clat)
         stop.set()
         await asyncio.gather(*bg)
@@ -668,52 +652,16 @@ async def amain(args):
     async with aiohttp.ClientSession(connector=conn) as session:
         c = Client(session, args.url, deadline)
         ctx = KCtx(args, c)
-        st, versions, _ = await c.call("GET", "/_matrix/client/versions", prefix="")
-        if st != 200:
-            raise BenchError(f"GET /_matrix/client/versions -> {st}")
-        results: dict[str, Any] = {
-            "label": args.label,
-            "url": args.url,
-            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-            },
-            "loadavg_start": loadavg(),
-            "spec_versions": versions.get("versions"),
-            "user_prefix": ctx.prefix,
-            "args": {k: v for k, v in vars(args).items()
-                     if k not in ("password", "registration_token", "json_out")},
-        }
-        rtt = []
-        for _ in range(30):
-            t0 = now()
-            await c.call("GET", "/_matrix/client/versions", prefix="")
-            rtt.append(now() - t0)
-        results["idle_versions_rtt_p50_ms"] = ms(pct(rtt, 50))
+        results = await start_results(c, ctx, args)
         fns = {"k": scenario_k, "l": scenario_l, "m": scenario_m}
-        for sc in args.scenarios:
-            log(f"=== scenario {sc} === (load {loadavg()})")
-            t0 = now()
-            try:
-                results[sc] = await fns[sc](ctx)
-            except BenchError as e:
-                log(f"scenario {sc} failed: {e}")
-                results[sc] = {"error": str(e)}
-                if "max-time" in str(e):
-                    break
-            log(f"scenario {sc} took {now() - t0:.1f}s")
-            await asyncio.sleep(args.pause)
-        return results
+        return await run_scenarios(fns, ctx, args, results)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--url", default="http://127.0.0.1:18008", help="homeserver base URL")
-    p.add_argument("--label", default=None)
+    add_run_args(p)
     p.add_argument("--scenarios", default="k,l,m", help="comma list of k,l,m (l, m need k)")
     p.add_argument("--key-users", type=int, default=100, help="k: users with keys")
     p.add_argument("--devices", type=int, default=3, help="k: devices (logins) per user")
@@ -741,16 +689,7 @@ def parse_args(argv=None):
                    help="m: seconds the key loops run before the loaded sends start")
     p.add_argument("--send-client", choices=("raw", "aiohttp"), default="raw",
                    help="m: HTTP client for the PUTs (as bench.py e)")
-    p.add_argument("--server-pid", type=int, default=None,
-                   help="server process to read CPU time from (/proc; same machine)")
-    p.add_argument("--registration-token", default=None)
-    p.add_argument("--password", default="bench-password-1")
-    p.add_argument("--setup-concurrency", type=int, default=8)
     p.add_argument("--pause", type=float, default=2.0, help="seconds between scenarios")
-    p.add_argument("--max-time", type=float, default=3600.0, help="hard bound on the whole run")
-    p.add_argument("--json", dest="json_out", default=None, help="write results JSON here")
-    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --url")
-    p.add_argument("--uvloop", action="store_true", help="run the client on uvloop")
     p.add_argument("--table", nargs="+", metavar="JSON",
                    help="only print the table of these result files (two: with a ratio)")
     a = p.parse_args(argv)
@@ -769,24 +708,7 @@ def main(argv=None):
         runs = [json.loads(Path(f).read_text()) for f in args.table]
         print(table(runs))
         return
-    check_loopback(args.url, args.allow_remote)
-    if args.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            sys.exit("--uvloop needs uvloop: pip install uvloop")
-        uvloop.install()
-    results = asyncio.run(amain(args))
-    results["client_event_loop"] = "uvloop" if args.uvloop else "asyncio"
-    print(f"\n### {args.label or args.url}  ({results['date']}, {os.cpu_count()} cpus)\n")
-    print(table([results]))
-    for k in "klm":
-        if isinstance(results.get(k), dict) and "error" in results[k]:
-            print(f"\nscenario {k} error: {results[k]['error']}")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=2)
-        log(f"wrote {args.json_out}")
+    run_main(args, amain, lambda results: table([results]), "klm")
 
 
 if __name__ == "__main__":

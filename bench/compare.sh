@@ -39,13 +39,11 @@
 #                  nor the e,f run (default: everything above)
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/.." && pwd)"
-export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
-WORK="${BENCH_WORK:-${TMPDIR:-/tmp}/parley-compare}"
-OUT="${BENCH_OUT:-$here/results}"
+NAME=compare.sh
 SYN_PORT="${SYNAPSE_PORT:-18508}"
 PAR_PORT="${PARLEY_PORT:-18510}"
+# shellcheck source=bench/sitting.sh
+. "$(dirname "${BASH_SOURCE[0]}")/sitting.sh"
 
 quick=0; synapse=1; tag=""; revs=()
 while [ $# -gt 0 ]; do
@@ -80,48 +78,7 @@ base="$tag-$stamp"
 manifest="$OUT/$base-manifest.tsv"
 logs="$(mktemp -d "$WORK/logs-$stamp.XXXXXX")"
 : >"$manifest"
-say() { echo "[$(date -u +%H:%M:%S)] compare.sh: $*" >&2; }
-die() { say "$*"; exit 1; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-# ---------------------------------------------------------------- the benchmark client
-PY="${BENCH_PYTHON:-}"
-if [ -z "$PY" ]; then
-  if "$repo/.venv/bin/python" -c 'import aiohttp, uvloop' 2>/dev/null; then
-    PY="$repo/.venv/bin/python"
-  else
-    PY="$WORK/client-venv/bin/python"
-    if ! "$PY" -c 'import aiohttp, uvloop' 2>/dev/null; then
-      say "making a client venv with aiohttp and uvloop"
-      python3 -m venv "$WORK/client-venv"
-      "$WORK/client-venv/bin/pip" install -q aiohttp uvloop
-    fi
-  fi
-fi
-"$PY" -c 'import aiohttp, uvloop' || die "the client ($PY) needs aiohttp and uvloop"
-
-# ---------------------------------------------------------------- cleanup of what we started
-syn_dir=""; par_pid=""
-cleanup() {
-  if [ -n "$par_pid" ] && kill -0 "$par_pid" 2>/dev/null; then
-    kill "$par_pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$par_pid" 2>/dev/null || break; sleep 0.25; done
-  fi
-  if [ -n "$syn_dir" ]; then SYNAPSE_DIR="$syn_dir" "$here/synapse.sh" stop >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_http() {  # url pid
-  for _ in $(seq 1 240); do
-    curl -fsS "$1/_matrix/client/versions" >/dev/null 2>&1 && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.25
-  done
-  return 1
-}
-
-port_free() { ! curl -sS -m 1 "http://127.0.0.1:$1/" >/dev/null 2>&1; }
+pick_client aiohttp uvloop
 
 # Runs g then a-f against one started server; appends its manifest line.
 run_scenarios() {  # label kind revision url pid file-stem
@@ -164,66 +121,21 @@ say "sitting $base: revisions ${revs[*]}; results in $OUT; logs in $logs"
 
 # ---------------------------------------------------------------- Synapse
 if [ $synapse = 1 ]; then
-  port_free "$SYN_PORT" || die "port $SYN_PORT is in use (set SYNAPSE_PORT)"
-  export SYNAPSE_VENV="${SYNAPSE_VENV:-$WORK/synapse-venv}"
-  export SYNAPSE_VERSION="${SYNAPSE_VERSION:-==1.163.2}"
-  syn_dir="$(mktemp -d "$WORK/synapse-run.XXXXXX")"
-  say "starting Synapse (fresh config and database synapse_compare)"
-  SYNAPSE_DIR="$syn_dir" SYNAPSE_PORT="$SYN_PORT" SYNAPSE_DB=synapse_compare \
-    "$here/synapse.sh" start >"$logs/synapse-start.log" 2>&1 \
-    || { cat "$logs/synapse-start.log" >&2; die "Synapse did not start"; }
-  syn_pid="$(cat "$syn_dir/synapse.pid")"
-  grep -q synapse "/proc/$syn_pid/cmdline" || die "pid $syn_pid is not Synapse"
-  syn_ver="$("$SYNAPSE_VENV/bin/python" -c 'import synapse; print(synapse.__version__)')"
+  start_synapse synapse_compare
   run_scenarios "Synapse $syn_ver" synapse "$syn_ver" "http://127.0.0.1:$SYN_PORT" \
     "$syn_pid" "$base-synapse"
-  SYNAPSE_DIR="$syn_dir" "$here/synapse.sh" stop >/dev/null
-  dropdb --if-exists synapse_compare || true
-  rm -rf "$syn_dir"; syn_dir=""
+  stop_synapse synapse_compare
 fi
 
 # ---------------------------------------------------------------- Parley, each revision
 n=0
 for rev in "${revs[@]}"; do
   n=$((n + 1))
-  if [ "$rev" = WORKTREE ]; then
-    src="$repo"; venv="$repo/.venv"; short="worktree"
-    [ -x "$venv/bin/python" ] || die "WORKTREE needs $venv (python3 -m venv .venv && pip install -e '.[speed]')"
-  else
-    sha="$(git -C "$repo" rev-parse --verify --quiet "$rev^{commit}")" || die "unknown revision $rev"
-    short="${sha:0:7}"
-    src="$WORK/parley-${sha:0:12}"; venv="$src/.venv"
-    if [ ! -f "$src/.bench-ready" ]; then
-      say "exporting $rev ($short) to a temporary checkout and installing it into a venv"
-      rm -rf "$src"; mkdir -p "$src"
-      git -C "$repo" archive "$sha" | tar -x -C "$src"
-      python3 -m venv "$venv"
-      "$venv/bin/pip" install -q -e "$src[speed]" >"$logs/pip-$short.log" 2>&1 \
-        || { tail -n 20 "$logs/pip-$short.log" >&2; die "pip install failed for $rev"; }
-      touch "$src/.bench-ready"
-    fi
-  fi
-  port_free "$PAR_PORT" || die "port $PAR_PORT is in use (set PARLEY_PORT)"
-  db="parley_compare_$n"
-  dropdb --if-exists "$db"; createdb "$db"
-  data="$(mktemp -d "$WORK/parley-data.XXXXXX")"
-  say "starting Parley $rev ($short) on a fresh database $db"
-  (cd "$data" && PARLEY_DATABASE_URL="postgresql://$PGUSER@$PGHOST:$PGPORT/$db" \
-      PARLEY_LISTEN="127.0.0.1:$PAR_PORT" PARLEY_DATA_DIR="$data" PARLEY_SERVER_NAME=localhost \
-      PARLEY_REGISTRATION=open PARLEY_RATE_LIMITS=off PARLEY_LOG_LEVEL=WARNING \
-      PARLEY_OUTBOUND_ALLOW=127.0.0.1/32 \
-      exec "$venv/bin/python" -m homeserver run) >"$logs/parley-$n-$short.log" 2>&1 </dev/null &
-  par_pid=$!
-  wait_http "http://127.0.0.1:$PAR_PORT" "$par_pid" \
-    || { tail -n 20 "$logs/parley-$n-$short.log" >&2; die "Parley $rev did not start"; }
+  prepare_revision "$rev"
+  start_parley "$rev" "parley_compare_$n" "$logs/parley-$n-$short.log"
   run_scenarios "Parley $rev ($short)" parley "$rev $short" "http://127.0.0.1:$PAR_PORT" \
     "$par_pid" "$base-parley$n-$short"
-  kill "$par_pid"
-  for _ in $(seq 1 40); do kill -0 "$par_pid" 2>/dev/null || break; sleep 0.25; done
-  kill -0 "$par_pid" 2>/dev/null && kill -9 "$par_pid"
-  par_pid=""
-  dropdb --if-exists "$db" || true
-  rm -rf "$data"
+  stop_parley "parley_compare_$n"
 done
 
 # ---------------------------------------------------------------- the table

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from client_api.guest_access import guest_may_use
 from e2ee.backup import KeyBackupService
 from e2ee.cross_signing import CrossSigningService
 from e2ee.dehydrated import DehydratedDeviceService
@@ -42,6 +43,7 @@ from homeserver.rooms.timestamps import TimestampLookup
 from homeserver.rooms.typing import TypingService
 from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.search.service import SearchService
+from homeserver.sync.peek import RoomPeek
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.types import Requester
@@ -96,6 +98,7 @@ class ClientContext:
     timestamps: TimestampLookup | None = None
     mutual_rooms: MutualRooms | None = None
     initial_sync: RoomInitialSync | None = None
+    peek: RoomPeek | None = None  # GET /events?room_id= into a world-readable room
     # Marks a user erased (homeserver/admin/users.py), for /account/deactivate with `erase`.
     erase_user: Callable[[str], Awaitable[None]] | None = None
 
@@ -125,4 +128,8 @@ async def auth(request: web.Request, allow_locked: bool = False) -> Requester:
     requester = await ctx(request).sessions.authenticate(token, ip=request.remote,
                                                          allow_locked=allow_locked)
     request_user.set(requester.user_id)  # for the request's log lines
+    if requester.is_guest and not guest_may_use(request):
+        # The one check of what guests may do (the list is in client_api/guest_access.py).
+        raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN,
+                          "Guest access is not allowed for this endpoint")
     return requester

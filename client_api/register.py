@@ -1,5 +1,7 @@
-"""Registration (m.login.dummy when open, m.login.registration_token when token-gated) and the
-account endpoints that need user-interactive auth (password change, deactivation)."""
+"""Registration (m.login.dummy when open, m.login.registration_token when token-gated), guest
+registration (`kind=guest`, spec "Guest access") and the upgrade of a guest to a full account
+(`guest_access_token`), and the account endpoints that need user-interactive auth (password
+change, deactivation)."""
 
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ async def available(request: web.Request) -> web.Response:
     username = request.query.get("username")
     if not username:
         raise MatrixError(400, Codes.MISSING_PARAM, "username is required")
-    if not await ctx(request).accounts.is_available(username):
+    accounts = ctx(request).accounts
+    if not await accounts.is_available(username):
         raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
+    accounts.check_not_reserved(username)
     return json_response({"available": True})
 
 
@@ -45,7 +49,7 @@ async def register(request: web.Request) -> web.Response:
     body = await read_json(request, "register", allow_empty=True)
     kind = request.query.get("kind", "user")
     if kind == "guest":
-        raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access is disabled")
+        return await _register_guest(request, body)
     if kind != "user":
         raise MatrixError(400, Codes.INVALID_PARAM, "kind must be user or guest")
     mode = c.config.registration
@@ -65,10 +69,12 @@ async def register(request: web.Request) -> web.Response:
             # after a lost response), logged in again rather than registered again.
             return await _registered(request, body, session.result)
     username = body.get("username")
-    if username is not None:
+    guest = await _upgrading_guest(request, body)
+    if username is not None and guest is None:
         c.accounts.validate_localpart(username.lower())
         if not await c.accounts.is_available(username.lower()):
             raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
+        c.accounts.check_not_reserved(username.lower())
     if body.get("password") is not None:
         c.accounts.check_password_strength(body["password"])
     flows = [["m.login.dummy"]] if mode == "open" else [["m.login.registration_token"]]
@@ -89,11 +95,55 @@ async def register(request: web.Request) -> web.Response:
                               remember={k: v for k, v in body.items() if k != "auth"})
     db_token = token_used[0] if token_used and token_used[0] not in \
         c.config.registration_tokens else None
-    user_id = await c.accounts.register(username, body.get("password"),
-                                     registration_token=db_token)
+    if guest is not None:
+        await c.accounts.upgrade_guest(guest, body.get("password"))
+        user_id = guest
+    else:
+        user_id = await c.accounts.register(username, body.get("password"),
+                                         registration_token=db_token)
     if session is not None:
         await uia.set_result(session, user_id)
     return await _registered(request, body, user_id)
+
+
+async def _register_guest(request: web.Request, body: JsonDict) -> web.Response:
+    """POST /register?kind=guest: a guest account, logged in on a new device. No
+    user-interactive auth (there is nobody to ask yet); refused when the server has guest
+    access off, whatever its registration mode."""
+    c = ctx(request)
+    if not c.config.allow_guest_access:
+        raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access is disabled")
+    c.limiter.check("register", request.remote or "", c.config.rate_limits.registration)
+    user_id = await c.accounts.register_guest()
+    # The device id is the server's choice: a guest has no earlier device to name.
+    result = await c.sessions.create_session(
+        user_id, None, body.get("initial_device_display_name"), request.remote,
+        refresh=bool(body.get("refresh_token")))
+    return json_response(login_body(result, c.config.server_name))
+
+
+async def _upgrading_guest(request: web.Request, body: JsonDict) -> str | None:
+    """The guest a registration upgrades (spec: `guest_access_token`, with `username` the
+    guest's own localpart), or None for a new account.
+
+    Raises:
+        MatrixError: 400 M_MISSING_PARAM without `username`; 400 M_USER_IN_USE when the
+            token is not a guest's or the guest is another user (one guest cannot take over
+            another's id); 401 for an unknown token.
+    """
+    token = body.get("guest_access_token")
+    if token is None:
+        return None
+    username = body.get("username")
+    if username is None:
+        raise MatrixError(400, Codes.MISSING_PARAM, "username is required to upgrade a guest")
+    c = ctx(request)
+    guest = await c.sessions.authenticate(token, ip=request.remote)
+    if not guest.is_guest or guest.user_id != c.accounts.user_id_for(username.lower()):
+        raise MatrixError(400, Codes.USER_IN_USE,
+                          "Cannot register taken user ID without valid guest credentials for"
+                          " that user")
+    return guest.user_id
 
 
 async def _registered(request: web.Request, body: JsonDict, user_id: str) -> web.Response:

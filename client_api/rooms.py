@@ -98,7 +98,9 @@ async def send(request: web.Request) -> web.Response:
 
 
 @routes.put(V + "/rooms/{room_id}/redact/{event_id}/{txn_id}")
+@routes.post(V + "/rooms/{room_id}/redact/{event_id}")
 async def redact(request: web.Request) -> web.Response:
+    """Redact; POST without a transaction id is the r0-era form (as for send above)."""
     requester = await auth(request)
     c = ctx(request)
     body = await read_json(request, allow_empty=True)
@@ -106,8 +108,8 @@ async def redact(request: web.Request) -> web.Response:
     if reason is not None and not isinstance(reason, str):
         raise MatrixError(400, Codes.BAD_JSON, "reason must be a string")
     room_id = room_id_param(request)
-    event_id = await c.rooms.redact(requester, room_id, event_id_param(request), reason,
-                                    request.match_info["txn_id"])
+    txn_id = request.match_info.get("txn_id") or "post:" + secrets.token_urlsafe(16)
+    event_id = await c.rooms.redact(requester, room_id, event_id_param(request), reason, txn_id)
     return json_response({"event_id": event_id})
 
 

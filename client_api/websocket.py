@@ -34,6 +34,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from client_api.context import ClientContext, access_token, ctx
+from client_api.guest_access import GUEST_SOCKET_METHODS
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.filter import SyncFilter
 from homeserver.http import parse_json_object, validate
@@ -289,6 +290,9 @@ class WebSocketSession:
         try:
             self.requester = await self.c.sessions.authenticate(self.token,
                                                              ip=self.request.remote)
+            if self.requester.is_guest and method not in GUEST_SOCKET_METHODS:
+                raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN,
+                                  "Guest access is not allowed for this method")
             return {"id": rid, "result": await handler(params)}
         except MatrixError as e:
             return _error(rid, e)

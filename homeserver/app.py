@@ -124,6 +124,7 @@ from homeserver.reports.service import ReportService
 from homeserver.reports.store import ReportStore
 from homeserver.rooms.directory import PublicRoomDirectory
 from homeserver.rooms.feed import EventConsumer
+from homeserver.rooms.guests import GuestRevocation
 from homeserver.rooms.initial_sync import RoomInitialSync
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.mutual_rooms import MutualRooms
@@ -148,6 +149,7 @@ from homeserver.storage.instances import InstanceRegistry
 from homeserver.storage.migrate import migrate
 from homeserver.storage.streams import IdPool, Stream
 from homeserver.streams.notifier import Notifier
+from homeserver.sync.peek import RoomPeek
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.sync.sliding_store import SlidingStore
@@ -201,6 +203,7 @@ class Homeserver:
     receipts: ReceiptService | None = None
     to_device: ToDeviceService | None = None
     presence: PresenceService | None = None
+    peek: RoomPeek | None = None
     key_backup: KeyBackupService | None = None
     writer: RoomWriter | None = None
     event_stream: Stream | None = None
@@ -327,6 +330,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     profiles.fields = ProfileFields(db, ProfileFieldStore())
     room_service = RoomService(db, config.server_name, EventBuilder(key), registry, room_store,
                                writer, cache, config.default_room_version, members, profiles)
+    # -- guests leave a room that stops allowing them (spec "Guest access")
+    guest_revocation = GuestRevocation(config.server_name, accounts.guests_among)
+    guest_revocation.leave = room_service.leave
+    persist_hooks.append(guest_revocation)
     refresher = RoomCacheRefresher(db, event_store, registry, cache, members, event_stream)
     instances = InstanceRegistry(
         db, config.instance_name, [event_stream, account_stream, receipt_stream,
@@ -364,6 +371,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
+    hs.background.append(guest_revocation)
 
     # Real-time services: each is a sync source, some have a background task.
     # -- typing
@@ -405,6 +413,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     if config.presence_enabled:
         sources.presence = hs.presence
     hs.background.append(hs.presence)
+    # -- room previews: GET /events?room_id= for a world-readable room one has not joined
+    hs.peek = RoomPeek(registry, sync_service, visibility, notifier, hs.presence)
     # -- server-side key backup
     hs.key_backup = KeyBackupService(db, KeyBackupStore())
     accounts.on_deactivate += [hs.key_backup.forget_user, cross_signing.forget_user]
@@ -581,6 +591,7 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].spaces = SpaceService(hs.rooms)
     app[CTX].timestamps, app[CTX].mutual_rooms = hs.timestamps, hs.mutual_rooms
     app[CTX].initial_sync = RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data)
+    app[CTX].peek = hs.peek
     for module in (login, register, rooms, sync, profile, devices, account_data, directory,
                    to_device, receipts, presence, tags, user_directory, pushrules, keys,
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,

@@ -3,9 +3,10 @@
 The environment wins over the file so that scripts and containers can run Parley with no YAML at
 all (PARLEY_SERVER_NAME, PARLEY_LISTEN, PARLEY_DATA_DIR, PARLEY_DATABASE_URL, PARLEY_REGISTRATION,
 PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL, PARLEY_LOG_FORMAT, PARLEY_METRICS_LISTEN,
-PARLEY_INSTANCE_NAME, and for federation PARLEY_FEDERATION_LISTEN, PARLEY_TLS_CERT, PARLEY_TLS_KEY,
-PARLEY_FEDERATION_CA_FILE, PARLEY_FEDERATION, PARLEY_OUTBOUND_ALLOW). Values are frozen
-dataclasses passed to whoever needs them; there is no global config object.
+PARLEY_INSTANCE_NAME, PARLEY_ALLOW_GUEST_ACCESS, and for federation PARLEY_FEDERATION_LISTEN,
+PARLEY_TLS_CERT, PARLEY_TLS_KEY, PARLEY_FEDERATION_CA_FILE, PARLEY_FEDERATION,
+PARLEY_OUTBOUND_ALLOW). Values are frozen dataclasses passed to whoever needs them; there is no
+global config object.
 """
 
 from __future__ import annotations
@@ -114,7 +115,10 @@ class Config:
     metrics_listen_port: int = 0
     max_request_bytes: int = 1_048_576
     default_room_version: str = DEFAULT_ROOM_VERSION
-    allow_guest_access: bool = False
+    # Guest accounts (POST /register?kind=guest, spec "Guest access"): on by default, as
+    # clients expect them for room previews; guests only join rooms that opt in with
+    # m.room.guest_access can_join, and only use the endpoints client_api/guest_access.py lists.
+    allow_guest_access: bool = True
     presence_enabled: bool = True
     presence_federation: bool = True  # send and accept m.presence EDUs (presence.federation)
     presence_idle_after_ms: int = 30_000  # no heartbeat this long (past a sync's timeout): idle
@@ -308,7 +312,9 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         metrics_listen_port=metrics_port,
         max_request_bytes=int(raw.get("max_request_bytes", cfg.max_request_bytes)),
         default_room_version=str(raw.get("default_room_version", DEFAULT_ROOM_VERSION)),
-        allow_guest_access=bool(raw.get("allow_guest_access", False)),
+        allow_guest_access=(_bool(env["PARLEY_ALLOW_GUEST_ACCESS"])
+                            if "PARLEY_ALLOW_GUEST_ACCESS" in env
+                            else bool(raw.get("allow_guest_access", cfg.allow_guest_access))),
         presence_enabled=bool((raw.get("presence") or {}).get("enabled", True)),
         presence_federation=bool((raw.get("presence") or {}).get("federation", True)),
         presence_idle_after_ms=int((raw.get("presence") or {}).get(

@@ -1,18 +1,9 @@
-// matrix-js-sdk against Parley (manual client check; needs Node 20+; Promise.withResolvers is polyfilled for Node 20).
+// matrix-js-sdk against Parley (manual client check; needs Node 20+).
 // Usage: npm install && node check.mjs http://127.0.0.1:8008   (the server needs open registration)
-if (!Promise.withResolvers) { Promise.withResolvers = function () { let resolve, reject; const promise = new Promise((r, j) => { resolve = r; reject = j; }); return { promise, resolve, reject }; }; }
+import {base, log, quiet, register} from "./harness.mjs";
 import * as sdk from "matrix-js-sdk";
-const base = process.argv[2] ?? "http://127.0.0.1:8008";
-const host = new URL(base).hostname;
-if (!["127.0.0.1", "localhost", "::1", "[::1]"].includes(host)) { console.error("loopback URLs only"); process.exit(2); }
-const log = (...a) => console.log(new Date().toISOString().slice(11, 23), ...a);
-async function register(name) {
-  const r1 = await fetch(base + "/_matrix/client/v3/register", {method: "POST", body: JSON.stringify({username: name, password: "pw-12345", auth: {type: "m.login.dummy"}})});
-  return await r1.json();
-}
 const suffix = Math.random().toString(36).slice(2, 8);
 const a = await register("jsa" + suffix), b = await register("jsb" + suffix);
-const quiet = {debug(){}, info(){}, warn(...x){}, error(...x){ console.log("ERR", ...x.map(String)); }, trace(){}, getChild(){ return quiet; }};
 const mk = (r) => sdk.createClient({baseUrl: base, accessToken: r.access_token, userId: r.user_id, deviceId: r.device_id, logger: quiet});
 const ca = mk(a), cb = mk(b);
 function prepared(c) { return new Promise((res) => c.on(sdk.ClientEvent.Sync, (s) => { if (s === "PREPARED") res(); })); }

@@ -5,59 +5,11 @@
 // of alice (the first one stopped, so no key can come by gossip) restores the backup from secret
 // storage, decrypts the old messages and cross-signs itself. Prints OK; exits 1 on the first
 // failure with the step that failed.
-if (!Promise.withResolvers) { Promise.withResolvers = function () { let resolve, reject; const promise = new Promise((r, j) => { resolve = r; reject = j; }); return { promise, resolve, reject }; }; }
+import {api, check, deadline, fail, log, login, PASSWORD, quiet, register, step, until, base} from "./harness.mjs";
 import * as sdk from "matrix-js-sdk";
 import {CryptoEvent, VerificationPhase, VerifierEvent} from "matrix-js-sdk/lib/crypto-api/index.js";
-// The SDK's own debug and info chatter (its loggers call console.debug/info); PARLEY_JS_DEBUG=1 keeps it.
-if (!process.env.PARLEY_JS_DEBUG) { console.debug = () => {}; console.info = () => {}; }
 
-const base = process.argv[2] ?? "http://127.0.0.1:8008";
-const host = new URL(base).hostname;
-if (!["127.0.0.1", "localhost", "::1", "[::1]"].includes(host)) { console.error("loopback URLs only"); process.exit(2); }
-const TOTAL_MS = Number(process.env.PARLEY_JS_TIMEOUT_MS ?? 80000);
-const t0 = Date.now();
-const log = (...a) => console.log(`${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s`, ...a);
-const fail = (msg) => { console.log("FAIL:", msg); process.exit(1); };
-setTimeout(() => fail(`did not finish in ${TOTAL_MS} ms (last step: ${current})`), TOTAL_MS).unref();
-process.on("unhandledRejection", (e) => fail(`unhandled rejection during "${current}": ${e?.stack ?? e}`));
-
-let current = "start";
-async function step(name, fn) {
-  current = name;
-  try {
-    const r = await fn();
-    log("ok:", name);
-    return r;
-  } catch (e) {
-    fail(`${name}: ${e?.stack ?? e}${e?.data ? " " + JSON.stringify(e.data) : ""}`);
-  }
-}
-function check(cond, msg) { if (!cond) throw new Error(msg); }
-async function until(what, fn, ms = 15000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}${last instanceof Error ? ": " + last.message : ""}`);
-}
-
-const PASSWORD = "pw-" + Math.random().toString(36).slice(2);
-async function api(method, path, token, body) {
-  const r = await fetch(base + (path.startsWith("/_matrix") ? path : "/_matrix/client/v3" + path), {
-    method, headers: {"Content-Type": "application/json", ...(token ? {Authorization: "Bearer " + token} : {})},
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const j = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(`${method} ${path} -> ${r.status} ${JSON.stringify(j)}`);
-  return j;
-}
-const register = (name) => api("POST", "/register", null, {username: name, password: PASSWORD, auth: {type: "m.login.dummy"}});
-const login = (user) => api("POST", "/login", null, {type: "m.login.password", identifier: {type: "m.id.user", user}, password: PASSWORD});
-
-// Errors from the SDK's logger are shown (they explain most failures); the rest is quiet.
-const quiet = {debug() {}, info() {}, warn() {}, error(...x) { console.log("  sdk error:", ...x.map(String)); }, trace() {}, getChild() { return quiet; }};
+deadline(80000);
 
 // The secret storage key lives only in memory, as if the user kept their recovery key at hand.
 const ssKeys = new Map();

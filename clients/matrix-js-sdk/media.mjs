@@ -3,20 +3,10 @@
 // fetched with the access token) and gets a thumbnail; also the async upload path
 // (POST /_matrix/media/v1/create + PUT). Needs Node 20+; prints "ok: <step>" lines and OK.
 // Usage: npm ci && node media.mjs http://127.0.0.1:8008   (the server needs open registration)
-if (!Promise.withResolvers) { Promise.withResolvers = function () { let resolve, reject; const promise = new Promise((r, j) => { resolve = r; reject = j; }); return { promise, resolve, reject }; }; }
+import {base, fail, quiet, register} from "./harness.mjs";
 import * as sdk from "matrix-js-sdk";
 import { createHash, randomBytes } from "node:crypto";
-const base = process.argv[2] ?? "http://127.0.0.1:8008";
-const host = new URL(base).hostname;
-if (!["127.0.0.1", "localhost", "::1", "[::1]"].includes(host)) { console.error("loopback URLs only"); process.exit(2); }
 const ok = (step) => console.log("ok:", step);
-const fail = (msg) => { console.log("FAIL:", msg); process.exit(1); };
-async function register(name) {
-  const r = await fetch(base + "/_matrix/client/v3/register", {method: "POST", body: JSON.stringify({username: name, password: "pw-12345", auth: {type: "m.login.dummy"}})});
-  if (r.status !== 200) fail(`register ${name}: ${r.status}`);
-  return await r.json();
-}
-const quiet = {debug(){}, info(){}, warn(){}, error(...x){ console.log("ERR", ...x.map(String)); }, trace(){}, getChild(){ return quiet; }};
 const mk = (r) => sdk.createClient({baseUrl: base, accessToken: r.access_token, userId: r.user_id, deviceId: r.device_id, logger: quiet});
 const suffix = Math.random().toString(36).slice(2, 8);
 const a = await register("jsma" + suffix), b = await register("jsmb" + suffix);

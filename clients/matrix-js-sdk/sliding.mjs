@@ -5,48 +5,11 @@
 // the window holds the most recent one; a message in the other moves it to the top of the window; an
 // encrypted message decrypts on the other side (its room key came by the to_device extension, the device
 // list and one-time keys by the e2ee extension); a to-device message arrives. Prints OK; exits 1 otherwise.
-if (!Promise.withResolvers) { Promise.withResolvers = function () { let resolve, reject; const promise = new Promise((r, j) => { resolve = r; reject = j; }); return { promise, resolve, reject }; }; }
+import {api, check, deadline, fail, log, quiet, register, step, until, base} from "./harness.mjs";
 import * as sdk from "matrix-js-sdk";
 import {SlidingSync, SlidingSyncEvent, SlidingSyncState} from "matrix-js-sdk/lib/sliding-sync.js";
-if (!process.env.PARLEY_JS_DEBUG) { console.debug = () => {}; console.info = () => {}; }
 
-const base = process.argv[2] ?? "http://127.0.0.1:8008";
-const host = new URL(base).hostname;
-if (!["127.0.0.1", "localhost", "::1", "[::1]"].includes(host)) { console.error("loopback URLs only"); process.exit(2); }
-const TOTAL_MS = Number(process.env.PARLEY_JS_TIMEOUT_MS ?? 60000);
-const t0 = Date.now();
-const log = (...a) => console.log(`${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s`, ...a);
-const fail = (msg) => { console.log("FAIL:", msg); process.exit(1); };
-setTimeout(() => fail(`did not finish in ${TOTAL_MS} ms (last step: ${current})`), TOTAL_MS).unref();
-process.on("unhandledRejection", (e) => fail(`unhandled rejection during "${current}": ${e?.stack ?? e}`));
-
-let current = "start";
-async function step(name, fn) {
-  current = name;
-  try { const r = await fn(); log("ok:", name); return r; } catch (e) { fail(`${name}: ${e?.stack ?? e}${e?.data ? " " + JSON.stringify(e.data) : ""}`); }
-}
-function check(cond, msg) { if (!cond) throw new Error(msg); }
-async function until(what, fn, ms = 15000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}${last instanceof Error ? ": " + last.message : ""}`);
-}
-async function api(method, path, token, body) {
-  const r = await fetch(base + (path.startsWith("/_matrix") ? path : "/_matrix/client/v3" + path), {
-    method, headers: {"Content-Type": "application/json", ...(token ? {Authorization: "Bearer " + token} : {})},
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const j = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(`${method} ${path} -> ${r.status} ${JSON.stringify(j)}`);
-  return j;
-}
-const PASSWORD = "pw-" + Math.random().toString(36).slice(2);
-const register = (name) => api("POST", "/register", null, {username: name, password: PASSWORD, auth: {type: "m.login.dummy"}});
-const quiet = {debug() {}, info() {}, warn() {}, error(...x) { console.log("  sdk error:", ...x.map(String)); }, trace() {}, getChild() { return quiet; }};
+deadline(60000);
 
 const LIST = {ranges: [[0, 0]], timeline_limit: 5,
               required_state: [["m.room.name", ""], ["m.room.encryption", ""], ["m.room.create", ""],

@@ -69,6 +69,8 @@ class EventEntry:
             unsigned["transaction_id"] = self.txn[2]
         if self.redacted_by is not None:
             unsigned["redacted_because"] = self.redacted_because or {"event_id": self.redacted_by}
+            # Not in the spec, but the reference server adds it and clients and SyTest read it.
+            unsigned["redacted_by"] = self.redacted_by
         if unsigned:
             d["unsigned"] = unsigned
         return d

@@ -170,14 +170,15 @@ class RemoteMembership:
         async with self._rooms.locked(room_id) as room:
             if room.version.identifier != rv.identifier:
                 raise RemoteError(502, {"error": "room version differs from the known one"})
-            if ("m.room.create", "") in room.state:  # joined meanwhile (another user)
+            if ("m.room.create", "") in room.state and not room.left_behind(self.server_name):
+                # joined meanwhile (another user)
                 try:
                     await self._writer.accept(room, event_id, pdu, self._keys)
                 except (InvalidPdu, MissingEvents) as e:
                     raise RemoteError(502, {"error": f"join could not be stored: {e}"}) from e
                 return
             if room.state:
-                await self._writer.forget_out_of_band(room)
+                await self._writer.forget_out_of_band(room, self.server_name)
             events: dict[str, JsonDict] = {}
             state_ids: list[str] = []
             for i, p in enumerate(chain + state):

@@ -309,14 +309,18 @@ class FederationRooms:
         stored = {**signed, "unsigned": {**(signed.get("unsigned") or {}),
                                          "invite_room_state": sent}} if sent else signed
         room = await self._rooms.rooms.get(room_id)
-        if room is None or ("m.room.create", "") not in room.state:
-            # Not in the room: keep the invite as the room's out-of-band state.
+        if room is None or ("m.room.create", "") not in room.state \
+                or room.left_behind(self.server_name):
+            # Not in the room: keep the invite as the room's out-of-band state. A room all our
+            # users left: our copy stopped then, so it gives way to the invite as well.
             async with self._db.connection() as conn:
                 await self._store.ensure_room(conn, room_id, rv.identifier, pdu["sender"],
                                               int(time.time() * 1000))
             async with self._rooms.locked(room_id) as room:
                 if room.version.identifier != rv.identifier:
                     raise bad_json("Room version differs from the one known here")
+                if room.left_behind(self.server_name):
+                    await self._writer.forget_out_of_band(room, self.server_name)
                 if ("m.room.create", "") not in room.state:
                     await self._writer.store_out_of_band(room, event_id, stored)
         # In the room already: the invite arrives in a transaction like any event.

@@ -329,6 +329,22 @@ class PresenceService:
             return out
         return await self._changed_for_user(user_id, since, upto)
 
+    def for_users(self, user_ids: Collection[str], since: int, upto: int) -> list[JsonDict]:
+        """m.presence of these users changed in (since, upto], oldest change first: what a
+        room peeker sees of the room's members (homeserver/sync/peek.py)."""
+        if not self.enabled or since >= upto or not user_ids:
+            return []
+        wanted = set(user_ids)
+        changed: list[str] = []
+        for uid, sid in reversed(self._changes.items()):  # newest first
+            if sid <= since:
+                break
+            if sid <= upto and uid in wanted:
+                changed.append(uid)
+        now = now_ms()
+        return [self._event(uid, self._users[uid], now) for uid in reversed(changed)
+                if uid in self._users]
+
     async def _changed_for_user(self, user_id: str, since: int | None,
                                 upto: int) -> list[JsonDict]:
         if not self.enabled:

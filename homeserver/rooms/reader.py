@@ -75,7 +75,9 @@ class RoomReader:
 
     async def visible_state(self, requester: Requester, room_id: str) -> dict[StateKey, str]:
         """State event ids the requester may read: current state for members, and for former
-        members (left or banned) the state when they left.
+        members who left (or were kicked) the state when they left. A banned user sees none:
+        as in Synapse, a ban ends access to the room's state, on the banned user's own server
+        as well (SyTest: "Remote banned user is kicked and may not rejoin").
 
         Raises:
             MatrixError: 403 M_FORBIDDEN for anyone else, which (spec: GET /state) includes a
@@ -87,7 +89,7 @@ class RoomReader:
         if self._may_see_state(room, requester.user_id):
             return {k: e.event_id for k, e in room.state.items()}
         member = room.state.get(("m.room.member", requester.user_id))
-        if member is not None and member.membership in ("leave", "ban"):
+        if member is not None and member.membership == "leave":
             return await self.state_ids_at(member)
         raise forbidden("You are not in this room")
 

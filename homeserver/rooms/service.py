@@ -11,6 +11,7 @@ every transport (HTTP, the sync WebSocket) that makes a change goes through the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import string
 import time
@@ -36,6 +37,7 @@ from homeserver.events.builder import EventBuilder
 from homeserver.events.hashing import room_id_for_create_event
 from homeserver.events.model import EventEntry
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.rooms.guests import guests_can_join
 from homeserver.rooms.members import MembershipIndex
 from homeserver.rooms.state import EventCache, RoomData, RoomRegistry
 from homeserver.rooms.state_checks import bad_alias, new_canonical_aliases
@@ -50,6 +52,8 @@ from homeserver.types import (
     is_valid_user_id,
 )
 from homeserver.users.profiles import ProfileService
+
+log = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, str]] = {
     "private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
@@ -388,12 +392,13 @@ class RoomService:
     # ------------------------------------------------------------------ membership
 
     async def _is_remote(self, room_id: str) -> bool:
-        """Whether joining needs another server: a room this server is not in (unknown, or
-        known only through an invite)."""
+        """Whether joining needs another server: a room this server is not in (unknown, known
+        only through an invite, or left behind by all our users while others stayed)."""
         if self.remote is None or not is_valid_room_id(room_id):
             return False
         room = await self.rooms.get(room_id)
-        return room is None or ("m.room.create", "") not in room.state
+        return room is None or ("m.room.create", "") not in room.state \
+            or room.left_behind(self.server_name)
 
     async def join(self, requester: Requester, room_id_or_alias: str,
                    reason: str | None = None, servers: Sequence[str] = ()) -> str:
@@ -406,12 +411,27 @@ class RoomService:
         if content is not None:
             assert self.remote is not None
             await self._check_not_blocked(room_id_or_alias)
-            return await self.remote.join(requester, room_id_or_alias, via, content)
+            joined = await self.remote.join(requester, room_id_or_alias, via, content)
+            if requester.is_guest:
+                await self._guest_joined_remotely(requester, joined)
+            return joined
         room_id = await self.resolve_room(room_id_or_alias)
         await self._check_not_blocked(room_id)
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      profile=await self._profile(requester.user_id))
         return room_id
+
+    async def _guest_joined_remotely(self, requester: Requester, room_id: str) -> None:
+        """A room on another server shows its state only in the answer to the join itself:
+        a guest who got into one that does not allow guests leaves it at once (403)."""
+        room = await self.rooms.get(room_id)
+        if room is None or guests_can_join(room):
+            return
+        try:
+            await self.leave(requester, room_id)
+        except MatrixError:
+            pass  # refused by the room: the revocation rule still applies to it
+        raise forbidden("Guest access is not allowed in this room")
 
     async def _check_not_blocked(self, room_id: str) -> None:
         if self.is_blocked is not None and await self.is_blocked(room_id):
@@ -583,6 +603,10 @@ class RoomService:
                     return ev.event_id
             if membership == "leave" and requester.user_id == target and current is None:
                 raise forbidden("You are not a member of this room")
+            if (membership == "join" and requester.is_guest and current != "join"
+                    and not guests_can_join(room)):
+                # Spec "Guest access": only rooms whose m.room.guest_access is can_join.
+                raise forbidden("Guest access is not allowed in this room")
             entry = await self._send_locked(room, requester.user_id, "m.room.member", content,
                                             target)
         return entry.event_id
@@ -641,6 +665,8 @@ class RoomService:
                 raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid user id {u!r}")
         # Users who block invites are left out; the room is made all the same (spec v1.18).
         invites = [u for u in invites if not await self._blocks_invites(u)]
+        remote_invites = [u for u in invites if self.remote is not None
+                          and u.partition(":")[2] != self.server_name]
 
         alias = None
         if body.get("room_alias_name") is not None:
@@ -694,7 +720,8 @@ class RoomService:
             try:
                 await self._create_locked(room, rv, creator, create_id, create_pdu, body,
                                           preset_name, preset, invites, alias, profile,
-                                          visibility == "public", batch)
+                                          visibility == "public", batch,
+                                          [u for u in invites if u not in remote_invites])
                 self.rooms.add(room)
                 await self._writer.commit(room, batch, add_alias)
             except BaseException as e:
@@ -705,13 +732,21 @@ class RoomService:
                         e.constraint_name == "rooms_pkey":
                     raise _RoomIdTaken from e
                 raise
+        # A remote invitee's server must counter-sign the invite (spec: /v2/invite), which
+        # cannot happen inside the creation batch: those invites go out once the room exists.
+        # One unreachable server does not undo the room or the other invites (logged instead).
+        for u in remote_invites:
+            try:
+                await self._invite_remote(requester, room_id, u, None, bool(body.get("is_direct")))
+            except Exception as e:  # noqa: BLE001 - any failure of one remote invite
+                log.warning("createRoom %s: invite of %s failed: %s", room_id, u, e)
         return room_id
 
     async def _create_locked(
         self, room: RoomData, rv: RoomVersion, creator: str, create_id: str,
         create_pdu: JsonDict, body: JsonDict, preset_name: str, preset: dict[str, str],
         invites: list[str], alias: str | None, profile: JsonDict | None, is_public: bool,
-        batch: Batch,
+        batch: Batch, local_invites: list[str],
     ) -> None:
         try:
             await self._writer.persist(
@@ -775,7 +810,7 @@ class RoomService:
             await state("m.room.name", {"name": body["name"]})
         if body.get("topic") is not None:
             await state("m.room.topic", {"topic": body["topic"]})
-        for u in invites:
+        for u in local_invites:
             invite: JsonDict = {"membership": "invite"}
             if body.get("is_direct"):
                 invite["is_direct"] = True

@@ -64,6 +64,17 @@ class RoomData:
         return [k for (t, k), e in self.state.items()
                 if t == "m.room.member" and e.membership == "join"]
 
+    def left_behind(self, server_name: str) -> bool:
+        """Whether this is the copy of a room this server has left while others stayed: no
+        member of ours is joined and members of other servers are, so the state here stopped
+        at our departure and is no base for a new event of ours (a rejoin takes the room's
+        state again from a resident server; an invite is kept as out-of-band state)."""
+        if ("m.room.create", "") not in self.state:
+            return False
+        suffix = ":" + server_name
+        joined = self.joined_members()
+        return bool(joined) and not any(u.endswith(suffix) for u in joined)
+
     def state_pdus(self) -> Mapping[StateKey, JsonDict]:
         """A read-only view of current state as PDU dicts, built in O(1) for the auth check."""
         return _PduView(self.state)

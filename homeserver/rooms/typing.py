@@ -170,12 +170,14 @@ class TypingService:
     async def for_rooms(self, user_id: str, room_ids: list[str], since: int | None,
                         upto: int) -> dict[str, list[JsonDict]]:
         """Current typing set of each room that changed in (since, upto]; on initial sync
-        (since None) every room with someone typing."""
+        (since None) every room with someone typing or whose typing changed since this process
+        started, an empty set included (as the reference server: a client that starts over
+        after someone stopped sees them stopped)."""
         out: dict[str, list[JsonDict]] = {}
         for room_id in room_ids:
             if since is None:
                 users = self._timers.users(room_id)
-                if not users:
+                if not users and room_id not in self._room_pos:
                     continue
             else:
                 pos = self._room_pos.get(room_id, 0)

@@ -403,11 +403,13 @@ class RoomWriter:
         await self._plan_general(room, ev, before, [])
         return await self._persist_planned(room, ev, None)
 
-    async def forget_out_of_band(self, room: RoomData) -> None:
-        """Before joining a room known only through out-of-band memberships: its current state
-        and extremities are dropped (the events stay), so the join's state is the room's."""
+    async def forget_out_of_band(self, room: RoomData, server_name: str | None = None) -> None:
+        """Before joining a room known only through out-of-band memberships, or left behind
+        (`RoomData.left_behind`): its current state and extremities are dropped (the events
+        stay), so the join's state is the room's. `server_name` (ours) allows the second case."""
         assert room.lock.locked()
-        if ("m.room.create", "") in room.state:
+        if ("m.room.create", "") in room.state and not (
+                server_name is not None and room.left_behind(server_name)):
             raise ValueError("the server is in this room")
         await self._drop_extremities(room)
         async with self._db.connection() as conn:

@@ -16,7 +16,7 @@ import asyncio
 import heapq
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 DEADLINE_GRAIN = 0.05  # seconds
 
@@ -53,6 +53,27 @@ class Notifier:
                 futs = self._slots[slot] = set()
             futs.add(fut)
         return fut
+
+    def subscribe_many(self, keys: Sequence[str],
+                       deadline: float | None = None) -> asyncio.Future[bool]:
+        """One future woken by a notification of any of `keys` (a room peeker listens for
+        the room's members, whom every change in the room wakes: see homeserver/sync/peek.py).
+        Pass the same keys and deadline to `unsubscribe_many`."""
+        fut = self.subscribe(keys[0], deadline)
+        if not fut.done():
+            for key in keys[1:]:
+                self._waiters.setdefault(key, set()).add(fut)
+        return fut
+
+    def unsubscribe_many(self, keys: Sequence[str], fut: asyncio.Future[bool],
+                         deadline: float | None = None) -> None:
+        for key in keys[1:]:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    del self._waiters[key]
+        self.unsubscribe(keys[0], fut, deadline)
 
     def close(self) -> None:
         """On shutdown: answer every parked long-poll now instead of holding the exit up."""

@@ -239,8 +239,10 @@ class SyncService:
                 user_id, memberships, since.device_lists, now.device_lists, since.events,
                 now.events)
             if dl_changed or dl_left:
-                body_out["device_lists"] = {"changed": sorted(dl_changed),
-                                            "left": sorted(dl_left)}
+                # An empty list is left out (both are optional), as the reference server does:
+                # SyTest reads a present `changed` as "the device lists are up to date".
+                lists = {"changed": sorted(dl_changed), "left": sorted(dl_left)}
+                body_out["device_lists"] = {k: v for k, v in lists.items() if v}
                 empty = False
         if src.key_counts is not None:
             counts, fallback = await src.key_counts.counts(user_id, requester.device_id)

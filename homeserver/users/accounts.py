@@ -1,5 +1,10 @@
 """Accounts (spec "Account registration and management"): user ids, registration and
-registration tokens, passwords, password change and deactivation.
+registration tokens, passwords, password change and deactivation; guest accounts (spec "Guest
+access") and their upgrade to full accounts.
+
+A guest's localpart is a number from a sequence, as the reference server gives them, and
+numeric localparts are reserved for guests: ordinary registration refuses them, so a guest's
+id can never have been someone else's.
 
 Passwords are hashed with argon2id in a worker thread, so a login does not stall the event loop.
 A password change may log out other devices and deactivation logs out all of them, so this
@@ -91,6 +96,13 @@ class AccountService:
             raise MatrixError(400, Codes.INVALID_USERNAME, "User ID is too long")
         return localpart
 
+    @staticmethod
+    def check_not_reserved(localpart: str) -> None:
+        """400 M_INVALID_USERNAME for a numeric localpart: those are guests' (see above)."""
+        if localpart.isascii() and localpart.isdigit():
+            raise MatrixError(400, Codes.INVALID_USERNAME,
+                              "Numeric user IDs are reserved for guest users")
+
     async def is_available(self, localpart: str) -> bool:
         self.validate_localpart(localpart)
         async with self._db.connection() as conn:
@@ -115,6 +127,39 @@ class AccountService:
                     conn, registration_token, _now()):
                 raise MatrixError(401, Codes.FORBIDDEN, "Registration token is not valid")
         return user_id
+
+    async def register_guest(self) -> str:
+        """A guest account: the next numeric localpart, no password (it logs in only with
+        the access token registration gives it)."""
+        for _ in range(10):  # a number someone already holds (made by an admin) is skipped
+            async with self._db.transaction() as conn:
+                localpart = str(await self._store.next_guest_number(conn))
+                user_id = self.user_id_for(localpart)
+                if await self._store.insert_user(conn, user_id, localpart, None, False, _now(),
+                                                 is_guest=True):
+                    return user_id
+        raise MatrixError(500, Codes.UNKNOWN, "Could not find a free guest user id")
+
+    async def upgrade_guest(self, user_id: str, password: str | None) -> None:
+        """The guest becomes a full account with the same id, rooms and devices (spec:
+        registering with `guest_access_token`). Its sessions stay; their cached requesters
+        still say guest, so they are dropped from the token cache.
+
+        Raises:
+            MatrixError: 400 M_USER_IN_USE if `user_id` is not a live guest account.
+        """
+        pw_hash = await self.hash_password(password) if password else None
+        async with self._db.transaction() as conn:
+            if not await self._store.upgrade_guest(conn, user_id, pw_hash):
+                raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
+        self._tokens.forget_devices(user_id, None)
+
+    async def guests_among(self, user_ids: list[str]) -> list[str]:
+        """Which of these users are guest accounts of this server."""
+        if not user_ids:
+            return []
+        async with self._db.connection() as conn:
+            return await self._store.guests_among(conn, user_ids)
 
     async def registration_token_valid(self, token: str) -> bool:
         async with self._db.connection() as conn:

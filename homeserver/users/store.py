@@ -9,11 +9,12 @@ from homeserver.storage.database import Conn
 
 class UserStore:
     async def insert_user(self, conn: Conn, user_id: str, localpart: str,
-                          password_hash: str | None, is_admin: bool, ts: int) -> bool:
+                          password_hash: str | None, is_admin: bool, ts: int,
+                          is_guest: bool = False) -> bool:
         res = await conn.execute(
-            "INSERT INTO users (user_id, localpart, password_hash, is_admin, created_ts)"
-            " VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING",
-            user_id, localpart, password_hash, is_admin, ts,
+            "INSERT INTO users (user_id, localpart, password_hash, is_admin, created_ts,"
+            " is_guest) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+            user_id, localpart, password_hash, is_admin, ts, is_guest,
         )
         if not res.endswith(" 1"):
             return False
@@ -26,6 +27,21 @@ class UserStore:
             "SELECT user_id, password_hash, is_admin, is_guest, deactivated, locked FROM users"
             " WHERE user_id = $1", user_id,
         )
+
+    async def next_guest_number(self, conn: Conn) -> int:
+        return int(await conn.fetchval("SELECT nextval('guest_localpart_seq')"))
+
+    async def upgrade_guest(self, conn: Conn, user_id: str, password_hash: str | None) -> bool:
+        """A guest becomes a full account (same user id); False if it is not a live guest."""
+        res = await conn.execute(
+            "UPDATE users SET is_guest = FALSE, password_hash = $2"
+            " WHERE user_id = $1 AND is_guest AND NOT deactivated", user_id, password_hash)
+        return bool(res.endswith(" 1"))
+
+    async def guests_among(self, conn: Conn, user_ids: list[str]) -> list[str]:
+        rows = await conn.fetch(
+            "SELECT user_id FROM users WHERE is_guest AND user_id = ANY($1::text[])", user_ids)
+        return [r["user_id"] for r in rows]
 
     async def user_exists(self, conn: Conn, localpart: str) -> bool:
         return bool(await conn.fetchval("SELECT 1 FROM users WHERE localpart = $1", localpart))

@@ -45,3 +45,17 @@ async def test_events_bad_token_and_no_token(c: Client) -> None:
         assert status == 400 and body["errcode"] == "M_INVALID_PARAM", body
     status, body = await c.request("GET", "/events")
     assert status == 401
+
+
+async def test_polling_events_brings_the_user_online(c: Client) -> None:
+    """Polling /events counts as being online (as /sync without set_presence does)."""
+    alice = await c.register()
+    status, body = await c.request("GET", f"/presence/{alice.user_id}/status",
+                                   token=alice.access_token)
+    assert status == 200 and body["presence"] == "offline", body
+    status, _ = await c.request("GET", "/events", token=alice.access_token,
+                                params={"timeout": "0"})
+    assert status == 200
+    status, body = await c.request("GET", f"/presence/{alice.user_id}/status",
+                                   token=alice.access_token)
+    assert status == 200 and body["presence"] == "online", body

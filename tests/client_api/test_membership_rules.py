@@ -182,3 +182,25 @@ async def test_a_member_event_can_be_put_as_state(c: Client) -> None:
     status, body = await c.request("PUT", f"/rooms/{room}/state/m.room.member/{bob.user_id}",
                                    {"membership": "join"}, alice.access_token)
     assert status == 403, body  # the auth rules: nobody joins on another's behalf
+
+
+async def test_state_after_kick_is_readable_after_ban_is_not(c: Client) -> None:
+    """A user who was kicked (or left) still reads the state as it was when they left; a banned
+    user reads none of it: 403, as Synapse answers."""
+    owner, kicked, banned = await c.register(), await c.register(), await c.register()
+    room = await c.create_room(owner, preset="public_chat", name="before")
+    for u in (kicked, banned):
+        await c.join(u, room)
+    for action, u in (("kick", kicked), ("ban", banned)):
+        status, body = await c.request("POST", f"/rooms/{room}/{action}",
+                                       {"user_id": u.user_id}, owner.access_token)
+        assert status == 200, body
+    status, _ = await c.request("PUT", f"/rooms/{room}/state/m.room.name", {"name": "after"},
+                                owner.access_token)
+    assert status == 200
+    status, body = await c.request("GET", f"/rooms/{room}/state/m.room.name",
+                                   token=kicked.access_token)
+    assert (status, body.get("name")) == (200, "before"), body
+    for path in ("/state", "/state/m.room.name", f"/state/m.room.member/{banned.user_id}"):
+        status, body = await c.request("GET", f"/rooms/{room}{path}", token=banned.access_token)
+        assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), (path, body)

@@ -105,10 +105,17 @@ async def test_register_invalid_username(c: Client) -> None:
         assert body["errcode"] == "M_INVALID_USERNAME", bad
 
 
-async def test_register_guest_refused(c: Client) -> None:
-    status, body = await c.request("POST", "/register", {}, params={"kind": "guest"})
-    assert status == 403
-    assert body["errcode"] == "M_GUEST_ACCESS_FORBIDDEN"
+async def test_register_guest_refused_when_guest_access_is_off(fresh_database: str,
+                                                              tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, allow_guest_access=False)
+    async for srv in start_server(cfg, fresh_database):
+        async with aiohttp.ClientSession() as s:
+            c = Client(srv.url, s)
+            status, body = await c.request("POST", "/register", {}, params={"kind": "guest"})
+            assert status == 403
+            assert body["errcode"] == "M_GUEST_ACCESS_FORBIDDEN"
+            # ordinary registration is unaffected
+            await c.register()
 
 
 async def test_closed_registration(fresh_database: str, tmp_path: Path) -> None:

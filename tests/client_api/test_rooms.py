@@ -356,6 +356,7 @@ async def test_redaction(c: Client) -> None:
     assert ev["content"] == {}
     assert ev["type"] == "m.room.message"
     assert ev["unsigned"]["redacted_because"]["event_id"] == redaction_id
+    assert ev["unsigned"]["redacted_by"] == redaction_id
     assert ev["unsigned"]["redacted_because"]["type"] == "m.room.redaction"
     assert ev["unsigned"]["redacted_because"]["content"]["reason"] == "spam"
     status, msgs = await _messages(c, member, room, limit="10")
@@ -753,3 +754,23 @@ async def test_messages_forwards_from_a_sync_token_to_the_live_end(c: Client) ->
     assert [e["event_id"] for e in more["chunk"]] == [third]
     status, back = await _messages(c, u, room, dir="b", limit="100")
     assert "end" not in back
+
+
+async def test_post_redact_without_a_transaction_id(c: Client) -> None:
+    """POST /rooms/{id}/redact/{eventId} (the r0-era form, as SyTest's federation tests use):
+    the event is redacted; a bad reason is refused and redacts nothing."""
+    u = await c.register()
+    room = await c.create_room(u)
+    kept = await c.send(u, room, "kept")
+    gone = await c.send(u, room, "gone")
+    status, body = await c.request("POST", f"/rooms/{room}/redact/{kept}", {"reason": 5},
+                                   u.access_token)
+    assert status == 400 and body["errcode"] == "M_BAD_JSON", body
+    status, body = await c.request("POST", f"/rooms/{room}/redact/{gone}", {"reason": "oops"},
+                                   u.access_token)
+    assert status == 200 and body["event_id"].startswith("$"), body
+    for event_id, has_body in ((kept, True), (gone, False)):
+        status, ev = await c.request("GET", f"/rooms/{room}/event/{event_id}",
+                                     token=u.access_token)
+        assert status == 200, ev
+        assert ("body" in ev["content"]) is has_body, ev

@@ -8,6 +8,7 @@ loopback explicitly, as an operator's test setup would.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -17,10 +18,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from federation.tls import client_context
 from homeserver.config import Config
 from homeserver.signing import ServerSigningKey
 from tests.conftest import PgAdmin, free_port, test_config
 from tests.federation.pki import Cert, LocalCA
+from tests.federation.synapse_peer import Synapse, start_synapse, wait_until_up
 from tests.helpers import Client
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -121,3 +124,35 @@ async def make_server(pg_admin: PgAdmin, tmp_path_factory: pytest.TempPathFactor
             for name in made:
                 await pg_admin.drop(name)
 
+
+
+@asynccontextmanager
+async def _running_synapse(tmp_path: Path, server_cert: Cert, local_ca: LocalCA,
+                           **options: Any) -> AsyncIterator[tuple[Synapse, Client]]:
+    """Synapse starts and stops in a worker thread: both block for seconds (a venv on first use)."""
+    loop = asyncio.get_running_loop()
+    s = await loop.run_in_executor(None, lambda: start_synapse(
+        tmp_path, server_cert, local_ca.ca_file, **options))
+    try:
+        await loop.run_in_executor(None, wait_until_up, s, local_ca.ca_file)
+        connector = aiohttp.TCPConnector(ssl=client_context(local_ca.ca_file))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            yield s, Client(s.url, http)
+    finally:
+        await loop.run_in_executor(None, s.stop)
+
+
+@pytest.fixture
+async def synapse(tmp_path: Path, server_cert: Cert, local_ca: LocalCA) -> AsyncIterator[
+        tuple[Synapse, Client]]:
+    """A real Synapse from PyPI as a federation peer, with a client session that trusts the CA."""
+    async with _running_synapse(tmp_path, server_cert, local_ca) as peer:
+        yield peer
+
+
+@pytest.fixture
+async def synapse_p(tmp_path: Path, server_cert: Cert, local_ca: LocalCA) -> AsyncIterator[
+        tuple[Synapse, Client]]:
+    """The same with presence on (Synapse's test config has it off)."""
+    async with _running_synapse(tmp_path, server_cert, local_ca, presence=True) as peer:
+        yield peer

@@ -387,3 +387,33 @@ async def test_presence_is_sent_when_rooms_are_first_shared(make_server: Factory
 
     await eventually(lambda: sees(b.client, bob, alice, "early alice"))
     await eventually(lambda: sees(a.client, alice, bob, "early bob"))
+
+
+async def test_typing_stop_reaches_local_members_of_a_federated_room(
+        make_server: Factory) -> None:
+    """In a room shared with another server, a local user who stops typing is seen stopping
+    by the other local members too (from a sync token taken before the typing began)."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, carol = await a.client.register("alice"), await a.client.register("carol")
+    bob = await b.client.register("bob")
+    room_id = await a.client.create_room(alice, preset="public_chat")
+    await a.client.join(carol, room_id)
+    status, body = await b.client.request("POST", f"/join/{room_id}", {}, bob.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    before = (await a.client.sync(carol))["next_batch"]
+    status, _ = await a.client.request("PUT", f"/rooms/{room_id}/typing/{alice.user_id}",
+                                       {"typing": True, "timeout": 30000}, alice.access_token)
+    assert status == 200
+
+    async def bob_sees_alice_typing() -> bool:
+        got = ephemeral(await b.client.sync(bob), room_id, "m.typing")
+        return bool(got) and got[0]["content"]["user_ids"] == [alice.user_id]
+
+    await eventually(bob_sees_alice_typing)
+    status, _ = await a.client.request("PUT", f"/rooms/{room_id}/typing/{alice.user_id}",
+                                       {"typing": False}, alice.access_token)
+    assert status == 200
+    got = ephemeral(await a.client.sync(carol, since=before, timeout=2000), room_id, "m.typing")
+    assert got and got[0]["content"]["user_ids"] == [], got

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -179,6 +180,95 @@ async def test_invite_to_an_unreachable_server_is_refused(make_server: Factory) 
                                           {"user_id": "@bob:127.0.0.1:1"}, alice.access_token)
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     assert await membership_of(a, room_id, "@bob:127.0.0.1:1") is None
+
+
+async def test_leave_then_invited_again_and_rejoin(make_server: Factory) -> None:
+    """A remote user who left (so their server is out of the room) and is invited again joins
+    again: their server's stale copy of the room gives way to the state of the new join,
+    and messages flow both ways once more."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    room_id = await a.client.create_room(alice, preset="private_chat")
+    for round_ in range(2):
+        status, body = await a.client.request("POST", f"/rooms/{room_id}/invite",
+                                              {"user_id": bob.user_id}, alice.access_token)
+        assert status == 200, (round_, body)
+        await eventually(lambda: _is(b, room_id, bob.user_id, "invite"))
+        await a.client.send(alice, room_id, f"while bob was away {round_}")
+        await b.client.join(bob, room_id)
+        assert await membership_of(a, room_id, bob.user_id) == "join"
+        await b.client.send(bob, room_id, f"bob is back {round_}")
+        await eventually(partial(_has, a.client, alice, room_id, f"bob is back {round_}"))
+        await a.client.send(alice, room_id, f"welcome {round_}")
+        await eventually(partial(_has, b.client, bob, room_id, f"welcome {round_}"))
+        status, body = await b.client.request("POST", f"/rooms/{room_id}/leave", {},
+                                              bob.access_token)
+        assert status == 200, body
+        await eventually(lambda: _is(a, room_id, bob.user_id, "leave"))
+
+
+async def test_rejoin_a_public_room_after_leaving(make_server: Factory) -> None:
+    """Rejoining a public room all of this server's users had left goes through a resident
+    server again (the copy here stopped at the leave): what was said meanwhile is seen and the
+    new messages reach the other side."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    room_id = await a.client.create_room(alice, preset="public_chat")
+    status, body = await b.client.request("POST", f"/join/{room_id}", {}, bob.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    status, body = await b.client.request("POST", f"/rooms/{room_id}/leave", {},
+                                          bob.access_token)
+    assert status == 200, body
+    await eventually(lambda: _is(a, room_id, bob.user_id, "leave"))
+    await a.client.send(alice, room_id, "said while bob was away")
+    status, body = await a.client.request("PUT", f"/rooms/{room_id}/state/m.room.topic",
+                                          {"topic": "new topic"}, alice.access_token)
+    assert status == 200, body
+    status, body = await b.client.request("POST", f"/join/{room_id}", {}, bob.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    assert await membership_of(a, room_id, bob.user_id) == "join"
+    status, topic = await b.client.request("GET", f"/rooms/{room_id}/state/m.room.topic",
+                                           token=bob.access_token)
+    assert status == 200 and topic["topic"] == "new topic", topic
+    await b.client.send(bob, room_id, "bob again")
+    await eventually(lambda: _has(a.client, alice, room_id, "bob again"))
+
+
+async def test_create_room_invites_remote_users(make_server: Factory) -> None:
+    """createRoom's `invite` list reaches remote invitees through their servers (the invite is
+    counter-signed there), beside local ones; an unreachable server's invitee is left out and
+    the room is made all the same. The remote invitee can reject it."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    carol = await a.client.register("carol")
+    bob = await b.client.register("bob")
+    status, body = await a.client.request("POST", "/createRoom", {
+        "preset": "private_chat", "is_direct": True,
+        "invite": [bob.user_id, carol.user_id, "@nobody:127.0.0.1:1"]}, alice.access_token)
+    assert status == 200, body
+    room_id = body["room_id"]
+
+    async def invited() -> Any:
+        sync = await b.client.sync(bob)
+        return sync.get("rooms", {}).get("invite", {}).get(room_id)
+
+    inv = await eventually(invited)
+    mine = [e for e in inv["invite_state"]["events"]
+            if e["type"] == "m.room.member" and e["state_key"] == bob.user_id]
+    assert mine and mine[0]["content"]["membership"] == "invite", inv
+    assert mine[0]["content"].get("is_direct") is True, mine
+    assert await membership_of(a, room_id, carol.user_id) == "invite"
+    assert await membership_of(a, room_id, "@nobody:127.0.0.1:1") is None
+    status, body = await b.client.request("POST", f"/rooms/{room_id}/leave", {}, bob.access_token)
+    assert status == 200, body
+    await eventually(lambda: _is(a, room_id, bob.user_id, "leave"))
 
 
 @pytest.mark.parametrize("version", ["1", "2", "5", "9", "11"])

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 from nio import AsyncClient, JoinResponse, RegisterResponse, RoomCreateResponse
 
@@ -22,8 +21,8 @@ from tests.e2e.conftest import PASSWORD, new_name
 from tests.e2e.nio_crypto import ENCRYPTION, Crypto, e2ee_config
 from tests.e2ee.keys import claim, login, new_cross_signing, new_device, query, upload
 from tests.federation.conftest import Factory, FedServer
-from tests.federation.pki import Cert, LocalCA
-from tests.federation.synapse_peer import Synapse, start_synapse, wait_until_up
+from tests.federation.pki import LocalCA
+from tests.federation.synapse_peer import Synapse
 from tests.federation.test_rooms import eventually
 from tests.federation.test_synapse_interop import _joined_on_synapse, _register
 from tests.helpers import Client, User
@@ -31,20 +30,6 @@ from tests.helpers import Client, User
 T = 30.0  # Synapse batches and retries on its own schedule
 
 
-@pytest.fixture
-async def synapse_p(tmp_path: Path, server_cert: Cert, local_ca: LocalCA) -> AsyncIterator[
-        tuple[Synapse, Client]]:
-    """A Synapse with presence on."""
-    loop = asyncio.get_running_loop()
-    s = await loop.run_in_executor(None, lambda: start_synapse(
-        tmp_path, server_cert, local_ca.ca_file, presence=True))
-    try:
-        await loop.run_in_executor(None, wait_until_up, s, local_ca.ca_file)
-        connector = aiohttp.TCPConnector(ssl=client_context(local_ca.ca_file))
-        async with aiohttp.ClientSession(connector=connector) as http:
-            yield s, Client(s.url, http)
-    finally:
-        await loop.run_in_executor(None, s.stop)
 
 
 async def _room_with_both(a: FedServer, syn: Synapse, sc: Client) -> tuple[User, User, str]:

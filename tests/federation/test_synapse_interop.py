@@ -7,36 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from federation.tls import client_context
 from tests.conftest import PgAdmin
 from tests.federation.conftest import Factory, FedServer, fed_config, run_server
 from tests.federation.pki import Cert, LocalCA
-from tests.federation.synapse_peer import Synapse, start_synapse, wait_until_up
+from tests.federation.synapse_peer import Synapse, wait_until_up
 from tests.federation.test_rooms import _has, _is, eventually, messages
 from tests.helpers import Client, User
-
-
-@pytest.fixture
-async def synapse(tmp_path: Path, server_cert: Cert, local_ca: LocalCA) -> AsyncIterator[
-        tuple[Synapse, Client]]:
-    loop = asyncio.get_running_loop()
-    s = await loop.run_in_executor(None, start_synapse, tmp_path, server_cert,
-                                   local_ca.ca_file)
-    try:
-        await loop.run_in_executor(None, wait_until_up, s, local_ca.ca_file)
-        connector = aiohttp.TCPConnector(ssl=client_context(local_ca.ca_file))
-        async with aiohttp.ClientSession(connector=connector) as http:
-            yield s, Client(s.url, http)
-    finally:
-        await loop.run_in_executor(None, s.stop)
 
 
 async def _register(c: Client, name: str) -> User:

@@ -5,39 +5,19 @@ fetches it from Synapse's), each cached by the fetching server."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import orjson
-import pytest
 from PIL import Image
 
-from federation.tls import client_context
 from tests.federation.conftest import Factory, FedServer
-from tests.federation.pki import Cert, LocalCA
-from tests.federation.synapse_peer import Synapse, start_synapse, wait_until_up
+from tests.federation.synapse_peer import Synapse
 from tests.federation.test_synapse_interop import _register
 from tests.helpers import Client, User
 
 V1 = "/_matrix/client/v1/media"
 
 
-@pytest.fixture
-async def synapse_m(tmp_path: Path, server_cert: Cert, local_ca: LocalCA) -> AsyncIterator[
-        tuple[Synapse, Client]]:
-    loop = asyncio.get_running_loop()
-    s = await loop.run_in_executor(None, start_synapse, tmp_path, server_cert,
-                                   local_ca.ca_file)
-    try:
-        await loop.run_in_executor(None, wait_until_up, s, local_ca.ca_file)
-        connector = aiohttp.TCPConnector(ssl=client_context(local_ca.ca_file))
-        async with aiohttp.ClientSession(connector=connector) as http:
-            yield s, Client(s.url, http)
-    finally:
-        await loop.run_in_executor(None, s.stop)
 
 
 def png(w: int, h: int) -> bytes:
@@ -65,8 +45,8 @@ async def _get(c: Client, user: User, path: str, **params: str
 
 
 async def test_synapse_client_gets_parley_media(make_server: Factory,
-                                                synapse_m: tuple[Synapse, Client]) -> None:
-    syn, sc = synapse_m
+                                                synapse: tuple[Synapse, Client]) -> None:
+    syn, sc = synapse
     a: FedServer = await make_server()
     alice, sam = await a.client.register("alice"), await _register(sc, "sam")
     image = png(400, 300)
@@ -89,9 +69,9 @@ async def test_synapse_client_gets_parley_media(make_server: Factory,
     assert (status, body) == (200, image)
 
 
-async def test_parley_client_gets_synapse_media(make_server: Factory,
-                                                synapse_m: tuple[Synapse, Client]) -> None:
-    syn, sc = synapse_m
+async def test_parley_client_gets_synapseedia(make_server: Factory,
+                                                synapse: tuple[Synapse, Client]) -> None:
+    syn, sc = synapse
     a: FedServer = await make_server()
     alice, sam = await a.client.register("alice"), await _register(sc, "sam")
     image = png(500, 250)

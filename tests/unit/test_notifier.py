@@ -77,3 +77,21 @@ async def test_close_wakes_everyone_and_later_waiters_at_once() -> None:
     n.close()
     assert await fut is True
     assert await n.subscribe("@b:x", loop.time() + 60) is True
+
+
+async def test_subscribe_many_wakes_on_any_key_and_leaves_nothing() -> None:
+    n = Notifier()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    keys = ["@peeker:x", "@m1:x", "@m2:x"]
+    fut = n.subscribe_many(keys, deadline)
+    loop.call_later(0.02, n.notify_users, ["@m2:x"])
+    assert await asyncio.wait_for(fut, 2) is True
+    n.unsubscribe_many(keys, fut, deadline)
+    assert n.waiting_users == 0
+    # a second waiter on the same keys times out when nobody is notified
+    soon = loop.time() + 0.05
+    fut = n.subscribe_many(keys, soon)
+    assert await asyncio.wait_for(fut, 2) is False
+    n.unsubscribe_many(keys, fut, soon)
+    assert n.waiting_users == 0
