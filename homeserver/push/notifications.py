@@ -52,6 +52,7 @@ MAIN = "main"
 THREAD_HOPS = 3
 RULES_CACHE_SIZE = 50_000
 COUNTS_CACHE_SIZE = 200_000
+USER_ROOMS_CACHE_SIZE = 50_000
 
 Counts = dict[str, tuple[int, int]]  # thread -> (notifications, highlights), non-zero only
 
@@ -81,12 +82,17 @@ class NotificationService:
         self._loading: dict[tuple[str, str], int] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._writing: dict[tuple[str, str], int] = {}
+        # Per user (with a pusher): the rooms they have notifications in, for the badge.
+        self._user_rooms: dict[str, set[str]] = {}
+        self._rooms_loading: dict[str, int] = {}
+        self._rooms_pending: dict[str, set[str]] = {}  # written while a load was in flight
 
     def on_peers(self, peers: list[str]) -> None:
         """Other processes share the database: their writes would not move our counts."""
         self._cache_counts = not peers
         if peers:
             self._counts.clear()
+            self._user_rooms.clear()
 
     # ------------------------------------------------------------------ compiled rules
 
@@ -269,6 +275,12 @@ class NotificationService:
                 self._counts[key] = {}
             else:
                 counts.clear()
+        for u in {u for u, _ in done.added}:
+            rooms = self._user_rooms.get(u)
+            if rooms is not None:
+                rooms.add(done.room_id)
+            if u in self._rooms_loading:
+                self._rooms_pending.setdefault(u, set()).add(done.room_id)
         for (u, thread), (n, h) in done.added.items():
             counts = self._touch((u, done.room_id))
             if counts is not None:
@@ -377,8 +389,50 @@ class NotificationService:
         return out
 
     async def total_unread(self, user_id: str) -> int:
-        async with self._db.connection() as conn:
-            return await self._store.total_unread(conn, user_id)
+        return (await self.unread_totals([user_id])).get(user_id, 0)
+
+    async def unread_totals(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """Each user's unread notifications over every room they have notifications in (a
+        push's badge, asked for each pushed user on every pusher round). While counts are
+        cached this is memory after the first time: the user's rooms (loaded once, then
+        followed by `finished`) and each room's cached counts. Otherwise one query, which
+        reads the user's unread rows."""
+        if not self._cache_counts:
+            async with self._db.connection() as conn:
+                return await self._store.unread_totals(conn, user_ids)
+        missing = [u for u in user_ids if u not in self._user_rooms]
+        loaded: dict[str, set[str]] = {u: set() for u in missing}
+        if missing:
+            for u in missing:
+                self._rooms_loading[u] = self._rooms_loading.get(u, 0) + 1
+            try:
+                async with self._db.connection() as conn:
+                    for r in await self._store.rooms_of(conn, missing):
+                        loaded[r["user_id"]].add(r["room_id"])
+            finally:
+                for u in missing:
+                    left = self._rooms_loading[u] - 1
+                    if left:
+                        self._rooms_loading[u] = left
+                    else:
+                        del self._rooms_loading[u]
+                        # rooms written since the load's snapshot: `finished` saw them
+                        loaded[u] |= self._rooms_pending.pop(u, set())
+            if len(self._user_rooms) + len(missing) > USER_ROOMS_CACHE_SIZE:
+                self._user_rooms.clear()
+            for u, rooms in loaded.items():
+                if u not in self._rooms_loading and self._cache_counts:
+                    self._user_rooms[u] = rooms
+        out: dict[str, int] = {}
+        for u in user_ids:
+            rooms = self._user_rooms.get(u, loaded.get(u, set()))
+            if not rooms:
+                continue
+            counts = await self._room_counts(u, sorted(rooms))
+            total = sum(n for c in counts.values() for n, _h in c.values())
+            if total:
+                out[u] = total
+        return out
 
     async def page(self, user_id: str, before: int | None, limit: int,
                    only_highlight: bool) -> tuple[list[JsonDict], int | None]:

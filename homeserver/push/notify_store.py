@@ -143,6 +143,12 @@ class NotificationStore:
             " WHERE w.room_id IS NOT NULL GROUP BY w.user_id", list(user_ids))
         return {r["user_id"]: int(r["n"]) for r in rows}
 
+    async def rooms_of(self, conn: Conn, user_ids: Sequence[str]) -> list[asyncpg.Record]:
+        """(user_id, room_id) for each room each user has notifications in."""
+        return list(await conn.fetch(
+            _USER_ROOMS + " SELECT user_id, room_id FROM w WHERE room_id IS NOT NULL",
+            list(user_ids)))
+
     async def delete_read_before(self, conn: Conn, cutoff_ts: int, limit: int) -> int:
         """Up to `limit` read notifications written before `cutoff_ts`; how many went."""
         return int((await conn.execute(
