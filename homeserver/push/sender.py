@@ -7,8 +7,9 @@ position still in flight is never skipped), sends one notification at a time per
 stream order, and saves the new position after each 2xx answer.
 
 The work per event is kept small, since it competes for the CPU with the sync wake-ups of the
-same event: one query reads the new notifications of every user with a pusher (and their
-unread totals) and hands each pusher its rows; a pusher reads from the database itself only to
+same event: one query reads the new notifications of every user with a pusher and hands each
+pusher its rows (their unread totals, the badge, come from NotificationService's counts in
+memory when it keeps them); a pusher reads from the database itself only to
 catch up (after a start, a new pusher or a failure). The pushers are kept in memory, reloaded
 when this process changes one and at least every PUSHERS_RELOAD_S for other processes'
 changes. A round of more than SMALL_ROUND notifications (a message into a big room) is handed
