@@ -33,6 +33,8 @@
 #   SYNAPSE_PORT   (default 18508)   PARLEY_PORT (default 18510)
 #   PGHOST PGPORT PGUSER  PostgreSQL (default 127.0.0.1 5432 postgres, trust auth). Databases
 #                  synapse_compare and parley_compare_N are DROPPED and re-created.
+#   BENCH_DB       name stem of the Parley databases instead of parley_compare (so that two
+#                  sittings on one PostgreSQL do not drop each other's)
 #   CONNECTIONS    parked long-polls for g (default 1000; --quick 200)
 #   BENCH_ARGS     extra arguments for bench.py (after the defaults, so they win)
 #   SCENARIOS      only these bench.py scenarios (e.g. b,p for the push cost), and neither g
@@ -132,10 +134,10 @@ n=0
 for rev in "${revs[@]}"; do
   n=$((n + 1))
   prepare_revision "$rev"
-  start_parley "$rev" "parley_compare_$n" "$logs/parley-$n-$short.log"
+  start_parley "$rev" "${BENCH_DB:-parley_compare}_$n" "$logs/parley-$n-$short.log"
   run_scenarios "Parley $rev ($short)" parley "$rev $short" "http://127.0.0.1:$PAR_PORT" \
     "$par_pid" "$base-parley$n-$short"
-  stop_parley "parley_compare_$n"
+  stop_parley "${BENCH_DB:-parley_compare}_$n"
 done
 
 # ---------------------------------------------------------------- the table

@@ -484,7 +484,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     pusher_sender = PusherSender(
         db, notification_store, cache, registry, event_stream,
         OutboundPolicy(parse_ranges(config.outbound_allow), parse_ranges(config.outbound_deny)),
-        config.instance_name, tls=client_context(config.federation_ca_file))
+        config.instance_name, tls=client_context(config.federation_ca_file),
+        unread_totals=notifications.unread_totals)
     hs.pushers.on_change.append(pusher_sender.pushers_changed)
     receipts_committed.append(pusher_sender.badge_changed)
     hs.background.append(pusher_sender)

@@ -88,7 +88,7 @@ _ROOM_COLUMNS = (
 
 # Tables that hold a room's rows, in an order the foreign keys allow (children first).
 _ROOM_TABLES = (
-    "receipts", "push_notifications", "push_counts", "room_aliases", "forgotten_rooms",
+    "receipts", "push_notifications", "push_read", "room_aliases", "forgotten_rooms",
     "federation_outbox", "current_state", "forward_extremities", "room_memberships",
 )
 
@@ -259,19 +259,11 @@ class AdminStore:
             for table in ("event_txn_ids", "event_auth"):
                 await conn.execute(f"DELETE FROM {table} WHERE event_id = ANY($1::text[])",
                                    gone)
-            # Their notifications go too, and the unread counts down by the unread ones
-            # (the counts are always the number of unread rows).
+            # Their notifications go too (the unread counts are the rows after the user's
+            # read positions, so they follow).
             await conn.execute(
-                "WITH d AS (DELETE FROM push_notifications WHERE room_id = $1"
-                "   AND event_id = ANY($2::text[]) RETURNING user_id, thread_id, highlight,"
-                "   unread)"
-                " UPDATE push_counts pc SET notification_count = pc.notification_count - x.n,"
-                "   highlight_count = pc.highlight_count - x.h"
-                " FROM (SELECT user_id, thread_id, count(*)::int AS n,"
-                "   (count(*) FILTER (WHERE highlight))::int AS h FROM d WHERE unread"
-                "   GROUP BY user_id, thread_id) x"
-                " WHERE pc.user_id = x.user_id AND pc.room_id = $1"
-                " AND pc.thread_id = x.thread_id", room_id, gone)
+                "DELETE FROM push_notifications WHERE room_id = $1"
+                " AND event_id = ANY($2::text[])", room_id, gone)
         return gone
 
     async def event_position(self, conn: Conn, room_id: str,

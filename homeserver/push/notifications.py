@@ -8,11 +8,16 @@ local invitee, for `.m.rule.invite_for_me`). Users with the same rule changes (m
 share one ruleset compiled with the user as a parameter, evaluated for all of them in one pass
 (`CompiledRules.evaluate_many`); a batch is written in one statement.
 
-Counts are per user, room and thread ('main' for the main timeline). A read receipt (m.read or
-m.read.private, whichever is ahead: marks are never undone) marks the notifications up to its
-event as read, in its thread only when the receipt is threaded, and the counts go down by as
-many (they are always the number of unread rows). Sending an event counts as reading the
-room up to it (spec "Marking notifications as read").
+Counts are per user, room and thread ('main' for the main timeline). Each notification row is
+written once, with its event; what the user has read is a position per user, room and thread
+(push_read: the stream ordering of the last event read there, '' for the whole room), and a
+notification is unread when it is after both its room's position and its thread's. A read
+receipt (m.read or m.read.private, whichever is ahead: positions only move forward) moves the
+position of its thread when threaded, else of the whole room. Sending an event reads the room
+up to it (spec "Marking notifications as read"): one position row per sender and batch. Counts
+are the rows after the positions. (Until 0037 the rows had an `unread` flag, updated on every
+read, and push_counts was kept with them: every row was written twice, and in a busy shared
+room each group commit also marked every sender's rows read.)
 
 Every woken /sync of every member reads its counts, so while this process is the only one on
 the database the counts are also kept in memory per (user, room): loaded on first read, moved
@@ -47,6 +52,7 @@ MAIN = "main"
 THREAD_HOPS = 3
 RULES_CACHE_SIZE = 50_000
 COUNTS_CACHE_SIZE = 200_000
+USER_ROOMS_CACHE_SIZE = 50_000
 
 Counts = dict[str, tuple[int, int]]  # thread -> (notifications, highlights), non-zero only
 
@@ -76,12 +82,17 @@ class NotificationService:
         self._loading: dict[tuple[str, str], int] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._writing: dict[tuple[str, str], int] = {}
+        # Per user (with a pusher): the rooms they have notifications in, for the badge.
+        self._user_rooms: dict[str, set[str]] = {}
+        self._rooms_loading: dict[str, int] = {}
+        self._rooms_pending: dict[str, set[str]] = {}  # written while a load was in flight
 
     def on_peers(self, peers: list[str]) -> None:
         """Other processes share the database: their writes would not move our counts."""
         self._cache_counts = not peers
         if peers:
             self._counts.clear()
+            self._user_rooms.clear()
 
     # ------------------------------------------------------------------ compiled rules
 
@@ -193,8 +204,9 @@ class NotificationService:
 
     async def write(self, conn: Conn, room: RoomData,
                     events: Sequence[PersistEvent]) -> Written:
-        """In the events' transaction: their notifications, the counts, and each local
-        sender's read-up-to. `events` are in stream order."""
+        """In the events' transaction, one statement: their notifications (a row per
+        notified member and event) and each local sender's read position. `events` are in
+        stream order."""
         done = Written(room.room_id)
         # Per notification: (user, pos, event id, thread, actions, highlight).
         rows: list[tuple[str, int, str, str, str, bool]] = []
@@ -210,19 +222,19 @@ class NotificationService:
             if isinstance(sender, str) and self._local(sender):
                 last_send[sender] = ev.pos
         # A sender's notifications from before their send are read; those from events after
-        # it (later in this batch) are not. Rows of earlier writes are all before this batch.
-        readers = [u for u in last_send if not self._known_clean(u, room.room_id)]
-        if readers:
-            await self._store.mark_room_read(conn, room.room_id, readers,
-                                             [last_send[u] for u in readers])
+        # it (later in this batch) are not. Rows of earlier writes are all before this batch,
+        # so a sender known to have nothing unread needs no new position unless this batch
+        # notifies them before their send.
+        before_send = {r[0] for r in rows if last_send.get(r[0], 0) > r[1]}
+        readers = [u for u in last_send
+                   if u in before_send or not self._known_clean(u, room.room_id)]
+        await self._store.write(conn, room.room_id, int(time.time() * 1000), rows, readers,
+                                [last_send[u] for u in readers])
         done.readers = set(last_send)
-        if rows:
-            unread = [last_send.get(r[0], 0) < r[1] for r in rows]
-            await self._store.insert(conn, room.room_id, int(time.time() * 1000), rows, unread)
-            for (u, _pos, _e, thread, _a, h), new in zip(rows, unread, strict=True):
-                if new:
-                    n0, h0 = done.added.get((u, thread), (0, 0))
-                    done.added[(u, thread)] = (n0 + 1, h0 + int(h))
+        for u, pos, _e, thread, _a, h in rows:
+            if last_send.get(u, 0) < pos:
+                n0, h0 = done.added.get((u, thread), (0, 0))
+                done.added[(u, thread)] = (n0 + 1, h0 + int(h))
         if self._cache_counts:  # until `finished`, a load of these counts is not kept
             for key in [(u, room.room_id) for u in done.readers] + [
                     (u, room.room_id) for u, _ in done.added]:
@@ -230,8 +242,8 @@ class NotificationService:
         return done
 
     def _known_clean(self, user_id: str, room_id: str) -> bool:
-        """The counts in memory say the user has nothing unread in the room (so no row to
-        mark read: the counts are the number of unread rows)."""
+        """The counts in memory say the user has nothing unread in the room (so moving their
+        position would change nothing: the counts are the number of unread rows)."""
         if not self._cache_counts:
             return False
         counts = self._counts.get((user_id, room_id))
@@ -263,6 +275,12 @@ class NotificationService:
                 self._counts[key] = {}
             else:
                 counts.clear()
+        for u in {u for u, _ in done.added}:
+            rooms = self._user_rooms.get(u)
+            if rooms is not None:
+                rooms.add(done.room_id)
+            if u in self._rooms_loading:
+                self._rooms_pending.setdefault(u, set()).add(done.room_id)
         for (u, thread), (n, h) in done.added.items():
             counts = self._touch((u, done.room_id))
             if counts is not None:
@@ -293,7 +311,8 @@ class NotificationService:
 
     async def on_receipt(self, conn: Conn, room_id: str, receipt_type: str, user_id: str,
                          thread_id: str | None, event_pos: int) -> None:
-        """A ReceiptService write hook (in the receipt's transaction)."""
+        """A ReceiptService write hook (in the receipt's transaction): the user's position
+        in the receipt's thread, or in the whole room, moves forward to its event."""
         if receipt_type not in ("m.read", "m.read.private") or event_pos <= 0:
             return
         await self._store.mark_read(conn, user_id, room_id, event_pos, thread_id or None)
@@ -370,8 +389,50 @@ class NotificationService:
         return out
 
     async def total_unread(self, user_id: str) -> int:
-        async with self._db.connection() as conn:
-            return await self._store.total_unread(conn, user_id)
+        return (await self.unread_totals([user_id])).get(user_id, 0)
+
+    async def unread_totals(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """Each user's unread notifications over every room they have notifications in (a
+        push's badge, asked for each pushed user on every pusher round). While counts are
+        cached this is memory after the first time: the user's rooms (loaded once, then
+        followed by `finished`) and each room's cached counts. Otherwise one query, which
+        reads the user's unread rows."""
+        if not self._cache_counts:
+            async with self._db.connection() as conn:
+                return await self._store.unread_totals(conn, user_ids)
+        missing = [u for u in user_ids if u not in self._user_rooms]
+        loaded: dict[str, set[str]] = {u: set() for u in missing}
+        if missing:
+            for u in missing:
+                self._rooms_loading[u] = self._rooms_loading.get(u, 0) + 1
+            try:
+                async with self._db.connection() as conn:
+                    for r in await self._store.rooms_of(conn, missing):
+                        loaded[r["user_id"]].add(r["room_id"])
+            finally:
+                for u in missing:
+                    left = self._rooms_loading[u] - 1
+                    if left:
+                        self._rooms_loading[u] = left
+                    else:
+                        del self._rooms_loading[u]
+                        # rooms written since the load's snapshot: `finished` saw them
+                        loaded[u] |= self._rooms_pending.pop(u, set())
+            if len(self._user_rooms) + len(missing) > USER_ROOMS_CACHE_SIZE:
+                self._user_rooms.clear()
+            for u, rooms in loaded.items():
+                if u not in self._rooms_loading and self._cache_counts:
+                    self._user_rooms[u] = rooms
+        out: dict[str, int] = {}
+        for u in user_ids:
+            rooms = self._user_rooms.get(u, loaded.get(u, set()))
+            if not rooms:
+                continue
+            counts = await self._room_counts(u, sorted(rooms))
+            total = sum(n for c in counts.values() for n, _h in c.values())
+            if total:
+                out[u] = total
+        return out
 
     async def page(self, user_id: str, before: int | None, limit: int,
                    only_highlight: bool) -> tuple[list[JsonDict], int | None]:

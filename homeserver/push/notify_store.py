@@ -1,4 +1,5 @@
-"""SQL for push_notifications, push_counts and pushers (migrations/0021_push.sql)."""
+"""SQL for push_notifications, push_read and pushers (migrations/0021_push.sql,
+0037_push_read_positions.sql)."""
 
 from __future__ import annotations
 
@@ -12,95 +13,108 @@ _PUSHER_COLUMNS = ("id, user_id, kind, app_id, pushkey, app_display_name, device
                    " profile_tag, lang, data, created_ts, position")
 
 
-# Marks a user's notifications in room $1 read; used as the CTE `r`.
-_READ = ("UPDATE push_notifications SET unread = FALSE WHERE user_id = {user}"
-         " AND room_id = $1 AND unread AND stream_ordering <= {upto}"
-         " AND ({thread} IS NULL OR thread_id = {thread}) RETURNING thread_id, highlight")
-# Takes what `r` marked off the counts.
-_DECREMENT = ("UPDATE push_counts pc SET notification_count = pc.notification_count - d.n,"
-              " highlight_count = pc.highlight_count - d.h"
-              " FROM (SELECT thread_id, count(*)::int AS n,"
-              "   (count(*) FILTER (WHERE highlight))::int AS h FROM r GROUP BY thread_id) d"
-              " WHERE pc.user_id = {user} AND pc.room_id = $1 AND pc.thread_id = d.thread_id")
+# A notification row `n` is unread when it is after both its user's position in its room
+# (thread_id '') and the one in its thread: `_UNREAD` is that condition, with `r` and `t` the
+# two push_read rows LEFT JOINed by `_POSITIONS`.
+_POSITIONS = (" LEFT JOIN push_read r ON r.user_id = n.user_id AND r.room_id = n.room_id"
+              " AND r.thread_id = ''"
+              " LEFT JOIN push_read t ON t.user_id = n.user_id AND t.room_id = n.room_id"
+              " AND t.thread_id = n.thread_id")
+_UNREAD = ("n.stream_ordering > GREATEST(COALESCE(r.stream_ordering, 0),"
+           " COALESCE(t.stream_ordering, 0))")
+# Per wanted (user, room) `w`: its unread rows, read from the room's position on (the index on
+# user, room and stream ordering), each then checked against its thread's position.
+_UNREAD_OF = (
+    " CROSS JOIN LATERAL (SELECT n.thread_id, n.highlight FROM push_notifications n"
+    "   LEFT JOIN push_read t ON t.user_id = n.user_id AND t.room_id = n.room_id"
+    "   AND t.thread_id = n.thread_id"
+    "   WHERE n.user_id = w.user_id AND n.room_id = w.room_id"
+    "   AND n.stream_ordering > COALESCE((SELECT r.stream_ordering FROM push_read r"
+    "     WHERE r.user_id = w.user_id AND r.room_id = w.room_id AND r.thread_id = ''), 0)"
+    "   AND n.stream_ordering > COALESCE(t.stream_ordering, 0)) u")
+# Each room a user has notifications in, one index probe per room (a skip scan), for the
+# users in $1: `w`.
+_USER_ROOMS = (
+    "WITH RECURSIVE w (user_id, room_id) AS ("
+    "  SELECT x.user_id, (SELECT min(p.room_id) FROM push_notifications p"
+    "    WHERE p.user_id = x.user_id) FROM unnest($1::text[]) AS x (user_id)"
+    "  UNION ALL"
+    "  SELECT w.user_id, (SELECT min(p.room_id) FROM push_notifications p"
+    "    WHERE p.user_id = w.user_id AND p.room_id > w.room_id)"
+    "  FROM w WHERE w.room_id IS NOT NULL)")
+# Moves read positions forward (never back), from a SELECT of (user, room, thread, upto).
+_READ_UPTO = (
+    "INSERT INTO push_read (user_id, room_id, thread_id, stream_ordering) {source}"
+    " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE"
+    " SET stream_ordering = EXCLUDED.stream_ordering"
+    " WHERE push_read.stream_ordering < EXCLUDED.stream_ordering")
 
 
 class NotificationStore:
     # ------------------------------------------------------------------ written with the event
 
-    async def mark_room_read(self, conn: Conn, room_id: str, users: Sequence[str],
-                             uptos: Sequence[int]) -> None:
-        """Each of `users` has read the room, every thread, up to their `uptos` (their own
-        send): their notifications there are read and their counts go down by as many."""
-        # All of the room's rows already written are before this batch (the room's writes are
-        # serialised), so the latest `upto` bounds every reader's; a plain `= ANY` keeps the
-        # partial index in use whatever plan a prepared statement ends up with.
-        await conn.execute(
-            "WITH r AS (UPDATE push_notifications SET unread = FALSE"
-            "   WHERE user_id = ANY($2::text[]) AND room_id = $1 AND unread"
-            "   AND stream_ordering <= $3 RETURNING user_id, thread_id, highlight)"
-            " UPDATE push_counts pc SET notification_count = pc.notification_count - d.n,"
-            "   highlight_count = pc.highlight_count - d.h"
-            " FROM (SELECT user_id, thread_id, count(*)::int AS n,"
-            "   (count(*) FILTER (WHERE highlight))::int AS h FROM r"
-            "   GROUP BY user_id, thread_id) d"
-            " WHERE pc.user_id = d.user_id AND pc.room_id = $1 AND pc.thread_id = d.thread_id",
-            room_id, list(users), max(uptos))
-
-    async def insert(self, conn: Conn, room_id: str, ts: int,
-                     rows: Sequence[tuple[str, int, str, str, str, bool]],
-                     unread: Sequence[bool]) -> None:
-        """Notifications (user, stream ordering, event id, thread, actions, highlight) of one
-        room, in one statement with the counts of the unread ones."""
-        await conn.execute(
-            "WITH n AS ("
-            "  INSERT INTO push_notifications (user_id, stream_ordering, room_id, event_id,"
-            "    thread_id, actions, highlight, ts, unread)"
-            "  SELECT u, p, $1, e, t, a, h, $2, r"
-            "  FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],"
-            "    $8::bool[], $9::bool[]) AS x (u, p, e, t, a, h, r)"
-            "  ON CONFLICT DO NOTHING RETURNING user_id, thread_id, highlight, unread)"
-            " INSERT INTO push_counts (user_id, room_id, thread_id, notification_count,"
-            "   highlight_count)"
-            " SELECT user_id, $1, thread_id, count(*)::int,"
-            "   (count(*) FILTER (WHERE highlight))::int FROM n WHERE unread"
-            "   GROUP BY user_id, thread_id"
-            " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
-            "   notification_count = push_counts.notification_count"
-            "     + EXCLUDED.notification_count,"
-            "   highlight_count = push_counts.highlight_count + EXCLUDED.highlight_count",
-            room_id, ts, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-            [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows], list(unread))
+    async def write(self, conn: Conn, room_id: str, ts: int,
+                    rows: Sequence[tuple[str, int, str, str, str, bool]],
+                    readers: Sequence[str], uptos: Sequence[int]) -> None:
+        """One room's notifications (user, stream ordering, event id, thread, actions,
+        highlight), each row written once, and each of `readers` has read the whole room
+        up to their `uptos` (their own send): one statement."""
+        parts: list[str] = []
+        args: list[object] = [room_id]
+        if rows:
+            parts.append(
+                "n AS (INSERT INTO push_notifications (user_id, stream_ordering, room_id,"
+                "  event_id, thread_id, actions, highlight, ts)"
+                "  SELECT u, p, $1, e, t, a, h, $2::bigint"
+                "  FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],"
+                "    $8::bool[]) AS x (u, p, e, t, a, h)"
+                "  ON CONFLICT DO NOTHING)")
+            args += [ts, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                     [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows]]
+        if readers:
+            u, p = len(args) + 1, len(args) + 2
+            parts.append("r AS (" + _READ_UPTO.format(
+                source=f"SELECT u, $1::text, '', p FROM unnest(${u}::text[], ${p}::bigint[])"
+                " AS y (u, p)") + ")")
+            args += [list(readers), list(uptos)]
+        if parts:
+            await conn.execute("WITH " + ", ".join(parts) + " SELECT 1", *args)
 
     async def mark_read(self, conn: Conn, user_id: str, room_id: str, upto: int,
                         thread_id: str | None) -> None:
-        """Notifications at or before `upto` (in `thread_id`, or every thread) are read, and
-        the counts go down by as many (counts are the number of unread rows)."""
+        """Notifications at or before `upto` (in `thread_id`, or every thread) are read: the
+        user's position there moves forward to `upto` (never back)."""
         await conn.execute(
-            "WITH r AS (" + _READ.format(user="$2", upto="$3", thread="$4::text") + ") "
-            + _DECREMENT.format(user="$2"),
-            room_id, user_id, upto, thread_id)
+            _READ_UPTO.format(source="VALUES ($1, $2, $3, $4::bigint)"),
+            user_id, room_id, thread_id or "", upto)
 
     # ------------------------------------------------------------------ reads
 
     async def counts(self, conn: Conn, user_id: str,
                      room_ids: Sequence[str]) -> list[asyncpg.Record]:
+        """(room_id, thread_id, notification_count, highlight_count) of the user's unread
+        notifications in `room_ids`, for each room and thread that has any."""
         return list(await conn.fetch(
-            "SELECT room_id, thread_id, notification_count, highlight_count FROM push_counts"
-            " WHERE user_id = $1 AND room_id = ANY($2::text[])", user_id, list(room_ids)))
+            "SELECT w.room_id, u.thread_id, count(*)::int AS notification_count,"
+            " (count(*) FILTER (WHERE u.highlight))::int AS highlight_count"
+            " FROM (SELECT $1::text AS user_id, x AS room_id"
+            "   FROM unnest($2::text[]) AS x) w" + _UNREAD_OF +
+            " GROUP BY w.room_id, u.thread_id", user_id, list(room_ids)))
 
     async def total_unread(self, conn: Conn, user_id: str) -> int:
-        return int(await conn.fetchval(
-            "SELECT coalesce(sum(notification_count), 0) FROM push_counts WHERE user_id = $1",
-            user_id))
+        return (await self.unread_totals(conn, [user_id])).get(user_id, 0)
 
     async def page(self, conn: Conn, user_id: str, before: int | None, limit: int,
                    only_highlight: bool) -> list[asyncpg.Record]:
-        """Newest first, strictly before `before` (a stream ordering) when given."""
+        """Newest first, strictly before `before` (a stream ordering) when given; `unread`
+        says whether each is after the user's read positions."""
         return list(await conn.fetch(
-            "SELECT stream_ordering, room_id, event_id, actions, ts, unread"
-            " FROM push_notifications WHERE user_id = $1"
-            " AND ($2::bigint IS NULL OR stream_ordering < $2) AND (NOT $3 OR highlight)"
-            " ORDER BY stream_ordering DESC LIMIT $4", user_id, before, only_highlight, limit))
+            "SELECT n.stream_ordering, n.room_id, n.event_id, n.actions, n.ts,"
+            " " + _UNREAD + " AS unread"
+            " FROM push_notifications n" + _POSITIONS +
+            " WHERE n.user_id = $1"
+            " AND ($2::bigint IS NULL OR n.stream_ordering < $2) AND (NOT $3 OR n.highlight)"
+            " ORDER BY n.stream_ordering DESC LIMIT $4", user_id, before, only_highlight, limit))
 
     async def after(self, conn: Conn, user_id: str, after: int, upto: int,
                     limit: int) -> list[asyncpg.Record]:
@@ -122,17 +136,25 @@ class NotificationStore:
             list(user_ids), after, upto))
 
     async def unread_totals(self, conn: Conn, user_ids: Sequence[str]) -> dict[str, int]:
-        """Each user's unread notifications over all rooms (a push's badge count)."""
+        """Each user's unread notifications over all rooms (a push's badge count): per room
+        they have notifications in, the rows after their read positions."""
         rows = await conn.fetch(
-            "SELECT user_id, sum(notification_count)::int AS n FROM push_counts"
-            " WHERE user_id = ANY($1::text[]) GROUP BY user_id", list(user_ids))
+            _USER_ROOMS + " SELECT w.user_id, count(*)::int AS n FROM w" + _UNREAD_OF +
+            " WHERE w.room_id IS NOT NULL GROUP BY w.user_id", list(user_ids))
         return {r["user_id"]: int(r["n"]) for r in rows}
+
+    async def rooms_of(self, conn: Conn, user_ids: Sequence[str]) -> list[asyncpg.Record]:
+        """(user_id, room_id) for each room each user has notifications in."""
+        return list(await conn.fetch(
+            _USER_ROOMS + " SELECT user_id, room_id FROM w WHERE room_id IS NOT NULL",
+            list(user_ids)))
 
     async def delete_read_before(self, conn: Conn, cutoff_ts: int, limit: int) -> int:
         """Up to `limit` read notifications written before `cutoff_ts`; how many went."""
         return int((await conn.execute(
             "DELETE FROM push_notifications WHERE ctid = ANY(ARRAY("
-            " SELECT ctid FROM push_notifications WHERE NOT unread AND ts < $1 LIMIT $2))",
+            " SELECT n.ctid FROM push_notifications n" + _POSITIONS +
+            " WHERE n.ts < $1 AND NOT " + _UNREAD + " LIMIT $2))",
             cutoff_ts, limit)).split()[-1])
 
     async def newest(self, conn: Conn, user_id: str) -> int:

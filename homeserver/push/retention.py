@@ -1,7 +1,7 @@
 """Prunes old read notifications, so push_notifications does not grow without end.
 
-A row is kept while it is unread (the counts are the number of unread rows, and a receipt
-must find it to take it off them) and, once read, until KEEP_DAYS after it was written, so that
+A row is kept while it is unread (after the user's read positions: the counts are the number
+of such rows) and, once read, until KEEP_DAYS after it was written, so that
 GET /notifications still pages back through recent history (Synapse keeps about as long). The
 work is done in small batches, once an hour, so it never holds many row locks at once; several
 processes on one database may each run it (deleting twice is harmless).

@@ -7,8 +7,9 @@ position still in flight is never skipped), sends one notification at a time per
 stream order, and saves the new position after each 2xx answer.
 
 The work per event is kept small, since it competes for the CPU with the sync wake-ups of the
-same event: one query reads the new notifications of every user with a pusher (and their
-unread totals) and hands each pusher its rows; a pusher reads from the database itself only to
+same event: one query reads the new notifications of every user with a pusher and hands each
+pusher its rows (their unread totals, the badge, come from NotificationService's counts in
+memory when it keeps them); a pusher reads from the database itself only to
 catch up (after a start, a new pusher or a failure). The pushers are kept in memory, reloaded
 when this process changes one and at least every PUSHERS_RELOAD_S for other processes'
 changes. A round of more than SMALL_ROUND notifications (a message into a big room) is handed
@@ -40,6 +41,7 @@ import logging
 import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +66,10 @@ PUSHERS_RELOAD_S = 1.0
 STOP_GRACE_S = 2.0
 DELAY_S = 0.25
 SMALL_ROUND = 20  # notifications in a round that go out at once
+
+# (user ids) -> each one's unread notifications over all rooms (NotificationService keeps
+# them in memory; by default they are read from the database).
+UnreadTotals = Callable[[list[str]], Awaitable[dict[str, int]]]
 
 
 @dataclass(slots=True)
@@ -102,9 +108,12 @@ class PusherSender:
     def __init__(self, db: Database, store: NotificationStore, cache: EventCache,
                  rooms: RoomRegistry, stream: Stream, policy: OutboundPolicy,
                  instance: str = "main", backoff_s: float = 1.0, max_backoff_s: float = 300.0,
-                 timeout_s: float = 20.0, tls: ssl.SSLContext | None = None) -> None:
+                 timeout_s: float = 20.0, tls: ssl.SSLContext | None = None,
+                 unread_totals: UnreadTotals | None = None) -> None:
         self._db = db
         self._store = store
+        self._unread_totals = unread_totals if unread_totals is not None \
+            else self._unread_from_db
         self._cache = cache
         self._rooms = rooms
         self._stream = stream
@@ -125,6 +134,10 @@ class PusherSender:
         self._stopping = False
         self._lease_until = 0.0  # monotonic time until which our lease surely holds
         stream.on_advance(lambda _pos: self.wake())
+
+    async def _unread_from_db(self, user_ids: list[str]) -> dict[str, int]:
+        async with self._db.connection() as conn:
+            return await self._store.unread_totals(conn, user_ids)
 
     def pushers_changed(self) -> None:
         """A pusher was set or removed here: reload them on the next round."""
@@ -224,8 +237,8 @@ class PusherSender:
             elif upto > self._seen and self._pushers:
                 users = sorted({str(p.row["user_id"]) for p in self._pushers.values()})
                 rows = await self._store.new_for_users(conn, users, self._seen, upto)
-                unread = await self._store.unread_totals(
-                    conn, sorted({str(r["user_id"]) for r in rows})) if rows else {}
+        if rows:
+            unread = await self._unread_totals(sorted({str(r["user_id"]) for r in rows}))
         if upto > self._seen:
             if len(rows) > SMALL_ROUND:  # a big room's message: its members' syncs go first
                 await asyncio.sleep(DELAY_S)
@@ -270,8 +283,8 @@ class PusherSender:
                 async with self._db.connection() as conn:
                     rows = await self._store.after(conn, p.row["user_id"], after, target,
                                                    BATCH)
-                    unread = (await self._store.unread_totals(
-                        conn, [p.row["user_id"]])).get(p.row["user_id"], 0) if rows else 0
+                unread = (await self._unread_totals([p.row["user_id"]])).get(
+                    p.row["user_id"], 0) if rows else 0
                 p.queue.extend(_Note.of(r, unread) for r in rows)
                 p.synced_to = int(rows[-1]["stream_ordering"]) if len(rows) == BATCH \
                     else target

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from homeserver.push.notify_store import NotificationStore
 from tests import conftest
 from tests.conftest import Server, free_port, start_server
 from tests.helpers import Client, User
@@ -174,6 +175,23 @@ async def test_counts_exact_under_concurrent_group_commits(c: Client, server: Se
     server.hs.notifications._counts.clear()  # the same again, read from the database
     for u in users:
         assert unread(await c.sync(u), room) == expected(u), u.user_id
+    # Each notification row was written once, in its event's transaction (never updated
+    # when read), and what each member read is one position for the whole room (moved by
+    # their join and sends).
+    db = server.hs.db
+    async with db.connection() as conn:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM push_notifications n JOIN events e"
+            " ON e.event_id = n.event_id WHERE n.room_id = $1 AND e.type = 'm.room.message'",
+            room) == 60 * 3
+        assert await conn.fetchval(
+            "SELECT count(*) FROM push_notifications n JOIN events e"
+            " ON e.event_id = n.event_id WHERE n.room_id = $1 AND NOT n.xmin = e.xmin",
+            room) == 0
+        readers = await conn.fetch(
+            "SELECT user_id, thread_id FROM push_read WHERE room_id = $1", room)
+    assert sorted((r["user_id"], r["thread_id"]) for r in readers) == sorted(
+        (u.user_id, "") for u in users)
 
 
 async def test_private_receipt_resets_up_to_its_event(c: Client) -> None:
@@ -232,6 +250,40 @@ async def test_notifications_pagination(c: Client) -> None:
     status, body = await c.request("GET", "/notifications", token=bob.access_token,
                                    params={"from": "x"})
     assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+
+
+async def test_notifications_read_flag_follows_receipts_and_sends(c: Client) -> None:
+    """GET /notifications says `read` per notification: up to the user's newest receipt (a
+    threaded one reads its thread only) and up to their own last send (every thread)."""
+    alice, bob, room = await dm(c)
+    m1 = await c.send(alice, room, "m1")
+    status, data = await c.request(
+        "PUT", f"/rooms/{room}/send/m.room.message/rf1",
+        {"msgtype": "m.text", "body": "t1", "m.relates_to": {"rel_type": "m.thread",
+                                                             "event_id": m1}},
+        alice.access_token)
+    assert status == 200
+    t1 = data["event_id"]
+    await c.send(alice, room, "m2")
+
+    async def read_flags() -> dict[str, bool]:
+        status, body = await c.request("GET", "/notifications", token=bob.access_token)
+        assert status == 200
+        return {n["event"]["content"]["body"]: n["read"] for n in body["notifications"]
+                if n["event"]["type"] == "m.room.message"}
+
+    assert await read_flags() == {"m1": False, "t1": False, "m2": False}
+    status, _ = await c.request("POST", f"/rooms/{room}/receipt/m.read/{t1}",
+                                {"thread_id": m1}, bob.access_token)
+    assert status == 200
+    assert await read_flags() == {"m1": False, "t1": True, "m2": False}
+    status, _ = await c.request("POST", f"/rooms/{room}/receipt/m.read.private/{m1}", {},
+                                bob.access_token)
+    assert await read_flags() == {"m1": True, "t1": True, "m2": False}
+    await c.send(bob, room, "reply")  # sending reads the room up to the send
+    await c.send(alice, room, "m3")
+    assert await read_flags() == {"m1": True, "t1": True, "m2": True, "m3": False}
+    assert unread(await c.sync(bob), room) == {"notification_count": 1, "highlight_count": 0}
 
 
 async def test_thread_counts_with_threaded_receipts(c: Client) -> None:
@@ -387,6 +439,36 @@ async def test_mention_push_event_id_only(pc: Client, gateway: Gateway) -> None:
     assert calls[0]["prio"] == "low"  # .m.rule.message: no sound, no highlight
     assert "content" not in calls[1] and "sender" not in calls[1]
     assert calls[1]["counts"] == {"unread": 2}
+
+
+async def test_push_badge_counts_every_room_after_reads(pc: Client, gateway: Gateway,
+                                                        push_server: Server) -> None:
+    """counts.unread is the user's unread notifications over all their rooms: it follows
+    receipts and the user's own sends, from memory as from the database."""
+    alice, bob, room1 = await dm(pc)
+    room2 = await pc.create_room(alice, invite=[bob.user_id])
+    await pc.join(bob, room2)
+    await set_pusher(pc, bob, gateway.url)
+    e1 = await pc.send(alice, room1, "r1 a")
+    await gateway.wait_calls(1)
+    await pc.send(alice, room2, "r2 a")
+    await gateway.wait_calls(2)
+    status, _ = await pc.request("POST", f"/rooms/{room1}/receipt/m.read/{e1}", {},
+                                 bob.access_token)
+    assert status == 200
+    await pc.send(alice, room2, "r2 b")
+    await gateway.wait_calls(3)
+    await pc.send(bob, room2, "bob reads room 2 by sending")
+    await pc.send(alice, room1, "r1 b")
+    calls = await gateway.wait_calls(4)
+    assert [c["counts"]["unread"] for c in calls] == [1, 2, 2, 1]
+    hs = push_server.hs
+    assert hs.notifications is not None
+    async with hs.db.connection() as conn:
+        from_db = await NotificationStore().unread_totals(conn, [bob.user_id, alice.user_id])
+    expected = {bob.user_id: 1, alice.user_id: 1}  # alice: bob's message in room 2
+    assert from_db == expected == await hs.notifications.unread_totals(
+        [bob.user_id, alice.user_id])
 
 
 async def test_rejected_pushkey_removes_pusher(pc: Client, gateway: Gateway) -> None:
