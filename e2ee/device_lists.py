@@ -112,7 +112,12 @@ class DeviceListService:
         if since_events < upto_events:
             for other, membership in await self._member_changes(
                     user_id, memberships, since_events, upto_events):
-                if membership == "join":
+                if membership == "invite":
+                    # Someone invited into a room the user is in: clients encrypt to invited
+                    # members too, so they need the invitee's devices now (as the reference
+                    # server counts; SyTest's cross-signing tests over federation).
+                    changed.add(other)
+                elif membership == "join":
                     if await shares(other):
                         changed.add(other)
                 elif not await shares(other):
@@ -122,9 +127,9 @@ class DeviceListService:
 
     async def _member_changes(self, user_id: str, memberships: Mapping[str, Membership],
                               since: int, upto: int) -> list[tuple[str, str]]:
-        """(user, membership) of joins and leaves that matter between `since` and `upto`:
-        everyone in a room the user joined or left, and whoever joined or left a room the
-        user is in."""
+        """(user, membership) of joins, invites and leaves that matter between `since` and
+        `upto`: everyone in a room the user joined or left, and whoever joined, was invited to
+        or left a room the user is in."""
         out: list[tuple[str, str]] = []
         from_db: list[str] = []
         for room_id, m in memberships.items():
@@ -145,14 +150,14 @@ class DeviceListService:
             for e in events:
                 if e.type == "m.room.member" and e.state_key is not None:
                     membership = e.membership
-                    if membership in ("join", "leave", "ban"):
+                    if membership in ("join", "invite", "leave", "ban"):
                         out.append((e.state_key, membership))
         if from_db:
             async with self._db.connection() as conn:
                 rows = await self._room_store.membership_changes_between(conn, from_db, since,
                                                                          upto)
             out.extend((r["user_id"], r["membership"]) for r in rows
-                       if r["membership"] in ("join", "leave", "ban"))
+                       if r["membership"] in ("join", "invite", "leave", "ban"))
         return out
 
     async def changes(self, user_id: str, since_lists: int, upto_lists: int,

@@ -193,3 +193,19 @@ async def test_user_signing_changes_reach_only_the_users_own_devices(c: Client) 
     assert {alice.user_id, bob.user_id} <= set(lists(await c.sync(alice_phone, since=p0))[0])
     # bob hears of neither
     assert lists(await c.sync(bob, since=b0))[0] == []
+
+
+async def test_an_invitee_appears_in_changed(c: Client) -> None:
+    """Someone invited into a room the user is in comes in device_lists.changed (clients
+    encrypt to invited members too), before they join."""
+    alice, bob = await c.register(), await c.register()
+    room = await c.create_room(alice, preset="private_chat")
+    a0 = (await c.sync(alice))["next_batch"]
+    status, body = await c.request("POST", f"/rooms/{room}/invite", {"user_id": bob.user_id},
+                                   alice.access_token)
+    assert status == 200, body
+    got = await c.sync(alice, since=a0, timeout=5000)
+    assert lists(got) == ([bob.user_id], [])
+    status, body = await c.request("GET", "/keys/changes", token=alice.access_token,
+                                   params={"from": a0, "to": got["next_batch"]})
+    assert status == 200 and body["changed"] == [bob.user_id], body
