@@ -150,7 +150,7 @@ from homeserver.rooms.thread_store import ThreadStore
 from homeserver.rooms.threads import ThreadService
 from homeserver.rooms.timestamps import TimestampLookup, TimestampStore
 from homeserver.rooms.typing import TypingService
-from homeserver.rooms.upgrades import RoomUpgrader, carry_user_state
+from homeserver.rooms.upgrades import RoomUpgrader, carry_user_state, move_local_aliases
 from homeserver.rooms.visibility import Visibility
 from homeserver.rooms.writer import MembershipHook, PersistHook, RoomWriter
 from homeserver.search.service import SearchService
@@ -423,8 +423,10 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     invite_permission = InvitePermission(account_data)
     room_service.invite_blocked = sources.invite_blocked = invite_permission.blocks
 
-    async def carry_over(user_id: str, old_room: str, new_room: str) -> None:
+    async def carry_over(user_id: str, old_room: str, new_room: str, server_joined: bool) -> None:
         await carry_user_state(account_data, user_id, old_room, new_room)
+        if server_joined:
+            await move_local_aliases(db, RoomStore(), old_room, new_room, user_id)
     room_service.on_upgraded_join = carry_over
     hs.timestamps = TimestampLookup(db, TimestampStore(), room_service, reader, cache, visibility)
     hs.keys, hs.cross_signing, hs.device_lists = device_keys, cross_signing, device_lists

@@ -141,9 +141,10 @@ class RoomService:
         self.appservices: AppServiceRegistry | None = None
         self.query_user: Callable[[str], Awaitable[None]] | None = None
         self.query_alias: Callable[[str], Awaitable[bool]] | None = None
-        # (user, old room, new room): a local user joined the replacement of an upgraded room;
-        # their state about the old room follows (homeserver/rooms/upgrades.py).
-        self.on_upgraded_join: Callable[[str, str, str], Awaitable[None]] | None = None
+        # (user, old room, new room, whether the join brought this server in): a local user
+        # joined the replacement of an upgraded room; their state about the old room follows
+        # (homeserver/rooms/upgrades.py).
+        self.on_upgraded_join: Callable[[str, str, str, bool], Awaitable[None]] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -455,6 +456,8 @@ class RoomService:
             joined = await self.remote.join(requester, room_id_or_alias, via, content)
             if requester.is_guest:
                 await self._guest_joined_remotely(requester, joined)
+            # This server was not in the room before this join.
+            await self._joined_upgraded(requester.user_id, await self.get_room(joined), True)
             return joined
         room_id = await self.resolve_room(room_id_or_alias)
         await self._check_not_blocked(room_id)
@@ -463,13 +466,20 @@ class RoomService:
         await self._update_membership(requester, room_id, requester.user_id, "join", reason,
                                      extra=extra or None,
                                      profile=await self._profile(requester.user_id))
+        if was != "join":
+            await self._joined_upgraded(requester.user_id, room, False)
+        return room_id
+
+    async def _joined_upgraded(self, user_id: str, room: RoomData, server_joined: bool) -> None:
+        """A local user joined the replacement of an upgraded room: their state about the old
+        room follows them, and when this join brought this server into the room, so do the
+        server's aliases and directory listing of the old room (homeserver/rooms/upgrades.py)."""
         create = room.state.get(("m.room.create", ""))
         predecessor = create.pdu.get("content", {}).get("predecessor") if create else None
-        if (was != "join" and self.on_upgraded_join is not None
-                and isinstance(predecessor, dict)
+        if (self.on_upgraded_join is not None and isinstance(predecessor, dict)
                 and isinstance(predecessor.get("room_id"), str)):
-            await self.on_upgraded_join(requester.user_id, predecessor["room_id"], room_id)
-        return room_id
+            await self.on_upgraded_join(user_id, predecessor["room_id"], room.room_id,
+                                        server_joined)
 
     async def _guest_joined_remotely(self, requester: Requester, room_id: str) -> None:
         """A room on another server shows its state only in the answer to the join itself:

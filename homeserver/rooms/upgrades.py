@@ -75,6 +75,27 @@ async def carry_user_state(account_data: AccountDataService, user_id: str, old_r
         await account_data.put_account_data(user_id, "", "m.direct", direct)
 
 
+async def move_local_aliases(db: Database, store: RoomStore, old_room: str, new_room: str,
+                             creator: str) -> list[str]:
+    """This server's aliases of `old_room` point at `new_room` instead, and a listing of the
+    old room in this server's public directory becomes one of the new room: done by the
+    upgrading server at once, and by each other server when its first user joins the new room
+    (as the reference server does; SyTest "/upgrade moves remote aliases to the new room").
+    Returns the aliases moved."""
+    async with db.transaction() as conn:
+        moved = await store.aliases_for_room(conn, old_room)
+        for alias in moved:
+            row = await store.get_alias(conn, alias)
+            await store.delete_alias(conn, alias)
+            await store.create_alias(conn, alias, new_room,
+                                     row["creator"] if row is not None else creator)
+        row = await store.get_room(conn, old_room)
+        if row is not None and row["is_public"]:
+            await store.set_public(conn, old_room, False)
+            await store.set_public(conn, new_room, True)
+    return list(moved)
+
+
 class RoomUpgrader:
     def __init__(self, db: Database, rooms: RoomService, store: RoomStore,
                  account_data: AccountDataService | None = None) -> None:
@@ -260,17 +281,8 @@ class RoomUpgrader:
         await self._move_aliases(requester, old, new_id)
 
     async def _move_aliases(self, requester: Requester, old: RoomData, new_id: str) -> None:
-        async with self._db.transaction() as conn:
-            moved = await self._store.aliases_for_room(conn, old.room_id)
-            for alias in moved:
-                row = await self._store.get_alias(conn, alias)
-                creator = row["creator"] if row is not None else requester.user_id
-                await self._store.delete_alias(conn, alias)
-                await self._store.create_alias(conn, alias, new_id, creator)
-            row = await self._store.get_room(conn, old.room_id)
-            if row is not None and row["is_public"]:
-                await self._store.set_public(conn, old.room_id, False)
-                await self._store.set_public(conn, new_id, True)
+        moved = await move_local_aliases(self._db, self._store, old.room_id, new_id,
+                                         requester.user_id)
         canonical = self._content(old, "m.room.canonical_alias") or {}
         main = canonical.get("alias")
         alt = canonical.get("alt_aliases")

@@ -355,3 +355,42 @@ async def test_user_directory_holds_remote_room_mates_until_the_server_leaves(
                                           bob.access_token)
     assert status == 200, body
     assert await found() == []
+
+
+async def test_joining_an_upgraded_room_brings_this_servers_aliases_and_tags(
+        make_server: Factory) -> None:
+    """When a room is upgraded on another server, this server's first user to join the new
+    room brings over this server's aliases and public-directory listing of the old room, and
+    their own tags (as the reference server does)."""
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice = await a.client.register("alice")
+    bob = await b.client.register("bob")
+    old = await a.client.create_room(  # bob may list the room in his server's directory
+        alice, preset="public_chat", room_version="10",
+        power_level_content_override={"users": {alice.user_id: 100, bob.user_id: 100}})
+    status, body = await b.client.request("POST", f"/join/{old}", {}, bob.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    alias = f"#remote{secrets.token_hex(3)}:{b.name}"
+    for method, path, content in (
+            ("PUT", f"/directory/room/{quote(alias)}", {"room_id": old}),
+            ("PUT", f"/directory/list/room/{old}", {"visibility": "public"}),
+            ("PUT", f"/user/{bob.user_id}/rooms/{old}/tags/u.work", {"order": 0.5})):
+        status, body = await b.client.request(method, path, content, bob.access_token)
+        assert status == 200, (path, body)
+    status, body = await a.client.request("POST", f"/rooms/{old}/upgrade",
+                                          {"new_version": "11"}, alice.access_token)
+    assert status == 200, body
+    new = body["replacement_room"]
+    status, body = await b.client.request("POST", f"/join/{new}", {}, bob.access_token,
+                                          params={"server_name": a.name})
+    assert status == 200, body
+    status, body = await b.client.request("GET", f"/directory/room/{quote(alias)}")
+    assert status == 200 and body["room_id"] == new, body
+    status, body = await b.client.request("GET", "/publicRooms")
+    listed = {r["room_id"] for r in body["chunk"]}
+    assert new in listed and old not in listed, body
+    status, body = await b.client.request("GET", f"/user/{bob.user_id}/rooms/{new}/tags",
+                                          token=bob.access_token)
+    assert status == 200 and "u.work" in body["tags"], body
