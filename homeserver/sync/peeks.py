@@ -25,7 +25,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from homeserver.errors import forbidden, not_found
+import asyncpg
+
+from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.rooms.state import RoomData, RoomRegistry
 from homeserver.storage.database import Conn, Database
 from homeserver.storage.streams import Stream
@@ -89,11 +91,15 @@ class SyncPeeks:
             raise forbidden("Only a world-readable room can be peeked into")
         if room.membership(requester.user_id) == "join":
             return room_id  # a member reads the room in `join`; there is nothing to peek at
+        if not requester.device_id:  # an application service acting without a device
+            raise forbidden("A peek belongs to a device; name one with device_id")
         pos = await self._stream.allocate()
         try:
             async with self._db.connection() as conn:
                 await self._store.add(conn, requester.user_id, requester.device_id, room_id,
                                       pos)
+        except asyncpg.ForeignKeyViolationError:  # the device was deleted meanwhile
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown device") from None
         finally:
             self._stream.finish(pos, wake=[requester.user_id])
         return room_id
