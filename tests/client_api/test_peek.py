@@ -207,3 +207,27 @@ async def test_a_peek_survives_a_restart(fresh_database: str, tmp_path: Path) ->
             await c.send(owner, room_id, "after restart")
             later = await c.sync(peeker, since=first["next_batch"])
             assert bodies(peeked(later)[room_id]) == ["after restart"]
+
+
+async def test_the_websocket_sync_pushes_peeked_rooms(c: Client, server: Server) -> None:
+    owner, peeker = await c.register(), await c.register()
+    room_id = await readable_room(c, owner)
+    await peek(c, peeker, room_id)
+    ws = await c.session.ws_connect(server.url + "/_matrix/client/v3/sync",
+                                    headers={"Authorization": f"Bearer {peeker.access_token}"})
+    try:
+        async def next_body() -> dict[str, Any]:
+            while True:
+                data = (await ws.receive(timeout=10)).json()
+                if data.get("type") == "sync":
+                    return dict(data["body"])
+
+        first = await next_body()
+        assert peeked(first)[room_id]["timeline"]["events"][0]["type"] == "m.room.create"
+        await c.send(owner, room_id, "over the socket")
+        pushed = await next_body()
+        while room_id not in peeked(pushed):
+            pushed = await next_body()
+        assert bodies(peeked(pushed)[room_id]) == ["over the socket"]
+    finally:
+        await ws.close()
