@@ -308,8 +308,8 @@ class SyncService:
                     m is not None and m.membership == "join"):
                 continue
             room = await self._rooms.get(room_id)
-            if room is None:
-                continue
+            if room is None or not _world_readable(room):
+                continue  # a room no longer world-readable is no longer shown to a peeker
             fresh = since is None or pos > since.events
             body = await self._joined_room(requester, room, None if fresh else since, now, flt,
                                            full_state, newly_joined=fresh and since is not None,
@@ -716,6 +716,12 @@ def _note_new_peers(room: RoomData, user_id: str, newly_joined: bool, since: int
         if e.type == "m.room.member" and e.membership == "join" and e.state_key != user_id \
                 and e.state_key is not None:
             into.add(e.state_key)
+
+
+def _world_readable(room: RoomData) -> bool:
+    hv = room.state.get(("m.room.history_visibility", ""))
+    return hv is not None and hv.pdu.get("content", {}).get("history_visibility") == \
+        "world_readable"
 
 
 def _named(room: RoomData) -> bool:

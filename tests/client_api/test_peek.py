@@ -231,3 +231,21 @@ async def test_the_websocket_sync_pushes_peeked_rooms(c: Client, server: Server)
         assert bodies(peeked(pushed)[room_id]) == ["over the socket"]
     finally:
         await ws.close()
+
+
+async def test_a_room_that_stops_being_world_readable_is_no_longer_shown(c: Client) -> None:
+    owner, peeker = await c.register(), await c.register()
+    room_id = await readable_room(c, owner)
+    await peek(c, peeker, room_id)
+    first = await c.sync(peeker)
+    assert room_id in peeked(first)
+    status, data = await c.request(
+        "PUT", f"/rooms/{room_id}/state/m.room.history_visibility",
+        {"history_visibility": "shared"}, owner.access_token)
+    assert status == 200, data
+    await c.send(owner, room_id, "members only")
+    status, data = await c.request("PUT", f"/rooms/{room_id}/state/m.room.topic",
+                                   {"topic": "secret"}, owner.access_token)
+    assert status == 200, data
+    assert room_id not in peeked(await c.sync(peeker, since=first["next_batch"]))
+    assert room_id not in peeked(await c.sync(peeker))
