@@ -50,6 +50,7 @@ from homeserver.rooms.upgrades import RoomUpgrader
 from homeserver.search.service import SearchService
 from homeserver.sync.initial_sync import InitialSync
 from homeserver.sync.peek import RoomPeek
+from homeserver.sync.peeks import SyncPeeks
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.types import Requester
@@ -105,6 +106,7 @@ class ClientContext:
     mutual_rooms: MutualRooms | None = None
     initial_sync: InitialSync | None = None
     peek: RoomPeek | None = None  # GET /events?room_id= into a world-readable room
+    peeks: SyncPeeks | None = None  # MSC2753 POST /peek, /unpeek (rooms.peek in /sync)
     # Application services (homeserver/appservice/): as_token auth and their queries.
     appservice_auth: AppServiceAuth | None = None
     appservices: AppServiceQueries | None = None

@@ -28,6 +28,7 @@ from client_api import (
     media_upload,
     mutual_rooms,
     openid,
+    peeks,
     presence,
     profile,
     pushers,
@@ -163,6 +164,7 @@ from homeserver.storage.streams import IdPool, Stream
 from homeserver.streams.notifier import Notifier
 from homeserver.sync.initial_sync import InitialSync
 from homeserver.sync.peek import RoomPeek
+from homeserver.sync.peeks import PeekStore, SyncPeeks
 from homeserver.sync.service import SyncService
 from homeserver.sync.sliding import SlidingSyncService
 from homeserver.sync.sliding_store import SlidingStore
@@ -218,6 +220,7 @@ class Homeserver:
     to_device: ToDeviceService | None = None
     presence: PresenceService | None = None
     peek: RoomPeek | None = None
+    peeks: SyncPeeks | None = None  # MSC2753 peeking through /sync
     key_backup: KeyBackupService | None = None
     writer: RoomWriter | None = None
     event_stream: Stream | None = None
@@ -477,6 +480,11 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(hs.presence)
     # -- room previews: GET /events?room_id= for a world-readable room one has not joined
     hs.peek = RoomPeek(registry, sync_service, visibility, notifier, hs.presence)
+    # -- MSC2753 peeking through /sync (unstable; docs/client_api.md)
+    hs.peeks = sources.peeks = SyncPeeks(db, PeekStore(), registry, room_service.resolve_room,
+                                         event_stream)
+    membership_hooks.append(hs.peeks.on_membership)
+    hs.background.append(hs.peeks)
     # -- server-side key backup
     hs.key_backup = KeyBackupService(db, KeyBackupStore())
     accounts.on_deactivate += [hs.key_backup.forget_user, cross_signing.forget_user]
@@ -699,7 +707,7 @@ def make_app(hs: Homeserver) -> web.Application:
     app[CTX].initial_sync = InitialSync(
         RoomInitialSync(hs.reader, hs.rooms.rooms, hs.account_data), hs.members, hs.reader,
         hs.account_data, hs.sync.current_token, hs.receipts, hs.presence)
-    app[CTX].peek = hs.peek
+    app[CTX].peek, app[CTX].peeks = hs.peek, hs.peeks
     if hs.appservices is not None:
         app[CTX].appservice_auth = hs.appservices.auth
         app[CTX].appservices = hs.appservices.queries
@@ -708,7 +716,7 @@ def make_app(hs: Homeserver) -> web.Application:
                    dehydrated, room_keys, pushers, media, media_upload, openid, sliding_sync,
                    search, threads, room_upgrades, spaces, timestamps, mutual_rooms,
                    thirdparty, voip, support, initial_sync, events_stream, appservice,
-                   threepid, sso, login_token):
+                   threepid, sso, login_token, peeks):
         add_routes(app, module.routes)
     if hs.federation is not None and hs.config.shared_listener:
         app[FED] = hs.federation.context

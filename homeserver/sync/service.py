@@ -93,9 +93,13 @@ class SyncService:
         waits = since is not None and not full_state and timeout_ms > 0
         woken = False
         while True:
-            fut = self._notifier.subscribe(user_id, deadline if waits else None)
+            peeked = await self._peeked(requester)
+            # A peeker also listens for the peeked rooms' members, whom every change in the
+            # room wakes (as GET /events?room_id= does, homeserver/sync/peek.py).
+            keys = [user_id, *await self._peek_keys(peeked)] if peeked else [user_id]
+            fut = self._notifier.subscribe_many(keys, deadline if waits else None)
             try:
-                result = await self.compute(requester, since, flt, full_state)
+                result = await self.compute(requester, since, flt, full_state, peeked)
                 if not result.empty or not waits or loop.time() >= deadline:
                     if woken and self.on_woken is not None:
                         self.on_woken(time.monotonic() - self._notifier.last_wake)
@@ -106,7 +110,22 @@ class SyncService:
                     # timed out, or shutting down: answer with what there is
                     return await self.compute(requester, since, flt, full_state)
             finally:
-                self._notifier.unsubscribe(user_id, fut, deadline if waits else None)
+                self._notifier.unsubscribe_many(keys, fut, deadline if waits else None)
+
+    async def _peeked(self, requester: Requester) -> dict[str, int]:
+        """MSC2753: the rooms this device peeks into (homeserver/sync/peeks.py)."""
+        peeks = self.sources.peeks
+        if peeks is None or not requester.device_id:
+            return {}
+        return await peeks.of_device(requester.user_id, requester.device_id)
+
+    async def _peek_keys(self, peeked: dict[str, int]) -> list[str]:
+        keys: list[str] = []
+        for room_id in peeked:
+            room = await self._rooms.get(room_id)
+            if room is not None:
+                keys += room.joined_members()
+        return keys
 
     async def invites_blocked(self, user_id: str) -> bool:
         """Invites to this user are not served (spec v1.18 invite blocking)."""
@@ -114,7 +133,7 @@ class SyncService:
         return blocked is not None and await blocked(user_id)
 
     async def compute(self, requester: Requester, since: SyncToken | None, flt: SyncFilter,
-                      full_state: bool) -> SyncResult:
+                      full_state: bool, peeked: dict[str, int] | None = None) -> SyncResult:
         user_id = requester.user_id
         now = self.current_token()
         if since is not None:
@@ -185,6 +204,8 @@ class SyncService:
                 body = await self._left_room(requester, room, since, m.stream_ordering, flt)
                 leave[room_id] = body
 
+        peek = await self._peeked_rooms(requester, since, now, flt, full_state, memberships,
+                                        ignored, peeked)
         ephemeral = await self._ephemeral(user_id, memberships, since, now, flt)
         for room_id, events in ephemeral.items():
             room_body: JsonDict | None = join.get(room_id)
@@ -211,6 +232,8 @@ class SyncService:
             rooms["knock"] = knock
         if leave:
             rooms["leave"] = leave
+        if peek:
+            rooms["peek"] = peek
         body_out: JsonDict = {"next_batch": now.serialize()}
         if rooms:
             body_out["rooms"] = rooms
@@ -256,7 +279,7 @@ class SyncService:
         """The filter's event_format "federation" (spec: "`federation` will return the raw
         event as received over federation"): each room event of the join and leave sections
         as its PDU with its event_id; invite and knock state stay stripped."""
-        lists = [r[part]["events"] for section in ("join", "leave")
+        lists = [r[part]["events"] for section in ("join", "leave", "peek")
                  for r in rooms.get(section, {}).values()
                  for part in ("timeline", "state") if part in r]
         ids = [e["event_id"] for events in lists for e in events if "event_id" in e]
@@ -267,6 +290,52 @@ class SyncService:
                 if entry is not None:
                     events[i] = {**entry.pdu, "event_id": entry.event_id,
                                  **({"unsigned": e["unsigned"]} if "unsigned" in e else {})}
+
+    async def _peeked_rooms(self, requester: Requester, since: SyncToken | None,
+                            now: SyncToken, flt: SyncFilter, full_state: bool,
+                            memberships: dict[str, Membership], ignored: frozenset[str],
+                            peeked: dict[str, int] | None) -> JsonDict:
+        """MSC2753 `rooms.peek`: each peeked room as a joined room is built, read as a
+        non-member; a peek started after `since` is sent as a newly joined room is (from the
+        room's start within the limit), an older one only with what is new. A room the user
+        has joined since is in `join` instead (joining ends the peek)."""
+        if peeked is None:
+            peeked = await self._peeked(requester)
+        out: JsonDict = {}
+        for room_id, pos in peeked.items():
+            m = memberships.get(room_id)
+            if not flt.allows_room(room_id) or pos > now.events or (
+                    m is not None and m.membership == "join"):
+                continue
+            room = await self._rooms.get(room_id)
+            if room is None or not _world_readable(room):
+                continue  # a room no longer world-readable is no longer shown to a peeker
+            fresh = since is None or pos > since.events
+            body = await self._joined_room(requester, room, None if fresh else since, now, flt,
+                                           full_state, newly_joined=fresh and since is not None,
+                                           ignored=ignored, peeking=True)
+            if body:
+                out[room_id] = body
+        return out
+
+    async def _peek_visible(self, room: RoomData, user_id: str,
+                            events: list[EventEntry]) -> list[EventEntry]:
+        """A peeker's view of `events`: what history visibility shows a non-member, and the
+        room's current state events besides (anyone may read a world-readable room's current
+        state, GET /state; without them a peek could not start from the room's creation, as
+        SyTest's "Local users can peek into world_readable rooms by room ID" expects)."""
+        allowed = {e.event_id: e for e in
+                   await self._visibility.filter(user_id, events, currently_joined=False)}
+        out: list[EventEntry] = []
+        for e in events:
+            shown = allowed.get(e.event_id)
+            if shown is None and e.state_key is not None:
+                current = room.state.get((e.type, e.state_key))
+                if current is not None and current.event_id == e.event_id:
+                    shown = e
+            if shown is not None:
+                out.append(shown)
+        return out
 
     async def _ephemeral(self, user_id: str, memberships: dict[str, Membership],
                          since: SyncToken | None, now: SyncToken,
@@ -375,7 +444,8 @@ class SyncService:
     async def _joined_room(self, requester: Requester, room: RoomData, since: SyncToken | None,
                            now: SyncToken, flt: SyncFilter, full_state: bool,
                            force: bool = False, newly_joined: bool = False,
-                           ignored: frozenset[str] = frozenset()) -> JsonDict:
+                           ignored: frozenset[str] = frozenset(),
+                           peeking: bool = False) -> JsonDict:
         user_id = requester.user_id
         tl_filter = flt.timeline
         limit = tl_filter.limit if tl_filter.limit is not None else DEFAULT_TIMELINE_LIMIT
@@ -394,7 +464,8 @@ class SyncService:
         if incremental and not events and not force and not tl_filter.drops_events:
             return {}
         unfiltered = len(events)
-        events = await self._visibility.filter(user_id, events, currently_joined=True)
+        events = (await self._peek_visible(room, user_id, events) if peeking else
+                  await self._visibility.filter(user_id, events, currently_joined=True))
         # State events the user may not see in the timeline still make the current state.
         hides_state = len(events) < unfiltered
         if ignored:  # their messages are left out; their state events still make the state
@@ -645,6 +716,12 @@ def _note_new_peers(room: RoomData, user_id: str, newly_joined: bool, since: int
         if e.type == "m.room.member" and e.membership == "join" and e.state_key != user_id \
                 and e.state_key is not None:
             into.add(e.state_key)
+
+
+def _world_readable(room: RoomData) -> bool:
+    hv = room.state.get(("m.room.history_visibility", ""))
+    return hv is not None and hv.pdu.get("content", {}).get("history_visibility") == \
+        "world_readable"
 
 
 def _named(room: RoomData) -> bool:

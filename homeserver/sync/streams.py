@@ -78,6 +78,13 @@ class AggregationSource(Protocol):
         ...
 
 
+class PeekSource(Protocol):
+    async def of_device(self, user_id: str, device_id: str) -> dict[str, int]:
+        """The rooms this device peeks into (MSC2753, homeserver/sync/peeks.py), each with
+        the events-stream position its peek started at."""
+        ...
+
+
 @dataclass(slots=True)
 class SyncSources:
     typing: RoomEphemeralSource | None = None
@@ -91,3 +98,4 @@ class SyncSources:
     # Whether a user blocks invites (spec v1.18, homeserver/users/invite_permission.py): their
     # invites are not served.
     invite_blocked: Callable[[str], Awaitable[bool]] | None = None
+    peeks: PeekSource | None = None  # MSC2753 peeking through /sync (rooms.peek)
