@@ -17,12 +17,17 @@ is a gap in the events stream (no event has it), which the stream's readers alre
 
 Joining the room ends the peek: the membership hook deletes the user's peeks of that room, so
 leaving it later does not bring the peek back.
+
+Peeks are rare and /sync is the hot path: the process keeps the set of users who have any peek
+(re-read every PEEKERS_TTL_S, so a peek started through another process sharing the database
+is seen within that time), and a sync or a join of anyone else costs no query.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -35,6 +40,8 @@ from homeserver.sync.peek import world_readable
 from homeserver.types import Requester
 
 log = logging.getLogger(__name__)
+
+PEEKERS_TTL_S = 10.0
 
 
 class PeekStore:
@@ -56,6 +63,10 @@ class PeekStore:
         await conn.execute(
             "DELETE FROM room_peeks WHERE room_id = $1 AND user_id = $2", room_id, user_id)
 
+    async def peekers(self, conn: Conn) -> set[str]:
+        return {str(r["user_id"]) for r in await conn.fetch(
+            "SELECT DISTINCT user_id FROM room_peeks")}
+
     async def of_device(self, conn: Conn, user_id: str, device_id: str) -> dict[str, int]:
         rows = await conn.fetch(
             "SELECT room_id, stream_pos FROM room_peeks WHERE user_id = $1 AND device_id = $2",
@@ -75,6 +86,15 @@ class SyncPeeks:
         self._resolve = resolve
         self._stream = event_stream
         self._tasks: set[asyncio.Task[None]] = set()
+        self._peekers: set[str] = set()
+        self._peekers_at = -PEEKERS_TTL_S  # monotonic time of the last read; never read yet
+
+    async def _has_peeks(self, user_id: str) -> bool:
+        if time.monotonic() - self._peekers_at >= PEEKERS_TTL_S:
+            async with self._db.connection() as conn:
+                self._peekers = await self._store.peekers(conn)
+            self._peekers_at = time.monotonic()
+        return user_id in self._peekers
 
     async def peek(self, requester: Requester, room_id_or_alias: str) -> str:
         """Start peeking; returns the room id.
@@ -98,6 +118,7 @@ class SyncPeeks:
             async with self._db.connection() as conn:
                 await self._store.add(conn, requester.user_id, requester.device_id, room_id,
                                       pos)
+            self._peekers.add(requester.user_id)
         except asyncpg.ForeignKeyViolationError:  # the device was deleted meanwhile
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown device") from None
         finally:
@@ -112,13 +133,16 @@ class SyncPeeks:
 
     async def of_device(self, user_id: str, device_id: str) -> dict[str, int]:
         """room id -> the events-stream position its peek started at."""
+        if not await self._has_peeks(user_id):
+            return {}
         async with self._db.connection() as conn:
             return await self._store.of_device(conn, user_id, device_id)
 
     def on_membership(self, room: RoomData, user_id: str, membership: str) -> None:
         """The writer's membership hook: a join ends the user's peeks of the room (in the
         background; until it lands, sync leaves out a peek of a joined room anyway)."""
-        if membership != "join":
+        if membership != "join" or (user_id not in self._peekers
+                                    and time.monotonic() - self._peekers_at < PEEKERS_TTL_S):
             return
         task = asyncio.get_running_loop().create_task(self._end(user_id, room.room_id))
         self._tasks.add(task)
