@@ -161,3 +161,41 @@ async def test_expiry_survives_a_restart(fresh_database: str, tmp_path: Path) ->
             c = Client(s.url, session)
             ev = await wait_expired(c, alice, room, eid)
             assert ev["content"] == {}, ev
+
+
+async def test_two_expirers_expire_each_event_once(fresh_database: str, tmp_path: Path) -> None:
+    """Two processes on one database (here two expiry tasks with caches of their own, as two
+    processes have) racing over the same due rows: each event is expired by exactly one."""
+    from homeserver.events.store import EventStore, StateGroupStore
+    from homeserver.rooms.expiry import EventExpiry
+    from homeserver.rooms.expiry_store import ExpiryStore
+    from homeserver.rooms.state import EventCache, RoomRegistry, StateGroups
+    from homeserver.rooms.store import RoomStore
+    from homeserver.storage.database import Database
+
+    config = conftest.test_config(tmp_path, enable_ephemeral_messages=True)
+    async for s in start_server(config, fresh_database):
+        async with aiohttp.ClientSession() as session:
+            c = Client(s.url, session)
+            alice = await c.register()
+            room = await c.create_room(alice)
+            # Due in a minute: the server's own task leaves them alone meanwhile.
+            ids = {await send_ephemeral(c, alice, room, 60_000, body=f"m{i}")
+                   for i in range(250)}
+        db = s.hs.db
+
+        def expirer(db: Database = db) -> EventExpiry:
+            cache = EventCache(db, EventStore(), RoomStore())
+            rooms = RoomRegistry(db, RoomStore(), EventStore(), cache,
+                                 StateGroups(db, StateGroupStore()))
+            return EventExpiry(db, ExpiryStore(), cache, rooms,
+                               clock=lambda: time.time() + 120)
+
+        one, two = await asyncio.gather(expirer().expire_due(), expirer().expire_due())
+        assert not set(one) & set(two)
+        assert set(one) | set(two) == ids
+        rows = await db.pool.fetch(
+            "SELECT json::jsonb -> 'content' AS content FROM events"
+            " WHERE event_id = ANY($1::text[])", list(ids))
+        assert len(rows) == len(ids) and all(r["content"] == "{}" for r in rows)
+        assert await db.pool.fetchval("SELECT count(*) FROM event_expiry") == 0
