@@ -136,6 +136,8 @@ from homeserver.receipts.store import ReceiptStore
 from homeserver.reports.service import ReportService
 from homeserver.reports.store import ReportStore
 from homeserver.rooms.directory import PublicRoomDirectory
+from homeserver.rooms.expiry import EventExpiry
+from homeserver.rooms.expiry_store import ExpiryStore
 from homeserver.rooms.feed import EventConsumer
 from homeserver.rooms.guests import GuestRevocation
 from homeserver.rooms.initial_sync import RoomInitialSync
@@ -381,6 +383,11 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     notifications = NotificationService(db, config.server_name, notification_store,
                                         PushRuleStore(), cache)
     persist_hooks.append(notifications)
+    # -- MSC2228 self-destructing events: rows commit with the event, a task expires them
+    expiry: EventExpiry | None = None
+    if config.enable_ephemeral_messages:
+        expiry = EventExpiry(db, ExpiryStore(), cache, registry)
+        persist_hooks.append(expiry)
     push_rules.on_change.append(notifications.invalidate)
     profiles = ProfileService(db, user_store, config.server_name)
     profiles.fields = ProfileFields(db, ProfileFieldStore())
@@ -436,6 +443,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(instances)  # first to start, last to stop
     hs.background.append(last_seen)  # writes devices' last seen values in batches
     hs.background.append(guest_revocation)
+    if expiry is not None:
+        hs.background.append(expiry)
 
     # Real-time services: each is a sync source, some have a background task.
     # -- typing

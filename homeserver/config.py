@@ -3,7 +3,8 @@
 The environment wins over the file so that scripts and containers can run Parley with no YAML at
 all (PARLEY_SERVER_NAME, PARLEY_LISTEN, PARLEY_DATA_DIR, PARLEY_DATABASE_URL, PARLEY_REGISTRATION,
 PARLEY_RATE_LIMITS, PARLEY_LOG_LEVEL, PARLEY_LOG_FORMAT, PARLEY_METRICS_LISTEN,
-PARLEY_INSTANCE_NAME, PARLEY_ALLOW_GUEST_ACCESS, and for federation PARLEY_FEDERATION_LISTEN,
+PARLEY_INSTANCE_NAME, PARLEY_ALLOW_GUEST_ACCESS, PARLEY_ENABLE_EPHEMERAL_MESSAGES, and for
+federation PARLEY_FEDERATION_LISTEN,
 PARLEY_TLS_CERT, PARLEY_TLS_KEY, PARLEY_FEDERATION_CA_FILE, PARLEY_FEDERATION,
 PARLEY_OUTBOUND_ALLOW, PARLEY_APP_SERVICE_CONFIG_FILES (comma-separated paths that replace the
 file's app_service_config_files), and for e-mail, captcha, CAS and identity servers
@@ -168,6 +169,9 @@ class Config:
     # clients expect them for room previews; guests only join rooms that opt in with
     # m.room.guest_access can_join, and only use the endpoints client_api/guest_access.py lists.
     allow_guest_access: bool = True
+    # MSC2228 (unstable): prune events whose content has org.matrix.self_destruct_after at
+    # that time (homeserver/rooms/expiry.py). Off by default, as in Synapse.
+    enable_ephemeral_messages: bool = False
     presence_enabled: bool = True
     presence_federation: bool = True  # send and accept m.presence EDUs (presence.federation)
     presence_idle_after_ms: int = 30_000  # no heartbeat this long (past a sync's timeout): idle
@@ -382,6 +386,10 @@ def _load(path: Path | None, raw: dict[str, Any], env: Mapping[str, str]) -> Con
         allow_guest_access=(_bool(env["PARLEY_ALLOW_GUEST_ACCESS"])
                             if "PARLEY_ALLOW_GUEST_ACCESS" in env
                             else bool(raw.get("allow_guest_access", cfg.allow_guest_access))),
+        enable_ephemeral_messages=(
+            _bool(env["PARLEY_ENABLE_EPHEMERAL_MESSAGES"])
+            if "PARLEY_ENABLE_EPHEMERAL_MESSAGES" in env
+            else bool(raw.get("enable_ephemeral_messages", cfg.enable_ephemeral_messages))),
         presence_enabled=bool((raw.get("presence") or {}).get("enabled", True)),
         presence_federation=bool((raw.get("presence") or {}).get("federation", True)),
         presence_idle_after_ms=int((raw.get("presence") or {}).get(

@@ -124,3 +124,13 @@ def mark_redacted(target: EventEntry, redaction: EventEntry, rv: RoomVersion) ->
     target.redacted_by = redaction.event_id
     target.redacted_because = redaction.to_client()
     target.pruned_content = prune_event(target.pdu, rv).get("content", {})
+
+
+def mark_expired(target: EventEntry, pruned_pdu: JsonDict) -> None:
+    """Serve `target` with the PDU an MSC2228 expiry left (the redaction algorithm's, also
+    what is now stored), with no redaction event: content {} for a message from now on."""
+    target.pdu = pruned_pdu
+    content = pruned_pdu.get("content", {})
+    target.client = {**target.client, "content": content}
+    if target.redacted_by is not None:
+        target.pruned_content = content
