@@ -41,7 +41,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -361,7 +361,11 @@ class PusherSender:
                         note["membership"] = membership  # as Synapse sends it
                 room = await self._rooms.get(row.room_id)
                 if room is not None:
-                    state = room.state_pdus()
+                    state: Mapping[tuple[str, str], JsonDict] = room.state_pdus()
+                    if ("m.room.create", "") not in state:
+                        # An invite to a room this server is not in: what the inviter's server
+                        # sent of the room's state names it (as the reference server does).
+                        state = _stripped_state(pdu)
                     member = state.get(("m.room.member", str(pdu.get("sender"))))
                     name = member.get("content", {}).get("displayname") if member else None
                     if isinstance(name, str):
@@ -413,3 +417,17 @@ class PusherSender:
         rejected = answer.get("rejected") if isinstance(answer, dict) else None
         return {k for k in rejected if isinstance(k, str)} if isinstance(rejected, list) \
             else set()
+
+
+def _stripped_state(pdu: JsonDict) -> dict[tuple[str, str], JsonDict]:
+    """The invite_room_state an invite over federation carries (kept in its `unsigned`), by
+    (type, state_key); empty for anything else."""
+    got = (pdu.get("unsigned") or {}).get("invite_room_state")
+    out: dict[tuple[str, str], JsonDict] = {}
+    if isinstance(got, list):
+        for ev in got:
+            if isinstance(ev, dict) and isinstance(ev.get("type"), str) \
+                    and isinstance(ev.get("state_key"), str) \
+                    and isinstance(ev.get("content"), dict):
+                out[(ev["type"], ev["state_key"])] = ev
+    return out

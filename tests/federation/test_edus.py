@@ -417,3 +417,23 @@ async def test_typing_stop_reaches_local_members_of_a_federated_room(
     assert status == 200
     got = ephemeral(await a.client.sync(carol, since=before, timeout=2000), room_id, "m.typing")
     assert got and got[0]["content"]["user_ids"] == [], got
+
+
+async def test_a_push_for_an_invite_over_federation_names_the_room(
+        make_server: Factory) -> None:
+    """The push for an invite from another server names the room from the state the inviting
+    server sent with it (this server is not in the room, so has no state of its own)."""
+    from tests.client_api.test_push import run_gateway, set_pusher
+    a: FedServer = await make_server()
+    b: FedServer = await make_server(host="localhost")
+    alice, bob = await a.client.register("alice"), await b.client.register("bob")
+    async for gw in run_gateway():
+        await set_pusher(b.client, bob, gw.url)
+        room_id = await a.client.create_room(alice, preset="private_chat", name="Test Name")
+        status, body = await a.client.request("POST", f"/rooms/{room_id}/invite",
+                                              {"user_id": bob.user_id}, alice.access_token)
+        assert status == 200, body
+        calls = await gw.wait_calls(1)
+        invite = calls[0]
+        assert invite["type"] == "m.room.member" and invite["membership"] == "invite", invite
+        assert invite["room_name"] == "Test Name", invite
