@@ -334,7 +334,18 @@ class DeviceListFederation:
             return await self._resync_locked(user_id)
 
     async def resync_many(self, user_ids: Iterable[str]) -> None:
-        await asyncio.gather(*(self.resync(u) for u in user_ids))
+        """Fetch the lists of users not cached (or stale) now; one a fetch already under way
+        (for an update) made current while this waited for it is not fetched again: its
+        server may answer a second /user/devices differently, or not at all."""
+        await asyncio.gather(*(self._resync_if_needed(u) for u in user_ids))
+
+    async def _resync_if_needed(self, user_id: str) -> bool:
+        async with self._lock(user_id):
+            async with self._db.connection() as conn:
+                row = await self._store.list_of(conn, user_id)
+            if row is not None and not row["stale"]:
+                return True
+            return await self._resync_locked(user_id)
 
     async def _resync_locked(self, user_id: str) -> bool:
         """Fetch the user's whole list from their server; False (and the cache marked

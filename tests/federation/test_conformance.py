@@ -10,6 +10,7 @@ served redacted, and the membership handshake refused without a local member."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -515,3 +516,41 @@ async def test_device_list_updates_with_odd_keys_and_resync_for_keys_query(
             "SELECT stale FROM remote_device_lists WHERE user_id = $1", rita))
 
     await eventually(stale)
+
+
+async def test_keys_query_during_a_resync_waits_for_it(make_server: Factory,
+                                                       remote: Remote) -> None:
+    """SyTest 40devicelists "Server correctly handles incoming m.device_list_update": a
+    /keys/query that arrives while the list is being fetched (for an update) waits for that
+    fetch and answers from it, rather than asking the remote a second time (SyTest's fake
+    server answers /user/devices once)."""
+    p, alice, _room_id, rita = await _setup(make_server, remote)
+    asked = 0
+    release = asyncio.Event()
+
+    async def user_devices(request: web.Request) -> web.Response:
+        nonlocal asked
+        asked += 1
+        if asked > 1:
+            return web.json_response({"errcode": "M_NOT_FOUND", "error": "once"}, status=404)
+        await release.wait()
+        return json({"user_id": rita, "stream_id": 1,
+                     "devices": [{"device_id": "D1", "keys": {"device_keys": {}}}]})
+
+    remote.on("GET", f"{F}/user/devices/.*", user_devices)
+    await remote.send(p, [], [{"edu_type": "m.device_list_update", "content": {
+        "user_id": rita, "device_id": "D1", "stream_id": 1, "prev_id": [],
+        "keys": {"device_keys": {}}}}])
+    for _ in range(100):  # the background fetch has started
+        if asked:
+            break
+        await asyncio.sleep(0.05)
+    assert asked == 1
+    query = asyncio.create_task(p.client.request(
+        "POST", "/keys/query", {"device_keys": {rita: []}}, alice.access_token))
+    await asyncio.sleep(0.3)
+    release.set()
+    status, body = await query
+    assert status == 200 and body["failures"] == {}, body
+    assert set(body["device_keys"][rita]) == {"D1"}, body
+    assert asked == 1
