@@ -19,6 +19,7 @@ from e2ee.device_keys import DeviceKeyService
 from e2ee.device_lists import DeviceListService
 from e2ee.to_device import ToDeviceService
 from homeserver.appservice.auth import AppServiceAuth
+from homeserver.appservice.registration import AppService
 from homeserver.appservice.service import AppServiceQueries
 from homeserver.config import Config
 from homeserver.errors import Codes, MatrixError
@@ -133,6 +134,21 @@ def access_token(request: web.Request) -> str | None:
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
     return request.query.get("access_token")
+
+
+def appservice_of(request: web.Request) -> AppService:
+    """The application service whose as_token the request carries (m.login.application_service
+    registration and login), else 401: M_MISSING_TOKEN without a token, M_UNKNOWN_TOKEN for one
+    that is no AS's."""
+    token = access_token(request)
+    if token is None:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+    c = ctx(request)
+    service = c.appservice_auth.registry.by_token(token) if c.appservice_auth else None
+    if service is None:
+        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown application service token",
+                          soft_logout=False)
+    return service
 
 
 async def auth(request: web.Request, allow_locked: bool = False) -> Requester:

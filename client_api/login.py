@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from client_api.context import access_token, auth, ctx
+from client_api.context import appservice_of, auth, ctx
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.events.room_versions import ROOM_VERSIONS, STABLE_ROOM_VERSIONS
 from homeserver.http import json_response, read_json
@@ -112,13 +112,7 @@ async def _check_appservice_login(request: web.Request, user_id: str) -> None:
     """m.login.application_service (spec "Server admin style permissions"): the as_token of
     an AS whose users namespace covers the (existing) user."""
     c = ctx(request)
-    token = access_token(request)
-    if token is None:
-        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
-    service = c.appservice_auth.registry.by_token(token) if c.appservice_auth else None
-    if service is None:
-        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown application service token",
-                          soft_logout=False)
+    service = appservice_of(request)
     if not service.is_interested_in_user(user_id):
         raise MatrixError(400, Codes.EXCLUSIVE,
                           "User is not in the application service's namespace")

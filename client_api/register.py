@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from client_api.context import access_token, auth, ctx
+from client_api.context import access_token, appservice_of, auth, ctx
 from client_api.login import login_body
 from client_api.uia import SSO_STAGE, UIA, operation_of
 from homeserver.errors import Codes, MatrixError, forbidden
@@ -51,13 +51,7 @@ async def _register_appservice(request: web.Request, body: JsonDict) -> web.Resp
     """type m.login.application_service: the AS named by its as_token creates a user in its
     namespace, with no password and no UIA (registration may even be closed)."""
     c = ctx(request)
-    token = access_token(request)
-    if token is None:
-        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
-    service = c.appservice_auth.registry.by_token(token) if c.appservice_auth else None
-    if service is None:
-        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown application service token",
-                          soft_logout=False)
+    service = appservice_of(request)
     username = body.get("username")
     if not isinstance(username, str) or not username:
         raise MatrixError(400, Codes.MISSING_PARAM, "username is required")
