@@ -8,7 +8,8 @@ cache), property paths are split once, and the per-event work is a few dict look
 
 A ruleset can also be compiled once for many users: `rules.merge(USER, changes)` puts the
 `USER` placeholder where the defaults name the user (`.m.rule.invite_for_me`,
-`.m.rule.is_user_mention`), and its matchers read the user from `EvalContext.user_id`. Every
+`.m.rule.is_user_mention`; `USER_LOCALPART` in `.m.rule.contains_user_name`), and its matchers
+read the user from `EvalContext.user_id`. Every
 user with the same changes (most have none) then shares one `CompiledRules`, and
 `evaluate_many` decides a rule's user-independent conditions once per event for all of them,
 so a 100-member room costs one pass over the rules plus a per-user check where a rule names
@@ -25,21 +26,19 @@ from typing import Any
 
 import orjson
 
-from homeserver.push.rules import KINDS, MAX_SAFE_INT
+from homeserver.push.rules import (
+    KINDS,
+    LEGACY_MENTION_RULES,
+    MAX_SAFE_INT,
+    USER,
+    USER_LOCALPART,
+)
 from homeserver.types import JsonDict
+
+__all__ = ["USER", "CompiledRules", "EvalContext", "Outcome"]
 
 _WORD = "A-Za-z0-9_"
 _MISSING = object()
-
-
-class _UserParam(str):
-    """The type of `USER`: told apart from any user-supplied string by identity."""
-
-    __slots__ = ()
-
-
-# Stands for "the user whose rules these are" in a ruleset compiled for many users.
-USER: str = _UserParam("@\x00user:\x00")
 
 
 @dataclass(slots=True)
@@ -137,15 +136,19 @@ def _never(_e: Mapping[str, Any], _c: EvalContext) -> bool:
 
 def _event_match(key: str, pattern: str) -> Matcher:
     path = split_path(key)
-    if pattern is USER:
+    if pattern is USER or pattern is USER_LOCALPART:
         words = key == "content.body"
+        localpart = pattern is USER_LOCALPART
 
         def mu(event: Mapping[str, Any], ctx: EvalContext) -> bool:
             value = lookup(event, path)
             if not isinstance(value, str) or ctx.user_id is None:
                 return False
-            rx = glob_regex(ctx.user_id, words)
-            return (rx.search if words else rx.match)(value) is not None
+            user = ctx.user_id[1:].split(":", 1)[0] if localpart else ctx.user_id
+            # The user's id is matched as itself, not as a glob.
+            if words:
+                return _word_regex(user).search(value) is not None
+            return value.casefold() == user.casefold()
         return mu
     rx = glob_regex(pattern, key == "content.body")
     find = rx.search if key == "content.body" else rx.match
@@ -187,13 +190,25 @@ def _property_contains(key: str, expected: Any) -> Matcher:
     return m
 
 
+@functools.lru_cache(maxsize=4096)
+def _word_regex(text: str) -> re.Pattern[str]:
+    """`text` literally, as a whole word of a body, case-insensitively."""
+    return re.compile(rf"(?<![{_WORD}]){re.escape(text)}(?![{_WORD}])", re.IGNORECASE)
+
+
 def _display_name(event: Mapping[str, Any], ctx: EvalContext) -> bool:
     name = ctx.display_name
     body = lookup(event, ("content", "body"))
     if not name or not isinstance(body, str):
         return False
-    rx = re.compile(rf"(?<![{_WORD}]){re.escape(name)}(?![{_WORD}])", re.IGNORECASE)
-    return rx.search(body) is not None
+    return _word_regex(name).search(body) is not None
+
+
+def _no_mentions(event: Mapping[str, Any], _c: EvalContext) -> bool:
+    """The spec's gate on the legacy mention rules (v1.7): "only enabled if the event does not
+    have an `m.mentions` property"."""
+    content = event.get("content")
+    return not (isinstance(content, dict) and "m.mentions" in content)
 
 
 _MEMBER_COUNT = re.compile(r"^(==|<|>|>=|<=)?([0-9]+)$")
@@ -247,7 +262,7 @@ def per_user(cond: Mapping[str, Any]) -> bool:
     """Whether the condition's outcome can differ between users of one room at one event
     (the rest depend only on the event and the room, so are decided once for everyone)."""
     return cond.get("kind") == "contains_display_name" or any(
-        cond.get(k) is USER for k in ("pattern", "value"))
+        cond.get(k) is USER or cond.get(k) is USER_LOCALPART for k in ("pattern", "value"))
 
 
 def compile_condition(cond: Mapping[str, Any]) -> Matcher:
@@ -323,6 +338,8 @@ class CompiledRules:
                     continue
                 conds = _conditions_of(kind, rule)
                 compiled = [(compile_condition(c), per_user(c)) for c in conds]
+                if rule.get("default") is True and rule.get("rule_id") in LEGACY_MENTION_RULES:
+                    compiled.insert(0, (_no_mentions, False))
                 rules.append(_Compiled(
                     tuple(m for m, _ in compiled),
                     _outcome(str(rule.get("rule_id")), rule.get("actions", [])),

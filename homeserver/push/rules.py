@@ -8,9 +8,13 @@ to the server-default rules reaches every user whose own edits don't touch them:
      "user": {kind: [rule, ...]}}                                         # most important first
 
 User rules are stored with their rule_id, enabled, actions and conditions (override/underride) or
-pattern (content). The predefined rules follow the spec text in this repository (v1.17: the legacy
-body-matching rules `.m.rule.contains_display_name`, `.m.rule.roomnotif` and
-`.m.rule.contains_user_name` were removed, so the content kind has no predefined rule).
+pattern (content). The predefined rules are those of the spec versions /versions advertises
+(up to v1.11): besides the `m.mentions` rules they include the legacy body-matching ones,
+`.m.rule.contains_display_name`, `.m.rule.roomnotif` and `.m.rule.contains_user_name`,
+deprecated since v1.7 and "only enabled if the event does not have an `m.mentions` property"
+(`LEGACY_MENTION_RULES`, applied by the evaluator). A client or bot that does not send
+`m.mentions` relies on them for its mentions to notify; v1.17 removed them from the spec, when
+clients had moved on, and a server advertising v1.17 would drop them.
 
 Priority order served per kind: for `override`, `.m.rule.master` first, then the user's rules,
 then the other predefined rules; for every other kind, the user's rules before the predefined ones
@@ -35,6 +39,30 @@ CONDITION_KINDS = frozenset({
 LEGACY_ACTIONS = frozenset({"dont_notify", "coalesce"})  # accepted, then stripped (spec)
 MAX_SAFE_INT = 2**53 - 1
 _MEMBER_COUNT = re.compile(r"^(==|<|>|>=|<=)?[0-9]+$")
+
+# Rules that match only events without `content["m.mentions"]` (spec v1.7-v1.16).
+LEGACY_MENTION_RULES = frozenset({
+    ".m.rule.contains_display_name", ".m.rule.roomnotif", ".m.rule.contains_user_name"})
+
+
+class Placeholder(str):
+    """The type of `USER` and `USER_LOCALPART`: told apart from any user-supplied string by
+    identity."""
+
+    __slots__ = ()
+
+
+# Stand for "the user whose rules these are" (and that user's localpart) in a ruleset merged
+# once for many users; see homeserver/push/evaluator.py.
+USER: str = Placeholder("@\x00user:\x00")
+USER_LOCALPART: str = Placeholder("\x00user")
+
+
+def _localpart(user_id: str) -> str:
+    if user_id is USER:
+        return USER_LOCALPART
+    return user_id[1:].split(":", 1)[0]
+
 
 _SOUND_DEFAULT: JsonDict = {"set_tweak": "sound", "value": "default"}
 _HIGHLIGHT: JsonDict = {"set_tweak": "highlight"}
@@ -65,8 +93,14 @@ def default_rules(user_id: str) -> dict[str, list[JsonDict]]:
             {"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids",
              "value": user_id},
         ], ["notify", dict(_SOUND_DEFAULT), dict(_HIGHLIGHT)]),
+        _rule(".m.rule.contains_display_name", [{"kind": "contains_display_name"}],
+              ["notify", dict(_SOUND_DEFAULT), dict(_HIGHLIGHT)]),
         _rule(".m.rule.is_room_mention", [
             {"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": True},
+            {"kind": "sender_notification_permission", "key": "room"},
+        ], ["notify", dict(_HIGHLIGHT)]),
+        _rule(".m.rule.roomnotif", [
+            _match("content.body", "@room"),
             {"kind": "sender_notification_permission", "key": "room"},
         ], ["notify", dict(_HIGHLIGHT)]),
         _rule(".m.rule.tombstone", [
@@ -93,7 +127,10 @@ def default_rules(user_id: str) -> dict[str, list[JsonDict]]:
         _rule(".m.rule.message", [_match("type", "m.room.message")], ["notify"]),
         _rule(".m.rule.encrypted", [_match("type", "m.room.encrypted")], ["notify"]),
     ]
-    return {"override": override, "content": [], "room": [], "sender": [],
+    content = [{"rule_id": ".m.rule.contains_user_name", "default": True, "enabled": True,
+                "pattern": _localpart(user_id),
+                "actions": ["notify", dict(_SOUND_DEFAULT), dict(_HIGHLIGHT)]}]
+    return {"override": override, "content": content, "room": [], "sender": [],
             "underride": underride}
 
 

@@ -7,7 +7,8 @@ from typing import Any
 from tests.helpers import Client, User
 
 OVERRIDE = [".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me",
-            ".m.rule.member_event", ".m.rule.is_user_mention", ".m.rule.is_room_mention",
+            ".m.rule.member_event", ".m.rule.is_user_mention",
+            ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
             ".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl",
             ".m.rule.suppress_edits"]
 UNDERRIDE = [".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
@@ -31,7 +32,9 @@ async def test_get_all_predefined(c: Client) -> None:
     assert set(g) == {"override", "content", "room", "sender", "underride"}
     assert ids(g["override"]) == OVERRIDE
     assert ids(g["underride"]) == UNDERRIDE
-    assert g["content"] == g["room"] == g["sender"] == []
+    assert g["room"] == g["sender"] == []
+    assert [(r["rule_id"], r["pattern"], r["default"]) for r in g["content"]] == [
+        (".m.rule.contains_user_name", u.user_id[1:].split(":")[0], True)]
     for rule in g["override"] + g["underride"]:
         assert rule["default"] is True
         assert {"rule_id", "default", "enabled", "actions", "conditions"} <= set(rule)
@@ -125,7 +128,7 @@ async def test_user_content_rules_before_and_delete(c: Client) -> None:
     assert status == 200, body
     g = (await get_all(c, u))["global"]
     assert ids(g["content"]) == ["U3BvbmdlIGNha2UgaXMgYmVzdA", "SSByZWFsbHkgbGlrZSBjYWtl",
-                                 "third"]
+                                 "third", ".m.rule.contains_user_name"]
     status, rule = await c.request("GET", base + "SSByZWFsbHkgbGlrZSBjYWtl",
                                    token=u.access_token)
     assert status == 200
@@ -145,13 +148,14 @@ async def test_user_content_rules_before_and_delete(c: Client) -> None:
                                    token=u.access_token)
     assert (status, body) == (200, {})
     g = (await get_all(c, u))["global"]
-    assert ids(g["content"]) == ["U3BvbmdlIGNha2UgaXMgYmVzdA", "third"]
+    assert ids(g["content"]) == ["U3BvbmdlIGNha2UgaXMgYmVzdA", "third",
+                                 ".m.rule.contains_user_name"]
     status, err = await c.request("DELETE", base + "SSByZWFsbHkgbGlrZSBjYWtl",
                                   token=u.access_token)
     assert (status, err["errcode"]) == (404, "M_NOT_FOUND")
     # Another user sees none of it.
     other = await c.register()
-    assert (await get_all(c, other))["global"]["content"] == []
+    assert ids((await get_all(c, other))["global"]["content"]) == [".m.rule.contains_user_name"]
 
 
 async def test_errors(c: Client) -> None:

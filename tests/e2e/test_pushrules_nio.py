@@ -41,7 +41,7 @@ async def test_nio_push_rules(nio_user: NioFactory) -> None:
     events = [e for e in sync.account_data_events if isinstance(e, PushRulesEvent)]
     assert len(events) == 1
     rules = events[0].global_rules
-    assert [r.id for r in rules.content] == ["pie"]
+    assert [r.id for r in rules.content] == ["pie", ".m.rule.contains_user_name"]
     assert rules.content[0].default is False and rules.content[0].pattern == "pie"
     assert rules.override[0].id == ".m.rule.master" and rules.override[0].enabled is False
     notices = next(r for r in rules.override if r.id == ".m.rule.suppress_notices")

@@ -154,7 +154,7 @@ async def test_two_processes_share_one_database(fresh_database: str, tmp_path: P
                 assert rules and any(r["rule_id"] == room_a
                                      for r in rules[0]["content"]["global"]["room"]), body
             await _eventually(rules_seen_on_a)
-            await ca.send(alice, room_a, "muted for bob")
+            await ca.send(alice, room_a, "muted for the other user")
             body = await ca.sync(bob)
             assert body["rooms"]["join"][room_a]["unread_notifications"][
                 "notification_count"] == 0, body

@@ -178,6 +178,23 @@ ADMIN_PL = {"users": {"@other:example.org": 100}}
      EvalContext(member_count=5, power_levels=ADMIN_PL), ".m.rule.is_room_mention", True, True),
     (_msg("@room", **{"m.mentions": {"room": True}}), EvalContext(member_count=5),
      ".m.rule.message", True, False),
+    # The legacy body rules (spec v1.7-v1.16), only for events without m.mentions:
+    (_msg("ask ME@example.org"), EvalContext(member_count=5), ".m.rule.contains_user_name",
+     True, True),
+    (_msg("for me, please"), EvalContext(member_count=5), ".m.rule.contains_user_name",
+     True, True),
+    (_msg("theme park"), EvalContext(member_count=5), ".m.rule.message", True, False),
+    (_msg("me", **{"m.mentions": {}}), EvalContext(member_count=5), ".m.rule.message",
+     True, False),
+    (_msg("hello Mister Me2"), EvalContext(member_count=5, display_name="mister me2"),
+     ".m.rule.contains_display_name", True, True),
+    (_msg("hello Mister Me2", **{"m.mentions": {}}),
+     EvalContext(member_count=5, display_name="mister me2"), ".m.rule.message", True, False),
+    (_msg("@room look"), EvalContext(member_count=5, power_levels=ADMIN_PL),
+     ".m.rule.roomnotif", True, True),
+    (_msg("@room look"), EvalContext(member_count=5), ".m.rule.message", True, False),
+    (_msg("@room look", **{"m.mentions": {"room": False}}),
+     EvalContext(member_count=5, power_levels=ADMIN_PL), ".m.rule.message", True, False),
     ({"type": "m.room.tombstone", "state_key": "", "content": {}, "sender": "@o:x"},
      EvalContext(member_count=5), ".m.rule.tombstone", True, True),
     ({"type": "m.reaction", "content": {}, "sender": "@o:x"}, EvalContext(member_count=2),
@@ -205,7 +222,8 @@ def test_default_order_matches_spec() -> None:
     got = rules.merge(ME, None)["global"]
     assert [r["rule_id"] for r in got["override"]] == [
         ".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me",
-        ".m.rule.member_event", ".m.rule.is_user_mention", ".m.rule.is_room_mention",
+        ".m.rule.member_event", ".m.rule.is_user_mention",
+        ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
         ".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl",
         ".m.rule.suppress_edits"]
     assert [r["rule_id"] for r in got["underride"]] == [

@@ -13,10 +13,11 @@ ALICE = "@alice:example.org"
 
 SPEC_ORDER = {
     "override": [".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me",
-                 ".m.rule.member_event", ".m.rule.is_user_mention", ".m.rule.is_room_mention",
+                 ".m.rule.member_event", ".m.rule.is_user_mention",
+                 ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
                  ".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl",
                  ".m.rule.suppress_edits"],
-    "content": [],
+    "content": [".m.rule.contains_user_name"],
     "room": [],
     "sender": [],
     "underride": [".m.rule.call", ".m.rule.encrypted_room_one_to_one",
@@ -37,7 +38,7 @@ def test_default_ruleset_shape_and_order() -> None:
             assert rule["default"] is True
             assert isinstance(rule["enabled"], bool)
             assert isinstance(rule["actions"], list)
-            assert "conditions" in rule
+            assert ("pattern" if kind == "content" else "conditions") in rule
     master = rs["global"]["override"][0]
     assert master == {"rule_id": ".m.rule.master", "default": True, "enabled": False,
                       "conditions": [], "actions": []}
@@ -56,6 +57,14 @@ def test_user_specific_conditions(kind: str, rule_id: str, condition: dict[str, 
     rule = rules.find_rule(rules.merge(ALICE, None), kind, rule_id)
     assert rule is not None
     assert condition in rule["conditions"]
+
+
+def test_legacy_content_rule_names_the_localpart() -> None:
+    rule = rules.find_rule(rules.merge(ALICE, None), "content", ".m.rule.contains_user_name")
+    assert rule is not None
+    assert rule["pattern"] == "alice"
+    assert rule["actions"] == ["notify", {"set_tweak": "sound", "value": "default"},
+                               {"set_tweak": "highlight"}]
 
 
 def test_defaults_are_fresh_copies() -> None:
@@ -84,7 +93,8 @@ def test_user_rule_positions(steps: list[tuple[str, str | None, str | None]],
     changes = rules.empty_changes()
     for rule_id, before, after in steps:
         changes = rules.put_user_rule(changes, "content", rule(rule_id), before, after)
-    assert ids(rules.merge(ALICE, changes), "content") == expected
+    assert ids(rules.merge(ALICE, changes), "content") == [*expected,
+                                                           ".m.rule.contains_user_name"]
 
 
 def test_user_rules_precede_defaults_but_follow_master() -> None:
@@ -146,7 +156,7 @@ def test_update_keeps_enabled_state() -> None:
 def test_delete() -> None:
     changes = rules.put_user_rule(rules.empty_changes(), "content", rule("a"))
     changes = rules.delete_user_rule(changes, "content", "a")
-    assert ids(rules.merge(ALICE, changes), "content") == []
+    assert ids(rules.merge(ALICE, changes), "content") == [".m.rule.contains_user_name"]
 
 
 @pytest.mark.parametrize(("call", "status", "errcode"), [
