@@ -147,7 +147,7 @@ def _event_match(key: str, pattern: str) -> Matcher:
             user = ctx.user_id[1:].split(":", 1)[0] if localpart else ctx.user_id
             # The user's id is matched as itself, not as a glob.
             if words:
-                return _word_regex(user).search(value) is not None
+                return _has_word(value, user)
             return value.casefold() == user.casefold()
         return mu
     rx = glob_regex(pattern, key == "content.body")
@@ -196,12 +196,27 @@ def _word_regex(text: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![{_WORD}]){re.escape(text)}(?![{_WORD}])", re.IGNORECASE)
 
 
+_lowered: list[str] = ["", ""]  # the last body seen, and its lower case
+
+
+def _has_word(body: str, text: str) -> bool:
+    """Whether `text` is a whole word of `body`. These rules run for every member at every
+    event, most bodies hold no member's name, and a substring test rules that out faster
+    than the regex (for ASCII only, where lower() is exactly the regex's case folding)."""
+    if text.isascii() and body.isascii():
+        if _lowered[0] is not body:
+            _lowered[0], _lowered[1] = body, body.lower()
+        if text.lower() not in _lowered[1]:
+            return False
+    return _word_regex(text).search(body) is not None
+
+
 def _display_name(event: Mapping[str, Any], ctx: EvalContext) -> bool:
     name = ctx.display_name
     body = lookup(event, ("content", "body"))
     if not name or not isinstance(body, str):
         return False
-    return _word_regex(name).search(body) is not None
+    return _has_word(body, name)
 
 
 def _no_mentions(event: Mapping[str, Any], _c: EvalContext) -> bool:
