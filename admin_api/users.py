@@ -294,3 +294,19 @@ async def delete_ratelimit(request: web.Request) -> web.Response:
     return json_response({})
 
 
+
+
+@routes.get(A + "/v1/threepid/{medium}/users/{address}")
+async def user_by_threepid(request: web.Request) -> web.Response:
+    await require_admin(request)
+    user_id = await admin_ctx(request).users.user_by_threepid(
+        request.match_info["medium"], request.match_info["address"])
+    return json_response({"user_id": user_id})
+
+
+@routes.get(A + "/v1/auth_providers/{provider}/users/{external_id}")
+async def user_by_external_id(request: web.Request) -> web.Response:
+    await require_admin(request)
+    user_id = await admin_ctx(request).users.user_by_external_id(
+        request.match_info["provider"], request.match_info["external_id"])
+    return json_response({"user_id": user_id})

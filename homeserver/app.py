@@ -108,6 +108,7 @@ from homeserver.http import (
     error_response,
     matrix_errors,
 )
+from homeserver.identity.store import ThreepidStore
 from homeserver.identity.wiring import Identity, build_identity
 from homeserver.media.preview import PreviewService
 from homeserver.media.remote import FederatedMedia
@@ -537,7 +538,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     hs.background.append(room_admin)
     hs.admin = AdminContext(
         users=UserAdminService(db, admin_store, accounts, devices, profiles, room_service,
-                               reader, states),
+                               reader, states, hs.identity.threepids, ThreepidStore()),
         rooms=room_admin, tokens=RegistrationTokens(db, admin_store),
         reports=ReportService(db, ReportStore(), room_service, reader),
         notices=notices,

@@ -17,6 +17,8 @@ import asyncpg
 from homeserver.admin.store import AdminStore
 from homeserver.config import RateLimit
 from homeserver.errors import Codes, MatrixError, forbidden, invalid_param, not_found
+from homeserver.identity.store import ThreepidStore
+from homeserver.identity.threepids import ThreepidService
 from homeserver.push.pushers import PusherService
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.reader import RoomReader
@@ -109,9 +111,12 @@ class AccountStates:
 class UserAdminService:
     def __init__(self, db: Database, store: AdminStore, accounts: AccountService,
                  devices: DeviceService, profiles: ProfileService, rooms: RoomService,
-                 reader: RoomReader, states: AccountStates) -> None:
+                 reader: RoomReader, states: AccountStates, threepids: ThreepidService,
+                 threepid_store: ThreepidStore) -> None:
         self._db = db
         self._store = store
+        self._threepids = threepids
+        self._ids = threepid_store
         self.accounts = accounts
         self.devices = devices
         self._profiles = profiles
@@ -134,9 +139,69 @@ class UserAdminService:
         self.local_user(user_id)
         async with self._db.connection() as conn:
             row = await self._store.user(conn, user_id)
-        if row is None:
+            if row is None:
+                raise not_found("User not found")
+            threepids = await self._ids.of_user(conn, user_id)
+            externals = await self._ids.externals_of(conn, user_id)
+        out = user_json(row, full=True)
+        out["threepids"] = [{"medium": r["medium"], "address": r["address"],
+                             "added_at": r["added_at"], "validated_at": r["validated_at"]}
+                            for r in threepids]
+        out["external_ids"] = [{"auth_provider": r["auth_provider"],
+                                "external_id": r["external_id"]} for r in externals]
+        return out
+
+    async def user_by_threepid(self, medium: str, address: str) -> str:
+        """GET /v1/threepid/{medium}/users/{address}."""
+        try:
+            owner = await self._threepids.user_for(medium, address)
+        except MatrixError:
+            owner = None  # not an address any account could have
+        if owner is None:
             raise not_found("User not found")
-        return user_json(row, full=True)
+        return owner
+
+    async def user_by_external_id(self, provider: str, external_id: str) -> str:
+        """GET /v1/auth_providers/{provider}/users/{externalId}."""
+        async with self._db.connection() as conn:
+            owner = await self._ids.external_user(conn, provider, external_id)
+        if owner is None:
+            raise not_found("User not found")
+        return owner
+
+    @staticmethod
+    def parse_external_ids(value: object) -> list[tuple[str, str]]:
+        """An admin's `external_ids` list as (auth_provider, external_id) pairs; 400 for
+        anything else, before anything is changed."""
+        if not isinstance(value, list) or len(value) > 100:
+            raise MatrixError(400, Codes.BAD_JSON, "external_ids must be a list (at most 100)")
+        out: list[tuple[str, str]] = []
+        for item in value:
+            if not isinstance(item, dict) or "auth_provider" not in item \
+                    or "external_id" not in item:
+                raise MatrixError(400, Codes.MISSING_PARAM,
+                                  "Each external id needs an auth_provider and an external_id")
+            pair = (item["auth_provider"], item["external_id"])
+            if not all(isinstance(v, str) and v and len(v) <= 255 and "\x00" not in v
+                       for v in pair):
+                raise MatrixError(400, Codes.INVALID_PARAM,
+                                  "auth_provider and external_id must be non-empty strings")
+            if pair not in out:
+                out.append(pair)
+        return out
+
+    async def _external_conflicts(self, user_id: str, externals: list[tuple[str, str]]) -> None:
+        async with self._db.connection() as conn:
+            for provider, external_id in externals:
+                owner = await self._ids.external_user(conn, provider, external_id)
+                if owner is not None and owner != user_id:
+                    raise MatrixError(409, Codes.UNKNOWN, "External id is already in use.")
+
+    async def _replace_external_ids(self, user_id: str,
+                                    externals: list[tuple[str, str]]) -> None:
+        async with self._db.transaction() as conn:
+            if await self._ids.replace_externals(conn, user_id, externals):
+                raise MatrixError(409, Codes.UNKNOWN, "External id is already in use.")
 
     async def existing(self, user_id: str, active: bool = False) -> JsonDict:
         """The user (404 when unknown; with `active`, deactivated users are unknown too)."""
@@ -158,8 +223,17 @@ class UserAdminService:
 
     async def upsert(self, requester: Requester, user_id: str, body: JsonDict) -> bool:
         """PUT /v2/users/{userId}: create the user, or change what the body names. Returns
-        True when the user was created."""
+        True when the user was created. What the body holds is checked first, so a bad body (or
+        a 3PID or external id of another account) changes nothing."""
         self.local_user(user_id)
+        threepids = (self._threepids.parse_list(body["threepids"])
+                     if body.get("threepids") is not None else None)
+        externals = (self.parse_external_ids(body["external_ids"])
+                     if body.get("external_ids") is not None else None)
+        if threepids is not None:
+            await self._threepids.conflicts(user_id, threepids)
+        if externals is not None:
+            await self._external_conflicts(user_id, externals)
         async with self._db.connection() as conn:
             exists = await self._store.user(conn, user_id) is not None
         created = False
@@ -182,6 +256,10 @@ class UserAdminService:
                     Requester(requester.user_id, requester.device_id, is_admin=True),
                     user_id, field, body[field])
                 await self._rooms.update_profile(Requester(user_id, ""), user_id)
+        if threepids is not None:
+            await self._threepids.replace(user_id, threepids)
+        if externals is not None:
+            await self._replace_external_ids(user_id, externals)
         if "locked" in body:
             await self.states.set_flag(user_id, "locked", bool(body["locked"]))
         if body.get("deactivated") is True:

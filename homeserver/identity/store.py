@@ -140,3 +140,44 @@ class ThreepidStore:
         await conn.execute(
             "INSERT INTO user_external_ids (auth_provider, external_id, user_id)"
             " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", provider, external_id, user_id)
+
+    async def externals_of(self, conn: Conn, user_id: str) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            "SELECT auth_provider, external_id FROM user_external_ids WHERE user_id = $1"
+            " ORDER BY auth_provider, external_id", user_id))
+
+    # ------------------------------------------------------------------ admin replacement
+
+    async def replace_threepids(self, conn: Conn, user_id: str,
+                                threepids: list[tuple[str, str]], now: int) -> list[str]:
+        """The account's 3PIDs become exactly `threepids` (kept ones keep their times; new
+        ones count as validated now, as an admin vouches for them). Returns the addresses
+        that belong to another account (none added then: the caller rolls back)."""
+        media, addresses = [m for m, _ in threepids], [a for _, a in threepids]
+        await conn.execute(
+            "DELETE FROM user_threepids WHERE user_id = $1 AND (medium, address) NOT IN"
+            " (SELECT * FROM unnest($2::text[], $3::text[]))", user_id, media, addresses)
+        await conn.executemany(
+            "INSERT INTO user_threepids (user_id, medium, address, validated_at, added_at)"
+            " VALUES ($1, $2, $3, $4, $4) ON CONFLICT (medium, address) DO NOTHING",
+            [(user_id, m, a, now) for m, a in threepids])
+        return [r["address"] for r in await conn.fetch(
+            "SELECT address FROM user_threepids WHERE user_id <> $1 AND (medium, address) IN"
+            " (SELECT * FROM unnest($2::text[], $3::text[]))", user_id, media, addresses)]
+
+    async def replace_externals(self, conn: Conn, user_id: str,
+                                externals: list[tuple[str, str]]) -> list[str]:
+        """The account's single sign-on links become exactly `externals`. Returns the
+        external ids linked to another account (the caller rolls back)."""
+        providers, ids = [p for p, _ in externals], [e for _, e in externals]
+        await conn.execute(
+            "DELETE FROM user_external_ids WHERE user_id = $1 AND (auth_provider, external_id)"
+            " NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))", user_id, providers, ids)
+        await conn.executemany(
+            "INSERT INTO user_external_ids (auth_provider, external_id, user_id)"
+            " VALUES ($1, $2, $3) ON CONFLICT (auth_provider, external_id) DO NOTHING",
+            [(p, e, user_id) for p, e in externals])
+        return [r["external_id"] for r in await conn.fetch(
+            "SELECT external_id FROM user_external_ids WHERE user_id <> $1 AND"
+            " (auth_provider, external_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+            user_id, providers, ids)]

@@ -168,6 +168,47 @@ class ThreepidService:
         return [{"medium": r["medium"], "address": r["address"],
                  "validated_at": r["validated_at"], "added_at": r["added_at"]} for r in rows]
 
+    @staticmethod
+    def parse_list(value: object) -> list[tuple[str, str]]:
+        """An admin's `threepids` list ([{"medium", "address"}, ...]) as canonical pairs, in
+        order and without repeats; 400 for anything else (before anything is changed)."""
+        if not isinstance(value, list) or len(value) > 100:
+            raise MatrixError(400, Codes.BAD_JSON, "threepids must be a list (at most 100)")
+        out: list[tuple[str, str]] = []
+        for item in value:
+            if not isinstance(item, dict) or "medium" not in item or "address" not in item:
+                raise MatrixError(400, Codes.MISSING_PARAM,
+                                  "Each threepid needs a medium and an address")
+            pair = canonical_address(item["medium"], item["address"])
+            if pair not in out:
+                out.append(pair)
+        return out
+
+    async def conflicts(self, user_id: str, threepids: list[tuple[str, str]]) -> None:
+        """409 M_THREEPID_IN_USE if another account holds one of them."""
+        async with self._db.connection() as conn:
+            for medium, address in threepids:
+                owner = await self._store.owner(conn, medium, address)
+                if owner is not None and owner != user_id:
+                    raise MatrixError(409, Codes.THREEPID_IN_USE,
+                                      f"{address} is already in use by another account")
+
+    async def replace(self, user_id: str, threepids: list[tuple[str, str]]) -> None:
+        """The admin API's PUT /v2/users `threepids`: the account's 3PIDs become exactly
+        these (new ones validated now). Those taken off are unbound first at the identity
+        servers this homeserver bound them to, as the client API's delete does."""
+        await self.conflicts(user_id, threepids)
+        async with self._db.connection() as conn:
+            current = {(r["medium"], r["address"]) for r in await self._store.of_user(
+                conn, user_id)}
+        for medium, address in sorted(current - set(threepids)):
+            await self.unbind(user_id, medium, address)
+        async with self._db.transaction() as conn:
+            taken = await self._store.replace_threepids(conn, user_id, threepids, _now())
+            if taken:  # another account took one since the check: nothing is changed
+                raise MatrixError(409, Codes.THREEPID_IN_USE,
+                                  f"{taken[0]} is already in use by another account")
+
     async def add(self, user_id: str, medium: str, address: str, validated_at: int) -> None:
         """Give the account this 3PID; 400 M_THREEPID_IN_USE if another account has it."""
         medium, address = canonical_address(medium, address)

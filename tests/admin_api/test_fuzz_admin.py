@@ -25,7 +25,9 @@ SKIP = re.compile(r"/(deactivate|reset_password|suspend|lock)/|/rooms/\{room_id\
 
 TEMPLATES: list[tuple[str, Any]] = [
     (r"/v2/users/[^/]+$", {"displayname": "d", "password": "pw-secret-2",
-                           "logout_devices": False}),
+                           "logout_devices": False,
+                           "threepids": [{"medium": "email", "address": "f@example.org"}],
+                           "external_ids": [{"auth_provider": "p", "external_id": "e"}]}),
     (r"/override_ratelimit$", {"messages_per_second": 0, "burst_count": 0}),
     (r"/registration_tokens/new$", {"uses_allowed": 1, "length": 8}),
     (r"/registration_tokens/", {"uses_allowed": 2, "expiry_time": None}),

@@ -40,6 +40,8 @@ async def _login(c: Client, user_id: str, password: str) -> tuple[int, dict[str,
     ("GET", A + "/v1/event_reports"), ("POST", A + "/v1/send_server_notice"),
     ("GET", A + "/v1/statistics/database/rooms"), ("POST", A + "/v1/join/!x:parley.test"),
     ("GET", A + "/v1/users/@x:parley.test/pushers"),
+    ("GET", A + "/v1/threepid/email/users/a@example.org"),
+    ("GET", A + "/v1/auth_providers/cas/users/alice"),
 ])
 async def test_non_admins_are_refused(c: Client, method: str, path: str) -> None:
     user = await c.register()
@@ -376,3 +378,68 @@ async def test_erased_users_messages_are_hidden_from_later_joiners(c: Client,
     witnessed = await c.sync(witness)
     shown = {e["event_id"]: e for e in witnessed["rooms"]["join"][room]["timeline"]["events"]}
     assert shown[said]["content"]["body"] == "something to forget"
+
+
+async def test_threepids_and_external_ids(c: Client, admin: User) -> None:
+    """PUT /v2/users sets an account's 3PIDs and single sign-on links (replacing them, as
+    Synapse does); GET shows them, the lookups find the account, and login by e-mail works."""
+    t = admin.access_token
+    tag = secrets.token_hex(4)
+    uid, other = f"@tp{tag}:parley.test", f"@tq{tag}:parley.test"
+    mail, mail2 = f"Tp{tag}@Example.org", f"second{tag}@example.org"
+    status, body = await c.request("PUT", A + f"/v2/users/{uid}", {
+        "password": "tp-pass-123", "threepids": [{"medium": "email", "address": mail}],
+        "external_ids": [{"auth_provider": "cas", "external_id": f"ext{tag}"}]}, token=t)
+    assert status == 201, body
+    assert [(p["medium"], p["address"]) for p in body["threepids"]] == [
+        ("email", mail.lower())]
+    assert isinstance(body["threepids"][0]["added_at"], int)
+    assert isinstance(body["threepids"][0]["validated_at"], int)
+    assert body["external_ids"] == [{"auth_provider": "cas", "external_id": f"ext{tag}"}]
+    status, body = await c.request("GET", A + f"/v1/threepid/email/users/{mail.lower()}",
+                                   token=t)
+    assert (status, body) == (200, {"user_id": uid})
+    status, body = await c.request("GET", A + f"/v1/auth_providers/cas/users/ext{tag}",
+                                   token=t)
+    assert (status, body) == (200, {"user_id": uid})
+    status, body = await c.request("POST", "/login", {
+        "type": "m.login.password", "password": "tp-pass-123",
+        "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": mail}})
+    assert status == 200 and body["user_id"] == uid, body
+    # The client API shows what the admin set.
+    user = User(uid, body["access_token"], body["device_id"])
+    status, body = await c.request("GET", "/account/3pid", token=user.access_token)
+    assert status == 200 and [p["address"] for p in body["threepids"]] == [mail.lower()]
+
+    # Replacing: the old address goes, the new one comes; external ids emptied.
+    status, body = await c.request("PUT", A + f"/v2/users/{uid}", {
+        "threepids": [{"medium": "email", "address": mail2}], "external_ids": []}, token=t)
+    assert status == 200, body
+    assert [p["address"] for p in body["threepids"]] == [mail2] and body["external_ids"] == []
+    status, body = await c.request("GET", A + f"/v1/threepid/email/users/{mail.lower()}",
+                                   token=t)
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND"
+    status, body = await c.request("GET", A + f"/v1/auth_providers/cas/users/ext{tag}",
+                                   token=t)
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND"
+
+    # Another account's address: 409, and the new account is not even created.
+    status, body = await c.request("PUT", A + f"/v2/users/{other}", {
+        "password": "tq-pass-123", "threepids": [{"medium": "email", "address": mail2}]},
+        token=t)
+    assert status == 409 and body["errcode"] == "M_THREEPID_IN_USE", body
+    status, _ = await c.request("GET", A + f"/v2/users/{other}", token=t)
+    assert status == 404
+    # Malformed lists: 400, nothing changed.
+    for bad in ({"threepids": "x"}, {"threepids": [{"medium": "email"}]},
+                {"threepids": [{"medium": "email", "address": "not-an-address"}]},
+                {"external_ids": [{"auth_provider": "cas"}]},
+                {"external_ids": [{"auth_provider": "", "external_id": "x"}]},
+                {"external_ids": {"auth_provider": "cas", "external_id": "x"}}):
+        status, body = await c.request("PUT", A + f"/v2/users/{uid}", bad, token=t)
+        assert status == 400 and body["errcode"].startswith("M_"), (bad, body)
+    _, body = await c.request("GET", A + f"/v2/users/{uid}", token=t)
+    assert [p["address"] for p in body["threepids"]] == [mail2]
+    status, body = await c.request("GET", A + "/v1/threepid/email/users/nobody@example.org",
+                                   token=t)
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND"
