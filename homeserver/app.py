@@ -728,7 +728,11 @@ def make_app(hs: Homeserver) -> web.Application:
                    thirdparty, voip, support, initial_sync, events_stream, appservice,
                    threepid, sso, login_token, peeks):
         add_routes(app, module.routes)
-    if hs.federation is not None and hs.config.shared_listener:
+    if hs.federation is not None and (hs.config.shared_listener
+                                      or not hs.config.federation_listen_port):
+        # Shared with the client listener: configured so, or federation is on with no
+        # listener of its own (behind a TLS reverse proxy that sends /_matrix/federation and
+        # /_matrix/key here too, as Synapse's default listener serves both).
         app[FED] = hs.federation.context
         add_federation_routes(app)
     if hs.observer is not None:

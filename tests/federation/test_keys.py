@@ -142,3 +142,21 @@ async def test_bad_notary_queries_are_refused(make_server: Factory) -> None:
             assert e.value.errcode == "M_BAD_JSON"  # type: ignore[attr-defined]
     finally:
         await client.close()
+
+
+async def test_federation_without_its_own_listener_is_served_on_the_client_listener(
+        make_server: Factory) -> None:
+    """`federation.enabled` with no federation listener: the client listener serves the
+    federation API too (behind a TLS proxy, as Synapse's default listener does); with a
+    listener of its own, the client listener does not."""
+    a: FedServer = await make_server(federation_listen_port=0)
+    async with a.http.get(a.client_url + "/_matrix/key/v2/server") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["server_name"] == a.name
+    verify_signed_json(body, a.name, a.key.key_id, a.key.verify_key_base64)
+    async with a.http.get(a.client_url + "/_matrix/federation/v1/version") as resp:
+        assert resp.status == 200 and "server" in await resp.json()
+    b: FedServer = await make_server()
+    async with b.http.get(b.client_url + "/_matrix/key/v2/server") as resp:
+        assert resp.status == 404
