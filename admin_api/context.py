@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from client_api.context import auth
+from homeserver.admin.destinations import DestinationAdmin
 from homeserver.admin.media import MediaAdminService
 from homeserver.admin.notices import ServerNotices
 from homeserver.admin.registration_tokens import RegistrationTokens
@@ -28,6 +29,7 @@ class AdminContext:
     notices: ServerNotices
     server_version: str
     media: MediaAdminService
+    destinations: DestinationAdmin
 
 
 ADMIN: web.AppKey[AdminContext] = web.AppKey("parley_admin_ctx", AdminContext)

@@ -72,6 +72,7 @@ from federation.context import FED, FederationContext
 from federation.media_fetch import FederationMediaClient
 from federation.routes import add_federation_routes
 from federation.tls import client_context, server_context
+from homeserver.admin.destinations import DestinationAdmin
 from homeserver.admin.media import MediaAdminService
 from homeserver.admin.notices import ServerNotices
 from homeserver.admin.registration_tokens import RegistrationTokens
@@ -543,7 +544,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         reports=ReportService(db, ReportStore(), room_service, reader),
         notices=notices,
         server_version=server_version(),
-        media=MediaAdminService(db, admin_store, media_parts.retention, config.server_name))
+        media=MediaAdminService(db, admin_store, media_parts.retention, config.server_name),
+        destinations=DestinationAdmin(db, FederationStore()))
     hs.admin.users.pusher_service = hs.pushers
     if config.app_services:
         hs.appservices = await build_appservices(
@@ -562,6 +564,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
             room_store, event_store, cache, groups, registry, writer, event_stream, members,
             membership_hooks, visibility.erased))
         hs.background.append(hs.federation)
+        hs.admin.destinations.retry_now = hs.federation.sender.retry
     return hs
 
 

@@ -111,6 +111,11 @@ class FederationSender:
             if d != self.server_name:
                 self.queue(d).wake()
 
+    def retry(self, destination: str) -> None:
+        """Send the destination's queue now, whatever its backoff said (an admin reset it)."""
+        if destination != self.server_name:
+            self.queue(destination).retry_now()
+
     def remote_alive(self, destination: str) -> None:
         """The destination just talked to us: retry it now rather than at its backoff."""
         q = self._queues.get(destination)
@@ -277,9 +282,10 @@ class DestinationQueue:
                 delay = min(s.backoff_base_ms * 2 ** min(failures - 1, 30), s.backoff_max_ms)
                 log.info("transaction to %s failed (%s); retry in %d ms", self.destination,
                          e, delay)
+                now = int(time.time() * 1000)
                 async with s._db.connection() as conn:
-                    await s._store.set_destination(conn, self.destination, failures,
-                                                   int(time.time() * 1000) + delay, txn_id)
+                    await s._store.destination_failed(conn, self.destination, failures,
+                                                      now + delay, txn_id, now)
                 return
             log.warning("%s refused a transaction (%s): its PDUs are dropped",
                         self.destination, e)
@@ -288,4 +294,4 @@ class DestinationQueue:
                 await s._store.sent(conn, self.destination, upto)
             if edu_rows:
                 await s._store.edus_sent(conn, self.destination, [r["id"] for r in edu_rows])
-            await s._store.set_destination(conn, self.destination, 0, 0, txn_id)
+            await s._store.destination_ok(conn, self.destination, txn_id, upto)

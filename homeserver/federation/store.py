@@ -10,6 +10,17 @@ import orjson
 
 from homeserver.storage.database import Conn
 
+# The admin API's order_by values -> SQL (never user input in the query).
+DESTINATION_ORDER = {
+    "destination": "destination", "retry_last_ts": "retry_last_ts",
+    "retry_interval": "retry_interval", "failure_ts": "failure_ts",
+    "last_successful_stream_ordering": "last_success_stream",
+}
+_DESTINATION_COLUMNS = (
+    "SELECT * FROM (SELECT destination, retry_last_ts, failure_ts, last_success_stream,"
+    " CASE WHEN retry_last_ts > 0 THEN GREATEST(retry_at_ts - retry_last_ts, 0) ELSE 0 END"
+    " AS retry_interval FROM federation_destinations) d")
+
 
 class FederationStore:
     # ------------------------------------------------------------------ server keys
@@ -128,6 +139,79 @@ class FederationStore:
             " failures = EXCLUDED.failures, retry_at_ts = EXCLUDED.retry_at_ts,"
             " last_txn_id = GREATEST(federation_destinations.last_txn_id,"
             " EXCLUDED.last_txn_id)", destination, failures, retry_at_ts, last_txn_id)
+
+    async def destination_failed(self, conn: Conn, destination: str, failures: int,
+                                 retry_at_ts: int, last_txn_id: int, now: int) -> None:
+        """A transaction failed: the retry state, and since when it has been failing."""
+        await conn.execute(
+            "INSERT INTO federation_destinations (destination, failures, retry_at_ts,"
+            " last_txn_id, failure_ts, retry_last_ts) VALUES ($1,$2,$3,$4,$5,$5)"
+            " ON CONFLICT (destination) DO UPDATE SET failures = EXCLUDED.failures,"
+            " retry_at_ts = EXCLUDED.retry_at_ts, retry_last_ts = EXCLUDED.retry_last_ts,"
+            " failure_ts = COALESCE(federation_destinations.failure_ts, EXCLUDED.failure_ts),"
+            " last_txn_id = GREATEST(federation_destinations.last_txn_id,"
+            " EXCLUDED.last_txn_id)", destination, failures, retry_at_ts, last_txn_id, now)
+
+    async def destination_ok(self, conn: Conn, destination: str, last_txn_id: int,
+                             upto: int) -> None:
+        """A transaction went through (carrying the events up to stream position `upto`, 0
+        if none): no retry state."""
+        await conn.execute(
+            "INSERT INTO federation_destinations (destination, last_txn_id,"
+            " last_success_stream) VALUES ($1, $2, NULLIF($3::bigint, 0))"
+            " ON CONFLICT (destination) DO UPDATE SET failures = 0, retry_at_ts = 0,"
+            " retry_last_ts = 0, failure_ts = NULL,"
+            " last_txn_id = GREATEST(federation_destinations.last_txn_id,"
+            " EXCLUDED.last_txn_id), last_success_stream = GREATEST("
+            " federation_destinations.last_success_stream, EXCLUDED.last_success_stream)",
+            destination, last_txn_id, upto)
+
+    # ------------------------------------------------------------------ admin API
+
+    async def list_destinations(self, conn: Conn, search: str | None, order_sql: str,
+                                backwards: bool, limit: int, offset: int
+                                ) -> tuple[list[asyncpg.Record], int]:
+        """A page of known destinations; `order_sql` is one of DESTINATION_ORDER's values."""
+        where, args = "", []
+        if search:
+            where, args = " WHERE strpos(lower(destination), lower($3)) > 0", [search]
+        direction = "DESC" if backwards else "ASC"
+        rows = await conn.fetch(
+            _DESTINATION_COLUMNS + where + f" ORDER BY {order_sql} {direction} NULLS FIRST,"
+            f" destination {direction} LIMIT $1 OFFSET $2", limit, offset, *args)
+        total = await conn.fetchval(
+            "SELECT count(*) FROM federation_destinations"
+            + where.replace("$3", "$1"), *args)
+        return list(rows), int(total)
+
+    async def destination_info(self, conn: Conn, destination: str) -> asyncpg.Record | None:
+        return await conn.fetchrow(_DESTINATION_COLUMNS + " WHERE destination = $1",
+                                   destination)
+
+    async def destination_rooms(self, conn: Conn, destination: str, backwards: bool,
+                                limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+        """The rooms the destination has a joined member in, each with the stream position
+        its events reached the destination up to (just before the first one still queued
+        for it, else the room's latest)."""
+        joined = (
+            "SELECT DISTINCT room_id FROM current_state WHERE type = 'm.room.member'"
+            " AND membership = 'join'"
+            " AND substr(state_key, strpos(state_key, ':') + 1) = $1")
+        direction = "DESC" if backwards else "ASC"
+        rows = await conn.fetch(
+            f"SELECT j.room_id, COALESCE((SELECT min(o.stream_ordering) - 1"
+            f"   FROM federation_outbox o WHERE o.destination = $1 AND o.room_id = j.room_id),"
+            f"  (SELECT max(e.stream_ordering) FROM events e WHERE e.room_id = j.room_id),"
+            f"  0) AS stream_ordering"
+            f" FROM ({joined}) j ORDER BY j.room_id {direction} LIMIT $2 OFFSET $3",
+            destination, limit, offset)
+        total = await conn.fetchval(f"SELECT count(*) FROM ({joined}) j", destination)
+        return list(rows), int(total)
+
+    async def reset_destination(self, conn: Conn, destination: str) -> None:
+        await conn.execute(
+            "UPDATE federation_destinations SET failures = 0, retry_at_ts = 0,"
+            " retry_last_ts = 0, failure_ts = NULL WHERE destination = $1", destination)
 
     # ------------------------------------------------------------------ inbound transactions
 
