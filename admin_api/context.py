@@ -12,7 +12,9 @@ from homeserver.admin.destinations import DestinationAdmin
 from homeserver.admin.media import MediaAdminService
 from homeserver.admin.notices import ServerNotices
 from homeserver.admin.registration_tokens import RegistrationTokens
+from homeserver.admin.room_events import RoomEventsAdmin
 from homeserver.admin.rooms import RoomAdminService
+from homeserver.admin.user_data import UserDataAdmin
 from homeserver.admin.users import UserAdminService
 from homeserver.errors import forbidden
 from homeserver.http import query_int
@@ -30,6 +32,8 @@ class AdminContext:
     server_version: str
     media: MediaAdminService
     destinations: DestinationAdmin
+    user_data: UserDataAdmin
+    room_events: RoomEventsAdmin
 
 
 ADMIN: web.AppKey[AdminContext] = web.AppKey("parley_admin_ctx", AdminContext)

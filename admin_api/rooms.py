@@ -192,3 +192,47 @@ async def purge_status(request: web.Request) -> web.Response:
 async def room_sizes(request: web.Request) -> web.Response:
     await require_admin(request)
     return json_response({"rooms": await admin_ctx(request).rooms.room_sizes()})
+
+
+@routes.get(A + "/v1/rooms/{room_id}/forward_extremities")
+async def forward_extremities(request: web.Request) -> web.Response:
+    await require_admin(request)
+    found = await admin_ctx(request).room_events.forward_extremities(
+        request.match_info["room_id"])
+    return json_response({"count": len(found), "results": found})
+
+
+@routes.delete(A + "/v1/rooms/{room_id}/forward_extremities")
+async def delete_forward_extremities(request: web.Request) -> web.Response:
+    await require_admin(request)
+    deleted = await admin_ctx(request).room_events.delete_extra_extremities(
+        request.match_info["room_id"])
+    return json_response({"deleted": deleted})
+
+
+@routes.get(A + "/v1/rooms/{room_id}/context/{event_id}")
+async def event_context(request: web.Request) -> web.Response:
+    requester = await require_admin(request)
+    body = await admin_ctx(request).room_events.context(
+        requester, request.match_info["room_id"], request.match_info["event_id"],
+        query_int(request, "limit", 10, 0, 100), room_event_filter(request))
+    return json_response(body)
+
+
+@routes.get(A + "/v1/rooms/{room_id}/timestamp_to_event")
+async def timestamp_to_event(request: web.Request) -> web.Response:
+    await require_admin(request)
+    if "ts" not in request.query:
+        raise missing_param("ts is required")
+    ts = query_int(request, "ts", 0)
+    forwards = query_choice(request, "dir", ("f", "b"), "f") == "f"
+    return json_response(await admin_ctx(request).room_events.timestamp_to_event(
+        request.match_info["room_id"], ts, forwards))
+
+
+@routes.get(A + "/v1/fetch_event/{event_id}")
+async def fetch_event(request: web.Request) -> web.Response:
+    await require_admin(request)
+    event = await admin_ctx(request).room_events.fetch_event(request.match_info["event_id"])
+    return json_response({"event": event})
+

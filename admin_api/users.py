@@ -9,7 +9,8 @@ from admin_api.context import admin_ctx, page_body, paging, require_admin
 from client_api.context import auth
 from homeserver.admin.store import USER_ORDER
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, missing_param
-from homeserver.http import json_response, query_bool, query_choice, read_json
+from homeserver.events.validation import MAX_SAFE_INT
+from homeserver.http import json_response, query_bool, query_choice, query_int, read_json
 from homeserver.types import Requester
 
 routes = web.RouteTableDef()
@@ -310,3 +311,81 @@ async def user_by_external_id(request: web.Request) -> web.Response:
     user_id = await admin_ctx(request).users.user_by_external_id(
         request.match_info["provider"], request.match_info["external_id"])
     return json_response({"user_id": user_id})
+
+
+# -- what the user has and did ------------------------------------------------------------
+
+@routes.get(A + "/v1/users/{user_id}/accountdata")
+async def account_data(request: web.Request) -> web.Response:
+    await require_admin(request)
+    data = await admin_ctx(request).user_data.account_data(request.match_info["user_id"])
+    return json_response({"account_data": data})
+
+
+@routes.get(A + "/v1/users/{user_id}/memberships")
+async def memberships(request: web.Request) -> web.Response:
+    await require_admin(request)
+    found = await admin_ctx(request).user_data.memberships(request.match_info["user_id"])
+    return json_response({"memberships": found})
+
+
+def _from_ts(request: web.Request) -> int:
+    if "from_ts" not in request.query:
+        raise missing_param("from_ts is required")
+    return query_int(request, "from_ts", 0)
+
+
+@routes.get(A + "/v1/users/{user_id}/sent_invite_count")
+async def sent_invite_count(request: web.Request) -> web.Response:
+    await require_admin(request)
+    n = await admin_ctx(request).user_data.sent_invite_count(request.match_info["user_id"],
+                                                             _from_ts(request))
+    return json_response({"invite_count": n})
+
+
+@routes.get(A + "/v1/users/{user_id}/cumulative_joined_room_count")
+async def cumulative_joined_room_count(request: web.Request) -> web.Response:
+    await require_admin(request)
+    n = await admin_ctx(request).user_data.cumulative_joined_room_count(
+        request.match_info["user_id"], _from_ts(request))
+    return json_response({"cumulative_joined_room_count": n})
+
+
+@routes.post(A + "/v1/users/{user_id}/login")
+async def login_as_user(request: web.Request) -> web.Response:
+    requester = await require_admin(request)
+    body = await read_json(request, allow_empty=True)
+    valid_until = body.get("valid_until_ms")
+    if valid_until is not None and (not isinstance(valid_until, int)
+                                    or isinstance(valid_until, bool)):
+        raise MatrixError(400, Codes.INVALID_PARAM, "'valid_until_ms' parameter must be an int")
+    if valid_until is not None and not 0 <= valid_until <= MAX_SAFE_INT:
+        raise MatrixError(400, Codes.INVALID_PARAM, "'valid_until_ms' is out of range")
+    token = await admin_ctx(request).user_data.login_as(
+        requester, request.match_info["user_id"], valid_until)
+    return json_response({"access_token": token})
+
+
+# Synapse's per-user switches for its experimental MSCs (msc3881, msc3575, msc4222). Parley
+# has none of these switches (what it implements is on for everyone), so a user has no
+# features to show, and setting one is refused as Synapse refuses a feature it does not know.
+
+@routes.get(A + "/v1/experimental_features/{user_id}")
+async def get_experimental_features(request: web.Request) -> web.Response:
+    await require_admin(request)
+    await admin_ctx(request).users.existing(_uid(request))
+    return json_response({"features": {}})
+
+
+@routes.put(A + "/v1/experimental_features/{user_id}")
+async def put_experimental_features(request: web.Request) -> web.Response:
+    await require_admin(request)
+    body = await read_json(request)
+    features = body.get("features")
+    if not isinstance(features, dict) or not features:
+        raise missing_param("You must provide features to set.")
+    await admin_ctx(request).users.existing(_uid(request))
+    name = sorted(features)[0]
+    raise MatrixError(400, Codes.UNKNOWN,
+                      f"{name!r} is not recognised as a valid experimental feature.")
+

@@ -76,8 +76,10 @@ from homeserver.admin.destinations import DestinationAdmin
 from homeserver.admin.media import MediaAdminService
 from homeserver.admin.notices import ServerNotices
 from homeserver.admin.registration_tokens import RegistrationTokens
+from homeserver.admin.room_events import RoomEventsAdmin
 from homeserver.admin.rooms import RoomAdminService, RoomCaches
 from homeserver.admin.store import AdminStore
+from homeserver.admin.user_data import UserDataAdmin
 from homeserver.admin.users import AccountStates, UserAdminService
 from homeserver.appservice.auth import AppServiceAuth
 from homeserver.appservice.client import AppServiceClient
@@ -537,15 +539,18 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
     notices = ServerNotices(db, admin_store, accounts, room_service, account_data)
     room_service.is_notice_room = notices.is_notice_room
     hs.background.append(room_admin)
+    user_admin = UserAdminService(db, admin_store, accounts, devices, profiles, room_service,
+                                  reader, states, hs.identity.threepids, ThreepidStore())
     hs.admin = AdminContext(
-        users=UserAdminService(db, admin_store, accounts, devices, profiles, room_service,
-                               reader, states, hs.identity.threepids, ThreepidStore()),
+        users=user_admin,
         rooms=room_admin, tokens=RegistrationTokens(db, admin_store),
         reports=ReportService(db, ReportStore(), room_service, reader),
         notices=notices,
         server_version=server_version(),
         media=MediaAdminService(db, admin_store, media_parts.retention, config.server_name),
-        destinations=DestinationAdmin(db, FederationStore()))
+        destinations=DestinationAdmin(db, FederationStore()),
+        user_data=UserDataAdmin(db, admin_store, user_admin, sessions),
+        room_events=RoomEventsAdmin(db, admin_store, room_service, reader, cache, groups))
     hs.admin.users.pusher_service = hs.pushers
     if config.app_services:
         hs.appservices = await build_appservices(

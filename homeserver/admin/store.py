@@ -285,6 +285,48 @@ class AdminStore:
             " AND stream_ordering > 0 ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
             room_id)
 
+    # ---------------------------------------------------------------- a user's rooms and data
+
+    async def account_data_of(self, conn: Conn, user_id: str) -> list[asyncpg.Record]:
+        """Every account data item of the user, global (room_id '') and per room."""
+        return list(await conn.fetch(
+            "SELECT room_id, type, content FROM account_data WHERE user_id = $1"
+            " ORDER BY room_id, type", user_id))
+
+    async def memberships_of(self, conn: Conn, user_id: str) -> list[asyncpg.Record]:
+        """The user's current membership in every room this server holds state of."""
+        return list(await conn.fetch(
+            "SELECT room_id, membership FROM current_state WHERE type = 'm.room.member'"
+            " AND state_key = $1 AND membership IS NOT NULL ORDER BY room_id", user_id))
+
+    async def invites_sent_since(self, conn: Conn, user_id: str, from_ts: int) -> int:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM room_memberships m JOIN events e ON e.event_id = m.event_id"
+            " WHERE m.sender = $1 AND m.membership = 'invite' AND e.origin_server_ts >= $2",
+            user_id, from_ts))
+
+    async def rooms_joined_since(self, conn: Conn, user_id: str, from_ts: int) -> int:
+        return int(await conn.fetchval(
+            "SELECT count(DISTINCT m.room_id) FROM room_memberships m"
+            " JOIN events e ON e.event_id = m.event_id"
+            " WHERE m.user_id = $1 AND m.membership = 'join' AND e.origin_server_ts >= $2",
+            user_id, from_ts))
+
+    # ---------------------------------------------------------------- forward extremities
+
+    async def forward_extremities(self, conn: Conn, room_id: str) -> list[asyncpg.Record]:
+        """The room's forward extremities with their state group and place, oldest first."""
+        return list(await conn.fetch(
+            "SELECT f.event_id, e.state_group, e.depth, e.stream_ordering"
+            " FROM forward_extremities f JOIN events e ON e.event_id = f.event_id"
+            " WHERE f.room_id = $1 ORDER BY e.stream_ordering", room_id))
+
+    async def delete_extremities_but(self, conn: Conn, room_id: str, keep: str) -> int:
+        status = await conn.execute(
+            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id <> $2",
+            room_id, keep)
+        return int(status.split()[-1])
+
     # ---------------------------------------------------------------- jobs
 
     async def insert_job(self, conn: Conn, job_id: str, instance: str, kind: str,

@@ -48,8 +48,11 @@ class SessionService:
 
     async def create_session(self, user_id: str, device_id: str | None,
                              display_name: str | None, ip: str | None = None,
-                             refresh: bool = False) -> LoginResult:
-        """A new (or re-used, when `device_id` names one) device with a fresh access token."""
+                             refresh: bool = False,
+                             valid_until_ms: int | None = None) -> LoginResult:
+        """A new (or re-used, when `device_id` names one) device with a fresh access token;
+        `valid_until_ms` ends a token that is not refreshable at that time (the admin API's
+        login as a user)."""
         device_id = device_id or "".join(secrets.choice(string.ascii_uppercase)
                                          for _ in range(10))
         token = new_access_token()
@@ -66,7 +69,7 @@ class SessionService:
                 await changes.record(conn, pos, user_id, [device_id])
             await self._store.insert_token(
                 conn, token_hash(token), user_id, device_id, _now(),
-                _now() + expires if expires else None,
+                _now() + expires if expires else valid_until_ms,
                 token_hash(refresh_token) if refresh_token else None,
             )
         return LoginResult(user_id, device_id, token, refresh_token, expires)

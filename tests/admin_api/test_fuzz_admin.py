@@ -38,7 +38,19 @@ TEMPLATES: list[tuple[str, Any]] = [
                                "content": {"msgtype": "m.text", "body": "b"}}),
     (r"/delete_devices$", {"devices": ["NOPE"]}),
     (r"/devices/", {"display_name": "n"}),
+    (r"/login$", {"valid_until_ms": 0}),
+    (r"/experimental_features/", {"features": {"msc3881": True}}),
 ]
+
+# Query parameters of admin endpoints that the shared cases do not draw (their names are not
+# in tests/client_api/test_fuzz.py's QUERY_NAMES), each tried with odd values.
+QUERY_ROUTES = [
+    ("/v1/users/{user}/sent_invite_count", "from_ts"),
+    ("/v1/users/{user}/cumulative_joined_room_count", "from_ts"),
+    ("/v1/rooms/{room}/timestamp_to_event", "ts"),
+]
+ODD_VALUES = ["", "x", "-1", "1.5", "1e3", "99999999999999999999", "0x10", " 1", "\u0000",
+              "9007199254740993", "0"]
 
 
 def _admin_routes(server: Server) -> list[tuple[str, str]]:
@@ -80,3 +92,20 @@ async def test_fuzz_admin_endpoints(c: Client, server: Server) -> None:
     await asyncio.to_thread(prop)
     assert sum(n for s, n in seen.items() if s < 300) > 0, seen
     assert sum(n for s, n in seen.items() if 400 <= s < 500) > 0, seen
+
+
+async def test_admin_query_parameters_never_fail(c: Client, server: Server) -> None:
+    w = await _world(c)
+    await server.hs.accounts.set_admin(w.user.user_id, True)
+    assert server.hs.admin is not None
+    server.hs.admin.users.states.forget_sessions(w.user.user_id)
+    for template, name in QUERY_ROUTES:
+        path = "/_synapse/admin" + template.format(user=w.user.user_id, room=w.rooms[0])
+        for value in ODD_VALUES:
+            for extra in ({}, {"dir": "b"}, {"dir": "sideways"}):
+                status, data = await c.request("GET", path, token=w.user.access_token,
+                                               params={name: value, **extra})
+                assert status < 500, (path, value, extra, status, data)
+                if status >= 400:
+                    assert str(data["errcode"]).startswith("M_"), (path, value, data)
+

@@ -42,6 +42,18 @@ async def _login(c: Client, user_id: str, password: str) -> tuple[int, dict[str,
     ("GET", A + "/v1/users/@x:parley.test/pushers"),
     ("GET", A + "/v1/threepid/email/users/a@example.org"),
     ("GET", A + "/v1/auth_providers/cas/users/alice"),
+    ("GET", A + "/v1/users/@x:parley.test/accountdata"),
+    ("GET", A + "/v1/users/@x:parley.test/memberships"),
+    ("GET", A + "/v1/users/@x:parley.test/sent_invite_count"),
+    ("GET", A + "/v1/users/@x:parley.test/cumulative_joined_room_count"),
+    ("POST", A + "/v1/users/@x:parley.test/login"),
+    ("GET", A + "/v1/experimental_features/@x:parley.test"),
+    ("PUT", A + "/v1/experimental_features/@x:parley.test"),
+    ("GET", A + "/v1/rooms/!x:parley.test/forward_extremities"),
+    ("DELETE", A + "/v1/rooms/!x:parley.test/forward_extremities"),
+    ("GET", A + "/v1/rooms/!x:parley.test/context/$e"),
+    ("GET", A + "/v1/rooms/!x:parley.test/timestamp_to_event"),
+    ("GET", A + "/v1/fetch_event/$e"),
 ])
 async def test_non_admins_are_refused(c: Client, method: str, path: str) -> None:
     user = await c.register()
