@@ -162,7 +162,9 @@ async def auth(request: web.Request, allow_locked: bool = False) -> Requester:
     if service is not None:
         assert c.appservice_auth is not None
         requester = await c.appservice_auth.requester(
-            service, request.query.get("user_id"), request.query.get("device_id"))
+            service, request.query.get("user_id"),
+            # The stable name (spec v1.17) or MSC3202's, which bridges still send.
+            request.query.get("device_id", request.query.get("org.matrix.msc3202.device_id")))
         request_user.set(requester.user_id)
         return requester
     requester = await c.sessions.authenticate(token, ip=request.remote,

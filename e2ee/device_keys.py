@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -107,6 +108,13 @@ class DeviceKeyService:
         self._counts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
         self._cache_counts = True
         self.remote: RemoteKeys | None = None
+        # (user_id, device_id) whose one-time or fallback keys were uploaded or claimed
+        # (application services with MSC3202 hear of their users' key counts).
+        self.on_keys_changed: list[Callable[[str, str], None]] = []
+
+    def _keys_changed(self, user_id: str, device_id: str) -> None:
+        for hook in self.on_keys_changed:
+            hook(user_id, device_id)
 
     def on_peers(self, peers: list[str]) -> None:
         self._cache_counts = not peers
@@ -129,6 +137,8 @@ class DeviceKeyService:
                 counts = await self._store.one_time_key_counts(conn, user_id, device_id)
         finally:
             self._counts.pop((user_id, device_id), None)
+        if keys.one_time_keys or keys.fallback_keys:
+            self._keys_changed(user_id, device_id)
         counts.setdefault("signed_curve25519", 0)  # as in sync: the Olm algorithm is always there
         return counts
 
@@ -318,6 +328,7 @@ class DeviceKeyService:
                 out.setdefault(r["user_id"], {}).setdefault(r["device_id"], {})[
                     f"{r['algorithm']}:{r['key_id']}"] = orjson.Fragment(r["key_json"])
                 self._counts.pop((r["user_id"], r["device_id"]), None)
+                self._keys_changed(r["user_id"], r["device_id"])
         return out
 
 

@@ -264,7 +264,8 @@ class AppServices:
 
 async def build_appservices(config: Config, db: Database, accounts: AccountService,
                             devices: DeviceService, rooms: RoomService, parts: RoomParts,
-                            public_rooms: PublicRoomDirectory) -> AppServices:
+                            public_rooms: PublicRoomDirectory, to_device: Stream | None = None,
+                            device_lists: Stream | None = None) -> AppServices:
     registry = AppServiceRegistry(config.app_services)
     store = AppServiceStore()
     client = AppServiceClient(
@@ -281,7 +282,8 @@ async def build_appservices(config: Config, db: Database, accounts: AccountServi
 
     queries = AppServiceQueries(db, store, registry, client, config.server_name, user_exists)
     sender = AppServiceSender(db, store, config.app_services, parts.events, parts.cache,
-                              parts.stream, parts.registry, client, config.instance_name)
+                              parts.stream, parts.registry, client, config.instance_name,
+                              to_device, device_lists)
     queries.on_alive = sender.retry_now
     rooms.appservices = registry
     rooms.query_user, rooms.query_alias = queries.query_user, queries.query_alias
@@ -556,7 +558,7 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         hs.appservices = await build_appservices(
             config, db, accounts, devices, room_service, RoomParts(
                 room_store, event_store, cache, groups, registry, writer, event_stream, members,
-                membership_hooks), hs.public_rooms)
+                membership_hooks), hs.public_rooms, to_device_stream, device_list_stream)
         hs.background.append(hs.appservices.sender)
         # Ephemeral data for the ASes that receive it (typing, read receipts, presence).
         as_sender = hs.appservices.sender
@@ -564,6 +566,8 @@ async def build_homeserver(config: Config, db: Database, key: ServerSigningKey) 
         hs.presence.on_local.append(as_sender.presence_changed)
         hs.typing.on_local.append(as_sender.typing_changed)
         hs.receipts.on_local.append(as_sender.receipt_written)
+        # MSC3202 key counts of the ASes' users' devices.
+        device_keys.on_keys_changed.append(as_sender.keys_changed)
     if config.federation_enabled:
         hs.federation = build_federation(hs, key, RoomParts(
             room_store, event_store, cache, groups, registry, writer, event_stream, members,

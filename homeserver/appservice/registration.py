@@ -5,8 +5,9 @@ Pure code, no I/O beyond reading the files: a bad file is a `RegistrationError` 
 and the field, and the server refuses to start (an AS silently missing its namespace would see
 no events and could not act for its users, which is worse than not starting).
 
-Keys this server does not know are ignored (bridges write unstable ones, e.g.
-`org.matrix.msc3202`), as Synapse does, so a file that works there works here.
+Keys this server does not know are ignored (bridges write unstable ones), as Synapse does, so
+a file that works there works here. `org.matrix.msc3202: true` turns on MSC3202's transaction
+extensions (device lists, one-time key counts, unused fallback key types).
 
 Regexes are matched from the start of the string to its end (`re.fullmatch`): the spec's
 examples (`@_irc_bridge_.*`) are written to cover the whole id, and a prefix match would let
@@ -57,6 +58,8 @@ class AppService:
     rate_limited: bool = True
     protocols: tuple[str, ...] = ()
     receive_ephemeral: bool = False
+    # MSC3202 (`org.matrix.msc3202: true`): device lists and key counts in transactions.
+    msc3202: bool = False
 
     # -- users
 
@@ -158,13 +161,17 @@ def parse_registration(data: Any, server_name: str, source: str = "<data>") -> A
                                   data.get("push_ephemeral", False)))
     if not isinstance(ephemeral, bool):
         raise _fail(source, "receive_ephemeral must be true or false")
+    msc3202 = data.get("org.matrix.msc3202", False)
+    if not isinstance(msc3202, bool):
+        raise _fail(source, "org.matrix.msc3202 must be true or false")
     return AppService(
         id=as_id, url=url, as_token=as_token, hs_token=hs_token,
         sender=f"@{localpart}:{server_name}", server_name=server_name,
         users=_namespaces(source, "users", namespaces.get("users")),
         aliases=_namespaces(source, "aliases", namespaces.get("aliases")),
         rooms=_namespaces(source, "rooms", namespaces.get("rooms")),
-        rate_limited=rate_limited, protocols=tuple(protocols), receive_ephemeral=ephemeral)
+        rate_limited=rate_limited, protocols=tuple(protocols), receive_ephemeral=ephemeral,
+        msc3202=msc3202)
 
 
 def check_unique(services: Sequence[AppService]) -> None:

@@ -51,6 +51,7 @@ from homeserver.appservice.client import (
     AppServiceHttpError,
     AppServiceUnreachable,
 )
+from homeserver.appservice.device_data import DeviceData, DeviceFeed
 from homeserver.appservice.registration import AppService
 from homeserver.appservice.store import AppServiceStore
 from homeserver.events.model import EventEntry
@@ -76,7 +77,8 @@ def _now() -> int:
 class AppServiceSender:
     def __init__(self, db: Database, store: AppServiceStore, services: tuple[AppService, ...],
                  events: EventStore, cache: EventCache, stream: Stream, rooms: RoomRegistry,
-                 client: AppServiceClient, instance: str = "main") -> None:
+                 client: AppServiceClient, instance: str = "main",
+                 to_device: Stream | None = None, device_lists: Stream | None = None) -> None:
         self._db = db
         self.instance = instance
         self._store = store
@@ -86,7 +88,8 @@ class AppServiceSender:
         self.backoff_max_ms = 300_000
         self.first_timeout_s = FIRST_TIMEOUT_S
         self._queues = [_ServiceQueue(self, s, EventConsumer(
-            f"appservice:{s.id}", db, events, cache, stream, batch_size=MAX_EVENTS))
+            f"appservice:{s.id}", db, events, cache, stream, batch_size=MAX_EVENTS),
+            DeviceFeed(db, store, s, to_device, device_lists, self._shares_room))
             for s in services if s.url is not None]
         self._tasks: list[asyncio.Task[None]] = []
         # The users typing in a room now (TypingService.users), for m.typing ephemerals.
@@ -97,6 +100,7 @@ class AppServiceSender:
     async def start(self) -> None:
         for q in self._queues:
             await q.consumer.position()  # a new AS starts at the stream's current position
+            await q.devices.start()
             self._tasks.append(asyncio.get_running_loop().create_task(
                 q.run(), name=f"appservice-{q.service.id}"))
 
@@ -118,6 +122,14 @@ class AppServiceSender:
                 q.retry.set()
 
     # ------------------------------------------------------------------ ephemeral data
+
+    def keys_changed(self, user_id: str, device_id: str) -> None:
+        """DeviceKeyService hook: one-time or fallback keys of a local device were uploaded
+        or claimed (MSC3202 key counts)."""
+        for q in self._queues:
+            q.devices.keys_changed(user_id, device_id)
+            if q.devices.key_users:
+                q.wake.set()
 
     def typing_changed(self, room_id: str, user_id: str, typing: bool) -> None:
         """TypingService hook (local users): the room's typing list goes out next."""
@@ -204,13 +216,15 @@ class AppServiceSender:
 
 class _ServiceQueue:
     def __init__(self, sender: AppServiceSender, service: AppService,
-                 consumer: EventConsumer) -> None:
+                 consumer: EventConsumer, devices: DeviceFeed) -> None:
         self.sender = sender
         self.service = service
         self.consumer = consumer
+        self.devices = devices
         self.retry = asyncio.Event()
         self.ephemeral: dict[tuple[str, ...], JsonDict] = {}
-        self.wake = asyncio.Event()  # set when ephemeral data waits
+        self.wake = asyncio.Event()  # set when ephemeral or device data waits
+        devices.on_advance(self.wake.set)
         self._lease_until = 0.0  # monotonic time until which our lease surely holds
 
     async def _lease(self) -> bool:
@@ -228,7 +242,7 @@ class _ServiceQueue:
     async def _idle(self) -> None:
         """Until the event stream moves or ephemeral data waits (or 30 s)."""
         self.wake.clear()
-        if self.ephemeral:
+        if self.ephemeral or self.devices.behind():
             return
         tasks = [asyncio.ensure_future(self.consumer.wait(timeout=30.0)),
                  asyncio.ensure_future(self.wake.wait())]
@@ -244,6 +258,7 @@ class _ServiceQueue:
             try:
                 if not await self._lease():  # another process sends to this AS
                     self.ephemeral.clear()
+                    self.devices.clear()
                     await asyncio.sleep(LEASE_MS / 1000 / 3)
                     continue
                 async with s._db.connection() as conn:
@@ -253,30 +268,51 @@ class _ServiceQueue:
                     continue
                 entries, end = await self.consumer.next_batch()
                 moved = end > await self.consumer.position()
-                if not entries and not moved and not self.ephemeral:
+                if not entries and not moved and not self.ephemeral \
+                        and not self.devices.behind():
                     await self._idle()
                     continue
                 chosen = await s.interesting(self.service, entries)
                 waiting, self.ephemeral = list(self.ephemeral.values()), {}
                 ephemeral = await s.ephemeral_for(self.service, waiting) if waiting else []
-                async with s._db.transaction() as conn:
-                    if not await s._store.holds_lease(conn, as_id, s.instance, _now()):
-                        self._lease_until = 0.0
-                        continue  # lost it meanwhile: the holder makes this transaction
-                    if chosen or ephemeral:
-                        body: JsonDict = {"events": [_format(self.service, e)
-                                                     for e in chosen]}
-                        if ephemeral:
-                            body["ephemeral"] = ephemeral
-                        await s._store.add_txn(conn, as_id, orjson.dumps(body))
-                    if moved:
-                        await self.consumer.save(end, conn)
+                data = await self.devices.collect()
+                try:
+                    await self._write(chosen, ephemeral, data, end if moved else None)
+                except BaseException:
+                    self.devices.not_written(data)
+                    raise
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 if not s._db.outage(e):
                     log.exception("application service %s sender failed; retrying", as_id)
                 await asyncio.sleep(1.0)
+
+    async def _write(self, chosen: list[EventEntry], ephemeral: list[JsonDict],
+                     data: DeviceData, end: int | None) -> None:
+        """Make the next transaction (if there is anything to send) and move the positions
+        past what it took, in one database transaction."""
+        s, as_id = self.sender, self.service.id
+        make = bool(chosen or ephemeral or data.has_content())
+        if make:
+            await self.devices.add_counts(data)
+        async with s._db.transaction() as conn:
+            if not await s._store.holds_lease(conn, as_id, s.instance, _now()):
+                self._lease_until = 0.0
+                # Lost it meanwhile: the holder makes this transaction.
+                self.devices.not_written(data)
+                return
+            if make:
+                body: JsonDict = {"events": [_format(self.service, e) for e in chosen]}
+                if ephemeral:
+                    body["ephemeral"] = ephemeral
+                data.fill(body, self.service)
+                await s._store.add_txn(conn, as_id, orjson.dumps(body))
+            if end is not None:
+                await self.consumer.save(end, conn)
+            if data.moves():
+                await self.devices.write(conn, data)
+        self.devices.written(data)
 
     async def _deliver(self, txn_id: int, body: bytes) -> None:
         """Send one transaction until the AS takes it (waiting out any saved backoff)."""

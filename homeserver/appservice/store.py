@@ -1,5 +1,6 @@
-"""SQL for application services: transaction ids, pending transactions, backoff and the
-published room lists of their networks."""
+"""SQL for application services: transaction ids, pending transactions, backoff, the
+published room lists of their networks, and the reads behind the to-device and MSC3202 parts
+of transactions (the to-device inbox, device list changes, one-time and fallback keys)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,91 @@ class AppServiceStore:
             "INSERT INTO appservice_state (as_id, failures, retry_at_ts) VALUES ($1, $2, $3)"
             " ON CONFLICT (as_id) DO UPDATE SET failures = $2, retry_at_ts = $3",
             as_id, failures, retry_at)
+
+    # ------------------------------------------------------------------ consumer positions
+
+    async def position(self, conn: Conn, name: str, stream: str, start: int) -> int:
+        """A consumer's saved position (`stream_consumers`), created at `start` if new."""
+        await conn.execute(
+            "INSERT INTO stream_consumers (name, stream, position, updated_ts)"
+            " VALUES ($1, $2, $3, (extract(epoch FROM now()) * 1000)::bigint)"
+            " ON CONFLICT (name) DO NOTHING", name, stream, start)
+        return int(await conn.fetchval(
+            "SELECT position FROM stream_consumers WHERE name = $1", name))
+
+    async def save_position(self, conn: Conn, name: str, position: int) -> None:
+        await conn.execute(
+            "UPDATE stream_consumers SET position = GREATEST(position, $2),"
+            " updated_ts = (extract(epoch FROM now()) * 1000)::bigint WHERE name = $1",
+            name, position)
+
+    # ------------------------------------------------------------------ to-device, keys
+
+    async def to_device_after(self, conn: Conn, after: int, upto: int,
+                              max_sends: int) -> tuple[list[asyncpg.Record], int]:
+        """Inbox rows of the first `max_sends` positions in (after, upto] (whole sends, never
+        half of one), oldest first, and the position they reach."""
+        ids = await conn.fetch(
+            "SELECT DISTINCT stream_id FROM to_device_inbox"
+            " WHERE stream_id > $1 AND stream_id <= $2 ORDER BY stream_id LIMIT $3",
+            after, upto, max_sends)
+        end = int(ids[-1]["stream_id"]) if len(ids) == max_sends else upto
+        if not ids:
+            return [], end
+        rows = await conn.fetch(
+            "SELECT user_id, device_id, stream_id, sender, type, content FROM to_device_inbox"
+            " WHERE stream_id > $1 AND stream_id <= $2 ORDER BY stream_id, user_id, device_id",
+            after, end)
+        return list(rows), end
+
+    async def delete_to_device(self, conn: Conn, keys: list[tuple[str, str, int]]) -> None:
+        """Remove inbox rows handed to an AS (by user, device, position)."""
+        if keys:
+            await conn.execute(
+                "DELETE FROM to_device_inbox i USING unnest($1::text[], $2::text[],"
+                " $3::bigint[]) AS k(user_id, device_id, stream_id)"
+                " WHERE i.user_id = k.user_id AND i.device_id = k.device_id"
+                " AND i.stream_id = k.stream_id",
+                [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+
+    async def device_list_changes(self, conn: Conn, after: int,
+                                  upto: int) -> list[tuple[str, str | None]]:
+        """Distinct (user_id, only_for) of the device list changes in (after, upto]."""
+        rows = await conn.fetch(
+            "SELECT DISTINCT user_id, only_for FROM device_list_changes"
+            " WHERE stream_id > $1 AND stream_id <= $2", after, upto)
+        return [(r["user_id"], r["only_for"]) for r in rows]
+
+    async def one_time_key_counts(self, conn: Conn,
+                                  user_ids: list[str]) -> dict[str, dict[str, dict[str, int]]]:
+        """{user: {device: {algorithm: count}}} for every device of the users (an empty map
+        for a device with no keys left)."""
+        rows = await conn.fetch(
+            "SELECT d.user_id, d.device_id, k.algorithm, count(k.key_id) AS n FROM devices d"
+            " LEFT JOIN e2e_one_time_keys k USING (user_id, device_id)"
+            " WHERE d.user_id = ANY($1::text[])"
+            " GROUP BY d.user_id, d.device_id, k.algorithm", user_ids)
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for r in rows:
+            by_alg = out.setdefault(r["user_id"], {}).setdefault(r["device_id"], {})
+            if r["algorithm"] is not None:
+                by_alg[r["algorithm"]] = int(r["n"])
+        return out
+
+    async def unused_fallback_types(self, conn: Conn,
+                                    user_ids: list[str]) -> dict[str, dict[str, list[str]]]:
+        """{user: {device: [algorithm of an unused fallback key]}} for every device."""
+        rows = await conn.fetch(
+            "SELECT d.user_id, d.device_id, f.algorithm FROM devices d"
+            " LEFT JOIN e2e_fallback_keys f ON f.user_id = d.user_id"
+            " AND f.device_id = d.device_id AND NOT f.used"
+            " WHERE d.user_id = ANY($1::text[]) ORDER BY f.algorithm", user_ids)
+        out: dict[str, dict[str, list[str]]] = {}
+        for r in rows:
+            algs = out.setdefault(r["user_id"], {}).setdefault(r["device_id"], [])
+            if r["algorithm"] is not None:
+                algs.append(r["algorithm"])
+        return out
 
     # ------------------------------------------------------------------ room lists
 
