@@ -124,12 +124,12 @@ class DeviceFeed:
             self.key_users.add(user_id)
 
     def behind(self) -> bool:
-        """Whether there is something to send."""
+        """Whether there may be something to send (or positions to load, after `clear`)."""
         return bool(self.key_users) or (
-            self._to_device is not None and self._td_pos is not None
-            and self._to_device.current > self._td_pos) or (
-            self._lists is not None and self._dl_pos is not None
-            and self._lists.current > self._dl_pos)
+            self._to_device is not None and (
+                self._td_pos is None or self._to_device.current > self._td_pos)) or (
+            self._lists is not None and (
+                self._dl_pos is None or self._lists.current > self._dl_pos))
 
     def clear(self) -> None:
         """Another process sends to this AS: it reads the streams from the saved positions."""

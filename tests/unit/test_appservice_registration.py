@@ -82,10 +82,19 @@ def test_url_may_be_null_and_unknown_keys_are_ignored() -> None:
     (reg(protocols="irc"), "protocols"),
     (reg(protocols=[""]), "protocols"),
     (reg(receive_ephemeral="yes"), "receive_ephemeral"),
+    (reg(**{"org.matrix.msc3202": "yes"}), "org.matrix.msc3202"),
 ])
 def test_bad_registrations(data: Any, message: str) -> None:
     with pytest.raises(RegistrationError, match=message):
         parse_registration(data, HS, "irc.yaml")
+
+
+def test_msc3202_and_unstable_ephemeral_flags() -> None:
+    on = parse_registration(reg(**{"org.matrix.msc3202": True,
+                                   "de.sorunome.msc2409.push_ephemeral": True}), HS)
+    assert on.msc3202 and on.receive_ephemeral
+    off = parse_registration(reg(), HS)
+    assert not off.msc3202 and not off.receive_ephemeral
 
 
 @pytest.mark.parametrize(("second", "message"), [
