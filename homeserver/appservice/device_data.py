@@ -20,8 +20,12 @@ MSC3202 (`org.matrix.msc3202: true`): `org.matrix.msc3202.device_lists.changed` 
 whose device list changed (rows of `device_list_changes` after the consumer
 `appservice-device_lists:<id>`) when the AS is interested in them or one of its rooms has them
 joined (a change meant for one user only, `only_for`, goes only to the AS of that user), as
-Synapse does; `left` is empty, as in Synapse. The key counts
-(`org.matrix.msc3202.device_one_time_keys_count`, also under Synapse's older
+Synapse does. Membership completes it as /sync's device_lists does (Synapse leaves `left`
+empty): from the membership events of the transaction, a user the AS's users newly share a room
+with is `changed` (the bridge has not seen their devices), and one they no longer share any room
+with is `left` (it may stop tracking them); both read against membership as it is now.
+
+The key counts (`org.matrix.msc3202.device_one_time_keys_count`, also under Synapse's older
 `device_one_time_key_counts` spelling, and `device_unused_fallback_key_types`, both
 {user: {device: ...}}) cover every device of: the AS's sender, the recipients of the
 transaction's to-device messages, and the AS's users whose keys were uploaded or claimed since
@@ -39,6 +43,7 @@ import orjson
 
 from homeserver.appservice.registration import AppService
 from homeserver.appservice.store import AppServiceStore
+from homeserver.events.model import EventEntry
 from homeserver.storage.database import Conn, Database
 from homeserver.storage.streams import Stream
 from homeserver.types import JsonDict
@@ -54,6 +59,7 @@ class DeviceData:
     to_device_end: int | None = None  # the to-device position to save
     delivered: list[tuple[str, str, int]] = field(default_factory=list)  # rows leaving the inbox
     changed: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
     lists_end: int | None = None  # the device-list position to save
     key_users: set[str] = field(default_factory=set)  # marks taken for this transaction
     otk_counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
@@ -61,7 +67,7 @@ class DeviceData:
 
     def has_content(self) -> bool:
         """Whether this alone makes a transaction (key counts only ride along)."""
-        return bool(self.to_device or self.changed or self.key_users)
+        return bool(self.to_device or self.changed or self.left or self.key_users)
 
     def moves(self) -> bool:
         return self.to_device_end is not None or self.lists_end is not None
@@ -73,8 +79,9 @@ class DeviceData:
             body["de.sorunome.msc2409.to_device"] = self.to_device
         if not service.msc3202:
             return
-        if self.changed:
-            body["org.matrix.msc3202.device_lists"] = {"changed": self.changed, "left": []}
+        if self.changed or self.left:
+            body["org.matrix.msc3202.device_lists"] = {"changed": self.changed,
+                                                       "left": self.left}
         if self.otk_counts:
             body["org.matrix.msc3202.device_one_time_keys_count"] = self.otk_counts
             body["org.matrix.msc3202.device_one_time_key_counts"] = self.otk_counts
@@ -87,7 +94,8 @@ class DeviceFeed:
 
     def __init__(self, db: Database, store: AppServiceStore, service: AppService,
                  to_device: Stream | None, device_lists: Stream | None,
-                 shares_room: Callable[[AppService, str], Awaitable[bool]]) -> None:
+                 shares_room: Callable[[AppService, str], Awaitable[bool]],
+                 room_members: Callable[[str], Awaitable[set[str]]]) -> None:
         self._db = db
         self._store = store
         self.service = service
@@ -95,6 +103,7 @@ class DeviceFeed:
         self._to_device = to_device if service.receive_ephemeral else None
         self._lists = device_lists if service.msc3202 else None
         self._shares_room = shares_room
+        self._room_members = room_members
         self._td_name = f"appservice-to_device:{service.id}"
         self._dl_name = f"appservice-device_lists:{service.id}"
         self._td_pos: int | None = None
@@ -136,8 +145,9 @@ class DeviceFeed:
         self.key_users.clear()
         self._td_pos = self._dl_pos = None
 
-    async def collect(self) -> DeviceData:
-        """The data of the next transaction (nothing is recorded until `written`)."""
+    async def collect(self, entries: list[EventEntry]) -> DeviceData:
+        """The data of the next transaction, whose events are `entries` (nothing is recorded
+        until `written`)."""
         if (self._to_device is not None and self._td_pos is None) or (
                 self._lists is not None and self._dl_pos is None):
             await self.start()
@@ -177,8 +187,35 @@ class DeviceFeed:
                         changed.add(user_id)
                 data.changed = sorted(changed)
         if s.msc3202:
+            await self._memberships(entries, data)
             data.key_users, self.key_users = self.key_users, set()
         return data
+
+    async def _memberships(self, entries: list[EventEntry], data: DeviceData) -> None:
+        """`changed` and `left` from the joins and leaves among `entries`."""
+        s = self.service
+        joined: set[str] = set()
+        gone: set[str] = set()
+        for e in entries:
+            target, membership = e.state_key, e.membership
+            if target is None or membership not in ("join", "leave", "ban"):
+                continue
+            if s.is_interested_in_user(target):
+                # One of the AS's users: everyone in the room is new to it, or may be gone.
+                (joined if membership == "join" else gone).update(
+                    await self._room_members(e.room_id))
+            else:
+                (joined if membership == "join" else gone).add(target)
+        changed, left = set(data.changed), set()
+        for user_id in sorted(joined | gone):
+            if s.is_interested_in_user(user_id):
+                continue  # its own users' devices are the AS's to know
+            if await self._shares_room(s, user_id):
+                if user_id in joined:
+                    changed.add(user_id)
+            elif user_id in gone:
+                left.add(user_id)
+        data.changed, data.left = sorted(changed), sorted(left)
 
     async def add_counts(self, data: DeviceData) -> None:
         """A transaction is being made: add the key counts it carries (MSC3202)."""

@@ -89,7 +89,8 @@ class AppServiceSender:
         self.first_timeout_s = FIRST_TIMEOUT_S
         self._queues = [_ServiceQueue(self, s, EventConsumer(
             f"appservice:{s.id}", db, events, cache, stream, batch_size=MAX_EVENTS),
-            DeviceFeed(db, store, s, to_device, device_lists, self._shares_room))
+            DeviceFeed(db, store, s, to_device, device_lists, self._shares_room,
+                       self._room_members))
             for s in services if s.url is not None]
         self._tasks: list[asyncio.Task[None]] = []
         # The users typing in a room now (TypingService.users), for m.typing ephemerals.
@@ -156,6 +157,10 @@ class AppServiceSender:
                 q.ephemeral[("m.presence", user_id)] = {
                     "type": "m.presence", "sender": user_id, "content": content}
                 q.wake.set()
+
+    async def _room_members(self, room_id: str) -> set[str]:
+        room = await self._rooms.get(room_id)
+        return set(room.joined_members()) if room is not None else set()
 
     async def _shares_room(self, service: AppService, user_id: str) -> bool:
         if service.is_interested_in_user(user_id):
@@ -275,7 +280,7 @@ class _ServiceQueue:
                 chosen = await s.interesting(self.service, entries)
                 waiting, self.ephemeral = list(self.ephemeral.values()), {}
                 ephemeral = await s.ephemeral_for(self.service, waiting) if waiting else []
-                data = await self.devices.collect()
+                data = await self.devices.collect(chosen)
                 try:
                     await self._write(chosen, ephemeral, data, end if moved else None)
                 except BaseException:

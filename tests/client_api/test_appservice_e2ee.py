@@ -221,3 +221,31 @@ async def test_device_list_changes_of_users_sharing_a_room(env: Env) -> None:
     assert body["org.matrix.msc3202.device_lists"]["left"] == []
     assert not any(loner.user_id in changed(b) for b in bodies(env.bridge))
     assert not any("org.matrix.msc3202.device_lists" in b for b in bodies(env.plain))
+
+
+async def test_device_lists_follow_membership(env: Env) -> None:
+    """A user the bridge's users start sharing a room with is `changed`, one they share no
+    room with any more is `left`, as /sync's device_lists goes."""
+    c = env.client
+    bot = await ghost(env, "bridgee_member", "MEMBERDEV")
+    owner, dave = await c.register(), await c.register()
+    room_id = await c.create_room(owner, preset="public_chat")
+
+    def lists(b: dict[str, Any], key: str) -> list[str]:
+        return list(b.get("org.matrix.msc3202.device_lists", {}).get(key, []))
+
+    async def member(token: str, action: str, **params: str) -> None:
+        status, body = await c.request("POST", f"/rooms/{room_id}/{action}", {}, token,
+                                       params=params or None)
+        assert status == 200, body
+
+    await member(env.bridge_token, "join", user_id=bot.user_id)
+    await wait_for(env.bridge, lambda b: owner.user_id in lists(b, "changed"))
+    await member(dave.access_token, "join")
+    await wait_for(env.bridge, lambda b: dave.user_id in lists(b, "changed"))
+    await member(dave.access_token, "leave")
+    await wait_for(env.bridge, lambda b: dave.user_id in lists(b, "left"))
+    await member(env.bridge_token, "leave", user_id=bot.user_id)
+    await wait_for(env.bridge, lambda b: owner.user_id in lists(b, "left"))
+    # The bridge's own user is never "left" (its own users always concern it).
+    assert not any(bot.user_id in lists(b, "left") for b in bodies(env.bridge))
