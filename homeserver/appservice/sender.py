@@ -24,6 +24,11 @@ restart may lose them (they describe a moment, not history). Local users' presen
 per user, to an AS whose namespace covers the user or that has a user in one of the user's
 rooms.
 
+End-to-bridge encryption (to-device messages, MSC3202 device lists and key counts) comes from
+each AS's `DeviceFeed` (homeserver/appservice/device_data.py): read after its own saved
+positions, added to the same transaction, and its positions saved in the database transaction
+that writes it.
+
 Of several processes on one database, the holder of an AS's lease (`appservice_state.holder`,
 renewed as it works, taken over LEASE_MS after it stops) sends to that AS; a new transaction
 is made only while the lease is held (checked in the transaction that makes it). A request
