@@ -336,8 +336,18 @@ class MatrixRequestHandler(RequestHandler):
           the last bytes received ended a request's head (so no part of a next request is
           inside the parser). Most parked polls get no bytes until their answer is written,
           so they hold no parser at all. (The bytes copy of the request's headers is already
-          gone, see `_MessageQueue`.)"""
+          gone, see `_MessageQueue`.)
+        - The request's parsed query (a MultiDict, ~0.2 kB) and the URL and host derived from
+          its head: the handler has read its parameters before it parks, and each is derived
+          again, the same, should anything ask later (aiohttp's `reify` caches)."""
         self.keep_alive(True)
+        cache = getattr(request, "_cache", None)
+        if isinstance(cache, dict):
+            for name in ("query", "url", "host"):
+                cache.pop(name, None)
+        url_cache = getattr(request.rel_url, "_cache", None)  # yarl keeps the query's parse too
+        if isinstance(url_cache, dict):
+            url_cache.pop("query", None)
         # Only the parser class and arguments `_new_parser` knows (aiohttp 3.14; older ones,
         # whose parser takes no queue size, keep their parser).
         if (getattr(self, "_max_msg_queue_size", None) is not None and self._at_boundary
