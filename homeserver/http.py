@@ -337,14 +337,23 @@ class MatrixRequestHandler(RequestHandler):
           inside the parser). Most parked polls get no bytes until their answer is written,
           so they hold no parser at all. (The bytes copy of the request's headers is already
           gone, see `_MessageQueue`.)
-        - The request's parsed query (a MultiDict, ~0.2 kB) and the URL and host derived from
-          its head: the handler has read its parameters before it parks, and each is derived
-          again, the same, should anything ask later (aiohttp's `reify` caches)."""
+        - The request's parsed query (a MultiDict, ~0.2 kB) and the URL derived from its head:
+          the handler has read its parameters before it parks, and each is derived again, the
+          same, should anything ask later (aiohttp's `reify` caches).
+        - The socket's peer and local addresses (two tuples, ~0.2 kB), which the connection
+          and the request keep for `request.remote` and `request.host`: both are worked out
+          first (and stay cached, as strings the request holds anyway), and the connection
+          asks the socket again for the next request."""
         self.keep_alive(True)
         cache = getattr(request, "_cache", None)
         if isinstance(cache, dict):
-            for name in ("query", "url", "host"):
+            for name in ("query", "url"):
                 cache.pop(name, None)
+            if (hasattr(request, "_transport_peername") and "peername" in self._cache
+                    and request.remote is not None and request.host):
+                request._transport_peername = request._transport_sockname = None
+                self._cache.pop("peername", None)
+                self._cache.pop("sockname", None)
         url_cache = getattr(request.rel_url, "_cache", None)  # yarl keeps the query's parse too
         if isinstance(url_cache, dict):
             url_cache.pop("query", None)
