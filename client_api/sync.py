@@ -80,12 +80,18 @@ def setup(app: web.Application) -> None:
     app[FILTERS] = SyncFilters()
 
 
+def _since(request: web.Request) -> SyncToken | None:
+    """The `since` token (a function of its own so that the handler, whose frame a parked poll
+    keeps, holds the parsed token but not also its text)."""
+    raw = request.query.get("since")
+    return SyncToken.parse(raw) if raw else None
+
+
 @routes.get("/_matrix/client/{v:(v3|r0)}/sync")
 async def sync(request: web.Request) -> web.StreamResponse:
     requester = await auth(request)
     c = ctx(request)
-    since_raw = request.query.get("since")
-    since = SyncToken.parse(since_raw) if since_raw else None
+    since = _since(request)
     timeout = query_int(request, "timeout", 0, 0, 600_000)
     full_state = query_bool(request, "full_state", False)
     set_presence = request.query.get("set_presence", "online")

@@ -294,16 +294,32 @@ class MatrixRequestHandler(RequestHandler):
     It also keeps a connection small while its request waits (`park`): a server with
     thousands of parked long-polls holds one of these per poll."""
 
-    __slots__ = ("_at_boundary",)
+    __slots__ = ("_at_boundary", "_parser_shed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._messages = _MessageQueue()  # type: ignore[assignment]
         self._at_boundary = False  # the bytes received so far end where a request's head ended
+        self._parser_shed = False  # park() dropped the parser; the next bytes get a new one
 
     def data_received(self, data: bytes) -> None:
+        if self._parser_shed:
+            self._parser_shed = False
+            if self._parser is None and not (self._force_close or self._close):
+                self._parser = self._new_parser()
         super().data_received(data)
         self._at_boundary = data.endswith(b"\r\n\r\n")
+
+    def _new_parser(self) -> Any:
+        """A parser as RequestHandler makes one (aiohttp 3.14's arguments)."""
+        manager = self._manager
+        return web_protocol.HttpRequestParser(
+            self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size, max_headers=self.max_headers,
+            payload_exception=web_protocol.RequestPayloadError,
+            auto_decompress=(manager._kwargs.get("auto_decompress", True)
+                             if manager is not None else True),
+            max_msg_queue_size=self._max_msg_queue_size)
 
     def park(self, request: web.BaseRequest) -> None:
         """`request` is about to wait long (a /sync long-poll): drop what the connection keeps
@@ -313,27 +329,42 @@ class MatrixRequestHandler(RequestHandler):
           each response; while a request is handled it only re-arms itself, yet costs a timer
           (~0.5 kB). `keep_alive(True)` cancels it without changing the connection (one that is
           handling a request is a keep-alive one); aiohttp arms it again after the response.
-        - The HTTP parser's copy of the last request's headers (as text and as bytes, ~1 kB),
-          which it only lets go when the next request begins: a fresh parser replaces it, but
-          only when it provably holds nothing else: the request has no unread body, no other
-          request is queued, and the last bytes received ended a request's head (so no part
-          of a next request is inside the parser). (The bytes copy of the request's headers
-          is already gone, see `_MessageQueue`.)"""
+        - The HTTP parser (~1 kB with its copy of the last request's headers, as text and as
+          bytes, which it only lets go when the next request begins). It is dropped, and a
+          fresh one made when the next bytes arrive (`data_received`), only when it provably
+          holds nothing else: the request has no unread body, no other request is queued, and
+          the last bytes received ended a request's head (so no part of a next request is
+          inside the parser). Most parked polls get no bytes until their answer is written,
+          so they hold no parser at all. (The bytes copy of the request's headers is already
+          gone, see `_MessageQueue`.)
+        - The request's parsed query (a MultiDict, ~0.2 kB) and the URL derived from its head:
+          the handler has read its parameters before it parks, and each is derived again, the
+          same, should anything ask later (aiohttp's `reify` caches).
+        - The socket's peer and local addresses (two tuples, ~0.2 kB), which the connection
+          and the request keep for `request.remote` and `request.host`: both are worked out
+          first (and stay cached, as strings the request holds anyway), and the connection
+          asks the socket again for the next request."""
         self.keep_alive(True)
-        # The parser's arguments as RequestHandler passes them (aiohttp 3.14; older ones, whose
-        # parser takes no queue size, keep their parser).
-        queue_size = getattr(self, "_max_msg_queue_size", None)
-        if (queue_size is not None and self._at_boundary and not self._messages
-                and request.content.is_eof() and self._payload_parser is None
-                and not self._upgraded and type(self._parser) is web_protocol.HttpRequestParser):
-            manager = self._manager
-            self._parser = web_protocol.HttpRequestParser(
-                self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
-                max_field_size=self.max_field_size, max_headers=self.max_headers,
-                payload_exception=web_protocol.RequestPayloadError,
-                auto_decompress=(manager._kwargs.get("auto_decompress", True)
-                                 if manager is not None else True),
-                max_msg_queue_size=queue_size)
+        cache = getattr(request, "_cache", None)
+        if isinstance(cache, dict):
+            for name in ("query", "url"):
+                cache.pop(name, None)
+            if (hasattr(request, "_transport_peername") and "peername" in self._cache
+                    and request.remote is not None and request.host):
+                request._transport_peername = request._transport_sockname = None
+                self._cache.pop("peername", None)
+                self._cache.pop("sockname", None)
+        url_cache = getattr(request.rel_url, "_cache", None)  # yarl keeps the query's parse too
+        if isinstance(url_cache, dict):
+            url_cache.pop("query", None)
+        # Only the parser class and arguments `_new_parser` knows (aiohttp 3.14; older ones,
+        # whose parser takes no queue size, keep their parser).
+        if (getattr(self, "_max_msg_queue_size", None) is not None and self._at_boundary
+                and not self._messages and request.content.is_eof()
+                and self._payload_parser is None and not self._upgraded
+                and type(self._parser) is web_protocol.HttpRequestParser):
+            self._parser = None
+            self._parser_shed = True
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

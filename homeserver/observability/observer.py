@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from contextvars import Token
 
 from aiohttp import web
 
@@ -27,10 +26,16 @@ class Observer:
         self.health = health
         self.log_requests = log_requests
 
-    def begin(self, request: web.Request) -> tuple[Token[str | None], Token[str | None],
-                                                   Token[str | None]]:
-        return (request_id.set(secrets.token_hex(6)), request_user.set(None),
-                request_endpoint.set(endpoint_of(request)))
+    def begin(self, request: web.Request) -> tuple[str | None, str | None, str | None] | None:
+        """Set the request's log fields; the state is what `end` puts back: the fields' values
+        from before, or None for "none were set" (a request's own task, as aiohttp gives each,
+        starts with none). Not the variables' reset tokens: a parked long-poll would hold
+        three of them (~0.2 kB) for as long as it waits."""
+        before = (request_id.get(), request_user.get(), request_endpoint.get())
+        request_id.set(secrets.token_hex(6))
+        request_user.set(None)
+        request_endpoint.set(endpoint_of(request))
+        return None if before == (None, None, None) else before
 
     def unavailable(self, exc: BaseException) -> MatrixError | None:
         """The 503 for a request that failed because the database is unreachable."""
@@ -43,7 +48,7 @@ class Observer:
                            retry_after_ms=RETRY_AFTER_S * 1000)
 
     def end(self, request: web.Request, status: int, seconds: float,
-            tokens: tuple[Token[str | None], Token[str | None], Token[str | None]]) -> None:
+            before: tuple[str | None, str | None, str | None] | None) -> None:
         endpoint = request_endpoint.get() or "unknown"
         if self.metrics is not None:
             self.metrics.request_done(request.method, endpoint, status, seconds)
@@ -52,9 +57,9 @@ class Observer:
                             seconds * 1000, extra={"method": request.method,
                                                    "status": status,
                                                    "duration_ms": round(seconds * 1000, 2)})
-        for var, token in zip((request_id, request_user, request_endpoint), tokens,
-                              strict=True):
-            var.reset(token)
+        for var, value in zip((request_id, request_user, request_endpoint),
+                              before or (None, None, None), strict=True):
+            var.set(value)
 
 
 def endpoint_of(request: web.Request) -> str:

@@ -30,6 +30,7 @@ from homeserver.users.ignored import IgnoredUsers
 DEFAULT_TIMELINE_LIMIT = 10
 OUT_OF_BAND_LOOKAHEAD = 10  # timeline events looked at for the state after an out-of-band one
 MEMBERS_SENT_ROOMS = 100_000  # (user, device, room) entries kept for lazy-loading members
+NO_PEEKS: dict[str, int] = {}  # "this device peeks into nothing"; shared, never written to
 INVITE_STATE_TYPES = (
     "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
     "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
@@ -96,7 +97,10 @@ class SyncService:
             peeked = await self._peeked(requester)
             # A peeker also listens for the peeked rooms' members, whom every change in the
             # room wakes (as GET /events?room_id= does, homeserver/sync/peek.py).
-            keys = [user_id, *await self._peek_keys(peeked)] if peeked else [user_id]
+            if peeked:
+                keys: tuple[str, ...] = (user_id, *await self._peek_keys(peeked))
+            else:
+                peeked, keys = NO_PEEKS, (user_id,)  # shared, not a new dict per parked poll
             fut = self._notifier.subscribe_many(keys, deadline if waits else None)
             try:
                 result = await self.compute(requester, since, flt, full_state, peeked)
