@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -110,23 +111,22 @@ def registration(n: int, url: str, as_token: str, hs_token: str) -> dict[str, An
             "namespaces": {"users": users, "aliases": aliases, "rooms": []}}
 
 
-@pytest.fixture(scope="module")
-async def env(pg_admin: PgAdmin, tmp_path_factory: pytest.TempPathFactory
-              ) -> AsyncIterator[Env]:
-    as1, as2 = MockAS("hs-token-1"), MockAS("hs-token-2")
+@asynccontextmanager
+async def server_with_ases(pg_admin: PgAdmin, tmp: Path, mocks: dict[str, MockAS],
+                           registrations: Callable[[str], list[dict[str, Any]]]
+                           ) -> AsyncIterator[tuple[Server, Client]]:
+    """A server loading the registrations `registrations(base_url)` gives, with each mock AS
+    served on loopback at `base_url + "/" + its key`; retries fast (50 ms backoff)."""
     mock = web.Application()
-    mock.router.add_route("*", "/as1/_matrix/app/v1/{tail:.*}", as1.handle)
-    mock.router.add_route("*", "/as2/_matrix/app/v1/{tail:.*}", as2.handle)
+    for prefix, m in mocks.items():
+        mock.router.add_route("*", f"/{prefix}/_matrix/app/v1/{{tail:.*}}", m.handle)
     runner = web.AppRunner(mock)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    t1, t2 = "as-token-1-" + secrets.token_hex(4), "as-token-2-" + secrets.token_hex(4)
-    services = tuple(parse_registration(registration(n, f"http://127.0.0.1:{port}/as{n}", t, h),
-                                        SERVER)
-                     for n, t, h in ((1, t1, as1.hs_token), (2, t2, as2.hs_token)))
-    tmp: Path = tmp_path_factory.mktemp("as-hs")
+    services = tuple(parse_registration(r, SERVER)
+                     for r in registrations(f"http://127.0.0.1:{port}"))
     config = replace(make_config(tmp), app_services=services,
                      outbound_allow=("127.0.0.0/8",))
     name = await pg_admin.create()
@@ -134,10 +134,24 @@ async def env(pg_admin: PgAdmin, tmp_path_factory: pytest.TempPathFactory
         async for srv in start_server(config, pg_admin.dsn_for(name)):
             srv.hs.appservices.sender.backoff_base_ms = 50
             async with aiohttp.ClientSession() as session:
-                yield Env(srv, Client(srv.url, session), as1, as2, t1, t2)
+                yield srv, Client(srv.url, session)
     finally:
         await runner.cleanup()
         await pg_admin.drop(name)
+
+
+@pytest.fixture(scope="module")
+async def env(pg_admin: PgAdmin, tmp_path_factory: pytest.TempPathFactory
+              ) -> AsyncIterator[Env]:
+    as1, as2 = MockAS("hs-token-1"), MockAS("hs-token-2")
+    t1, t2 = "as-token-1-" + secrets.token_hex(4), "as-token-2-" + secrets.token_hex(4)
+
+    def regs(base: str) -> list[dict[str, Any]]:
+        return [registration(n, f"{base}/as{n}", t, h)
+                for n, t, h in ((1, t1, as1.hs_token), (2, t2, as2.hs_token))]
+    async with server_with_ases(pg_admin, tmp_path_factory.mktemp("as-hs"),
+                                {"as1": as1, "as2": as2}, regs) as (srv, client):
+        yield Env(srv, client, as1, as2, t1, t2)
 
 
 async def as_register(env: Env, token: str, localpart: str,

@@ -8,18 +8,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 
-from homeserver.appservice.registration import parse_registration
-from tests.client_api.test_appservice import MockAS
-from tests.conftest import PgAdmin, Server, start_server
-from tests.conftest import test_config as make_config
+from tests.client_api.test_appservice import MockAS, server_with_ases
+from tests.conftest import PgAdmin, Server
 from tests.e2ee.keys import new_device
 from tests.helpers import Client, User
 
@@ -44,37 +39,22 @@ def uid(localpart: str) -> str:
 async def env(pg_admin: PgAdmin, tmp_path_factory: pytest.TempPathFactory
               ) -> AsyncIterator[Env]:
     bridge, plain = MockAS("hs-token-b"), MockAS("hs-token-p")
-    mock = web.Application()
-    mock.router.add_route("*", "/b/_matrix/app/v1/{tail:.*}", bridge.handle)
-    mock.router.add_route("*", "/p/_matrix/app/v1/{tail:.*}", plain.handle)
-    runner = web.AppRunner(mock)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     tb, tp = "as-token-b-" + secrets.token_hex(4), "as-token-p-" + secrets.token_hex(4)
-    regs = [
-        {"id": "bridge", "url": f"http://127.0.0.1:{port}/b", "as_token": tb,
-         "hs_token": bridge.hs_token, "sender_localpart": "bridgebot",
-         "de.sorunome.msc2409.push_ephemeral": True, "org.matrix.msc3202": True,
-         "namespaces": {"users": [{"regex": f"@bridgee_.*:{SERVER}", "exclusive": True},
-                                  {"regex": f"@shared_.*:{SERVER}", "exclusive": False}]}},
-        {"id": "plain", "url": f"http://127.0.0.1:{port}/p", "as_token": tp,
-         "hs_token": plain.hs_token, "sender_localpart": "plainbot",
-         "namespaces": {"users": [{"regex": f"@shared_.*:{SERVER}", "exclusive": False}]}},
-    ]
-    services = tuple(parse_registration(r, SERVER) for r in regs)
-    tmp: Path = tmp_path_factory.mktemp("as-e2ee")
-    config = replace(make_config(tmp), app_services=services, outbound_allow=("127.0.0.0/8",))
-    name = await pg_admin.create()
-    try:
-        async for srv in start_server(config, pg_admin.dsn_for(name)):
-            srv.hs.appservices.sender.backoff_base_ms = 50
-            async with aiohttp.ClientSession() as session:
-                yield Env(srv, Client(srv.url, session), bridge, plain, tb, tp)
-    finally:
-        await runner.cleanup()
-        await pg_admin.drop(name)
+
+    def regs(base: str) -> list[dict[str, Any]]:
+        return [
+            {"id": "bridge", "url": f"{base}/b", "as_token": tb,
+             "hs_token": bridge.hs_token, "sender_localpart": "bridgebot",
+             "de.sorunome.msc2409.push_ephemeral": True, "org.matrix.msc3202": True,
+             "namespaces": {"users": [{"regex": f"@bridgee_.*:{SERVER}", "exclusive": True},
+                                      {"regex": f"@shared_.*:{SERVER}", "exclusive": False}]}},
+            {"id": "plain", "url": f"{base}/p", "as_token": tp,
+             "hs_token": plain.hs_token, "sender_localpart": "plainbot",
+             "namespaces": {"users": [{"regex": f"@shared_.*:{SERVER}", "exclusive": False}]}},
+        ]
+    async with server_with_ases(pg_admin, tmp_path_factory.mktemp("as-e2ee"),
+                                {"b": bridge, "p": plain}, regs) as (srv, client):
+        yield Env(srv, client, bridge, plain, tb, tp)
 
 
 def bodies(mock: MockAS) -> list[dict[str, Any]]:
